@@ -1,0 +1,5 @@
+import sys
+
+from reusevos.cli import main
+
+sys.exit(main())

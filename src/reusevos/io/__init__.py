@@ -1,0 +1,1 @@
+"""Readers and writers: frames (folders, video files, DAVIS layouts), masks, overlays."""

@@ -1,0 +1,128 @@
+"""Mask files: reading label maps from the formats found in the wild, writing DAVIS palette PNGs.
+
+A label map is a ``(H, W)`` uint8 array: 0 is background, 1..K are object ids.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from reusevos.errors import ReusevosError
+
+
+def _davis_palette() -> np.ndarray:
+    """The official DAVIS / PASCAL VOC colour map, ``(256, 3)`` uint8: 0 black, 1 (128, 0, 0), ...
+
+    Each index's bits are spread over the three channels, most significant bit first, which gives
+    levels 64, 128 and 192 (some code in the wild has 191 instead of 192; that is not DAVIS).
+    """
+    palette = np.zeros((256, 3), dtype=np.uint8)
+    for index in range(256):
+        code = index
+        for bit in range(8):
+            for channel in range(3):
+                palette[index, channel] |= ((code >> channel) & 1) << (7 - bit)
+            code >>= 3
+    return palette
+
+
+DAVIS_PALETTE: np.ndarray = _davis_palette()
+
+
+def read_mask(path: str | os.PathLike) -> np.ndarray:
+    """Read a mask file as a ``(H, W)`` uint8 label map.
+
+    Accepted: palette PNGs (labels are the palette indices), single-channel PNGs holding only 0 and
+    255 (one object, DAVIS 2016), single-channel label PNGs (values are labels), 1-bit images, and
+    RGB images whose colours are all DAVIS palette colours. Anything else raises ReusevosError.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ReusevosError(f"mask file not found: {path}")
+    try:
+        with Image.open(path) as image:
+            image.load()
+            mode = image.mode
+            if mode == "P":
+                return np.array(image, dtype=np.uint8)
+            if mode in ("RGB", "RGBA"):
+                return _labels_from_rgb(np.array(image.convert("RGB")), path)
+            if mode == "LA":
+                image = image.getchannel(0)
+            elif mode == "1":
+                return np.array(image, dtype=np.uint8)
+            array = np.array(image)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise ReusevosError(f"cannot read mask {path}: {exc}; give a PNG mask (palette or single-channel)") from exc
+    return _labels_from_gray(array, path)
+
+
+def _labels_from_gray(array: np.ndarray, path: Path) -> np.ndarray:
+    if array.ndim != 2:
+        raise ReusevosError(f"mask {path} has shape {array.shape}; expected a single-channel image")
+    values = np.unique(array)
+    if values.size <= 2 and set(values.tolist()) <= {0, 255}:
+        # DAVIS 2016 convention: a 0/255 mask is one object.
+        return (array > 0).astype(np.uint8)
+    if values.max() > 255 or values.min() < 0:
+        raise ReusevosError(
+            f"mask {path} holds values up to {values.max()}; labels must be 0..255 (0 = background)"
+        )
+    return array.astype(np.uint8)
+
+
+def _labels_from_rgb(rgb: np.ndarray, path: Path) -> np.ndarray:
+    if np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 0], rgb[..., 2]):
+        return _labels_from_gray(rgb[..., 0], path)
+    # An RGB export of a palette mask: map each colour back to its DAVIS index.
+    codes = (rgb[..., 0].astype(np.int32) << 16) | (rgb[..., 1].astype(np.int32) << 8) | rgb[..., 2]
+    palette_codes = (
+        (DAVIS_PALETTE[:, 0].astype(np.int32) << 16)
+        | (DAVIS_PALETTE[:, 1].astype(np.int32) << 8)
+        | DAVIS_PALETTE[:, 2]
+    )
+    lookup = {int(code): index for index, code in enumerate(palette_codes)}
+    colours = np.unique(codes)
+    unknown = [c for c in colours.tolist() if c not in lookup]
+    if unknown:
+        c = unknown[0]
+        raise ReusevosError(
+            f"mask {path} is an RGB image with colour ({c >> 16}, {(c >> 8) & 255}, {c & 255}) that is "
+            "not in the DAVIS palette; save it as a palette PNG or a single-channel label PNG"
+        )
+    labels = np.zeros(codes.shape, dtype=np.uint8)
+    for code in colours.tolist():
+        labels[codes == code] = lookup[code]
+    return labels
+
+
+def write_mask(path: str | os.PathLike, labels: np.ndarray) -> None:
+    """Write a ``(H, W)`` label map as a palette PNG with the DAVIS palette.
+
+    The file is written to a temporary name and renamed, so an interrupted write never leaves a
+    truncated PNG behind.
+    """
+    labels = np.asarray(labels)
+    if labels.ndim != 2:
+        raise ValueError(f"labels must be (H, W), got {labels.shape}")
+    if labels.size and (labels.min() < 0 or labels.max() > 255):
+        raise ValueError("labels must lie in 0..255")
+    path = Path(path)
+    image = Image.fromarray(labels.astype(np.uint8))
+    image.putpalette(DAVIS_PALETTE.reshape(-1).tolist())  # turns the "L" image into "P"
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        image.save(tmp, format="PNG")
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise ReusevosError(f"cannot write mask {path}: {exc.strerror or exc}") from exc
+
+
+def object_ids(labels: np.ndarray) -> list[int]:
+    """The object ids present in a label map, ascending, background excluded."""
+    return [int(v) for v in np.unique(labels) if v != 0]

@@ -1,0 +1,1 @@
+"""Network parts: backbone, target model, refinement network, reuse-path modules."""

@@ -1,0 +1,1 @@
+"""Offline training of the refinement network and the dynamic (reuse) network."""
