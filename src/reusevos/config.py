@@ -1,0 +1,47 @@
+"""Settings as dataclasses. Defaults reproduce the paper's (FRTM-fast) settings unless a comment says why not."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+
+@dataclass
+class TargetModelConfig:
+    """The online target model (SPEC section 2)."""
+
+    channels: int = 96  # c: the 1x1 compression's output channels at inference
+    proj_reg: float = 1e-4  # L2 penalty on the 1x1 compression weights
+    filter_reg: float = 1e-2  # L2 penalty on the 3x3 filter weights
+    init_cg_iters: tuple[int, ...] = (5, 10, 10, 10)  # one Gauss-Newton step each, both layers
+    update_cg_iters: int = 5  # filter-only refits (the compression is frozen after initialisation)
+    memory_size: int = 80
+    memory_lr: float = 0.1  # weight of a new sample; older ones decay by (1 - lr)
+    first_frame_weight: float = 2.0  # the start frame's samples count double
+    update_every: int = 8  # re-optimise the filter every n-th computed frame
+    min_sample_pixels: int = 10  # a tracked frame adds a sample only if its mask has this many pixels
+    num_augmented: int = 4  # augmented copies of the start frame
+    balance_threshold: float = 0.1  # class balancing when the foreground fraction is below this
+    label_stride: int = 4  # labels at image size / 4: 11x cheaper fits than full size (README)
+    min_object_pixels: int = 25  # smaller start masks are refused: too little to fit a model on
+
+
+@dataclass
+class ModelConfig:
+    """The network: backbone and refinement widths."""
+
+    backbone: str = "mobilenet_v2"
+    refine_channels: int = 64
+    target: TargetModelConfig = field(default_factory=TargetModelConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ModelConfig":
+        data = dict(data)
+        target = data.pop("target", {})
+        known = {f.name for f in fields(TargetModelConfig)}
+        target = {k: (tuple(v) if isinstance(v, list) else v) for k, v in target.items() if k in known}
+        known_model = {f.name for f in fields(cls)}
+        return cls(target=TargetModelConfig(**target), **{k: v for k, v in data.items() if k in known_model})

@@ -1,0 +1,86 @@
+"""The frozen ImageNet backbone, split at stride 8 so the reuse path can stop there.
+
+``to_f8`` runs on every frame; ``f8_to_f32`` only on frames that take the full path.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torchvision
+from torch import nn
+
+from reusevos.errors import ReusevosError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    channels: tuple[int, int, int, int]  # f4, f8, f16, f32
+
+
+SPECS = {
+    "mobilenet_v2": BackboneSpec((24, 32, 96, 320)),
+    "resnet18": BackboneSpec((64, 128, 256, 512)),
+    "resnet50": BackboneSpec((256, 512, 1024, 2048)),
+    "resnet101": BackboneSpec((256, 512, 1024, 2048)),
+}
+
+
+class Backbone(nn.Module):
+    """Four feature maps of an ImageNet network, frozen and in eval mode.
+
+    ``to_f8``: image ``(B, 3, H, W)`` in [0, 1] -> f4 ``(B, C4, H/4, W/4)``, f8 ``(B, C8, H/8, W/8)``.
+    ``f8_to_f32``: f8 -> f16 ``(B, C16, H/16, W/16)``, f32 ``(B, C32, H/32, W/32)``.
+    (Sizes round up: 854 px wide gives 214, 107, 54, 27.)
+    """
+
+    def __init__(self, name: str = "mobilenet_v2", weights_path: str | None = None):
+        super().__init__()
+        if name not in SPECS:
+            raise ReusevosError(f"unknown backbone {name!r}; choose one of {', '.join(SPECS)}")
+        self.name = name
+        self.channels = SPECS[name].channels
+        net = getattr(torchvision.models, name)(weights=None)
+        if weights_path is not None:
+            state = torch.load(weights_path, map_location="cpu", weights_only=True)
+            net.load_state_dict(state, strict=True)
+        if name == "mobilenet_v2":
+            f = net.features
+            self.stage4, self.stage8 = f[:4], f[4:7]
+            self.stage16, self.stage32 = f[7:14], f[14:18]
+        else:
+            self.stage4 = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool, net.layer1)
+            self.stage8, self.stage16, self.stage32 = net.layer2, net.layer3, net.layer4
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        self.requires_grad_(False)
+        self.eval()
+
+    def train(self, mode: bool = True) -> "Backbone":
+        # Never trained: batch-norm statistics stay ImageNet's even inside a training loop.
+        return super().train(False)
+
+    def to_f8(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = (image - self.mean) / self.std
+        f4 = self.stage4(x)
+        return f4, self.stage8(f4)
+
+    def f8_to_f32(self, f8: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        f16 = self.stage16(f8)
+        return f16, self.stage32(f16)
+
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        f4, f8 = self.to_f8(image)
+        f16, f32 = self.f8_to_f32(f8)
+        return f4, f8, f16, f32
+
+
+def load_backbone(name: str = "mobilenet_v2", fetch: bool = True) -> Backbone:
+    """A backbone with its verified ImageNet weights (see ``reusevos.weights``)."""
+    from reusevos.weights import backbone_weights
+
+    return Backbone(name, str(backbone_weights(name, fetch=fetch)))

@@ -1,0 +1,123 @@
+"""The assembled network and its checkpoints.
+
+A checkpoint holds only the trained modules (never the frozen backbone, whose ImageNet weights come
+from ``reusevos.weights``), the model configuration, and free-form metadata (how it was trained).
+Loading is strict: a missing, extra or mis-shaped tensor is an error.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from reusevos.config import ModelConfig
+from reusevos.errors import ReusevosError
+from reusevos.model.backbone import SPECS, Backbone
+from reusevos.model.refiner import Refiner
+
+CHECKPOINT_FORMAT = "reusevos-checkpoint"
+CHECKPOINT_VERSION = 1
+DEFAULT_CHECKPOINT = Path(__file__).resolve().parent.parent / "checkpoints" / "default.pt"
+
+
+class VOSNetwork(nn.Module):
+    """Backbone (frozen) + refinement network; the per-object target models live in the session."""
+
+    def __init__(self, config: ModelConfig | None = None, backbone: Backbone | None = None):
+        super().__init__()
+        self.config = config or ModelConfig()
+        if self.config.backbone not in SPECS:
+            raise ReusevosError(f"unknown backbone {self.config.backbone!r}; choose one of {', '.join(SPECS)}")
+        self.backbone = backbone if backbone is not None else Backbone(self.config.backbone)
+        self.refiner = Refiner(self.backbone.channels, self.config.refine_channels)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.refiner.parameters()).device
+
+    def trained_state(self) -> dict[str, torch.Tensor]:
+        """The trained modules' tensors (everything but the backbone)."""
+        return {k: v for k, v in self.state_dict().items() if not k.startswith("backbone.")}
+
+    def load_trained_state(self, state: dict[str, torch.Tensor], source: str = "checkpoint") -> None:
+        expected = self.trained_state()
+        missing = sorted(set(expected) - set(state))
+        extra = sorted(set(state) - set(expected))
+        wrong = sorted(k for k in set(expected) & set(state) if tuple(expected[k].shape) != tuple(state[k].shape))
+        if missing or extra or wrong:
+            detail = "; ".join(
+                f"{label}: {', '.join(keys[:3])}{' ...' if len(keys) > 3 else ''}"
+                for label, keys in (("missing", missing), ("unexpected", extra), ("wrong shape", wrong)) if keys)
+            raise ReusevosError(f"{source} does not fit this model ({detail}); use a checkpoint written by "
+                                "`reusevos train` for the same backbone")
+        self.load_state_dict({**state, **{k: v for k, v in self.state_dict().items() if k.startswith("backbone.")}},
+                             strict=True)
+
+
+def save_checkpoint(path: str | os.PathLike, network: VOSNetwork, meta: dict[str, Any] | None = None,
+                    half: bool = False) -> None:
+    """Write the trained modules atomically. ``half`` stores float16 (the shipped default is small)."""
+    state = {k: (v.detach().cpu().half() if half and v.is_floating_point() else v.detach().cpu())
+             for k, v in network.trained_state().items()}
+    payload = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION,
+               "config": network.config.to_dict(), "state_dict": state, "meta": meta or {}}
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+
+
+def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """Read and check a checkpoint file; any problem is a ReusevosError naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ReusevosError(f"weights file not found: {path}")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for a damaged file
+        raise ReusevosError(f"cannot read weights file {path} ({type(exc).__name__}); it is damaged or not a "
+                            "reusevos checkpoint: download or train it again") from exc
+    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+        raise ReusevosError(f"{path} is not a reusevos checkpoint (no '{CHECKPOINT_FORMAT}' header)")
+    if payload.get("version") != CHECKPOINT_VERSION:
+        raise ReusevosError(f"{path} has checkpoint version {payload.get('version')}; this reusevos reads "
+                            f"version {CHECKPOINT_VERSION}")
+    return payload
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def load_model(weights: str | os.PathLike | None = None, device: str | torch.device = "cpu",
+               fetch_backbone: bool = True) -> VOSNetwork:
+    """The network with trained weights (the shipped default when ``weights`` is None), in eval mode.
+
+    The backbone's ImageNet weights are found (or fetched, if allowed) by ``reusevos.weights``.
+    """
+    from reusevos.weights import backbone_weights
+
+    path = Path(weights) if weights is not None else DEFAULT_CHECKPOINT
+    if weights is None and not path.is_file():
+        raise ReusevosError(f"the default weights are missing from the package ({path}); reinstall reusevos "
+                            "or pass --weights FILE")
+    payload = read_checkpoint(path)
+    try:
+        config = ModelConfig.from_dict(payload["config"])
+    except (TypeError, KeyError, ValueError) as exc:
+        raise ReusevosError(f"{path} has an unreadable model configuration: {exc}") from exc
+    backbone = Backbone(config.backbone, str(backbone_weights(config.backbone, fetch=fetch_backbone)))
+    network = VOSNetwork(config, backbone)
+    state = {k: v.float() if v.is_floating_point() else v for k, v in payload["state_dict"].items()}
+    network.load_trained_state(state, source=str(path))
+    network.meta = payload.get("meta", {})
+    return network.to(device).eval()

@@ -1,0 +1,136 @@
+"""The refinement ("segmentation") network: turns a coarse target score into a sharp mask (SPEC section 3).
+
+U-Net-like over f32, f16, f8, f4 with 64 channels. Split in two for the reuse path:
+``deep`` runs the f32 and f16 levels and returns the refinement state R ``(B, 64, H/16, W/16)``;
+``shallow`` runs the f8 and f4 levels and the head from R. On a reused frame the translator
+replaces ``deep``.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def resize(x: torch.Tensor, size) -> torch.Tensor:
+    if tuple(x.shape[-2:]) == tuple(size):
+        return x
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+
+
+class ResidualBlock(nn.Module):
+    """1x1 conv, then x + conv3x3(relu(conv3x3(x))), relu. ``(B, C, h, w)`` -> same."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.entry = nn.Conv2d(channels, channels, 1)
+        self.body = nn.Sequential(
+            nn.Conv2d(channels, channels, 3, padding=1), nn.ReLU(inplace=True),
+            nn.Conv2d(channels, channels, 3, padding=1),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.entry(x)
+        return F.relu(x + self.body(x))
+
+
+class TSE(nn.Module):
+    """Target segmentation encoder: features + score -> 64 channels at the level's resolution.
+
+    ``reduce`` depends on the frame only, so it is computed once per frame and shared by all objects.
+    """
+
+    def __init__(self, in_channels: int, channels: int):
+        super().__init__()
+        self.reduce = nn.Sequential(
+            nn.Conv2d(in_channels, channels, 1), nn.ReLU(inplace=True), nn.Conv2d(channels, channels, 1))
+        mixed = channels + 1
+        self.transform = nn.Sequential(
+            nn.Conv2d(mixed, mixed, 3, padding=1), nn.ReLU(inplace=True),
+            nn.Conv2d(mixed, mixed, 3, padding=1), nn.ReLU(inplace=True),
+            nn.Conv2d(mixed, channels, 3, padding=1), nn.ReLU(inplace=True),
+        )
+
+    def forward(self, reduced: torch.Tensor, score: torch.Tensor) -> torch.Tensor:
+        """reduced ``(1 or B, 64, h, w)``, score ``(B, 1, h', w')`` -> ``(B, 64, h, w)``."""
+        score = resize(score, reduced.shape[-2:])
+        reduced = reduced.expand(score.shape[0], -1, -1, -1)
+        return self.transform(torch.cat([reduced, score], dim=1))
+
+
+class ChannelAttention(nn.Module):
+    """Weights this level's channels by global context of this and the deeper level, then adds the
+    upsampled deeper output. ``shallow (B, 64, h, w)``, ``deeper (B, 64, h', w')`` -> ``(B, 64, h, w)``."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.gate = nn.Sequential(
+            nn.Conv2d(2 * channels, channels, 1), nn.ReLU(inplace=True), nn.Conv2d(channels, channels, 1))
+
+    def forward(self, shallow: torch.Tensor, deeper: torch.Tensor) -> torch.Tensor:
+        pools = [shallow.mean(dim=(2, 3), keepdim=True), deeper.mean(dim=(2, 3), keepdim=True)]
+        weighted = shallow * torch.sigmoid(self.gate(torch.cat(pools, dim=1)))
+        return weighted + resize(deeper, shallow.shape[-2:])
+
+
+class Level(nn.Module):
+    """One decoder level: TSE -> residual block -> channel attention with the deeper output -> residual block."""
+
+    def __init__(self, in_channels: int, channels: int):
+        super().__init__()
+        self.tse = TSE(in_channels, channels)
+        self.rrb1 = ResidualBlock(channels)
+        self.cab = ChannelAttention(channels)
+        self.rrb2 = ResidualBlock(channels)
+
+    def forward(self, reduced, score, deeper):
+        x = self.rrb1(self.tse(reduced, score))
+        return self.rrb2(self.cab(x, deeper))
+
+
+class Refiner(nn.Module):
+    """The refinement network. ``feature_channels``: the backbone's (C4, C8, C16, C32)."""
+
+    def __init__(self, feature_channels: tuple[int, int, int, int], channels: int = 64):
+        super().__init__()
+        c4, c8, c16, c32 = feature_channels
+        self.level32 = Level(c32, channels)
+        self.level16 = Level(c16, channels)
+        self.level8 = Level(c8, channels)
+        self.level4 = Level(c4, channels)
+        self.head1 = nn.Conv2d(channels, channels // 2, 3, padding=1)
+        self.head2 = nn.Conv2d(channels // 2, 1, 3, padding=1)
+
+    def reduce_deep(self, f16: torch.Tensor, f32: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-frame (object-independent) part of the deep levels: ``(1, 64, H/16, W/16)``, ``(1, 64, H/32, W/32)``."""
+        return self.level16.tse.reduce(f16), self.level32.tse.reduce(f32)
+
+    def reduce_shallow(self, f4: torch.Tensor, f8: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-frame part of the shallow levels: ``(1, 64, H/4, W/4)``, ``(1, 64, H/8, W/8)``."""
+        return self.level4.tse.reduce(f4), self.level8.tse.reduce(f8)
+
+    def deep(self, r16: torch.Tensor, r32: torch.Tensor, score: torch.Tensor) -> torch.Tensor:
+        """Refinement state R ``(B, 64, H/16, W/16)`` from the reduced f16/f32 and scores ``(B, 1, H/16, W/16)``."""
+        # The deepest level has no deeper output: its own pooled reduced features stand in
+        # (a 1x1 map, so the attention's "upsampled deeper output" is that vector broadcast).
+        pool32 = r32.mean(dim=(2, 3), keepdim=True).expand(score.shape[0], -1, -1, -1)
+        x32 = self.level32(r32, score, pool32)
+        return self.level16(r16, score, x32)
+
+    def shallow(self, state: torch.Tensor, r4: torch.Tensor, r8: torch.Tensor, score: torch.Tensor,
+                image_size: tuple[int, int]) -> torch.Tensor:
+        """Logits ``(B, 1, H, W)`` from R ``(B, 64, H/16, W/16)``, the reduced f4/f8 and the scores."""
+        x8 = self.level8(r8, score, state)
+        x4 = self.level4(r4, score, x8)
+        x = F.interpolate(x4, scale_factor=2.0, mode="bilinear", align_corners=False)
+        x = F.relu(self.head1(x))
+        x = F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False)
+        return self.head2(resize(x, image_size))
+
+    def forward(self, features: tuple[torch.Tensor, ...], score: torch.Tensor, image_size) -> torch.Tensor:
+        """Full refinement: features (f4, f8, f16, f32) with batch 1 or B, score ``(B, 1, h, w)`` -> logits."""
+        f4, f8, f16, f32 = features
+        r16, r32 = self.reduce_deep(f16, f32)
+        r4, r8 = self.reduce_shallow(f4, f8)
+        return self.shallow(self.deep(r16, r32, score), r4, r8, score, image_size)

@@ -1,0 +1,176 @@
+"""The training cache: frozen-backbone features and target-model scores, computed once per sequence.
+
+The backbone never trains and FRTM trains the refinement network on scores of target models fitted
+per training sequence, so both can be computed once; an epoch then costs only the refinement
+network's forward and backward passes, which is what makes training on 2 CPU cores practical.
+
+Layout of one sequence's folder::
+
+    f4.npy f8.npy f16.npy f32.npy   (T, C, h, w) float16 features (memory-mapped when read)
+    masks.npy                       (T, H, W) uint8 ground-truth label maps
+    scores.npy                      (A, T, K, h16, w16) float16: per anchor and object, the score map
+                                    of a target model fitted at the anchor frame (NaN before it)
+    meta.json                       sizes, anchors, object ids, completion marker
+
+Scores come from two kinds of anchor: the object's first frame with the memory updated every
+``update_every`` frames from the ground truth (as tracking would, with perfect masks), and later
+anchors without updates (a stale model: the harder, noisier scores the refiner must cope with).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import numpy as np
+import torch
+
+from reusevos.config import TargetModelConfig
+from reusevos.model.augment import augment_first_frame
+from reusevos.model.backbone import Backbone
+from reusevos.model.target_model import TargetModel
+
+LEVELS = ("f4", "f8", "f16", "f32")
+
+
+@dataclass
+class CachedSequence:
+    """A cached sequence, memory-mapped: arrays are read from disk on access."""
+
+    name: str
+    path: Path
+    features: dict[str, np.ndarray]  # level -> (T, C, h, w) float16
+    masks: np.ndarray  # (T, H, W) uint8
+    scores: np.ndarray  # (A, T, K, h16, w16) float16
+    anchors: list[int]
+    object_ids: list[int]
+
+    @property
+    def num_frames(self) -> int:
+        return self.masks.shape[0]
+
+
+def _frame_tensor(frames: list[np.ndarray], device) -> torch.Tensor:
+    return torch.from_numpy(np.stack(frames)).to(device).permute(0, 3, 1, 2).float().div_(255)
+
+
+def cache_sequence(out_dir: str | os.PathLike, frames: Iterable[np.ndarray], masks: np.ndarray,
+                   backbone: Backbone, target_config: TargetModelConfig, extra_anchors: int = 2,
+                   seed: int = 0, batch: int = 4) -> CachedSequence:
+    """Compute and write one sequence's cache; returns it memory-mapped.
+
+    frames: the sequence's ``(H, W, 3)`` uint8 RGB frames, in order (streamed); masks: ``(T, H, W)``
+    label maps of every frame. Written to a temporary folder and renamed when complete, so an
+    interrupted run never leaves a half-written cache that looks finished.
+    """
+    out_dir = Path(out_dir)
+    tmp = out_dir.with_name(out_dir.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    device = next(iter(backbone.buffers())).device
+    num_frames = masks.shape[0]
+    arrays: dict[str, np.ndarray] = {}
+    kept: list[np.ndarray] = []  # frames of anchors only, for their augmented copies
+    ids = sorted(int(v) for v in np.unique(masks) if v != 0)
+    rng = np.random.default_rng(seed)
+    first = {i: int(np.argmax((masks == i).reshape(num_frames, -1).any(axis=1))) for i in ids}
+    late = [t for t in range(num_frames) if t > min(first.values())] if ids else []
+    anchors = [min(first.values())] if ids else [0]
+    if late and extra_anchors:
+        anchors += sorted(rng.choice(late, size=min(extra_anchors, len(late)), replace=False).tolist())
+
+    def flush(chunk: list[np.ndarray], start: int) -> None:
+        with torch.no_grad():
+            feats = backbone(_frame_tensor(chunk, device))
+        for level, f in zip(LEVELS, feats):
+            if level not in arrays:
+                arrays[level] = np.lib.format.open_memmap(
+                    tmp / f"{level}.npy", mode="w+", dtype=np.float16, shape=(num_frames,) + tuple(f.shape[1:]))
+            arrays[level][start:start + len(chunk)] = f.cpu().numpy().astype(np.float16)
+
+    chunk: list[np.ndarray] = []
+    seen = 0
+    for t, frame in enumerate(frames):
+        if t in anchors:
+            kept.append(frame)
+        chunk.append(frame)
+        if len(chunk) == batch:
+            flush(chunk, t + 1 - len(chunk))
+            chunk = []
+        seen = t + 1
+    if chunk:
+        flush(chunk, seen - len(chunk))
+    if seen != num_frames:
+        raise ValueError(f"{num_frames} masks but {seen} frames")
+
+    f16 = torch.from_numpy(np.asarray(arrays["f16"]))
+    scores = np.full((len(anchors), num_frames, max(1, len(ids))) + tuple(f16.shape[-2:]), np.nan, np.float16)
+    for a, (anchor, anchor_frame) in enumerate(zip(anchors, kept)):
+        for k, obj_id in enumerate(ids):
+            if first[obj_id] > anchor or not (masks[anchor] == obj_id).sum() >= target_config.min_object_pixels:
+                continue
+            scores[a, :, k] = _track_scores(anchor, anchor_frame, masks, obj_id, f16, backbone, target_config,
+                                            updates=(a == 0))
+    np.save(tmp / "masks.npy", masks.astype(np.uint8))
+    np.save(tmp / "scores.npy", scores)
+    for array in arrays.values():
+        array.flush()
+    del arrays
+    meta = {"num_frames": num_frames, "size": list(masks.shape[1:]), "anchors": anchors, "object_ids": ids,
+            "target_config": {k: getattr(target_config, k) for k in ("channels", "label_stride", "update_every")},
+            "complete": True}
+    (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
+    shutil.rmtree(out_dir, ignore_errors=True)
+    os.replace(tmp, out_dir)
+    return load_cached_sequence(out_dir)
+
+
+def _track_scores(anchor: int, frame: np.ndarray, masks: np.ndarray, obj_id: int, f16: torch.Tensor,
+                  backbone: Backbone, config: TargetModelConfig, updates: bool) -> np.ndarray:
+    """Scores ``(T, h16, w16)`` of one object's target model fitted at ``anchor`` (NaN before it)."""
+    device = next(iter(backbone.buffers())).device
+    mask = masks[anchor] == obj_id
+    copies = augment_first_frame(frame, mask, config.num_augmented)
+    feats = [f16[anchor:anchor + 1].float().to(device)]
+    if copies:
+        with torch.no_grad():
+            feats.append(backbone(_frame_tensor([c[0] for c in copies], device))[2])
+    labels = torch.from_numpy(np.stack([mask] + [c[1] for c in copies]).astype(np.float32))[:, None].to(device)
+    model = TargetModel(config)
+    model.initialise(torch.cat(feats), labels)
+    out = np.full((masks.shape[0],) + tuple(f16.shape[-2:]), np.nan, np.float32)
+    computed = 0
+    for t in range(anchor, masks.shape[0]):
+        ft = f16[t:t + 1].float().to(device)
+        with torch.no_grad():
+            out[t] = model.apply(ft)[0, 0].cpu().numpy()
+        if updates and t > anchor:
+            computed += 1
+            gt = torch.from_numpy((masks[t] == obj_id).astype(np.float32))[None, None].to(device)
+            model.add_sample(ft, gt)
+            if computed % config.update_every == 0:
+                model.update()
+    return out
+
+
+def load_cached_sequence(path: str | os.PathLike) -> CachedSequence:
+    path = Path(path)
+    meta = json.loads((path / "meta.json").read_text())
+    features = {level: np.load(path / f"{level}.npy", mmap_mode="r") for level in LEVELS}
+    return CachedSequence(path.name, path, features, np.load(path / "masks.npy", mmap_mode="r"),
+                          np.load(path / "scores.npy", mmap_mode="r"), meta["anchors"], meta["object_ids"])
+
+
+def is_cached(path: str | os.PathLike) -> bool:
+    meta = Path(path) / "meta.json"
+    return meta.is_file() and json.loads(meta.read_text()).get("complete", False)
+
+
+def iter_cache(root: str | os.PathLike) -> Iterator[CachedSequence]:
+    for path in sorted(Path(root).iterdir()):
+        if path.is_dir() and is_cached(path):
+            yield load_cached_sequence(path)
