@@ -45,3 +45,18 @@ class ModelConfig:
         target = {k: (tuple(v) if isinstance(v, list) else v) for k, v in target.items() if k in known}
         known_model = {f.name for f in fields(cls)}
         return cls(target=TargetModelConfig(**target), **{k: v for k, v in data.items() if k in known_model})
+
+
+@dataclass
+class TrainConfig:
+    """Offline training of the refinement network (iterations of ``batch`` crops per process)."""
+
+    iterations: int = 6000
+    batch: int = 8  # per process
+    crop: int = 256
+    lr: float = 1e-3
+    lr_drops: tuple[float, ...] = (0.6, 0.85)  # fractions of the run where lr is multiplied by 0.1
+    weight_decay: float = 0.0
+    seed: int = 0
+    checkpoint_every: int = 50
+    log_every: int = 10

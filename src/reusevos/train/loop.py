@@ -12,7 +12,7 @@ import json
 import os
 import signal
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Callable
 
@@ -21,22 +21,10 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
+from reusevos.config import TrainConfig
 from reusevos.errors import ReusevosError
 from reusevos.model.network import VOSNetwork, save_checkpoint
 from reusevos.train.samples import RefinerSampler
-
-
-@dataclass
-class TrainConfig:
-    iterations: int = 6000
-    batch: int = 8  # per process
-    crop: int = 256
-    lr: float = 1e-3
-    lr_drops: tuple[float, ...] = (0.6, 0.85)  # fractions of the run where lr is multiplied by 0.1
-    weight_decay: float = 0.0
-    seed: int = 0
-    checkpoint_every: int = 50
-    log_every: int = 10
 
 
 def distributed_context() -> tuple[int, int]:
@@ -122,7 +110,7 @@ def train_refiner(network: VOSNetwork, sampler: RefinerSampler, run_dir: str | o
             loss.backward()
             optimizer.step()
             iteration += 1
-            running += float(loss)
+            running += loss.item()
             count += 1
             now = time.perf_counter()
             elapsed += now - tick

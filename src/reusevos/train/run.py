@@ -1,0 +1,125 @@
+"""``reusevos train``: build the cache for the training data, then train the refinement network.
+
+Data: a DAVIS split (never a validation split) plus "syn" clips, objects cut from that split's
+frames pasted on other frames of the split and moved by affine motion. Everything is resumable:
+cached sequences are skipped, training continues from ``RUN_DIR/last.pt``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from PIL import Image
+
+from reusevos.config import ModelConfig, TrainConfig
+from reusevos.errors import ReusevosError
+from reusevos.io.davis import DavisDataset
+from reusevos.model.backbone import load_backbone
+from reusevos.model.network import VOSNetwork
+from reusevos.train.cache import CachedSequence, cache_sequence, is_cached, load_cached_sequence
+from reusevos.train.loop import distributed_context, train_refiner
+from reusevos.train.samples import RefinerSampler
+
+
+def git_commit() -> str:
+    """The source tree's commit (with ``-dirty`` when it has uncommitted changes), or ``unknown``."""
+    here = Path(__file__).resolve().parent
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True,
+                                timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return (commit + ("-dirty" if dirty else "")) if commit else "unknown"
+
+
+def _load_frames(paths):
+    for path in paths:
+        yield np.array(Image.open(path).convert("RGB"))
+
+
+def build_davis_cache(dataset: DavisDataset, cache_dir: Path, backbone, model_config: ModelConfig,
+                      seed: int, rank: int = 0, world: int = 1,
+                      log: Callable[[str], None] = lambda _: None) -> list[str]:
+    """Cache every sequence of the split (this process's share of them under torchrun); returns the names."""
+    names = []
+    for i, name in enumerate(dataset.sequences):
+        names.append(name)
+        target = cache_dir / name
+        if i % world != rank or is_cached(target):
+            continue
+        masks = dataset.read_masks(name)
+        cache_sequence(target, _load_frames(dataset.frame_paths(name)), masks, backbone, model_config.target,
+                       seed=seed + i)
+        log(f"cached {name} ({masks.shape[0]} frames)")
+    return names
+
+
+def build_synthetic_cache(dataset: DavisDataset, cache_dir: Path, backbone, model_config: ModelConfig,
+                          count: int, frames: int, seed: int, rank: int = 0, world: int = 1,
+                          log: Callable[[str], None] = lambda _: None) -> list[str]:
+    """Cache ``count`` syn clips made from the split's objects and backgrounds; returns their names."""
+    from reusevos.train.syn import syn_clip
+
+    names = []
+    for i in range(count):
+        name = f"syn-{seed}-{i:04d}"
+        names.append(name)
+        target = cache_dir / name
+        if i % world != rank or is_cached(target):
+            continue
+        clip_frames, clip_masks = syn_clip(dataset, frames, seed=seed * 100003 + i)
+        cache_sequence(target, iter(clip_frames), clip_masks, backbone, model_config.target, seed=seed + i)
+        log(f"cached {name}")
+    return names
+
+
+def run_training(davis_root: str | None, split: str, run_dir: str | os.PathLike, cache_dir: str | None,
+                 train_config: TrainConfig, synthetic: int = 60, synthetic_frames: int = 24,
+                 sequences: list[str] | None = None, device: str = "cpu", command: str = "",
+                 log: Callable[[str], None] = lambda _: None) -> dict:
+    """The whole ``reusevos train`` run; returns the training summary."""
+    if "val" in split.lower() or "test" in split.lower():
+        raise ReusevosError(f"refusing to train on the split {split!r}: scores are reported on validation data, "
+                            "so training must never see it; use --split train")
+    rank, world = distributed_context()
+    dataset = DavisDataset(davis_root, split=split, sequences=sequences)
+    run_dir = Path(run_dir)
+    cache_root = Path(cache_dir) if cache_dir else run_dir / "cache"
+    try:
+        cache_root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ReusevosError(f"cannot create {cache_root}: {exc.strerror}") from exc
+    model_config = ModelConfig()
+    backbone = load_backbone(model_config.backbone).to(device)
+    if rank == 0:
+        run_info = {"command": command, "commit": git_commit(), "davis_root": str(dataset.root), "split": split,
+                    "sequences": dataset.sequences, "synthetic_clips": synthetic,
+                    "synthetic_frames": synthetic_frames, "train_config": train_config.__dict__,
+                    "model_config": model_config.to_dict(), "processes": world, "torch": torch.__version__,
+                    "python": sys.version.split()[0], "machine": platform.machine(),
+                    "threads": torch.get_num_threads()}
+        history = run_dir / "runs.jsonl"  # one line per start or resume of this run
+        with open(history, "a") as handle:
+            handle.write(json.dumps(run_info) + "\n")
+    names = build_davis_cache(dataset, cache_root, backbone, model_config, train_config.seed, rank, world, log)
+    names += build_synthetic_cache(dataset, cache_root, backbone, model_config, synthetic, synthetic_frames,
+                                   train_config.seed, rank, world, log)
+    if world > 1:
+        torch.distributed.barrier()
+    sequences_cached: list[CachedSequence] = [load_cached_sequence(cache_root / n) for n in names]
+    sampler = RefinerSampler(sequences_cached, crop=train_config.crop)
+    log(f"{len(sequences_cached)} sequences, {len(sampler)} training samples")
+    network = VOSNetwork(model_config, backbone).to(device)
+    meta = {"data": {"davis_split": split, "davis_sequences": dataset.sequences, "synthetic_clips": synthetic},
+            "command": command, "commit": git_commit()}
+    return train_refiner(network, sampler, run_dir, train_config, meta=meta, log=log)

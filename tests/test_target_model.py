@@ -1,0 +1,123 @@
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from reusevos.config import TargetModelConfig
+from reusevos.model.augment import augment_first_frame
+from reusevos.model.gauss_newton import gauss_newton_cg
+from reusevos.model.memory import SampleMemory
+from reusevos.model.target_model import TargetModel, balance_weights
+
+
+def test_gauss_newton_solves_linear_least_squares_exactly():
+    # For a linear residual, one GN step with n CG iterations (n = unknowns) reaches the optimum.
+    gen = torch.Generator().manual_seed(0)
+    a = torch.randn(20, 4, generator=gen, dtype=torch.float64)
+    b = torch.randn(20, generator=gen, dtype=torch.float64)
+    (x,), losses = gauss_newton_cg(lambda p: a @ p[0] - b, (torch.zeros(4, dtype=torch.float64),), [4])
+    expected = torch.linalg.lstsq(a, b[:, None]).solution[:, 0]
+    assert torch.allclose(x, expected, atol=1e-9)
+    assert losses[1] == pytest.approx(0.5 * float((a @ expected - b).square().sum()), rel=1e-9)
+
+
+def test_gauss_newton_never_increases_the_loss_on_a_bilinear_problem():
+    gen = torch.Generator().manual_seed(1)
+    u0, v0 = torch.randn(5, generator=gen), torch.randn(5, generator=gen)
+    target = torch.outer(u0, v0)
+
+    def residual(p):
+        return (torch.outer(p[0], p[1]) - target).flatten()
+
+    start = (torch.randn(5, generator=gen), torch.randn(5, generator=gen))
+    _, losses = gauss_newton_cg(residual, start, [3, 3, 3, 3, 3])
+    assert all(b <= a for a, b in zip(losses, losses[1:]))
+    assert losses[-1] < 0.05 * losses[0]
+
+
+def test_balance_weights_hand_computed():
+    labels = torch.zeros(1, 1, 10, 10)
+    labels[..., :1, :5] = 1  # 5% foreground
+    w = balance_weights(labels, 0.1)
+    assert float(w[0, 0, 0, 0]) == pytest.approx(0.1 / 0.05)
+    assert float(w[0, 0, 5, 5]) == pytest.approx(0.9 / 0.95)
+    assert float(w.mean()) == pytest.approx(1.0)
+    big = torch.zeros(1, 1, 10, 10)
+    big[..., :5, :] = 1  # 50%: no balancing
+    assert torch.equal(balance_weights(big, 0.1), torch.ones_like(big))
+
+
+def test_memory_is_bounded_keeps_the_start_frame_and_decays_weights():
+    mem = SampleMemory(capacity=4, lr=0.1)
+    f, y = torch.zeros(1, 2, 3, 3), torch.zeros(1, 1, 6, 6)
+    mem.add(torch.zeros(2, 2, 3, 3), torch.zeros(2, 1, 6, 6), torch.ones(2, 1, 6, 6), weight=0.2, permanent=True)
+    for k in range(5):
+        mem.add(f + k + 1, y, torch.ones_like(y))
+    assert mem.count == 4 and mem.features.shape[0] == 4
+    feats, _, _, w = mem.batch()
+    assert float(w.sum()) == pytest.approx(1.0)
+    # The two start-frame samples survive; of the five later ones only the two newest remain.
+    kept = sorted(float(v) for v in feats[:, 0, 0, 0])
+    assert kept == [0.0, 0.0, 4.0, 5.0]
+    raw = mem.weights
+    newest = int(torch.argmax(torch.tensor([float(v) for v in feats[:, 0, 0, 0]])))
+    assert float(raw[newest]) == pytest.approx(0.1)
+    assert float(raw[0]) == pytest.approx(0.1 * 0.9 ** 5)  # 0.2 / 2 per start sample, decayed 5 times
+
+
+def test_augmented_copies_move_the_object_and_keep_its_size(blackswan):
+    frames, masks = blackswan
+    image, mask = frames[0], masks[0] > 0
+    copies = augment_first_frame(image, mask, 4)
+    assert len(copies) == 4
+    area = mask.sum()
+    for aug_image, aug_mask in copies:
+        assert aug_image.shape == image.shape and aug_image.dtype == np.uint8
+        assert 0.6 * area < aug_mask.sum() < 1.5 * area
+        iou = (aug_mask & mask).sum() / (aug_mask | mask).sum()
+        assert iou < 0.97  # every copy differs from the original
+
+
+def _fit(backbone, frame, mask, config=None):
+    config = config or TargetModelConfig()
+    copies = augment_first_frame(frame, mask > 0, config.num_augmented)
+    images = np.stack([frame] + [c[0] for c in copies])
+    with torch.no_grad():
+        f16 = backbone(torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255)[2]
+    labels = torch.from_numpy(np.stack([mask > 0] + [c[1] for c in copies]).astype(np.float32))[:, None]
+    model = TargetModel(config)
+    losses = model.initialise(f16, labels)
+    return model, losses
+
+
+def _score_iou(backbone, model, frame, mask):
+    with torch.no_grad():
+        f16 = backbone(torch.from_numpy(frame).permute(2, 0, 1)[None].float() / 255)[2]
+        score = F.interpolate(model.apply(f16), size=mask.shape, mode="bilinear", align_corners=False)[0, 0]
+    pred, gt = score.numpy() > 0.5, mask > 0
+    return (pred & gt).sum() / (pred | gt).sum()
+
+
+def test_target_model_separates_the_swan_on_real_frames(backbone, blackswan):
+    frames, masks = blackswan
+    model, losses = _fit(backbone, frames[0], masks[0])
+    assert all(b <= a for a, b in zip(losses, losses[1:])), losses  # GN-CG loss decreases monotonically
+    assert losses[-1] < 0.3 * losses[0]
+    assert model.projection.shape == (96, 96, 1, 1) and model.filter.shape == (1, 96, 3, 3)
+    assert _score_iou(backbone, model, frames[0], masks[0]) > 0.85  # measured 0.93
+    assert _score_iou(backbone, model, frames[30], masks[30]) > 0.8  # 30 frames later, measured ~0.9
+
+
+def test_filter_update_lowers_the_memory_loss(backbone, blackswan):
+    frames, masks = blackswan
+    model, _ = _fit(backbone, frames[0], masks[0])
+    for t in (10, 20, 30):
+        with torch.no_grad():
+            f16 = backbone(torch.from_numpy(frames[t]).permute(2, 0, 1)[None].float() / 255)[2]
+        assert model.add_sample(f16, torch.from_numpy((masks[t] > 0).astype(np.float32))[None, None])
+    projection = model.projection.clone()
+    losses = model.update()
+    assert losses[1] < losses[0]
+    assert torch.equal(model.projection, projection)  # the compression stays frozen
+    empty = torch.zeros(1, 1, *masks[0].shape)
+    assert not model.add_sample(f16, empty)  # an empty mask teaches nothing
