@@ -7,7 +7,6 @@ Loading is strict: a missing, extra or mis-shaped tensor is an error.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 from typing import Any
@@ -88,14 +87,6 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         raise ReusevosError(f"{path} has checkpoint version {payload.get('version')}; this reusevos reads "
                             f"version {CHECKPOINT_VERSION}")
     return payload
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def load_model(weights: str | os.PathLike | None = None, device: str | torch.device = "cpu",

@@ -1,0 +1,87 @@
+import numpy as np
+import pytest
+import torch
+import torchvision
+
+from reusevos.config import ModelConfig
+from reusevos.errors import ReusevosError
+from reusevos.model.backbone import Backbone
+from reusevos.model.merge import soft_aggregate
+from reusevos.model.network import VOSNetwork, load_model, read_checkpoint, save_checkpoint
+from reusevos.model.refiner import Refiner
+
+
+def test_backbone_feature_shapes_and_split_match_the_whole():
+    net = Backbone("mobilenet_v2")
+    x = torch.rand(1, 3, 480, 854)
+    with torch.no_grad():
+        f4, f8 = net.to_f8(x)
+        f16, f32 = net.f8_to_f32(f8)
+        whole = net(x)
+    assert [tuple(f.shape) for f in (f4, f8, f16, f32)] == [
+        (1, 24, 120, 214), (1, 32, 60, 107), (1, 96, 30, 54), (1, 320, 15, 27)]
+    assert all(torch.equal(a, b) for a, b in zip((f4, f8, f16, f32), whole))
+    assert not any(p.requires_grad for p in net.parameters())
+    net.train()
+    assert not net.training  # batch-norm statistics never move
+
+
+def test_refiner_shapes_and_split_paths_equal_the_full_forward():
+    torch.manual_seed(0)
+    refiner = Refiner((24, 32, 96, 320)).eval()
+    feats = (torch.randn(1, 24, 32, 48), torch.randn(1, 32, 16, 24), torch.randn(1, 96, 8, 12),
+             torch.randn(1, 320, 4, 6))
+    scores = torch.randn(3, 1, 8, 12)  # three objects share one frame's features
+    with torch.no_grad():
+        logits = refiner(feats, scores, (128, 190))
+        r16, r32 = refiner.reduce_deep(feats[2], feats[3])
+        state = refiner.deep(r16, r32, scores)
+        r4, r8 = refiner.reduce_shallow(feats[0], feats[1])
+        split = refiner.shallow(state, r4, r8, scores, (128, 190))
+        single = refiner(feats, scores[1:2], (128, 190))
+    assert logits.shape == (3, 1, 128, 190)
+    assert state.shape == (3, 64, 8, 12)
+    assert torch.allclose(logits, split)
+    assert torch.allclose(logits[1:2], single, atol=1e-5)  # objects do not leak into each other
+
+
+def test_soft_aggregation_hand_computed():
+    probs = torch.tensor([[[0.9]], [[0.5]]])  # two objects, one pixel
+    merged = soft_aggregate(probs)
+    bg = min(1 - 0.9, 1 - 0.5)
+    odds = np.array([bg / (1 - bg), 0.9 / 0.1, 0.5 / 0.5])
+    assert np.allclose(merged[:, 0, 0].numpy(), odds / odds.sum(), atol=1e-6)
+    assert int(merged.argmax(0)) == 1
+    low = soft_aggregate(torch.tensor([[[0.2]]]))
+    assert int(low.argmax(0)) == 0  # background wins where no object is likely
+
+
+def test_checkpoint_round_trip_is_strict(tmp_path, monkeypatch):
+    import reusevos.weights as weights
+
+    net = VOSNetwork(ModelConfig(), Backbone("mobilenet_v2"))
+    torch.nn.init.constant_(net.refiner.head2.bias, 0.25)
+    path = tmp_path / "w.pt"
+    save_checkpoint(path, net, meta={"name": "test"})
+    assert read_checkpoint(path)["meta"] == {"name": "test"}
+    # Any backbone weight file will do here: the checkpoint never holds the backbone.
+    backbone_file = tmp_path / "bb.pt"
+    torch.save(torchvision.models.mobilenet_v2().state_dict(), backbone_file)
+    monkeypatch.setattr(weights, "backbone_weights", lambda name, fetch=True: backbone_file)
+    loaded = load_model(path)
+    assert float(loaded.refiner.head2.bias) == pytest.approx(0.25)
+    assert not any(k.startswith("backbone.") for k in read_checkpoint(path)["state_dict"])
+
+    payload = torch.load(path, weights_only=True)
+    del payload["state_dict"]["refiner.head2.bias"]
+    torch.save(payload, tmp_path / "missing.pt")
+    with pytest.raises(ReusevosError, match="missing: refiner.head2.bias"):
+        load_model(tmp_path / "missing.pt")
+    (tmp_path / "corrupt.pt").write_bytes(path.read_bytes()[:1000])
+    with pytest.raises(ReusevosError, match="damaged"):
+        load_model(tmp_path / "corrupt.pt")
+    torch.save({"hello": 1}, tmp_path / "other.pt")
+    with pytest.raises(ReusevosError, match="not a reusevos checkpoint"):
+        load_model(tmp_path / "other.pt")
+    with pytest.raises(ReusevosError, match="not found"):
+        load_model(tmp_path / "absent.pt")
