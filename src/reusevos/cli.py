@@ -47,6 +47,19 @@ def _build_parser() -> argparse.ArgumentParser:
     train.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     train.add_argument("--device", default="cpu", help="cpu, cuda or mps")
     train.set_defaults(func=_cmd_train)
+
+    evaluate = sub.add_parser(
+        "eval", help="score a results folder on a DAVIS split (J, F and J&F, as the official toolkit)",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description="Scores RESULTS_DIR/<sequence>/<frame>.png against the DAVIS ground truth (2016 or 2017 "
+                    "layout), first and last frames excluded, and prints the global and per-object tables.")
+    evaluate.add_argument("results", metavar="RESULTS_DIR", help="folder of <sequence>/<frame>.png predictions")
+    evaluate.add_argument("--davis", default=None, help="DAVIS root (default: $REUSEVOS_DAVIS)")
+    evaluate.add_argument("--split", default="val", help="split to score")
+    evaluate.add_argument("--sequences", default=None, help="comma-separated subset of the split")
+    evaluate.add_argument("--json", default=None, metavar="OUT.json", help="also write the scores as JSON")
+    evaluate.add_argument("--workers", type=int, default=1, help="processes scoring sequences in parallel")
+    evaluate.set_defaults(func=_cmd_eval)
     return parser
 
 
@@ -68,6 +81,34 @@ def _cmd_train(args: argparse.Namespace) -> int:
                            command=" ".join(["reusevos"] + sys.argv[1:]), log=lambda m: print(m, flush=True))
     print(f"trained {summary['iterations']} iterations in {summary['wall_time_s']} s; weights: "
           f"{Path(args.out) / 'refiner.pt'}")
+    return 0
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    import json
+    import time
+
+    from reusevos.evaluation.davis_eval import evaluate_davis
+
+    sequences = [s for s in args.sequences.split(",") if s] if args.sequences else None
+    if args.workers < 1:
+        raise ReusevosError(f"--workers {args.workers}: give 1 or more")
+    start = time.perf_counter()
+    scores = evaluate_davis(args.results, args.davis, args.split, sequences, workers=args.workers)
+    elapsed = time.perf_counter() - start
+    report = scores.to_dict()
+    if args.json:
+        try:
+            Path(args.json).write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
+        except OSError as exc:
+            raise ReusevosError(f"cannot write {args.json}: {exc.strerror or exc}") from exc
+    print(f"Global results ({args.split}, {len(scores.sequences)} sequences, {len(scores.objects)} objects)")
+    print(scores.global_table())
+    print()
+    print("Per-object results")
+    print(scores.object_table())
+    print()
+    print(f"scored {scores.num_frames} frames in {elapsed:.1f} s" + (f"; JSON: {args.json}" if args.json else ""))
     return 0
 
 

@@ -1,0 +1,335 @@
+"""DAVIS dataset roots: reading both official layouts, writing the DAVIS 2017 layout.
+
+DAVIS 2017 layout::
+
+    ROOT/ImageSets/2017/<split>.txt            one sequence name a line
+    ROOT/JPEGImages/<resolution>/<seq>/*.jpg
+    ROOT/Annotations/<resolution>/<seq>/*.png  palette PNGs, labels 0..K, 255 = void
+
+DAVIS 2016 layout::
+
+    ROOT/ImageSets/<resolution>/<split>.txt    lines "/JPEGImages/480p/bear/00000.jpg /Annotations/480p/bear/00000.png"
+    ROOT/JPEGImages/<resolution>/<seq>/*.jpg
+    ROOT/Annotations/<resolution>/<seq>/*.png  single-channel masks, 0 / 255 = one object
+
+The reader only lists frame files; frames are never loaded here. Label maps are ``(H, W)`` uint8.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from reusevos.errors import ReusevosError
+from reusevos.io.masks import read_mask, write_mask
+
+DAVIS_ENV = "REUSEVOS_DAVIS"
+"""Environment variable naming the default DAVIS root."""
+
+VOID_LABEL = 255
+"""Label of "void" pixels in DAVIS 2017 annotations (object borders that are not scored)."""
+
+_FRAME_SUFFIXES = (".jpg", ".jpeg", ".png")
+_END = object()
+
+
+class DavisDataset:
+    """A DAVIS root in the 2017 or the 2016 layout, restricted to one split.
+
+    Args:
+        root: the folder holding ``ImageSets``, ``JPEGImages`` and ``Annotations``; ``None`` reads
+            the ``REUSEVOS_DAVIS`` environment variable.
+        split: the split file's name without ``.txt`` (``train``, ``val``, ...).
+        sequences: a subset of the split's sequences, in the order to use; ``None`` = all of them.
+        resolution: the resolution folder (``480p``; ``1080p`` or ``Full-Resolution`` where present).
+
+    The layout is detected: ``ImageSets/2017/<split>.txt`` means DAVIS 2017 and wins when both
+    exist; otherwise ``ImageSets/<resolution>/<split>.txt`` means DAVIS 2016.
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike | None = None,
+        split: str = "val",
+        sequences: Iterable[str] | None = None,
+        resolution: str = "480p",
+    ) -> None:
+        if root is None:
+            env = os.environ.get(DAVIS_ENV, "")
+            if not env:
+                raise ReusevosError(
+                    f"no DAVIS root given; pass its folder (--davis DIR) or set {DAVIS_ENV}=DIR"
+                )
+            root = env
+        self.root = Path(root).expanduser()
+        self.split = split
+        self.resolution = resolution
+        if not self.root.is_dir():
+            raise ReusevosError(
+                f"DAVIS root {self.root} is not a folder; pass the folder that holds ImageSets/, "
+                f"JPEGImages/ and Annotations/ (--davis DIR or {DAVIS_ENV}=DIR)"
+            )
+        split_2017 = self.root / "ImageSets" / "2017" / f"{split}.txt"
+        split_2016 = self.root / "ImageSets" / resolution / f"{split}.txt"
+        # name -> (frame paths, mask paths), in split order
+        self._index: dict[str, tuple[list[Path], list[Path]]] = {}
+        if split_2017.is_file():
+            self.layout = "2017"
+            self.split_file = split_2017
+            names = self._read_names_2017(split_2017)
+            wanted = self._select(names, sequences)
+            for name in wanted:
+                self._index[name] = self._list_2017(name)
+        elif split_2016.is_file():
+            self.layout = "2016"
+            self.split_file = split_2016
+            listed = self._read_pairs_2016(split_2016)
+            wanted = self._select(list(listed), sequences)
+            for name in wanted:
+                self._index[name] = listed[name]
+        else:
+            raise ReusevosError(
+                f"DAVIS root {self.root} has no split '{split}': looked for {split_2017} and "
+                f"{split_2016}; {self._available_splits()}"
+            )
+
+    @property
+    def sequences(self) -> list[str]:
+        """The sequence names, in split-file order (or the order asked for)."""
+        return list(self._index)
+
+    def __len__(self) -> int:
+        return len(self._index)
+
+    def __iter__(self):
+        return iter(self._index)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._index
+
+    def __repr__(self) -> str:
+        return (
+            f"DavisDataset(root={str(self.root)!r}, split={self.split!r}, layout={self.layout!r}, "
+            f"{len(self)} sequences)"
+        )
+
+    def frame_paths(self, sequence: str) -> list[Path]:
+        """The sequence's frame files, in temporal order."""
+        return list(self._entry(sequence)[0])
+
+    def mask_paths(self, sequence: str) -> list[Path]:
+        """The sequence's annotation files, in temporal order (test splits may annotate only frame 0)."""
+        return list(self._entry(sequence)[1])
+
+    def frame_ids(self, sequence: str) -> list[str]:
+        """The annotated frames' names without extension (``00000``, ...): the names results use."""
+        return [p.stem for p in self._entry(sequence)[1]]
+
+    def read_mask(self, path: str | os.PathLike) -> np.ndarray:
+        """One annotation as a ``(H, W)`` uint8 label map in this layout's convention.
+
+        DAVIS 2016 masks become 0 / 1 (any non-zero value is the one object); DAVIS 2017 labels are
+        kept as stored, void pixels included as ``VOID_LABEL``.
+        """
+        path = Path(path)
+        if self.layout == "2016":
+            return _read_binary_mask(path)
+        return read_mask(path)
+
+    def read_masks(self, sequence: str) -> np.ndarray:
+        """All annotations of a sequence as a ``(T, H, W)`` uint8 array (T = number of mask files)."""
+        paths = self._entry(sequence)[1]
+        if not paths:
+            raise ReusevosError(f"sequence {sequence} has no annotations under {self._mask_dir(sequence)}")
+        first = self.read_mask(paths[0])
+        masks = np.empty((len(paths), *first.shape), dtype=np.uint8)
+        masks[0] = first
+        for t, path in enumerate(paths[1:], start=1):
+            mask = self.read_mask(path)
+            if mask.shape != first.shape:
+                raise ReusevosError(
+                    f"annotation {path} is {mask.shape[1]}x{mask.shape[0]} but {paths[0].name} of the "
+                    f"same sequence is {first.shape[1]}x{first.shape[0]}; all masks of a sequence must "
+                    "share one size"
+                )
+            masks[t] = mask
+        return masks
+
+    def object_ids(self, sequence: str) -> list[int]:
+        """The object ids annotated anywhere in the sequence, ascending (background and void excluded)."""
+        present = np.zeros(256, dtype=np.int64)
+        for path in self._entry(sequence)[1]:  # one mask at a time: bincount works in 8-byte ints
+            present += np.bincount(self.read_mask(path).reshape(-1), minlength=256)
+        return [int(i) for i in np.flatnonzero(present) if i != 0 and i != VOID_LABEL]
+
+    # --- internals ---------------------------------------------------------------------------
+
+    def _entry(self, sequence: str) -> tuple[list[Path], list[Path]]:
+        try:
+            return self._index[sequence]
+        except KeyError:
+            raise ReusevosError(
+                f"sequence '{sequence}' is not among the selected sequences of split '{self.split}' "
+                f"in {self.split_file}"
+            ) from None
+
+    def _mask_dir(self, sequence: str) -> Path:
+        return self.root / "Annotations" / self.resolution / sequence
+
+    def _select(self, names: list[str], sequences: Iterable[str] | None) -> list[str]:
+        if sequences is None:
+            return names
+        if isinstance(sequences, str):
+            sequences = [sequences]
+        wanted = list(dict.fromkeys(sequences))
+        known = set(names)
+        missing = [s for s in wanted if s not in known]
+        if missing:
+            shown = ", ".join(names[:12]) + (", ..." if len(names) > 12 else "")
+            raise ReusevosError(
+                f"sequence(s) {', '.join(missing)} not in split '{self.split}' ({self.split_file}); "
+                f"it lists: {shown or 'nothing'}"
+            )
+        return wanted
+
+    @staticmethod
+    def _read_names_2017(split_file: Path) -> list[str]:
+        text = split_file.read_text(encoding="utf-8")
+        return list(dict.fromkeys(line.strip() for line in text.splitlines() if line.strip()))
+
+    def _list_2017(self, name: str) -> tuple[list[Path], list[Path]]:
+        frame_dir = self.root / "JPEGImages" / self.resolution / name
+        if not frame_dir.is_dir():
+            raise ReusevosError(
+                f"sequence {name} is listed in {self.split_file} but its frame folder {frame_dir} is missing"
+            )
+        frames = sorted(p for p in frame_dir.iterdir() if p.suffix.lower() in _FRAME_SUFFIXES)
+        if not frames:
+            raise ReusevosError(f"frame folder {frame_dir} holds no .jpg or .png frames")
+        mask_dir = self._mask_dir(name)
+        masks = sorted(mask_dir.glob("*.png")) if mask_dir.is_dir() else []
+        return frames, masks
+
+    def _read_pairs_2016(self, split_file: Path) -> dict[str, tuple[list[Path], list[Path]]]:
+        listed: dict[str, tuple[list[Path], list[Path]]] = {}
+        for number, line in enumerate(split_file.read_text(encoding="utf-8").splitlines(), start=1):
+            parts = line.split()
+            if not parts:
+                continue
+            if len(parts) > 2:
+                raise ReusevosError(
+                    f"{split_file} line {number} has {len(parts)} fields; DAVIS 2016 split files hold "
+                    "'<frame path> <mask path>' a line"
+                )
+            frame = self.root / parts[0].lstrip("/")
+            frames, masks = listed.setdefault(frame.parent.name, ([], []))
+            frames.append(frame)
+            if len(parts) == 2:
+                masks.append(self.root / parts[1].lstrip("/"))
+        return listed
+
+    def _available_splits(self) -> str:
+        found = []
+        sets = self.root / "ImageSets"
+        if sets.is_dir():
+            for folder in sorted(p for p in sets.iterdir() if p.is_dir()):
+                names = sorted(p.stem for p in folder.glob("*.txt"))
+                if names:
+                    found.append(f"ImageSets/{folder.name}: {', '.join(names)}")
+        if not found:
+            return f"{sets} holds no split files; is {self.root} a DAVIS root?"
+        return "available splits: " + "; ".join(found)
+
+
+def _read_binary_mask(path: Path) -> np.ndarray:
+    """A DAVIS 2016 mask (0 / 255, sometimes stored with an alpha channel) as 0 / 1 labels."""
+    if not path.is_file():
+        raise ReusevosError(f"mask file not found: {path}")
+    try:
+        with Image.open(path) as image:
+            mode = image.mode
+            array = np.array(image) if mode in ("L", "1", "I", "I;16") else None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ReusevosError(f"cannot read mask {path}: {exc}; give a PNG mask") from exc
+    if array is None:  # alpha channel, palette or RGB: the general reader knows these
+        array = read_mask(path)
+    if array.ndim != 2:
+        raise ReusevosError(f"mask {path} has shape {array.shape}; expected a single-channel image")
+    return (array != 0).astype(np.uint8)
+
+
+def write_davis_sequence(
+    root: str | os.PathLike,
+    name: str,
+    frames: Iterable[np.ndarray],
+    masks: Iterable[np.ndarray | None],
+    *,
+    split: str = "train",
+    resolution: str = "480p",
+    jpeg_quality: int = 95,
+    overwrite: bool = False,
+) -> int:
+    """Write one sequence into a DAVIS 2017-layout root and list it in ``ImageSets/2017/<split>.txt``.
+
+    Args:
+        root: the dataset root (created if needed).
+        name: the sequence name (a folder name).
+        frames: ``(H, W, 3)`` uint8 RGB images, consumed one at a time.
+        masks: one entry per frame: a ``(H, W)`` label map (written as a DAVIS palette PNG) or ``None``
+            for an unannotated frame.
+        split: the split file the name is appended to (once).
+        overwrite: replace an existing sequence of that name instead of refusing.
+
+    Files are named ``00000.jpg`` / ``00000.png`` by frame index. Returns the number of frames written.
+    """
+    root = Path(root)
+    if not name or "/" in name or "\\" in name or name in (".", ".."):
+        raise ValueError(f"invalid sequence name {name!r}")
+    frame_dir = root / "JPEGImages" / resolution / name
+    mask_dir = root / "Annotations" / resolution / name
+    for folder in (frame_dir, mask_dir):
+        if folder.is_dir() and any(folder.iterdir()):
+            if not overwrite:
+                raise ReusevosError(f"{folder} already exists and is not empty; pass overwrite=True to replace it")
+            for old in folder.iterdir():
+                if old.is_file() and old.suffix.lower() in _FRAME_SUFFIXES:
+                    old.unlink()
+        folder.mkdir(parents=True, exist_ok=True)
+
+    count = 0
+    mask_iter = iter(masks)
+    for index, frame in enumerate(frames):
+        try:
+            mask = next(mask_iter)
+        except StopIteration:
+            raise ValueError(f"masks ran out at frame {index}; give one entry (or None) per frame") from None
+        frame = np.asarray(frame)
+        if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
+            raise ValueError(f"frame {index} must be (H, W, 3) uint8, got {frame.shape} {frame.dtype}")
+        stem = f"{index:05d}"
+        try:
+            Image.fromarray(frame).save(frame_dir / f"{stem}.jpg", quality=jpeg_quality)
+        except OSError as exc:
+            raise ReusevosError(f"cannot write {frame_dir / (stem + '.jpg')}: {exc}") from exc
+        if mask is not None:
+            mask = np.asarray(mask)
+            if mask.shape != frame.shape[:2]:
+                raise ValueError(f"mask {index} is {mask.shape}, frame {index} is {frame.shape[:2]}")
+            write_mask(mask_dir / f"{stem}.png", mask)
+        count += 1
+    if next(mask_iter, _END) is not _END:
+        raise ValueError(f"more masks than the {count} frames given")
+
+    split_file = root / "ImageSets" / "2017" / f"{split}.txt"
+    split_file.parent.mkdir(parents=True, exist_ok=True)
+    names = split_file.read_text(encoding="utf-8").split() if split_file.is_file() else []
+    if name not in names:
+        text = split_file.read_text(encoding="utf-8") if split_file.is_file() else ""
+        lead = "\n" if text and not text.endswith("\n") else ""
+        with open(split_file, "a", encoding="utf-8") as handle:
+            handle.write(f"{lead}{name}\n")
+    return count
