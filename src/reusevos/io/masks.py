@@ -47,8 +47,8 @@ def read_mask(path: str | os.PathLike) -> np.ndarray:
         with Image.open(path) as image:
             image.load()
             mode = image.mode
-            if mode == "P":
-                return np.array(image, dtype=np.uint8)
+            if mode in ("P", "PA"):
+                return _labels_from_palette(image)
             if mode in ("RGB", "RGBA"):
                 return _labels_from_rgb(np.array(image.convert("RGB")), path)
             if mode == "LA":
@@ -59,6 +59,18 @@ def read_mask(path: str | os.PathLike) -> np.ndarray:
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise ReusevosError(f"cannot read mask {path}: {exc}; give a PNG mask (palette or single-channel)") from exc
     return _labels_from_gray(array, path)
+
+
+def _labels_from_palette(image: Image.Image) -> np.ndarray:
+    labels = np.array(image.getchannel(0) if image.mode == "PA" else image, dtype=np.uint8)
+    palette = image.getpalette() or []
+    if len(palette) >= 768 and palette[765:768] == [255, 255, 255]:
+        values = set(np.unique(labels).tolist())
+        if 255 in values and values <= {0, 255}:
+            # A 0/255 mask saved with a grey palette (as PIL's convert("P") does): one object, not the
+            # DAVIS "void" label 255, whose DAVIS colour is (224, 224, 192).
+            return (labels > 0).astype(np.uint8)
+    return labels
 
 
 def _labels_from_gray(array: np.ndarray, path: Path) -> np.ndarray:
@@ -76,8 +88,13 @@ def _labels_from_gray(array: np.ndarray, path: Path) -> np.ndarray:
 
 
 def _labels_from_rgb(rgb: np.ndarray, path: Path) -> np.ndarray:
-    if np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 0], rgb[..., 2]):
-        return _labels_from_gray(rgb[..., 0], path)
+    grey = np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 0], rgb[..., 2])
+    if grey:
+        values = set(np.unique(rgb[..., 0]).tolist())
+        # Grey DAVIS colours are indices 0, 56, 7, 63 = levels 0, 64, 128, 192: an RGB export of a
+        # frame showing only object 7 is grey too, and is read as the palette mask it is.
+        if not values <= {0, 64, 128, 192} or values <= {0}:
+            return _labels_from_gray(rgb[..., 0], path)
     # An RGB export of a palette mask: map each colour back to its DAVIS index.
     codes = (rgb[..., 0].astype(np.int32) << 16) | (rgb[..., 1].astype(np.int32) << 8) | rgb[..., 2]
     palette_codes = (
