@@ -119,6 +119,7 @@ def run_training(davis_root: str | None, split: str, run_dir: str | os.PathLike,
     sequences_cached: list[CachedSequence] = [load_cached_sequence(cache_root / n) for n in names]
     sampler = RefinerSampler(sequences_cached, crop=train_config.crop)
     log(f"{len(sequences_cached)} sequences, {len(sampler)} training samples")
+    torch.manual_seed(train_config.seed)  # the refiner's initial weights
     network = VOSNetwork(model_config, backbone).to(device)
     meta = {"data": {"davis_split": split, "davis_sequences": dataset.sequences, "synthetic_clips": synthetic},
             "command": command, "commit": git_commit()}

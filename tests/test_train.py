@@ -1,0 +1,93 @@
+"""Training end to end on a tiny synthetic DAVIS root: resume after an interruption, torchrun with 2 processes."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from reusevos.synthetic import SyntheticConfig, write_clip
+
+TRAIN_ARGS = ["--split", "train", "--synthetic", "1", "--synthetic-frames", "4", "--batch", "2", "--crop", "64",
+              "--checkpoint-every", "1", "--threads", "1"]
+
+
+@pytest.fixture(scope="module")
+def tiny_davis(tmp_path_factory):
+    root = tmp_path_factory.mktemp("davis")
+    for i in range(2):
+        write_clip(root, f"clip{i}", SyntheticConfig(size=(64, 96), num_frames=5, num_objects=1 + i, speed=2.0,
+                                                      seed=i), split="train")
+    return root
+
+
+def _train(root, out, iterations, cache, extra=(), **kw):
+    cmd = [sys.executable, "-m", "reusevos", "train", "--davis", str(root), "--out", str(out), "--cache", str(cache),
+           "--iterations", str(iterations), *TRAIN_ARGS, *extra]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=600, **kw)
+
+
+def _weights(path):
+    return torch.load(path, weights_only=True)["state_dict"]
+
+
+def test_a_longer_run_continues_from_the_last_checkpoint(tiny_davis, tmp_path):
+    cache = tmp_path / "cache"
+    first = _train(tiny_davis, tmp_path / "b", 2, cache)
+    assert first.returncode == 0, first.stderr
+    second = _train(tiny_davis, tmp_path / "b", 4, cache)
+    assert second.returncode == 0, second.stderr
+    assert "resumed from" in second.stdout and "at iteration 2" in second.stdout
+    meta = torch.load(tmp_path / "b" / "refiner.pt", weights_only=True)["meta"]
+    assert meta["training"]["iterations"] == 4 and meta["data"]["davis_split"] == "train"
+    runs = [json.loads(line) for line in (tmp_path / "b" / "runs.jsonl").read_text().splitlines()]
+    assert len(runs) == 2 and all(r["split"] == "train" and r["commit"] for r in runs)
+
+
+def test_interrupted_training_resumes_to_the_same_weights(tiny_davis, tmp_path):
+    cache, iterations = tmp_path / "cache", 30
+    straight = _train(tiny_davis, tmp_path / "straight", iterations, cache)
+    assert straight.returncode == 0, straight.stderr
+
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "reusevos", "train", "--davis", str(tiny_davis), "--out", str(out), "--cache",
+           str(cache), "--iterations", str(iterations), *TRAIN_ARGS]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while not (out / "last.pt").exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    assert (out / "last.pt").exists(), proc.communicate()[1]
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr
+    assert "Traceback" not in stderr and "run the same command to resume" in stdout
+    stopped_at = torch.load(out / "last.pt", weights_only=False)["iteration"]
+    assert 1 <= stopped_at < iterations
+    done = _train(tiny_davis, out, iterations, cache)
+    assert done.returncode == 0, done.stderr
+    assert f"at iteration {stopped_at}" in done.stdout
+    a, b = _weights(tmp_path / "straight" / "refiner.pt"), _weights(out / "refiner.pt")
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)  # same data order, same optimiser state
+
+
+def test_validation_split_is_refused(tiny_davis, tmp_path):
+    result = subprocess.run([sys.executable, "-m", "reusevos", "train", "--davis", str(tiny_davis), "--out",
+                             str(tmp_path / "x"), "--split", "val"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert "refusing to train on the split 'val'" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_torchrun_with_two_processes(tiny_davis, tmp_path):
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run([*torchrun, "-m", "reusevos", "train", "--davis", str(tiny_davis), "--out",
+                             str(tmp_path / "ddp"), "--cache", str(tmp_path / "cache"), "--iterations", "3",
+                             *TRAIN_ARGS], capture_output=True, text=True, timeout=600, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    meta = torch.load(tmp_path / "ddp" / "refiner.pt", weights_only=True)["meta"]
+    assert meta["training"]["processes"] == 2 and meta["training"]["iterations"] == 3
