@@ -101,6 +101,24 @@ def _build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--prefix", default="synth", help="clip names are <prefix><seed>")
     synth.add_argument("--overwrite", action="store_true", help="replace clips of the same name")
     synth.set_defaults(func=_cmd_synth)
+
+    segdavis = sub.add_parser(
+        "segment-davis", help="segment every sequence of a DAVIS split into RESULTS_DIR (resumable)",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description="Runs the model on each sequence of a split from its first-frame annotation and writes "
+                    "RESULTS_DIR/<sequence>/<frame>.png (the layout `reusevos eval` reads) and "
+                    "RESULTS_DIR/stats.json (frames, FPS, initialisation time per sequence). Complete sequences "
+                    "are skipped, so an interrupted run resumes.")
+    segdavis.add_argument("davis", metavar="DAVIS_ROOT", nargs="?", default=None,
+                          help="DAVIS root (default: $REUSEVOS_DAVIS)")
+    segdavis.add_argument("--split", default="val", help="split to segment")
+    segdavis.add_argument("--out", required=True, metavar="RESULTS_DIR", help="output folder")
+    segdavis.add_argument("--sequences", default=None, help="comma-separated subset of the split")
+    segdavis.add_argument("--shard", default="0/1", metavar="I/N", help="process only every N-th sequence from I")
+    segdavis.add_argument("--weights", default=None, help="checkpoint file (default: the shipped weights)")
+    segdavis.add_argument("--device", default="cpu", help="cpu, cuda or mps")
+    segdavis.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    segdavis.set_defaults(func=_cmd_segment_davis)
     return parser
 
 
@@ -185,6 +203,36 @@ def _cmd_synth(args: argparse.Namespace) -> int:
                    split=args.split, overwrite=args.overwrite)
     print(f"wrote {args.num} clips of {args.frames} frames to {args.root} "
           f"(ImageSets/2017/{args.split}.txt, names {args.prefix}{args.seed:05d}..{args.prefix}{args.seed + args.num - 1:05d})")
+    return 0
+
+
+def _parse_shard(text: str) -> tuple[int, int]:
+    try:
+        index, count = (int(v) for v in text.split("/"))
+    except ValueError:
+        raise ReusevosError(f"--shard {text!r}: write I/N, for example 0/4") from None
+    if count < 1 or not 0 <= index < count:
+        raise ReusevosError(f"--shard {text!r}: need 0 <= I < N")
+    return index, count
+
+
+def _cmd_segment_davis(args: argparse.Namespace) -> int:
+    import torch
+
+    from reusevos.io.davis import DavisDataset
+    from reusevos.model.network import load_model
+    from reusevos.segment import segment_davis
+
+    shard = _parse_shard(args.shard)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    sequences = [s for s in args.sequences.split(",") if s] if args.sequences else None
+    dataset = DavisDataset(args.davis, split=args.split, sequences=sequences)
+    network = load_model(args.weights, device=args.device)
+    report = segment_davis(network, dataset, args.out, shard=shard, log=lambda m: print(m, flush=True))
+    total = report["total"]
+    print(f"{total['sequences']} sequences, {total['frames']} frames, {total['fps']:.2f} FPS "
+          f"({torch.get_num_threads()} threads); results in {args.out}")
     return 0
 
 

@@ -8,6 +8,7 @@ hand-written derivatives, so any differentiable residual works.
 
 from __future__ import annotations
 
+import warnings
 from typing import Callable, Sequence
 
 import torch
@@ -45,7 +46,10 @@ def gauss_newton_cg(
         (grad,) = vjp_fn(residual.detach())
 
         def normal_product(v: Params) -> Params:
-            _, jv = torch.func.jvp(residual_fn, (params,), (v,))
+            with warnings.catch_warnings():
+                # torch's forward-mode decompositions emit a torch.jit deprecation notice on first use.
+                warnings.simplefilter("ignore", FutureWarning)
+                _, jv = torch.func.jvp(residual_fn, (params,), (v,))
             return vjp_fn(jv)[0]
 
         step = _conjugate_gradient(normal_product, tuple(-g for g in grad), iters)
