@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+VARIANTS = ("full", "reuse", "copy", "fusion", "oracle")
+
 
 @dataclass
 class TargetModelConfig:
@@ -45,6 +47,34 @@ class ModelConfig:
         target = {k: (tuple(v) if isinstance(v, list) else v) for k, v in target.items() if k in known}
         known_model = {f.name for f in fields(cls)}
         return cls(target=TargetModelConfig(**target), **{k: v for k, v in data.items() if k in known_model})
+
+
+@dataclass
+class SessionConfig:
+    """Per-video settings: which frame loop to run (SPEC sections 4 and 6).
+
+    variant: ``full`` (never reuse, the base model), ``reuse`` (the paper's reuse path), ``copy``
+    (reuse = previous mask unchanged), ``fusion`` (copy above ``tau2``, reuse path between ``tau`` and
+    ``tau2``), ``oracle`` (the gate decided by the ground-truth IoU; evaluation only).
+    tau: reuse when the gate's probability is at least ``tau``; 1 never reuses.
+    """
+
+    variant: str = "reuse"
+    tau: float = 0.7
+    tau2: float | None = None
+
+    def validate(self) -> None:
+        from reusevos.errors import ReusevosError
+
+        if self.variant not in VARIANTS:
+            raise ReusevosError(f"unknown variant {self.variant!r}; choose one of {', '.join(VARIANTS)}")
+        if not 0.0 <= self.tau <= 1.0:
+            raise ReusevosError(f"tau must lie in [0, 1], got {self.tau}")
+        if self.variant == "fusion":
+            if self.tau2 is None or not self.tau < self.tau2 <= 1.0:
+                raise ReusevosError(f"the fusion variant needs tau < tau2 <= 1; got tau={self.tau}, tau2={self.tau2}")
+        elif self.tau2 is not None:
+            raise ReusevosError(f"tau2 only applies to the fusion variant, not {self.variant!r}")
 
 
 @dataclass

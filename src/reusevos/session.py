@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from reusevos.config import SessionConfig
 from reusevos.errors import ReusevosError
 from reusevos.io.masks import object_ids
 from reusevos.model.augment import augment_first_frame
@@ -60,11 +61,20 @@ class Session:
 
     ``mask`` (a ``(H, W)`` label map) introduces objects: the first frame's mask, and later masks for
     objects that appear later. Ids already being tracked are ignored in later masks.
+
+    ``options`` picks the frame loop (variant, tau); by default the paper's reuse path at tau = 0.7
+    when the weights include a trained reuse gate, else the base model (``full``).
     """
 
-    def __init__(self, network: VOSNetwork):
+    def __init__(self, network: VOSNetwork, options: SessionConfig | None = None):
         self.network = network.eval()
         self.config = network.config
+        has_gate = getattr(network, "has_gate", False)
+        self.options = options or (SessionConfig() if has_gate else SessionConfig(variant="full", tau=1.0))
+        self.options.validate()
+        if not has_gate and self.options.variant != "full" and self.options.tau < 1.0:
+            raise ReusevosError(f"these weights have no trained reuse gate, so variant {self.options.variant!r} "
+                                "cannot run; use variant 'full' (or tau 1) or weights that include the gate")
         self.device = network.device
         self.objects: dict[int, ObjectState] = {}
         self.frame_index = -1
