@@ -34,6 +34,7 @@ class ModelConfig:
 
     backbone: str = "mobilenet_v2"
     refine_channels: int = 64
+    reuse_gate: bool = False  # template matcher, gate, delta generator and refine-translator
     target: TargetModelConfig = field(default_factory=TargetModelConfig)
 
     def to_dict(self) -> dict[str, Any]:

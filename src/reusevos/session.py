@@ -1,10 +1,10 @@
 """The per-video session: feed frames one at a time, get label maps.
 
-The frame loop follows the paper's Fig. 2: extract features to stride 8, decide per object which
-path to take, run the full path (rest of the backbone once per frame, target model, deep refinement)
-for the objects that need it, refine the shallow levels for every object, merge the objects. The
-session holds only what the next frame needs: per object its target model (bounded memory), the
-last computed score map and refinement state.
+The frame loop follows the paper's Fig. 2: extract features to stride 8, match each object's
+template and ask its gate, then either the full path (rest of the backbone once per frame, target
+model, deep refinement) or the reuse path (S_prev + Delta_t, refine-translator), refine the shallow
+levels for every object, merge the objects. The session holds only what the next frame needs: per
+object its target model (bounded memory), template, last computed score map and refinement state.
 """
 
 from __future__ import annotations
@@ -32,8 +32,11 @@ class ObjectState:
     object_id: int
     start_frame: int
     target: TargetModel
+    template: torch.Tensor | None = None  # T, (1, 64, 64), built once at the start frame
     score_prev: torch.Tensor | None = None  # S of the last computed frame, (1, 1, H/16, W/16)
     state_prev: torch.Tensor | None = None  # R of the last computed frame, (1, 64, H/16, W/16)
+    prob_prev: torch.Tensor | None = None  # last output, (H, W); copy and fusion variants only
+    gt_prev: np.ndarray | None = None  # ground truth of the last computed frame; oracle only
     computed_frames: int = 0
     reused_frames: int = 0
 
@@ -51,8 +54,8 @@ class FrameResult:
     index: int
     labels: np.ndarray  # (H, W) uint8, object ids, 0 = background
     probabilities: dict[int, np.ndarray] | None = None  # object id -> (H, W) float32, on request
-    reused: dict[int, bool] = field(default_factory=dict)  # object id -> took the reuse path
-    gate_probability: dict[int, float] = field(default_factory=dict)
+    reused: dict[int, bool] = field(default_factory=dict)  # object id -> skipped the full path
+    gate_probability: dict[int, float] = field(default_factory=dict)  # object id -> P_gate (or g_IoU)
     started: list[int] = field(default_factory=list)  # objects whose start mask was this frame's
 
 
@@ -69,47 +72,80 @@ class Session:
     def __init__(self, network: VOSNetwork, options: SessionConfig | None = None):
         self.network = network.eval()
         self.config = network.config
-        has_gate = getattr(network, "has_gate", False)
+        has_gate = network.has_gate
         self.options = options or (SessionConfig() if has_gate else SessionConfig(variant="full", tau=1.0))
         self.options.validate()
-        if not has_gate and self.options.variant != "full" and self.options.tau < 1.0:
-            raise ReusevosError(f"these weights have no trained reuse gate, so variant {self.options.variant!r} "
-                                "cannot run; use variant 'full' (or tau 1) or weights that include the gate")
+        if not has_gate and self.options.variant != "full":
+            if self.options.tau < 1.0:
+                raise ReusevosError(f"these weights have no trained reuse gate, so variant {self.options.variant!r} "
+                                    "cannot run; use variant 'full' (or tau 1) or weights that include the gate")
+            self.options = SessionConfig(variant="full", tau=1.0)  # tau = 1 never reuses: the base model
         self.device = network.device
         self.objects: dict[int, ObjectState] = {}
         self.frame_index = -1
         self.image_size: tuple[int, int] | None = None
         self.timings: dict[str, float] = defaultdict(float)  # seconds per stage, summed over frames
         self.init_seconds = 0.0
+        self._deep_cache: tuple[torch.Tensor, torch.Tensor] | None = None
 
     # -- public ------------------------------------------------------------------------------
     @torch.no_grad()
-    def step(self, frame: np.ndarray, mask: np.ndarray | None = None,
-             return_probabilities: bool = False) -> FrameResult:
-        """Process the next frame ``(H, W, 3)`` uint8 RGB; ``mask`` ``(H, W)`` starts new objects."""
+    def step(self, frame: np.ndarray, mask: np.ndarray | None = None, return_probabilities: bool = False,
+             ground_truth: np.ndarray | None = None) -> FrameResult:
+        """Process the next frame ``(H, W, 3)`` uint8 RGB; ``mask`` ``(H, W)`` starts new objects.
+
+        ``ground_truth`` (this frame's ``(H, W)`` label map) is needed by the ``oracle`` variant only.
+        """
         self.frame_index += 1
         frame = self._check_frame(frame)
         image = torch.from_numpy(frame).to(self.device).permute(2, 0, 1)[None].float().div_(255)
         f4, f8 = self._timed("backbone_to_f8", self.network.backbone.to_f8, image)
-
         new_ids = self._new_objects(mask, frame.shape[:2]) if mask is not None else []
         tracked = [obj for obj in self.objects.values() if obj.start_frame < self.frame_index]
-        compute = tracked  # the base model computes every object on every frame
 
+        paths, gate_probs, change = self.decide(tracked, f8, ground_truth)
+        compute = [obj for obj in tracked if paths[obj.object_id] == "full"]
+        reuse = [obj for obj in tracked if paths[obj.object_id] == "reuse"]
         f16 = f32 = None
+        self._deep_cache = None
         if compute or new_ids:
+            # The rest of the backbone runs once per frame, however many objects need it.
             f16, f32 = self._timed("backbone_f8_to_f32", self.network.backbone.f8_to_f32, f8)
 
         probs: dict[int, torch.Tensor] = {}
-        if compute:
-            probs.update(self.full_path(compute, f4, f8, f16, f32))
+        if compute or reuse:
+            scores, states = [], []
+            if compute:
+                scores.append(self._timed("target_model_apply",
+                                          lambda: torch.cat([obj.target.apply(f16) for obj in compute])))
+                states.append(self.full_path(scores[-1], f16, f32))
+            if reuse:
+                rows = [tracked.index(obj) for obj in reuse]
+                score_hat, state_hat = self.reuse_path(reuse, change[rows])
+                scores.append(score_hat)
+                states.append(state_hat)
+            scores, states = torch.cat(scores), torch.cat(states)
+            logits = self.refine_shallow(states, f4, f8, scores)
+            for i, obj in enumerate(compute + reuse):
+                probs[obj.object_id] = torch.sigmoid(logits[i, 0])
+            for i, obj in enumerate(compute):  # S_prev and R_prev change only on computed frames
+                obj.score_prev, obj.state_prev = scores[i:i + 1], states[i:i + 1]
+        for obj in tracked:
+            if paths[obj.object_id] == "copy":
+                probs[obj.object_id] = obj.prob_prev  # the previous output, unchanged
+            if paths[obj.object_id] == "full":
+                obj.computed_frames += 1
+            else:
+                obj.reused_frames += 1
         for obj_id in new_ids:
             start = time.perf_counter()
-            probs[obj_id] = self._start_object(obj_id, frame, mask == obj_id, f16)
+            probs[obj_id] = self._start_object(obj_id, frame, mask == obj_id, f8, f16, f32)
             self.init_seconds += time.perf_counter() - start
 
         result, soft = self._merge(probs, new_ids, return_probabilities)
-        self._update_target_models(compute, f16, soft)
+        result.reused = {obj.object_id: paths[obj.object_id] != "full" for obj in tracked}
+        result.gate_probability = gate_probs
+        self._remember(compute, f16, soft, ground_truth)
         return result
 
     @property
@@ -117,18 +153,43 @@ class Session:
         return {obj_id: obj.reuse_rate for obj_id, obj in self.objects.items()}
 
     # -- the paper's paths ---------------------------------------------------------------------
-    def full_path(self, objects: list[ObjectState], f4, f8, f16, f32) -> dict[int, torch.Tensor]:
-        """Target models on f16, the deep and shallow refinement levels: probabilities ``(1, H, W)`` each."""
+    def decide(self, tracked: list[ObjectState], f8: torch.Tensor, ground_truth: np.ndarray | None):
+        """Per object: the path (``full``, ``reuse`` or ``copy``), P_gate, and D_t ``(K, 64, H/8, W/8)``."""
+        opts = self.options
+        if opts.variant == "full" or not tracked:
+            return {obj.object_id: "full" for obj in tracked}, {}, None
+        change = self._timed("template_match", self.network.matcher, torch.cat([o.template for o in tracked]), f8,
+                             torch.cat([o.score_prev for o in tracked]))
+        if opts.variant == "oracle":
+            if ground_truth is None:
+                raise ReusevosError("the oracle variant needs the ground truth of every frame")
+            probs = [self._oracle_iou(obj, np.asarray(ground_truth) == obj.object_id) for obj in tracked]
+        else:
+            probs = self._timed("gate", self.network.gate, change).tolist()
+        paths = {}
+        for obj, p in zip(tracked, probs):
+            if opts.variant == "fusion" and opts.tau2 < 1.0 and p >= opts.tau2:
+                paths[obj.object_id] = "copy"
+            elif opts.tau < 1.0 and p >= opts.tau:  # tau = 1 never reuses, even if P rounds to 1
+                paths[obj.object_id] = "copy" if opts.variant == "copy" else "reuse"
+            else:
+                paths[obj.object_id] = "full"
+        return paths, {obj.object_id: float(p) for obj, p in zip(tracked, probs)}, change
+
+    def full_path(self, scores: torch.Tensor, f16: torch.Tensor, f32: torch.Tensor) -> torch.Tensor:
+        """The deep refinement levels on this frame's scores ``(B, 1, H/16, W/16)``: R ``(B, 64, H/16, W/16)``."""
         refiner = self.network.refiner
-        scores = self._timed("target_model_apply",
-                             lambda: torch.cat([obj.target.apply(f16) for obj in objects]))
-        r16, r32 = self._timed("refine_reduce_deep", refiner.reduce_deep, f16, f32)
-        state = self._timed("refine_deep", refiner.deep, r16, r32, scores)
-        logits = self.refine_shallow(state, f4, f8, scores)
-        for i, obj in enumerate(objects):
-            obj.score_prev, obj.state_prev = scores[i:i + 1], state[i:i + 1]
-            obj.computed_frames += 1
-        return {obj.object_id: torch.sigmoid(logits[i, 0]) for i, obj in enumerate(objects)}
+        if self._deep_cache is None:  # the object-independent part, once per frame
+            self._deep_cache = self._timed("refine_reduce_deep", refiner.reduce_deep, f16, f32)
+        return self._timed("refine_deep", refiner.deep, *self._deep_cache, scores)
+
+    def reuse_path(self, objects: list[ObjectState], change: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """S_hat = S_prev + Delta_t and R_hat = translator(R_prev, Delta_t), without the deep network."""
+        score_prev = torch.cat([obj.score_prev for obj in objects])
+        delta = self._timed("delta", self.network.delta, change, score_prev.shape[-2:])
+        state = self._timed("translator", self.network.translator,
+                            torch.cat([obj.state_prev for obj in objects]), delta)
+        return score_prev + delta, state
 
     def refine_shallow(self, state, f4, f8, scores) -> torch.Tensor:
         """The stride-8 and stride-4 levels and the head: logits ``(B, 1, H, W)``."""
@@ -157,8 +218,11 @@ class Session:
                                     f"at least {minimum} are needed to fit its target model")
         return ids
 
-    def _start_object(self, obj_id: int, frame: np.ndarray, mask: np.ndarray, f16: torch.Tensor) -> torch.Tensor:
-        """Fit a target model on the start frame and its augmented copies; the output is the given mask."""
+    def _start_object(self, obj_id: int, frame: np.ndarray, mask: np.ndarray, f8, f16, f32) -> torch.Tensor:
+        """Fit a target model on the start frame and its augmented copies; the output is the given mask.
+
+        The start frame counts as computed: its score and refinement state are the first S_prev, R_prev.
+        """
         cfg = self.config.target
         copies = augment_first_frame(frame, mask, cfg.num_augmented)
         features = [f16]
@@ -169,19 +233,39 @@ class Session:
         masks = np.stack([mask] + [c[1] for c in copies]).astype(np.float32)
         target = TargetModel(cfg)
         target.initialise(torch.cat(features), torch.from_numpy(masks)[:, None].to(self.device))
-        self.objects[obj_id] = ObjectState(obj_id, self.frame_index, target)
-        return torch.from_numpy(mask.astype(np.float32)).to(self.device)
+        obj = ObjectState(obj_id, self.frame_index, target)
+        given = torch.from_numpy(mask.astype(np.float32)).to(self.device)
+        if self.options.variant != "full":
+            obj.template = self.network.matcher.template(f8, given[None, None])
+            obj.score_prev = target.apply(f16)
+            obj.state_prev = self.full_path(obj.score_prev, f16, f32)
+        if self.options.variant == "oracle":
+            obj.gt_prev = mask
+        self.objects[obj_id] = obj
+        return given
 
-    def _update_target_models(self, computed: list[ObjectState], f16, soft: dict[int, torch.Tensor]) -> None:
-        """Teach each computed object's target model this frame (its merged soft mask as label)."""
-        if not computed:
-            return
+    def _remember(self, computed: list[ObjectState], f16, soft: dict[int, torch.Tensor],
+                  ground_truth: np.ndarray | None) -> None:
+        """Keep what later frames need: target-model samples and refits for computed objects, the
+        output for the copy variants, the ground truth of computed frames for the oracle."""
         start = time.perf_counter()
         for obj in computed:
             obj.target.add_sample(f16, soft[obj.object_id][None, None])
             if obj.computed_frames % self.config.target.update_every == 0:
                 obj.target.update()
         self.timings["target_model_update"] += time.perf_counter() - start
+        if self.options.variant == "oracle":
+            for obj in computed:
+                obj.gt_prev = np.asarray(ground_truth) == obj.object_id
+        if self.options.variant in ("copy", "fusion"):
+            for obj_id, prob in soft.items():
+                self.objects[obj_id].prob_prev = prob
+
+    @staticmethod
+    def _oracle_iou(obj: ObjectState, gt: np.ndarray) -> float:
+        """g_IoU: the ground-truth IoU between this frame and the object's last computed frame."""
+        union = np.logical_or(gt, obj.gt_prev).sum()
+        return float(np.logical_and(gt, obj.gt_prev).sum() / union) if union else 1.0
 
     # -- helpers --------------------------------------------------------------------------------
     def _merge(self, probs: dict[int, torch.Tensor], new_ids: list[int],
@@ -204,7 +288,6 @@ class Session:
         result = FrameResult(self.frame_index, labels, started=list(new_ids))
         if return_probabilities:
             result.probabilities = {i: p.float().cpu().numpy() for i, p in soft.items()}
-        result.reused = {i: False for i in ids if i not in new_ids}
         self.timings["merge"] += time.perf_counter() - start
         return result, soft
 

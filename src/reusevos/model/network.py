@@ -17,7 +17,11 @@ from torch import nn
 from reusevos.config import ModelConfig
 from reusevos.errors import ReusevosError
 from reusevos.model.backbone import SPECS, Backbone
+from reusevos.model.delta import DeltaGenerator
+from reusevos.model.gate import Gate
 from reusevos.model.refiner import Refiner
+from reusevos.model.template import TemplateMatcher
+from reusevos.model.translator import RefineTranslator
 
 CHECKPOINT_FORMAT = "reusevos-checkpoint"
 CHECKPOINT_VERSION = 1
@@ -25,7 +29,10 @@ DEFAULT_CHECKPOINT = Path(__file__).resolve().parent.parent / "checkpoints" / "d
 
 
 class VOSNetwork(nn.Module):
-    """Backbone (frozen) + refinement network; the per-object target models live in the session."""
+    """Backbone (frozen) + refinement network, and with ``config.reuse_gate`` the reuse-path modules.
+
+    The per-object target models live in the session.
+    """
 
     def __init__(self, config: ModelConfig | None = None, backbone: Backbone | None = None):
         super().__init__()
@@ -34,6 +41,15 @@ class VOSNetwork(nn.Module):
             raise ReusevosError(f"unknown backbone {self.config.backbone!r}; choose one of {', '.join(SPECS)}")
         self.backbone = backbone if backbone is not None else Backbone(self.config.backbone)
         self.refiner = Refiner(self.backbone.channels, self.config.refine_channels)
+        if self.config.reuse_gate:
+            self.matcher = TemplateMatcher(self.backbone.channels[1])
+            self.gate = Gate()
+            self.delta = DeltaGenerator()
+            self.translator = RefineTranslator(self.config.refine_channels)
+
+    @property
+    def has_gate(self) -> bool:
+        return self.config.reuse_gate
 
     @property
     def device(self) -> torch.device:
