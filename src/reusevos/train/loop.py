@@ -1,9 +1,10 @@
-"""The training loop for the refinement network: single process, or DistributedDataParallel under torchrun.
+"""The training loop shared by the refinement network and the dynamic network: single process, or
+DistributedDataParallel under torchrun.
 
-Resumable: ``RUN_DIR/last.pt`` holds the iteration, the network and the optimiser; a run started
-again with the same folder continues where it stopped (an interrupt or SIGTERM saves first). The
-data order depends only on (seed, rank, iteration), so a resumed run draws what the uninterrupted
-run would have drawn.
+Resumable: ``RUN_DIR/last.pt`` holds the iteration, the trained module and the optimiser; a run
+started again with the same folder continues where it stopped (an interrupt or SIGTERM saves
+first). The data order depends only on (seed, rank, iteration), so a resumed run draws exactly what
+the uninterrupted run would have drawn.
 """
 
 from __future__ import annotations
@@ -14,17 +15,17 @@ import signal
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
+from torch import nn
 
-from reusevos.config import TrainConfig
 from reusevos.errors import ReusevosError
-from reusevos.model.network import VOSNetwork, save_checkpoint
-from reusevos.train.samples import RefinerSampler
+
+# forward(model, batch, iteration) -> (loss, {name: value}) ; draw(rng) -> batch
+LossFn = Callable[[nn.Module, Any, int], tuple[torch.Tensor, dict[str, float]]]
 
 
 def distributed_context() -> tuple[int, int]:
@@ -35,7 +36,8 @@ def distributed_context() -> tuple[int, int]:
     return (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
 
 
-def _lr_at(config: TrainConfig, iteration: int) -> float:
+def lr_at(config, iteration: int) -> float:
+    """Step schedule: ``lr`` times 0.1 for every fraction in ``config.lr_drops`` already passed."""
     drops = sum(iteration >= f * config.iterations for f in config.lr_drops)
     return config.lr * (0.1 ** drops)
 
@@ -54,33 +56,34 @@ class _StopFlag:
         self.stop = True
 
 
-def train_refiner(network: VOSNetwork, sampler: RefinerSampler, run_dir: str | os.PathLike,
-                  config: TrainConfig, meta: dict | None = None,
-                  log: Callable[[str], None] = lambda _: None) -> dict:
-    """Train ``network.refiner`` with BCE on cached samples; returns a summary.
+def train_loop(model: nn.Module, draw: Callable[[np.random.Generator], Any], loss_fn: LossFn,
+               run_dir: str | os.PathLike, config, log: Callable[[str], None] = lambda _: None,
+               resume_keys: tuple[str, ...] = ("batch", "crop", "seed")) -> dict:
+    """Optimise the parameters of ``model`` that require grad, with Adam, for ``config.iterations``.
 
-    Writes ``last.pt`` (resume state) every ``checkpoint_every`` iterations, ``log.jsonl`` (loss per
-    ``log_every`` iterations) and, at the end, ``refiner.pt`` in the model checkpoint format.
+    ``config`` needs iterations, lr, lr_drops, weight_decay, seed, checkpoint_every, log_every and
+    the ``resume_keys`` (which must match a run being resumed). Returns a summary dict.
     """
     rank, world = distributed_context()
     run_dir = Path(run_dir)
-    device = network.device
-    refiner = network.refiner
-    refiner.train()
-    model = refiner
+    device = next(model.parameters()).device
+    model.train()
+    wrapped = model
     if world > 1:
-        model = torch.nn.parallel.DistributedDataParallel(refiner, device_ids=[device] if device.type == "cuda" else None)
-    optimizer = torch.optim.Adam(refiner.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        wrapped = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device] if device.type == "cuda" else None)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
     start, elapsed = 0, 0.0
     resume_path = run_dir / "last.pt"
     if resume_path.is_file():
         state = torch.load(resume_path, map_location=device, weights_only=False)
         saved = state["train_config"]
-        for key in ("batch", "crop", "seed"):
-            if saved[key] != asdict(config)[key]:
-                raise ReusevosError(f"{resume_path} was trained with {key}={saved[key]}, not {asdict(config)[key]}; "
-                                    "use the same settings to resume or another --out folder")
-        refiner.load_state_dict(state["refiner"])
+        for key in resume_keys:
+            if saved.get(key) != asdict(config)[key]:
+                raise ReusevosError(f"{resume_path} was trained with {key}={saved.get(key)}, not "
+                                    f"{asdict(config)[key]}; use the same settings to resume or another --out folder")
+        model.load_state_dict(state["model"] if "model" in state else state["refiner"])
         optimizer.load_state_dict(state["optimizer"])
         start, elapsed = state["iteration"], state.get("elapsed", 0.0)
         log(f"resumed from {resume_path} at iteration {start}")
@@ -88,41 +91,41 @@ def train_refiner(network: VOSNetwork, sampler: RefinerSampler, run_dir: str | o
     def save(iteration: int) -> None:
         if rank == 0:
             tmp = resume_path.with_name("last.pt.tmp")
-            torch.save({"iteration": iteration, "refiner": refiner.state_dict(), "optimizer": optimizer.state_dict(),
+            torch.save({"iteration": iteration, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                         "train_config": asdict(config), "elapsed": elapsed}, tmp)
             os.replace(tmp, resume_path)
 
     flag = _StopFlag()
     log_file = open(run_dir / "log.jsonl", "a") if rank == 0 else None
-    running, count = 0.0, 0
+    sums: dict[str, float] = {}
+    count = 0
     iteration = start
     tick = time.perf_counter()
     try:
         while iteration < config.iterations:
             for group in optimizer.param_groups:
-                group["lr"] = _lr_at(config, iteration)
-            rng = np.random.default_rng([config.seed, rank, iteration])
-            batch = sampler.draw(rng, config.batch)
-            feats = tuple(f.to(device) for f in batch.features)
-            logits = model(feats, batch.scores.to(device), batch.masks.shape[-2:])
-            loss = F.binary_cross_entropy_with_logits(logits, batch.masks.to(device))
+                group["lr"] = lr_at(config, iteration)
+            batch = draw(np.random.default_rng([config.seed, rank, iteration]))
+            loss, metrics = loss_fn(wrapped, batch, iteration)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             iteration += 1
-            running += loss.item()
+            for key, value in {"loss": loss.item(), **metrics}.items():
+                sums[key] = sums.get(key, 0.0) + float(value)
             count += 1
             now = time.perf_counter()
             elapsed += now - tick
             tick = now
             if iteration % config.log_every == 0 and log_file is not None:
-                entry = {"iteration": iteration, "loss": running / count, "lr": _lr_at(config, iteration - 1),
-                         "elapsed_s": round(elapsed, 1)}
+                entry = {"iteration": iteration, **{k: v / count for k, v in sums.items()},
+                         "lr": lr_at(config, iteration - 1), "elapsed_s": round(elapsed, 1)}
                 log_file.write(json.dumps(entry) + "\n")
                 log_file.flush()
-                log(f"it {iteration}/{config.iterations} loss {entry['loss']:.4f} lr {entry['lr']:.1e} "
+                shown = " ".join(f"{k} {v / count:.4f}" for k, v in sums.items())
+                log(f"it {iteration}/{config.iterations} {shown} lr {entry['lr']:.1e} "
                     f"{elapsed / max(1, iteration - start):.2f} s/it")
-                running, count = 0.0, 0
+                sums, count = {}, 0
             if iteration % config.checkpoint_every == 0:
                 save(iteration)
             if flag.stop:
@@ -135,9 +138,5 @@ def train_refiner(network: VOSNetwork, sampler: RefinerSampler, run_dir: str | o
         if log_file is not None:
             log_file.close()
     save(iteration)
-    refiner.eval()
-    summary = {"iterations": iteration, "wall_time_s": round(elapsed, 1), "processes": world}
-    if rank == 0:
-        save_checkpoint(run_dir / "refiner.pt", network, meta={**(meta or {}), "training": summary,
-                                                               "train_config": asdict(config)}, half=True)
-    return summary
+    model.eval()
+    return {"iterations": iteration, "wall_time_s": round(elapsed, 1), "processes": world, "rank": rank}

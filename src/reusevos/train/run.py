@@ -12,20 +12,22 @@ import os
 import platform
 import subprocess
 import sys
+from dataclasses import asdict
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 from reusevos.config import ModelConfig, TrainConfig
 from reusevos.errors import ReusevosError
 from reusevos.io.davis import DavisDataset
 from reusevos.model.backbone import load_backbone
-from reusevos.model.network import VOSNetwork
+from reusevos.model.network import VOSNetwork, save_checkpoint
 from reusevos.train.cache import CachedSequence, cache_sequence, is_cached, load_cached_sequence
-from reusevos.train.loop import distributed_context, train_refiner
+from reusevos.train.loop import distributed_context, train_loop
 from reusevos.train.samples import RefinerSampler
 
 
@@ -123,4 +125,17 @@ def run_training(davis_root: str | None, split: str, run_dir: str | os.PathLike,
     network = VOSNetwork(model_config, backbone).to(device)
     meta = {"data": {"davis_split": split, "davis_sequences": dataset.sequences, "synthetic_clips": synthetic},
             "command": command, "commit": git_commit()}
-    return train_refiner(network, sampler, run_dir, train_config, meta=meta, log=log)
+    summary = train_loop(network.refiner, lambda rng: sampler.draw(rng, train_config.batch), refiner_loss, run_dir,
+                         train_config, log=log)
+    if summary["rank"] == 0:
+        save_checkpoint(run_dir / "refiner.pt", network, half=True,
+                        meta={**meta, "training": summary, "train_config": asdict(train_config)})
+    return summary
+
+
+def refiner_loss(model, batch, iteration: int):
+    """BCE between the refined logits and the ground truth of a batch of crops."""
+    device = next(model.parameters()).device
+    feats = tuple(f.to(device) for f in batch.features)
+    logits = model(feats, batch.scores.to(device), batch.masks.shape[-2:])
+    return F.binary_cross_entropy_with_logits(logits, batch.masks.to(device)), {}
