@@ -91,3 +91,34 @@ def test_torchrun_with_two_processes(tiny_davis, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     meta = torch.load(tmp_path / "ddp" / "refiner.pt", weights_only=True)["meta"]
     assert meta["training"]["processes"] == 2 and meta["training"]["iterations"] == 3
+
+
+def test_gate_training_from_a_base_model(tiny_davis, tmp_path):
+    import numpy as np
+
+    from reusevos.config import SessionConfig
+    from reusevos.model.network import load_model
+    from reusevos.session import Session
+    from reusevos.synthetic import generate_clip
+
+    cache = tmp_path / "cache"
+    assert _train(tiny_davis, tmp_path / "base", 2, cache).returncode == 0
+    cmd = [sys.executable, "-m", "reusevos", "train-gate", "--base", str(tmp_path / "base" / "refiner.pt"),
+           "--davis", str(tiny_davis), "--out", str(tmp_path / "gate"), "--cache", str(cache), "--iterations", "3",
+           "--snippet", "3", *TRAIN_ARGS]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    assert "gate initialised" in result.stdout
+    again = subprocess.run([*cmd[:cmd.index("--iterations") + 1], "5", *cmd[cmd.index("--iterations") + 2:]],
+                           capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0 and "at iteration 3" in again.stdout, again.stderr
+    base, dynamic = load_model(tmp_path / "base" / "refiner.pt"), load_model(tmp_path / "gate" / "dynamic.pt")
+    assert dynamic.has_gate and not base.has_gate
+    meta = torch.load(tmp_path / "gate" / "dynamic.pt", weights_only=True)["meta"]
+    assert meta["gate_training"]["iterations"] == 5 and meta["gate_config"]["m1"] == 1.0
+    clip = list(generate_clip(SyntheticConfig(size=(64, 96), num_frames=4, num_objects=1, seed=5)))
+    runs = []
+    for network, options in ((base, None), (dynamic, SessionConfig("reuse", 1.0))):
+        session = Session(network, options)
+        runs.append([session.step(f, m if i == 0 else None).labels for i, (f, m) in enumerate(clip)])
+    assert all(np.array_equal(a, b) for a, b in zip(*runs))  # the frozen refiner: tau = 1 is the base model

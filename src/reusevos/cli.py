@@ -12,7 +12,7 @@ from pathlib import Path
 
 from reusevos import __version__
 from reusevos.errors import ReusevosError
-from reusevos.config import TrainConfig
+from reusevos.config import GateTrainConfig, TrainConfig
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -47,6 +47,38 @@ def _build_parser() -> argparse.ArgumentParser:
     train.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     train.add_argument("--device", default="cpu", help="cpu, cuda or mps")
     train.set_defaults(func=_cmd_train)
+
+    gate = sub.add_parser(
+        "train-gate", help="train the reuse gate, delta generator and refine-translator on a trained base model",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description="Trains the dynamic network (SPEC section 5) from a base checkpoint written by `reusevos "
+                    "train`; the refinement network stays frozen, so tau = 1 gives the base model's masks. "
+                    "Resumable like `reusevos train`; writes OUT/dynamic.pt.")
+    gate.add_argument("--base", required=True, help="trained base checkpoint (refiner.pt from `reusevos train`)")
+    gate.add_argument("--davis", default=None, help="DAVIS root (default: $REUSEVOS_DAVIS)")
+    gate.add_argument("--split", default="train", help="training split; validation splits are refused")
+    gate.add_argument("--sequences", default=None, help="comma-separated subset of the split")
+    gate.add_argument("--out", required=True, help="run folder: checkpoints, logs, the trained dynamic.pt")
+    gate.add_argument("--cache", default=None, help="cache folder (default: OUT/cache; reuse the base run's)")
+    gate.add_argument("--synthetic", type=int, default=60, help="number of syn clips made from the split")
+    gate.add_argument("--synthetic-frames", type=int, default=24, help="frames per syn clip")
+    gate.add_argument("--iterations", type=int, default=GateTrainConfig.iterations)
+    gate.add_argument("--batch", type=int, default=GateTrainConfig.batch, help="snippets per iteration and process")
+    gate.add_argument("--snippet", type=int, default=GateTrainConfig.snippet, help="frames per snippet")
+    gate.add_argument("--crop", type=int, default=GateTrainConfig.crop, help="crop size in pixels (multiple of 32)")
+    gate.add_argument("--lr", type=float, default=GateTrainConfig.lr)
+    gate.add_argument("--m1", type=float, default=GateTrainConfig.m1, help="margin ramp target (0 = no ramp)")
+    gate.add_argument("--m2", type=float, default=GateTrainConfig.m2, help="gate-loss dead zone")
+    gate.add_argument("--ep-t", type=float, default=GateTrainConfig.ep_t, help="epochs the margin ramps over")
+    gate.add_argument("--gate-loss", choices=("gp", "ngate"), default=GateTrainConfig.gate_loss,
+                      help="gp: the paper's gate probability loss; ngate: fixed target rate (ablation)")
+    gate.add_argument("--ngate-rate", type=float, default=GateTrainConfig.ngate_rate,
+                      help="target reuse rate of the ngate loss")
+    gate.add_argument("--seed", type=int, default=GateTrainConfig.seed)
+    gate.add_argument("--checkpoint-every", type=int, default=GateTrainConfig.checkpoint_every)
+    gate.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    gate.add_argument("--device", default="cpu", help="cpu, cuda or mps")
+    gate.set_defaults(func=_cmd_train_gate)
 
     evaluate = sub.add_parser(
         "eval", help="score a results folder on a DAVIS split (J, F and J&F, as the official toolkit)",
@@ -140,6 +172,31 @@ def _cmd_train(args: argparse.Namespace) -> int:
                            command=" ".join(["reusevos"] + sys.argv[1:]), log=lambda m: print(m, flush=True))
     print(f"trained {summary['iterations']} iterations in {summary['wall_time_s']} s; weights: "
           f"{Path(args.out) / 'refiner.pt'}")
+    return 0
+
+
+def _cmd_train_gate(args: argparse.Namespace) -> int:
+    import torch
+
+    from reusevos.train.run import run_gate_training
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.crop % 32:
+        raise ReusevosError(f"--crop {args.crop} is not a multiple of 32")
+    if args.snippet < 2:
+        raise ReusevosError(f"--snippet {args.snippet}: a snippet needs at least 2 frames")
+    config = GateTrainConfig(iterations=args.iterations, batch=args.batch, snippet=args.snippet, crop=args.crop,
+                             lr=args.lr, m1=args.m1, m2=args.m2, ep_t=args.ep_t, gate_loss=args.gate_loss,
+                             ngate_rate=args.ngate_rate, seed=args.seed, checkpoint_every=args.checkpoint_every)
+    sequences = [s for s in args.sequences.split(",") if s] if args.sequences else None
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    summary = run_gate_training(args.base, args.davis, args.split, args.out, args.cache, config,
+                                synthetic=args.synthetic, synthetic_frames=args.synthetic_frames, sequences=sequences,
+                                device=args.device, command=" ".join(["reusevos"] + sys.argv[1:]),
+                                log=lambda m: print(m, flush=True))
+    print(f"trained {summary['iterations']} iterations in {summary['wall_time_s']} s; weights: "
+          f"{Path(args.out) / 'dynamic.pt'}")
     return 0
 
 

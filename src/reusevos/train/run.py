@@ -21,14 +21,15 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from reusevos.config import ModelConfig, TrainConfig
+from reusevos.config import GateTrainConfig, ModelConfig, TrainConfig
 from reusevos.errors import ReusevosError
 from reusevos.io.davis import DavisDataset
 from reusevos.model.backbone import load_backbone
-from reusevos.model.network import VOSNetwork, save_checkpoint
+from reusevos.model.network import VOSNetwork, read_checkpoint, save_checkpoint
 from reusevos.train.cache import CachedSequence, cache_sequence, is_cached, load_cached_sequence
 from reusevos.train.loop import distributed_context, train_loop
-from reusevos.train.samples import RefinerSampler
+from reusevos.train.dynamic import DynamicTrainer, calibrate_gate
+from reusevos.train.samples import RefinerSampler, SnippetSampler
 
 
 def git_commit() -> str:
@@ -85,11 +86,9 @@ def build_synthetic_cache(dataset: DavisDataset, cache_dir: Path, backbone, mode
     return names
 
 
-def run_training(davis_root: str | None, split: str, run_dir: str | os.PathLike, cache_dir: str | None,
-                 train_config: TrainConfig, synthetic: int = 60, synthetic_frames: int = 24,
-                 sequences: list[str] | None = None, device: str = "cpu", command: str = "",
-                 log: Callable[[str], None] = lambda _: None) -> dict:
-    """The whole ``reusevos train`` run; returns the training summary."""
+def _prepare(davis_root, split, run_dir, cache_dir, seed, synthetic, synthetic_frames, sequences, device,
+             command, settings: dict, log):
+    """Checks, provenance record, and the cache of the training data; returns what training needs."""
     if "val" in split.lower() or "test" in split.lower():
         raise ReusevosError(f"refusing to train on the split {split!r}: scores are reported on validation data, "
                             "so training must never see it; use --split train")
@@ -106,30 +105,72 @@ def run_training(davis_root: str | None, split: str, run_dir: str | os.PathLike,
     if rank == 0:
         run_info = {"command": command, "commit": git_commit(), "davis_root": str(dataset.root), "split": split,
                     "sequences": dataset.sequences, "synthetic_clips": synthetic,
-                    "synthetic_frames": synthetic_frames, "train_config": train_config.__dict__,
-                    "model_config": model_config.to_dict(), "processes": world, "torch": torch.__version__,
-                    "python": sys.version.split()[0], "machine": platform.machine(),
+                    "synthetic_frames": synthetic_frames, **settings, "processes": world,
+                    "torch": torch.__version__, "python": sys.version.split()[0], "machine": platform.machine(),
                     "threads": torch.get_num_threads()}
-        history = run_dir / "runs.jsonl"  # one line per start or resume of this run
-        with open(history, "a") as handle:
-            handle.write(json.dumps(run_info) + "\n")
-    names = build_davis_cache(dataset, cache_root, backbone, model_config, train_config.seed, rank, world, log)
+        with open(run_dir / "runs.jsonl", "a") as handle:  # one line per start or resume of this run
+            handle.write(json.dumps(run_info, default=str) + "\n")
+    names = build_davis_cache(dataset, cache_root, backbone, model_config, seed, rank, world, log)
     names += build_synthetic_cache(dataset, cache_root, backbone, model_config, synthetic, synthetic_frames,
-                                   train_config.seed, rank, world, log)
+                                   seed, rank, world, log)
     if world > 1:
         torch.distributed.barrier()
-    sequences_cached: list[CachedSequence] = [load_cached_sequence(cache_root / n) for n in names]
-    sampler = RefinerSampler(sequences_cached, crop=train_config.crop)
-    log(f"{len(sequences_cached)} sequences, {len(sampler)} training samples")
-    torch.manual_seed(train_config.seed)  # the refiner's initial weights
-    network = VOSNetwork(model_config, backbone).to(device)
+    cached: list[CachedSequence] = [load_cached_sequence(cache_root / n) for n in names]
     meta = {"data": {"davis_split": split, "davis_sequences": dataset.sequences, "synthetic_clips": synthetic},
             "command": command, "commit": git_commit()}
+    return backbone, cached, meta
+
+
+def run_training(davis_root: str | None, split: str, run_dir: str | os.PathLike, cache_dir: str | None,
+                 train_config: TrainConfig, synthetic: int = 60, synthetic_frames: int = 24,
+                 sequences: list[str] | None = None, device: str = "cpu", command: str = "",
+                 log: Callable[[str], None] = lambda _: None) -> dict:
+    """``reusevos train``: the refinement network of the base model; returns the training summary."""
+    run_dir = Path(run_dir)
+    backbone, cached, meta = _prepare(davis_root, split, run_dir, cache_dir, train_config.seed, synthetic,
+                                      synthetic_frames, sequences, device, command,
+                                      {"train_config": asdict(train_config), "model_config": ModelConfig().to_dict()},
+                                      log)
+    sampler = RefinerSampler(cached, crop=train_config.crop)
+    log(f"{len(cached)} sequences, {len(sampler)} training samples")
+    torch.manual_seed(train_config.seed)  # the refiner's initial weights
+    network = VOSNetwork(ModelConfig(), backbone).to(device)
     summary = train_loop(network.refiner, lambda rng: sampler.draw(rng, train_config.batch), refiner_loss, run_dir,
                          train_config, log=log)
     if summary["rank"] == 0:
         save_checkpoint(run_dir / "refiner.pt", network, half=True,
                         meta={**meta, "training": summary, "train_config": asdict(train_config)})
+    return summary
+
+
+def run_gate_training(base_weights: str, davis_root: str | None, split: str, run_dir: str | os.PathLike,
+                      cache_dir: str | None, config: GateTrainConfig, synthetic: int = 60,
+                      synthetic_frames: int = 24, sequences: list[str] | None = None, device: str = "cpu",
+                      command: str = "", log: Callable[[str], None] = lambda _: None) -> dict:
+    """``reusevos train-gate``: the dynamic network on top of a trained base model; returns the summary."""
+    run_dir = Path(run_dir)
+    base = read_checkpoint(base_weights)
+    backbone, cached, meta = _prepare(davis_root, split, run_dir, cache_dir, config.seed, synthetic,
+                                      synthetic_frames, sequences, device, command,
+                                      {"gate_config": asdict(config), "base_weights": str(base_weights)}, log)
+    sampler = SnippetSampler(cached, length=config.snippet, crop=config.crop, max_gaps=config.max_gaps)
+    log(f"{len(cached)} sequences, {len(sampler)} snippet starts")
+    model_config = ModelConfig.from_dict({**base["config"], "reuse_gate": True})
+    torch.manual_seed(config.seed)  # initial weights of the reuse-path modules
+    network = VOSNetwork(model_config, backbone).to(device)
+    refiner_state = {k[len("refiner."):]: v.float() for k, v in base["state_dict"].items() if k.startswith("refiner.")}
+    network.refiner.load_state_dict(refiner_state, strict=True)
+    trainer = DynamicTrainer(network, config)
+    if not (run_dir / "last.pt").is_file():
+        rng = np.random.default_rng([config.seed, 999])
+        rate = calibrate_gate(trainer, [sampler.draw(rng, config.batch) for _ in range(8)], config.gate_init_rate)
+        log(f"gate initialised: {rate:.1%} of calibration frames reuse at tau {config.threshold}")
+    summary = train_loop(trainer, lambda rng: sampler.draw(rng, config.batch),
+                         lambda model, batch, it: model(batch, it), run_dir, config, log=log)
+    if summary["rank"] == 0:
+        save_checkpoint(run_dir / "dynamic.pt", network, half=True,
+                                meta={**meta, "base": base.get("meta", {}), "base_weights": str(base_weights),
+                              "gate_training": summary, "gate_config": asdict(config)})
     return summary
 
 

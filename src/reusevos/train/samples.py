@@ -56,26 +56,32 @@ class RefinerSampler:
 
     def _crop(self, s: int, a: int, t: int, k: int, rng: np.random.Generator):
         seq = self.sequences[s]
-        height, width = seq.masks.shape[1:]
-        obj_id = seq.object_ids[k]
-        mask = np.asarray(seq.masks[t]) == obj_id
-        c = self.crop
-        max_y, max_x = max(0, (height - c) // 32), max(0, (width - c) // 32)
-        ys, xs = np.nonzero(mask)
-        if len(ys) and rng.random() < self.focus:
-            cy, cx = ys.mean() + rng.normal(0, c / 6), xs.mean() + rng.normal(0, c / 6)
-            gy = int(np.clip(round((cy - c / 2) / 32), 0, max_y))
-            gx = int(np.clip(round((cx - c / 2) / 32), 0, max_x))
-        else:
-            gy, gx = int(rng.integers(max_y + 1)), int(rng.integers(max_x + 1))
-        feats = []
-        for level in LEVELS:
-            stride = STRIDES[level]
-            n, y0, x0 = c // stride, gy * 32 // stride, gx * 32 // stride
-            feats.append(_padded(seq.features[level][t], y0, x0, n))
-        score = _padded(seq.scores[a, t, k][None], gy * 2, gx * 2, c // 16)[0]
-        crop_mask = _padded(mask[None].astype(np.float32), gy * 32, gx * 32, c)[0]
-        return feats, score, crop_mask
+        mask = np.asarray(seq.masks[t]) == seq.object_ids[k]
+        gy, gx = crop_origin(mask, self.crop, self.focus, rng)
+        return crop_frame(seq, a, t, k, gy, gx, self.crop)
+
+
+def crop_origin(mask: np.ndarray, crop: int, focus: float, rng: np.random.Generator) -> tuple[int, int]:
+    """A crop's top-left corner in units of 32 pixels: near the object with probability ``focus``."""
+    height, width = mask.shape
+    max_y, max_x = max(0, (height - crop) // 32), max(0, (width - crop) // 32)
+    ys, xs = np.nonzero(mask)
+    if len(ys) and rng.random() < focus:
+        cy, cx = ys.mean() + rng.normal(0, crop / 6), xs.mean() + rng.normal(0, crop / 6)
+        return (int(np.clip(round((cy - crop / 2) / 32), 0, max_y)),
+                int(np.clip(round((cx - crop / 2) / 32), 0, max_x)))
+    return int(rng.integers(max_y + 1)), int(rng.integers(max_x + 1))
+
+
+def crop_frame(seq: CachedSequence, a: int, t: int, k: int, gy: int, gx: int, crop: int):
+    """Features (f4, f8, f16, f32), score and mask of object ``k`` in frame ``t``, cropped at (gy, gx) * 32."""
+    feats = []
+    for level in LEVELS:
+        stride = STRIDES[level]
+        feats.append(_padded(seq.features[level][t], gy * 32 // stride, gx * 32 // stride, crop // stride))
+    score = _padded(seq.scores[a, t, k][None], gy * 2, gx * 2, crop // 16)[0]
+    mask = (np.asarray(seq.masks[t]) == seq.object_ids[k]).astype(np.float32)
+    return feats, score, _padded(mask[None], gy * 32, gx * 32, crop)[0]
 
 
 def _padded(array: np.ndarray, y0: int, x0: int, n: int) -> np.ndarray:
@@ -84,3 +90,54 @@ def _padded(array: np.ndarray, y0: int, x0: int, n: int) -> np.ndarray:
     part = np.asarray(array[:, y0:y0 + n, x0:x0 + n], dtype=np.float32)
     out[:, : part.shape[1], : part.shape[2]] = part
     return out
+
+
+@dataclass
+class SnippetBatch:
+    """``L`` frames of ``B`` snippets, in time order: each tensor is ``(L, B, ...)``."""
+
+    features: tuple[torch.Tensor, ...]  # f4 ... f32, (L, B, C, S/stride, S/stride)
+    scores: torch.Tensor  # (L, B, 1, S/16, S/16): the full path's target-model scores
+    masks: torch.Tensor  # (L, B, 1, S, S)
+
+
+class SnippetSampler:
+    """Snippets of ``length`` frames of one object, in time order with random gaps, one crop for all
+    frames. Each snippet's largest gap is drawn from ``max_gaps`` so slow and fast changes both occur
+    (the gate must see frames worth reusing and frames that are not)."""
+
+    def __init__(self, sequences: list[CachedSequence], length: int = 6, crop: int = 256,
+                 max_gaps: tuple[int, ...] = (1, 2, 4, 8), focus: float = 0.8):
+        self.sequences, self.length, self.crop = sequences, length, crop
+        self.max_gaps, self.focus = max_gaps, focus
+        self.index = []  # (sequence, object, first frame with a score from the updated anchor)
+        for s, seq in enumerate(sequences):
+            valid = ~np.isnan(np.asarray(seq.scores[0, :, :, 0, 0], dtype=np.float32))  # (T, K)
+            for k in range(valid.shape[1]):
+                frames = np.nonzero(valid[:, k])[0]
+                if len(frames) >= length:
+                    self.index.append((s, k, int(frames[0])))
+        if not self.index:
+            raise ValueError(f"no sequence has {length} frames with scores")
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def draw(self, rng: np.random.Generator, batch: int) -> SnippetBatch:
+        items = [self._snippet(*self.index[rng.integers(len(self.index))], rng) for _ in range(batch)]
+        feats = tuple(torch.from_numpy(np.stack([[f[0][i] for f in it] for it in items], axis=1)).float()
+                      for i in range(4))
+        scores = torch.from_numpy(np.stack([[f[1] for f in it] for it in items], axis=1)).float()[:, :, None]
+        masks = torch.from_numpy(np.stack([[f[2] for f in it] for it in items], axis=1)).float()[:, :, None]
+        return SnippetBatch(feats, scores, masks)
+
+    def _snippet(self, s: int, k: int, first: int, rng: np.random.Generator):
+        seq = self.sequences[s]
+        span = seq.num_frames - first
+        max_gap = max(1, min(int(rng.choice(self.max_gaps)), (span - 1) // (self.length - 1)))
+        gaps = rng.integers(1, max_gap + 1, size=self.length - 1)
+        start = first + int(rng.integers(span - int(gaps.sum())))
+        frames = start + np.concatenate([[0], np.cumsum(gaps)])
+        mask0 = np.asarray(seq.masks[frames[0]]) == seq.object_ids[k]
+        gy, gx = crop_origin(mask0, self.crop, self.focus, rng)
+        return [crop_frame(seq, 0, int(t), k, gy, gx, self.crop) for t in frames]

@@ -1,0 +1,98 @@
+"""Training the dynamic network: template matcher, gate, delta generator and refine-translator, on
+snippets of cached frames, with hard gate decisions and straight-through gradients (SPEC section 5).
+
+The refinement network stays frozen at the trained base model, so tau = 1 reproduces the base model
+exactly. Each snippet starts with a computed frame (which builds the template); on every later frame
+the gate decides, and S_prev / R_prev / y_{t-n} change only where it chose to compute, as at inference.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from reusevos.config import GateTrainConfig
+from reusevos.model.network import VOSNetwork
+from reusevos.train.losses import (delta_loss, fixed_rate_gate_loss, gate_probability_loss, gate_target, margin,
+                                   mask_iou, straight_through)
+from reusevos.train.samples import SnippetBatch
+
+
+class DynamicTrainer(nn.Module):
+    """Wraps the network so one ``forward`` computes the whole snippet loss (DDP needs a module call)."""
+
+    def __init__(self, network: VOSNetwork, config: GateTrainConfig):
+        super().__init__()
+        if not network.has_gate:
+            raise ValueError("the network has no reuse-path modules")
+        self.network = network
+        self.config = config
+        network.refiner.requires_grad_(False)
+        network.backbone.requires_grad_(False)
+
+    def full_states(self, batch: SnippetBatch) -> torch.Tensor:
+        """R of every frame on the full path ``(L, B, 64, S/16, S/16)`` (frozen, so computed without grad)."""
+        refiner = self.network.refiner
+        f16, f32 = batch.features[2], batch.features[3]
+        with torch.no_grad():
+            return torch.stack([refiner.deep(*refiner.reduce_deep(f16[i], f32[i]), batch.scores[i])
+                                for i in range(batch.scores.shape[0])])
+
+    def change_features(self, batch: SnippetBatch, frame: int) -> torch.Tensor:
+        """D_t of ``frame`` against the template of frame 0, with S_prev = S_0 (used to calibrate the gate)."""
+        net = self.network
+        template = net.matcher.template(batch.features[1][0], batch.masks[0])
+        return net.matcher(template, batch.features[1][frame], batch.scores[0])
+
+    def forward(self, batch: SnippetBatch, iteration: int) -> tuple[torch.Tensor, dict[str, float]]:
+        cfg, net = self.config, self.network
+        refiner = net.refiner
+        f4, f8 = batch.features[0], batch.features[1]
+        scores, masks = batch.scores, batch.masks
+        length = scores.shape[0]
+        full_states = self.full_states(batch)
+        m = margin(cfg.epoch(iteration), cfg.m1, cfg.ep_t)
+
+        template = net.matcher.template(f8[0], masks[0])
+        score_prev, state_prev, mask_prev = scores[0], full_states[0], masks[0]
+        totals = {"bce": 0.0, "delta": 0.0, "gate": 0.0}
+        reused, p_sum = 0.0, 0.0
+        for i in range(1, length):
+            change = net.matcher(template, f8[i], score_prev)
+            p_gate = net.gate(change)
+            delta = net.delta(change, score_prev.shape[-2:])
+            label_small = F.interpolate(masks[i], size=score_prev.shape[-2:], mode="area")
+            totals["delta"] = totals["delta"] + delta_loss(delta, label_small, score_prev)
+            if cfg.gate_loss == "gp":
+                target = gate_target(mask_iou(masks[i], mask_prev), m)
+                totals["gate"] = totals["gate"] + gate_probability_loss(p_gate, target, cfg.m2)
+            else:
+                totals["gate"] = totals["gate"] + fixed_rate_gate_loss(p_gate, cfg.ngate_rate)
+            reuse = straight_through(p_gate, cfg.threshold).view(-1, 1, 1, 1)
+            score = reuse * (score_prev + delta) + (1 - reuse) * scores[i]
+            state = reuse * net.translator(state_prev, delta) + (1 - reuse) * full_states[i]
+            logits = refiner.shallow(state, *refiner.reduce_shallow(f4[i], f8[i]), score, masks.shape[-2:])
+            totals["bce"] = totals["bce"] + F.binary_cross_entropy_with_logits(logits, masks[i])
+            computed = (p_gate.detach() < cfg.threshold).view(-1, 1, 1, 1)
+            score_prev = torch.where(computed, scores[i], score_prev)
+            state_prev = torch.where(computed, full_states[i], state_prev)
+            mask_prev = torch.where(computed, masks[i], mask_prev)
+            reused += float((~computed).float().mean())
+            p_sum += float(p_gate.detach().mean())
+        steps = length - 1
+        loss = sum(totals.values()) / steps
+        metrics = {k: float(v.detach()) / steps for k, v in totals.items()}
+        metrics.update({"reuse": reused / steps, "p_gate": p_sum / steps, "margin": m})
+        return loss, metrics
+
+
+@torch.no_grad()
+def calibrate_gate(trainer: DynamicTrainer, batches: list[SnippetBatch], rate: float) -> float:
+    """Set the gate's final bias so a fraction ``rate`` of the frames in ``batches`` would reuse at the
+    training threshold (the paper starts at about 15%). Returns the measured rate afterwards."""
+    trainer.train()  # batch-norm statistics as in training
+    gate = trainer.network.gate
+    changes = torch.cat([trainer.change_features(b, i) for b in batches for i in range(1, b.scores.shape[0])])
+    gate.calibrate(gate.logits(changes), rate, trainer.config.threshold)
+    return float((gate(changes) >= trainer.config.threshold).float().mean())

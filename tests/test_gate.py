@@ -1,0 +1,160 @@
+"""The reuse path: module shapes, losses on hand-computed cases, the gate's initialisation, the
+session's variants, and tau = 1 giving exactly the base model's masks."""
+
+import numpy as np
+import pytest
+import torch
+
+from reusevos.config import GateTrainConfig, ModelConfig, SessionConfig
+from reusevos.errors import ReusevosError
+from reusevos.model.delta import DeltaGenerator
+from reusevos.model.gate import Gate
+from reusevos.model.network import VOSNetwork
+from reusevos.model.template import TemplateMatcher
+from reusevos.model.translator import RefineTranslator
+from reusevos.session import Session
+from reusevos.train.losses import (delta_loss, fixed_rate_gate_loss, gate_probability_loss, gate_target, margin,
+                                   mask_iou, straight_through)
+
+
+def test_module_shapes():
+    torch.manual_seed(0)
+    matcher, gate, delta, translator = TemplateMatcher(32), Gate(), DeltaGenerator(), RefineTranslator()
+    f8 = torch.randn(1, 32, 60, 107)
+    template = matcher.template(f8.expand(3, -1, -1, -1), torch.rand(3, 1, 480, 854))
+    assert template.shape == (3, 64, 64)
+    assert torch.allclose(template.sum(-1), torch.ones(3, 64))  # softmax rows
+    change = matcher(template, f8, torch.randn(3, 1, 30, 54))
+    assert change.shape == (3, 64, 60, 107)
+    p = gate.eval()(change)
+    assert p.shape == (3,) and bool(((p > 0) & (p < 1)).all())
+    d = delta(change, (30, 54))
+    assert d.shape == (3, 1, 30, 54)
+    assert float(d.abs().max()) == 0.0  # starts by predicting "no change"
+    assert translator(torch.randn(3, 64, 30, 54), d).shape == (3, 64, 30, 54)
+
+
+def test_gate_calibration_hits_the_requested_rate():
+    torch.manual_seed(1)
+    gate = Gate()
+    logits = torch.randn(1000) * 3 + 1
+    before = gate.conv2.bias.clone()
+    gate.calibrate(logits, 0.15, threshold=0.5)
+    shifted = logits + (gate.conv2.bias - before)
+    assert float((torch.sigmoid(shifted) >= 0.5).float().mean()) == pytest.approx(0.15, abs=0.002)
+
+
+def test_losses_on_hand_computed_cases():
+    assert margin(60, 1.0, 120) == 0.5 and margin(240, 1.0, 120) == 1.0 and margin(60, 0.0, 120) == 0.0
+    assert torch.allclose(gate_target(torch.tensor([0.3, 0.8]), 0.5), torch.tensor([0.5, 0.8]))
+    p, target = torch.tensor([0.9, 0.2]), torch.tensor([0.5, 0.25])
+    # |p - t| = (0.4, 0.05) -> dead zone 0.1 -> (0.4, 0.1) -> squares (0.16, 0.01) -> mean 0.085
+    assert float(gate_probability_loss(p, target, 0.1)) == pytest.approx(0.085)
+    assert float(gate_probability_loss(p, target, 0.0)) == pytest.approx((0.16 + 0.0025) / 2)
+    assert float(fixed_rate_gate_loss(torch.tensor([0.2, 0.6]), 0.5)) == pytest.approx(0.01)
+    delta = torch.full((1, 1, 2, 2), 0.5)
+    label = torch.tensor([[[[1.0, 0.0], [1.0, 1.0]]]])
+    prev = torch.tensor([[[[0.0, 0.0], [1.0, 0.5]]]])
+    # y' - S_prev = (1, 0, 0, 0.5); errors (0.5, 0.5, 0.5, 0) -> mean of squares 0.1875
+    assert float(delta_loss(delta, label, prev)) == pytest.approx(0.1875)
+    a = torch.zeros(2, 4, 4)
+    b = torch.zeros(2, 4, 4)
+    a[0, :2], b[0, 1:3] = 1, 1  # 4 shared pixels of 12
+    assert torch.allclose(mask_iou(a, b), torch.tensor([4 / 12, 1.0]))  # both empty -> 1
+
+
+def test_straight_through_is_hard_forward_and_identity_backward():
+    p = torch.tensor([0.3, 0.5, 0.7], requires_grad=True)
+    hard = straight_through(p, 0.5)
+    assert hard.tolist() == [0.0, 1.0, 1.0]
+    (hard * torch.tensor([1.0, 2.0, 3.0])).sum().backward()
+    assert p.grad.tolist() == [1.0, 2.0, 3.0]
+
+
+def test_the_margin_changes_the_gate_target_over_epochs():
+    config = GateTrainConfig(iterations=260, m1=1.0, ep_t=120)
+    iou = torch.tensor([0.2, 0.6, 0.95])
+    targets = [gate_target(iou, margin(config.epoch(it), config.m1, config.ep_t)) for it in (0, 60, 120, 200)]
+    assert torch.allclose(targets[0], iou)  # epoch 0: the plain IoU
+    assert torch.allclose(targets[1], torch.tensor([60 / 120, 0.6, 0.95]))
+    assert torch.allclose(targets[2], torch.ones(3))  # from ep_T on, every frame's target is 1
+    assert torch.allclose(targets[3], torch.ones(3))
+    no_ramp = GateTrainConfig(iterations=260, m1=0.0)
+    assert torch.allclose(gate_target(iou, margin(no_ramp.epoch(200), 0.0, no_ramp.ep_t)), iou)
+    assert config.lr_drops == pytest.approx((127 / 260,))
+
+
+@pytest.fixture(scope="module")
+def networks(backbone):
+    """A base network and a gated one sharing its (randomly initialised) refinement network."""
+    torch.manual_seed(0)
+    base = VOSNetwork(ModelConfig(), backbone).eval()
+    torch.manual_seed(1)
+    gated = VOSNetwork(ModelConfig(reuse_gate=True), backbone)
+    gated.refiner.load_state_dict(base.refiner.state_dict())
+    return base, gated.eval()
+
+
+@pytest.fixture(scope="module")
+def small_swan(blackswan):
+    frames, masks = blackswan
+    return [f[::2, ::2].copy() for f in frames[:6]], [m[::2, ::2].copy() for m in masks[:6]]
+
+
+def _run(network, options, frames, masks):
+    session = Session(network, options)
+    results = [session.step(f, masks[0] if i == 0 else None, ground_truth=m)
+               for i, (f, m) in enumerate(zip(frames, masks))]
+    return session, results
+
+
+def test_tau_one_gives_exactly_the_base_model(networks, small_swan):
+    base, gated = networks
+    frames, masks = small_swan
+    _, expected = _run(base, None, frames, masks)
+    session, got = _run(gated, SessionConfig("reuse", 1.0), frames, masks)
+    assert all(np.array_equal(a.labels, b.labels) for a, b in zip(expected, got))
+    assert all(r.gate_probability and not any(r.reused.values()) for r in got[1:])  # P reported, never reused
+    assert session.reuse_rates == {1: 0.0}
+
+
+def test_variants_take_the_paths_they_promise(networks, small_swan):
+    _, gated = networks
+    frames, masks = small_swan
+    session, copy = _run(gated, SessionConfig("copy", 0.0), frames, masks)
+    assert all(np.array_equal(r.labels, copy[0].labels) for r in copy)  # always the previous mask
+    assert session.reuse_rates == {1: 1.0}
+    session, reuse = _run(gated, SessionConfig("reuse", 0.0), frames, masks)
+    assert session.reuse_rates == {1: 1.0} and session.objects[1].computed_frames == 0
+    assert not any(np.array_equal(r.labels, reuse[0].labels) for r in reuse[1:])  # not a copy
+    session, oracle = _run(gated, SessionConfig("oracle", 0.88), frames, masks)
+    last, reused = 0, []  # g_IoU is measured against the last *computed* frame's ground truth
+    for t in range(1, len(frames)):
+        a, b = masks[t] > 0, masks[last] > 0
+        iou = (a & b).sum() / (a | b).sum()
+        assert oracle[t].gate_probability[1] == pytest.approx(iou)
+        reused.append(iou >= 0.88)
+        assert oracle[t].reused[1] == reused[-1]
+        if not reused[-1]:
+            last = t
+    assert 0 < sum(reused) < len(reused)  # this clip exercises both paths at 0.88
+    assert session.reuse_rates[1] == pytest.approx(sum(reused) / len(reused))
+    session, fusion = _run(gated, SessionConfig("fusion", 0.0, 0.999), frames, masks)
+    assert session.reuse_rates == {1: 1.0}  # every P >= tau: reuse or copy, never full
+
+
+def test_bad_options_are_clear_errors(networks, small_swan):
+    base, gated = networks
+    for options, message in ((SessionConfig("reuse", 1.5), "tau must lie in"),
+                             (SessionConfig("warp", 0.5), "unknown variant"),
+                             (SessionConfig("fusion", 0.7, 0.6), "tau < tau2"),
+                             (SessionConfig("reuse", 0.7, 0.9), "only applies to the fusion")):
+        with pytest.raises(ReusevosError, match=message):
+            Session(gated, options)
+    with pytest.raises(ReusevosError, match="no trained reuse gate"):
+        Session(base, SessionConfig("reuse", 0.7))
+    frames, masks = small_swan
+    session = Session(gated, SessionConfig("oracle", 0.7))
+    session.step(frames[0], masks[0])
+    with pytest.raises(ReusevosError, match="needs the ground truth"):
+        session.step(frames[1])
