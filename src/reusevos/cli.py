@@ -15,6 +15,25 @@ from reusevos.errors import ReusevosError
 from reusevos.config import GateTrainConfig, TrainConfig
 
 
+def _add_training_args(parser: argparse.ArgumentParser, config, product: str, unit: str) -> None:
+    """The data, output and optimisation flags that both training stages share."""
+    parser.add_argument("--davis", default=None, help="DAVIS root (default: $REUSEVOS_DAVIS)")
+    parser.add_argument("--split", default="train", help="training split; validation splits are refused")
+    parser.add_argument("--sequences", default=None, help="comma-separated subset of the split")
+    parser.add_argument("--out", required=True, help=f"run folder: checkpoints, logs, the trained {product}")
+    parser.add_argument("--cache", default=None, help="feature/score cache folder (default: OUT/cache)")
+    parser.add_argument("--synthetic", type=int, default=60, help="number of syn clips made from the split")
+    parser.add_argument("--synthetic-frames", type=int, default=24, help="frames per syn clip")
+    parser.add_argument("--iterations", type=int, default=config.iterations)
+    parser.add_argument("--batch", type=int, default=config.batch, help=f"{unit} per iteration and process")
+    parser.add_argument("--crop", type=int, default=config.crop, help="crop size in pixels (multiple of 32)")
+    parser.add_argument("--lr", type=float, default=config.lr)
+    parser.add_argument("--seed", type=int, default=config.seed)
+    parser.add_argument("--checkpoint-every", type=int, default=config.checkpoint_every)
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or mps")
+
+
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="reusevos",
@@ -31,21 +50,7 @@ def _build_parser() -> argparse.ArgumentParser:
         description="Builds the feature/score cache of the training data (skipping what is cached), then trains "
                     "the refinement network. Run the same command again to resume; under torchrun it trains "
                     "with DistributedDataParallel.")
-    train.add_argument("--davis", default=None, help="DAVIS root (default: $REUSEVOS_DAVIS)")
-    train.add_argument("--split", default="train", help="training split; validation splits are refused")
-    train.add_argument("--sequences", default=None, help="comma-separated subset of the split")
-    train.add_argument("--out", required=True, help="run folder: checkpoints, logs, the trained refiner.pt")
-    train.add_argument("--cache", default=None, help="cache folder (default: OUT/cache)")
-    train.add_argument("--synthetic", type=int, default=60, help="number of syn clips made from the split")
-    train.add_argument("--synthetic-frames", type=int, default=24, help="frames per syn clip")
-    train.add_argument("--iterations", type=int, default=TrainConfig.iterations)
-    train.add_argument("--batch", type=int, default=TrainConfig.batch, help="crops per iteration and process")
-    train.add_argument("--crop", type=int, default=TrainConfig.crop, help="crop size in pixels (multiple of 32)")
-    train.add_argument("--lr", type=float, default=TrainConfig.lr)
-    train.add_argument("--seed", type=int, default=TrainConfig.seed)
-    train.add_argument("--checkpoint-every", type=int, default=TrainConfig.checkpoint_every)
-    train.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
-    train.add_argument("--device", default="cpu", help="cpu, cuda or mps")
+    _add_training_args(train, TrainConfig, "refiner.pt", "crops")
     train.set_defaults(func=_cmd_train)
 
     gate = sub.add_parser(
@@ -55,18 +60,8 @@ def _build_parser() -> argparse.ArgumentParser:
                     "train`; the refinement network stays frozen, so tau = 1 gives the base model's masks. "
                     "Resumable like `reusevos train`; writes OUT/dynamic.pt.")
     gate.add_argument("--base", required=True, help="trained base checkpoint (refiner.pt from `reusevos train`)")
-    gate.add_argument("--davis", default=None, help="DAVIS root (default: $REUSEVOS_DAVIS)")
-    gate.add_argument("--split", default="train", help="training split; validation splits are refused")
-    gate.add_argument("--sequences", default=None, help="comma-separated subset of the split")
-    gate.add_argument("--out", required=True, help="run folder: checkpoints, logs, the trained dynamic.pt")
-    gate.add_argument("--cache", default=None, help="cache folder (default: OUT/cache; reuse the base run's)")
-    gate.add_argument("--synthetic", type=int, default=60, help="number of syn clips made from the split")
-    gate.add_argument("--synthetic-frames", type=int, default=24, help="frames per syn clip")
-    gate.add_argument("--iterations", type=int, default=GateTrainConfig.iterations)
-    gate.add_argument("--batch", type=int, default=GateTrainConfig.batch, help="snippets per iteration and process")
+    _add_training_args(gate, GateTrainConfig, "dynamic.pt", "snippets")
     gate.add_argument("--snippet", type=int, default=GateTrainConfig.snippet, help="frames per snippet")
-    gate.add_argument("--crop", type=int, default=GateTrainConfig.crop, help="crop size in pixels (multiple of 32)")
-    gate.add_argument("--lr", type=float, default=GateTrainConfig.lr)
     gate.add_argument("--m1", type=float, default=GateTrainConfig.m1, help="margin ramp target (0 = no ramp)")
     gate.add_argument("--m2", type=float, default=GateTrainConfig.m2, help="gate-loss dead zone")
     gate.add_argument("--ep-t", type=float, default=GateTrainConfig.ep_t, help="epochs the margin ramps over")
@@ -74,10 +69,6 @@ def _build_parser() -> argparse.ArgumentParser:
                       help="gp: the paper's gate probability loss; ngate: fixed target rate (ablation)")
     gate.add_argument("--ngate-rate", type=float, default=GateTrainConfig.ngate_rate,
                       help="target reuse rate of the ngate loss")
-    gate.add_argument("--seed", type=int, default=GateTrainConfig.seed)
-    gate.add_argument("--checkpoint-every", type=int, default=GateTrainConfig.checkpoint_every)
-    gate.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
-    gate.add_argument("--device", default="cpu", help="cpu, cuda or mps")
     gate.set_defaults(func=_cmd_train_gate)
 
     evaluate = sub.add_parser(
