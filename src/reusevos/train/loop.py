@@ -100,7 +100,7 @@ def train_loop(model: nn.Module, draw: Callable[[np.random.Generator], Any], los
     sums: dict[str, float] = {}
     count = 0
     iteration = start
-    tick = time.perf_counter()
+    tick = began = time.perf_counter()
     try:
         while iteration < config.iterations:
             for group in optimizer.param_groups:
@@ -124,7 +124,7 @@ def train_loop(model: nn.Module, draw: Callable[[np.random.Generator], Any], los
                 log_file.flush()
                 shown = " ".join(f"{k} {v / count:.4f}" for k, v in sums.items())
                 log(f"it {iteration}/{config.iterations} {shown} lr {entry['lr']:.1e} "
-                    f"{elapsed / max(1, iteration - start):.2f} s/it")
+                    f"{(now - began) / (iteration - start):.2f} s/it")
                 sums, count = {}, 0
             if iteration % config.checkpoint_every == 0:
                 save(iteration)
