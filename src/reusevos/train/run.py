@@ -115,7 +115,7 @@ def _prepare(davis_root, split, run_dir, cache_dir, seed, synthetic, synthetic_f
                                    seed, rank, world, log)
     if world > 1:
         torch.distributed.barrier()
-    cached: list[CachedSequence] = [load_cached_sequence(cache_root / n) for n in names]
+    cached: list[CachedSequence] = [load_cached_sequence(cache_root / n, in_memory=True) for n in names]
     meta = {"data": {"davis_split": split, "davis_sequences": dataset.sequences, "synthetic_clips": synthetic},
             "command": command, "commit": git_commit()}
     return backbone, cached, meta
