@@ -53,10 +53,6 @@ def load_model(weights: str | os.PathLike | None = None, device: str | torch.dev
     The backbone's ImageNet weights are found, or fetched if ``fetch_backbone``, by ``reusevos.weights``.
     Returns a :class:`reusevos.model.network.VOSNetwork`; its ``meta`` dict says how it was trained.
     """
-    from pathlib import Path
-
     from reusevos.model import network
 
-    model = network.load_model(weights, device=resolve_device(device), fetch_backbone=fetch_backbone)
-    model.weights_file = str(Path(weights) if weights is not None else network.DEFAULT_CHECKPOINT)
-    return model
+    return network.load_model(weights, device=resolve_device(device), fetch_backbone=fetch_backbone)

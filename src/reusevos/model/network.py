@@ -127,4 +127,5 @@ def load_model(weights: str | os.PathLike | None = None, device: str | torch.dev
     state = {k: v.float() if v.is_floating_point() else v for k, v in payload["state_dict"].items()}
     network.load_trained_state(state, source=str(path))
     network.meta = payload.get("meta", {})
+    network.weights_file = str(path)
     return network.to(device).eval()
