@@ -210,6 +210,70 @@ def _build_parser() -> argparse.ArgumentParser:
     segdavis.add_argument("--device", default="auto", help="auto (CUDA, else MPS, else CPU), cpu, cuda or mps")
     segdavis.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     segdavis.set_defaults(func=_cmd_segment_davis)
+
+    bench = sub.add_parser(
+        "benchmark", help="speed, accuracy, memory and FLOPs of frame-loop settings on a DAVIS split, in one process",
+        description="Runs every requested setting (the variants x the taus; fusion also x --tau2; full once) over the "
+                    "same frames: each sequence is decoded once before timing and shared by all settings, after one "
+                    "untimed warm-up. Prints per setting FPS (initialisation included, and without), initialisation "
+                    "per object, reuse rate, J&F, the reuse-path cost ratio c, GFLOPs per frame and the share saved, "
+                    "peak memory, and a per-stage table; --json writes it all with the machine, threads and commit.",
+        epilog="example: reusevos benchmark ~/data/DAVIS --split val --variant full,reuse --tau 1,0.7 --threads 2 "
+               "--json bench.json")
+    bench.add_argument("davis", metavar="DAVIS_ROOT", nargs="?", default=None,
+                       help="DAVIS root, 2016 or 2017 layout (default: $REUSEVOS_DAVIS)")
+    bench.add_argument("--split", default="val", help="split to run; every frame must be annotated")
+    bench.add_argument("--sequences", default=None, help="comma-separated subset of the split (default: all, or "
+                       "--quick's)")
+    bench.add_argument("--variant", default="full,reuse", help="comma-separated: full, reuse, copy, fusion, oracle")
+    bench.add_argument("--tau", default="1,0.7", help="comma-separated reuse thresholds in [0, 1]")
+    bench.add_argument("--tau2", default="0.9", help="comma-separated copy thresholds of the fusion variant; "
+                       "combinations with tau2 <= tau are skipped")
+    bench.add_argument("--weights", default=None, metavar="FILE",
+                       help="checkpoint file (default: the weights shipped with reusevos)")
+    bench.add_argument("--threads", type=int, default=None, metavar="N",
+                       help="torch CPU threads (default: torch's choice); stated in the output")
+    bench.add_argument("--json", default=None, metavar="OUT.json", help="also write the report as JSON")
+    bench.add_argument("--markdown", default=None, metavar="OUT.md",
+                       help="also write the table as Markdown, with the command, machine, threads and commit")
+    bench.add_argument("--quick", action="store_true",
+                       help="blackswan and the next two sequences of the split, first 20 frames (for development)")
+    bench.add_argument("--max-frames", type=int, default=None, metavar="N",
+                       help="only the first N frames of each sequence (default: all; 20 with --quick)")
+    bench.add_argument("--max-size", type=int, default=0, metavar="PIXELS",
+                       help="shrink frames whose longer side exceeds PIXELS, scoring at that size (0 = as stored)")
+    bench.add_argument("--partial", default=None, metavar="FILE.jsonl",
+                       help="append each finished sequence x setting here and skip those already in it (resume)")
+    bench.add_argument("--no-flops", dest="flops", action="store_false", help="skip counting FLOPs")
+    bench.set_defaults(func=_cmd_benchmark)
+
+    ablation = sub.add_parser(
+        "ablation", help="the paper's ablations (variants x tau): JSON, CSV and Fig. 7 / Fig. 8 PNGs (resumable)",
+        description="The benchmark over every variant at every tau (fusion with a fixed --tau2, skipped where "
+                    "tau >= tau2), written to OUT/ablation.json, OUT/ablation.csv, OUT/fig7_jf_vs_fps.png (J&F vs "
+                    "FPS), OUT/fig8_jf_vs_reuse.png (J&F vs reuse rate) and OUT/ablation.md (the table for the "
+                    "README). Each finished sequence x setting is appended to OUT/partial.jsonl; run the same command "
+                    "again to resume.",
+        epilog="example: reusevos ablation ~/data/DAVIS --split val --out docs/ablation --threads 2")
+    ablation.add_argument("davis", metavar="DAVIS_ROOT", nargs="?", default=None,
+                          help="DAVIS root, 2016 or 2017 layout (default: $REUSEVOS_DAVIS)")
+    ablation.add_argument("--split", default="val", help="split to run; every frame must be annotated")
+    ablation.add_argument("--out", required=True, metavar="OUT_DIR", help="folder for the results (created)")
+    ablation.add_argument("--sequences", default=None, help="comma-separated subset of the split (default: all)")
+    ablation.add_argument("--variants", default="reuse,copy,fusion,oracle",
+                          help="comma-separated: reuse, copy, fusion, oracle (and full, the base model, once)")
+    ablation.add_argument("--taus", default="1,0.9,0.8,0.7,0.6,0.5,0.3,0.1", help="comma-separated thresholds")
+    ablation.add_argument("--tau2", type=float, default=0.9, help="the fusion variant's copy threshold")
+    ablation.add_argument("--weights", default=None, metavar="FILE",
+                          help="checkpoint file (default: the weights shipped with reusevos)")
+    ablation.add_argument("--threads", type=int, default=None, metavar="N",
+                          help="torch CPU threads (default: torch's choice); stated in the output")
+    ablation.add_argument("--max-frames", type=int, default=None, metavar="N",
+                          help="only the first N frames of each sequence (default: all)")
+    ablation.add_argument("--max-size", type=int, default=0, metavar="PIXELS",
+                          help="shrink frames whose longer side exceeds PIXELS (0 = as stored)")
+    ablation.add_argument("--no-plots", dest="plots", action="store_false", help="skip the figures (no matplotlib)")
+    ablation.set_defaults(func=_cmd_ablation)
     return parser
 
 
@@ -456,6 +520,94 @@ def _cmd_segment_davis(args: argparse.Namespace) -> int:
     total = report["total"]
     print(f"{total['sequences']} sequences, {total['frames']} frames, {total['fps']:.2f} FPS "
           f"({torch.get_num_threads()} threads); results in {args.out}")
+    return 0
+
+
+def _csv_list(text: str, flag: str, kind=str) -> list:
+    """A comma-separated flag value as a list; a value ``kind`` cannot read is a ReusevosError."""
+    items = [item.strip() for item in text.split(",") if item.strip()]
+    try:
+        return [kind(item) for item in items]
+    except ValueError:
+        raise ReusevosError(f"{flag} {text!r}: give comma-separated numbers, for example 1,0.7") from None
+
+
+def _check_run_size(args: argparse.Namespace) -> None:
+    if args.max_frames is not None and args.max_frames < 3:
+        raise ReusevosError(f"--max-frames {args.max_frames}: scoring leaves out the first and last frame, give 3 "
+                            "or more")
+    if args.max_size < 0:
+        raise ReusevosError(f"--max-size {args.max_size}: give a number of pixels, or 0 for the stored size")
+
+
+def _cmd_benchmark(args: argparse.Namespace) -> int:
+    import shlex
+
+    from reusevos.api import load_model
+    from reusevos.benchmark import (build_settings, format_header, format_markdown, format_stage_table,
+                                    format_table, quick_sequences, run_benchmark, write_json)
+    from reusevos.io.davis import DavisDataset
+
+    _check_run_size(args)
+    variants = _csv_list(args.variant, "--variant")
+    taus = _csv_list(args.tau, "--tau", float)
+    tau2s = _csv_list(args.tau2, "--tau2", float)
+    build_settings(variants, taus, tau2s)  # bad names and values are refused before the model loads
+    _set_threads(args.threads)
+    sequences = [s for s in args.sequences.split(",") if s] if args.sequences else None
+    dataset = DavisDataset(args.davis, split=args.split, sequences=sequences)
+    max_frames = args.max_frames
+    if args.quick:
+        if sequences is None:
+            dataset = DavisDataset(dataset.root, split=args.split, sequences=quick_sequences(dataset))
+        max_frames = max_frames or 20
+    network = load_model(args.weights, device="cpu")
+    settings, skipped = build_settings(variants, taus, tau2s, network.has_gate)
+    report = run_benchmark(network, dataset, settings, skipped=skipped, max_frames=max_frames,
+                           max_size=args.max_size or None, partial=args.partial, flops=args.flops,
+                           command=shlex.join(["reusevos", *sys.argv[1:]]), log=lambda m: print(m, flush=True))
+    if args.json:
+        write_json(args.json, report)
+    if args.markdown:
+        try:
+            Path(args.markdown).write_text(format_markdown(report), encoding="utf-8")
+        except OSError as exc:
+            raise ReusevosError(f"cannot write {args.markdown}: {exc.strerror or exc}") from exc
+    print()
+    print(format_header(report))
+    print(format_table(report))
+    print()
+    print(format_stage_table(report))
+    for label, path in (("JSON", args.json), ("Markdown", args.markdown)):
+        if path:
+            print(f"{label}: {path}")
+    return 0
+
+
+def _cmd_ablation(args: argparse.Namespace) -> int:
+    import shlex
+
+    from reusevos.ablation import run_ablation
+    from reusevos.api import load_model
+    from reusevos.benchmark import build_settings, format_header, format_table
+    from reusevos.io.davis import DavisDataset
+
+    _check_run_size(args)
+    variants = _csv_list(args.variants, "--variants")
+    taus = _csv_list(args.taus, "--taus", float)
+    build_settings(variants, taus, [args.tau2])  # bad names and values are refused before the model loads
+    _set_threads(args.threads)
+    sequences = [s for s in args.sequences.split(",") if s] if args.sequences else None
+    dataset = DavisDataset(args.davis, split=args.split, sequences=sequences)
+    network = load_model(args.weights, device="cpu")
+    report = run_ablation(network, dataset, args.out, variants, taus, args.tau2, max_frames=args.max_frames,
+                          max_size=args.max_size or None, plots=args.plots,
+                          command=shlex.join(["reusevos", *sys.argv[1:]]), log=lambda m: print(m, flush=True))
+    print()
+    print(format_header(report))
+    print(format_table(report))
+    print("\nwritten: " + ", ".join(report["files"][k] for k in ("json", "csv", "markdown", "fps", "reuse")
+                                    if k in report["files"]))
     return 0
 
 

@@ -1,0 +1,147 @@
+"""The paper's ablations (Table 2, Fig. 7 and 8) in one resumable run: the benchmark over variants x taus.
+
+:func:`run_ablation` runs :func:`reusevos.benchmark.run_benchmark` for every variant (``reuse``, ``copy``,
+``fusion``, ``oracle`` by default) at every tau, appending each finished (sequence, setting) to
+``OUT/partial.jsonl`` so that an interrupted run resumes where it stopped, then writes:
+
+- ``OUT/ablation.json``: the benchmark report (machine, threads, commit, every setting's figures);
+- ``OUT/ablation.csv``: one row per setting, skipped ones with the reason;
+- ``OUT/ablation.md``: the table in Markdown with the command, machine, threads and commit, for the README;
+- ``OUT/fig7_jf_vs_fps.png`` and ``OUT/fig8_jf_vs_reuse.png``: J&F against FPS and against the reuse
+  rate, one line per variant, points labelled with tau (matplotlib, the optional ``reusevos[plots]``).
+
+``fusion`` uses one fixed ``tau2`` (0.9 by default) for every tau below it; at tau >= tau2 it cannot run
+and is listed as skipped.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+from pathlib import Path
+from typing import Callable, Sequence
+
+from reusevos.benchmark import build_settings, format_markdown, run_benchmark, write_json
+from reusevos.errors import ReusevosError
+from reusevos.io.davis import DavisDataset
+from reusevos.model.network import VOSNetwork
+
+DEFAULT_TAUS = (1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.3, 0.1)
+DEFAULT_VARIANTS = ("reuse", "copy", "fusion", "oracle")
+DEFAULT_TAU2 = 0.9
+PARTIAL_FILE = "partial.jsonl"
+FIGURES = {"fps": "fig7_jf_vs_fps.png", "reuse": "fig8_jf_vs_reuse.png"}
+
+CSV_COLUMNS = ("setting", "variant", "tau", "tau2", "status", "frames", "fps", "fps_excl_init", "speedup",
+               "speedup_reference", "init_s_per_object", "reuse_rate", "J&F", "J", "F", "c", "c_reference",
+               "gflops_per_frame", "computation_saved", "peak_rss_mb", "note")
+
+
+def run_ablation(network: VOSNetwork, dataset: DavisDataset, out_dir: str | os.PathLike,
+                 variants: Sequence[str] = DEFAULT_VARIANTS, taus: Sequence[float] = DEFAULT_TAUS,
+                 tau2: float = DEFAULT_TAU2, *, max_frames: int | None = None, max_size: int | None = None,
+                 plots: bool = True, command: str = "", log: Callable[[str], None] = lambda _: None) -> dict:
+    """Run the ablation into ``out_dir`` (resuming from ``out_dir/partial.jsonl``); returns the report with
+    ``report["files"]`` naming what was written."""
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise ReusevosError(f"output {out} is a file; give a folder")
+    if plots:
+        _require_matplotlib()  # fail before hours of computing, not after
+    settings, skipped = build_settings(variants, taus, [tau2], network.has_gate)
+    out.mkdir(parents=True, exist_ok=True)
+    report = run_benchmark(network, dataset, settings, skipped=skipped, max_frames=max_frames, max_size=max_size,
+                           partial=out / PARTIAL_FILE, command=command, log=log)
+    files = {"json": out / "ablation.json", "csv": out / "ablation.csv", "markdown": out / "ablation.md",
+             "partial": out / PARTIAL_FILE}
+    _write_text(files["csv"], to_csv(report))
+    _write_text(files["markdown"], format_markdown(report))
+    if plots:
+        for kind, name in FIGURES.items():
+            files[kind] = out / name
+            plot_figure(report, kind, files[kind])
+    report["files"] = {k: str(v) for k, v in files.items()}
+    write_json(files["json"], report)
+    return report
+
+
+def to_csv(report: dict) -> str:
+    """One row per setting (:data:`CSV_COLUMNS`), then the skipped ones (``status`` = skipped, ``note`` why)."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for s in report["settings"]:
+        writer.writerow({**{k: "" if s.get(k) is None else s.get(k) for k in CSV_COLUMNS}, "status": "ok", "note": ""})
+    for s in report.get("skipped", []):
+        writer.writerow({"setting": s["setting"], "variant": s["variant"], "tau": s["tau"],
+                         "tau2": "" if s["tau2"] is None else s["tau2"], "status": "skipped", "note": s["reason"]})
+    return buffer.getvalue()
+
+
+def _require_matplotlib():
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise ReusevosError("the figures need matplotlib: pip install 'reusevos[plots]' (or pass --no-plots)") \
+            from None
+
+
+_COLOURS = {"reuse": "tab:blue", "copy": "tab:orange", "fusion": "tab:green", "oracle": "tab:red",
+            "full": "black"}
+_MARKERS = {"reuse": "o", "copy": "s", "fusion": "^", "oracle": "D", "full": "*"}
+
+
+def plot_figure(report: dict, kind: str, path: str | os.PathLike) -> None:
+    """Draw J&F (%) against FPS (``kind="fps"``, the paper's Fig. 7) or against the reuse rate (%)
+    (``kind="reuse"``, Fig. 8) as a PNG: one line per variant in tau order, each point labelled with tau."""
+    _require_matplotlib()
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    if kind not in FIGURES:
+        raise ValueError(f"kind must be one of {', '.join(FIGURES)}")
+    figure = Figure(figsize=(6.4, 4.8), dpi=120)
+    FigureCanvasAgg(figure)
+    axes = figure.add_subplot(1, 1, 1)
+    variants = list(dict.fromkeys(s["variant"] for s in report["settings"]))
+    for variant in variants:
+        points = sorted((s for s in report["settings"] if s["variant"] == variant), key=lambda s: -s["tau"])
+        xs = [s["fps"] if kind == "fps" else 100 * s["reuse_rate"] for s in points]
+        ys = [100 * s["J&F"] for s in points]
+        label = variant if variant != "fusion" else f"fusion (tau2 = {points[0]['tau2']:g})"
+        axes.plot(xs, ys, marker=_MARKERS.get(variant, "o"), color=_COLOURS.get(variant), label=label,
+                  markersize=9 if variant == "full" else 5, linewidth=1.2)
+        if variant != "full":
+            for x, y, s in zip(xs, ys, points):
+                axes.annotate(f"{s['tau']:g}", (x, y), textcoords="offset points", xytext=(4, 3), fontsize=7,
+                              color=_COLOURS.get(variant))
+    data = report["dataset"]
+    axes.set_xlabel("frames per second" if kind == "fps" else "frames reused (%)")
+    axes.set_ylabel("J&F-Mean (%)")
+    axes.set_title(("J&F vs speed" if kind == "fps" else "J&F vs reuse rate")
+                   + f" (DAVIS {data['split']}, {len(data['sequences'])} sequences; points: tau)", fontsize=10)
+    axes.grid(True, alpha=0.3)
+    axes.legend(fontsize=8)
+    commit = report.get("commit", "unknown")[:10] + ("+dirty" if report.get("dirty") else "")
+    figure.text(0.01, 0.005, f"{report['machine']['cpu_model']}, {report['threads']} threads, torch "
+                f"{report['torch']}, commit {commit}", fontsize=6, color="0.4")
+    figure.tight_layout(rect=(0, 0.02, 1, 1))
+    path = Path(path)
+    tmp = path.with_name(path.stem + ".tmp" + path.suffix)
+    try:
+        figure.savefig(tmp, format="png")
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise ReusevosError(f"cannot write {path}: {exc.strerror or exc}") from exc
+
+
+def _write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise ReusevosError(f"cannot write {path}: {exc.strerror or exc}") from exc

@@ -1,0 +1,355 @@
+"""The benchmark and ablation commands: every requested setting measured with every field, values that agree
+with the session and the evaluator run directly, FLOPs of the paths in the right order, aggregation on
+hand-made results, resuming from the partial-results file, and the CLI on synthetic clips and the shared
+blackswan clip. Weights are random (masks after the first frame mean nothing); no assert is about speed.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from reusevos.ablation import PARTIAL_FILE, run_ablation
+from reusevos.benchmark import (FRAME_KINDS, SESSION_STAGES, SUB_STAGES, SequenceResult, Setting, build_settings,
+                                format_stage_table, format_table, load_sequence, quick_sequences, run_benchmark,
+                                summarise)
+from reusevos.config import ModelConfig, SessionConfig
+from reusevos.errors import ReusevosError
+from reusevos.evaluation import score_sequence
+from reusevos.io.davis import DavisDataset
+from reusevos.model.network import VOSNetwork, load_model, save_checkpoint
+from reusevos.session import Session
+from reusevos.synthetic import SyntheticConfig, write_clip
+
+ORACLE_TAU = 0.8  # on clip "one" (speed 1) the oracle alternates reused and computed frames at this tau
+SETTINGS = (["full", "reuse", "copy", "fusion", "oracle"], [1.0, ORACLE_TAU, 0.0], [0.9])
+
+
+@pytest.fixture(scope="module")
+def synthetic_root(tmp_path_factory) -> Path:
+    """Two 6-frame 64x96 clips in the DAVIS 2017 layout, split val: one object, and two objects."""
+    root = tmp_path_factory.mktemp("davis")
+    write_clip(root, "one", SyntheticConfig(size=(64, 96), num_frames=6, num_objects=1, seed=0, speed=1.0),
+               split="val")
+    write_clip(root, "two", SyntheticConfig(size=(64, 96), num_frames=6, num_objects=2, seed=1, speed=1.0),
+               split="val")
+    return root
+
+
+@pytest.fixture(scope="module")
+def gate_weights(tmp_path_factory, backbone) -> Path:
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("weights") / "gate.pt"
+    save_checkpoint(path, VOSNetwork(ModelConfig(reuse_gate=True), backbone), meta={"name": "random-gate"})
+    return path
+
+
+@pytest.fixture(scope="module")
+def network(gate_weights):
+    return load_model(gate_weights)
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def report(network, synthetic_root, one_thread) -> dict:
+    settings, skipped = build_settings(*SETTINGS, has_gate=True)
+    return run_benchmark(network, DavisDataset(synthetic_root, "val"), settings, skipped=skipped, command="test")
+
+
+def _by_key(report: dict) -> dict[str, dict]:
+    return {s["setting"]: s for s in report["settings"]}
+
+
+def test_settings_grid_runs_full_once_and_skips_what_cannot_run():
+    settings, skipped = build_settings(["full", "reuse", "fusion"], [1.0, 0.7, 0.95], [0.9])
+    assert [s.key for s in settings] == ["full", "reuse@1", "reuse@0.7", "reuse@0.95", "fusion@0.7/0.9"]
+    assert {s["setting"] for s in skipped} == {"fusion@1/0.9", "fusion@0.95/0.9"}
+    assert all("tau < tau2" in s["reason"] for s in skipped)
+    settings, skipped = build_settings(["full", "reuse"], [0.7], has_gate=False)
+    assert [s.key for s in settings] == ["full"] and skipped[0]["reason"] == "the weights have no reuse gate"
+    assert settings[0].options() == SessionConfig("full", 1.0)
+    with pytest.raises(ReusevosError, match="unknown variant"):
+        build_settings(["warp"], [0.5])
+    with pytest.raises(ReusevosError, match=r"\[0, 1\]"):
+        build_settings(["reuse"], [1.5])
+
+
+def test_report_has_every_setting_with_every_field(report):
+    settings = _by_key(report)
+    expected, skipped = build_settings(*SETTINGS)
+    assert list(settings) == [s.key for s in expected]
+    assert [s["setting"] for s in report["skipped"]] == [s["setting"] for s in skipped] == ["fusion@1/0.9"]
+    for key, s in settings.items():
+        assert s["sequences"] == 2 and s["frames"] == 12 and s["objects"] == 3
+        assert s["fps"] > 0 and s["fps_excl_init"] > 0 and s["init_s_per_object"] > 0
+        assert s["time_s"] == pytest.approx(12 / s["fps"], rel=1e-3)
+        for name in ("J&F", "J", "F"):
+            assert 0.0 <= s[name] <= 1.0
+        assert s["J&F"] == pytest.approx((s["J"] + s["F"]) / 2, abs=1e-4)
+        assert 0.0 <= s["reuse_rate"] <= 1.0
+        assert s["peak_rss_mb"] > 0 and s["rss_increase_mb"] >= 0
+        assert sum(s["frame_kinds"].values()) == 12 and s["frame_kinds"]["start"] == 2
+        assert sum(s["object_frames"].values()) == 3 * 5  # every object tracked on frames 1..5
+        assert 0.0 <= s["computation_saved"] < 1.0 and s["gflops_per_frame"] > 0
+        assert len(s["per_sequence"]) == 2
+        stages = s["stages_s"]
+        assert stages["mask_encoding"] > 0 and stages["initialisation"] == pytest.approx(s["init_s"], abs=1e-4)
+        # The top-level stages, initialisation and the rest add up to the timed wall time.
+        top = sum(stages[k] for k in SESSION_STAGES) + stages["initialisation"] + stages["other"]
+        assert top == pytest.approx(s["time_s"], abs=2e-3)
+        for parent, children in SUB_STAGES.items():
+            assert sum(stages[c] for c in children) <= stages[parent] + 2e-3
+        if s["variant"] != "copy":  # copied frames skip the refinement network
+            assert stages["refine_level8"] > 0 and stages["refine_level4"] > 0
+    assert report["threads"] == 1 and report["torch"] == torch.__version__ and report["command"] == "test"
+    assert report["machine"]["cpu_model"] and report["commit"]
+    assert report["dataset"]["resolutions"] == {"one": [64, 96], "two": [64, 96]}
+    assert "VmRSS" in report["memory"]
+    json.dumps(report)  # serialisable as it stands
+
+
+def test_reuse_rates_and_paths_follow_the_settings(report):
+    s = _by_key(report)
+    for key in ("full", "reuse@1", "copy@1", "oracle@1"):
+        assert s[key]["reuse_rate"] == 0.0 and s[key]["computation_saved"] == 0.0
+        assert s[key]["frame_kinds"]["reused"] == s[key]["frame_kinds"]["copied"] == 0
+    for key in ("reuse@0", "copy@0", "fusion@0/0.9", "oracle@0"):  # every P >= 0: every frame reused
+        assert s[key]["reuse_rate"] == 1.0 and s[key]["object_frames"]["computed"] == 0
+    assert s["reuse@0"]["object_frames"]["reuse_path"] == 15
+    assert s["copy@0"]["object_frames"]["copy"] == 15
+    # Every setting of one run shares one reference: speed-ups are over full, from the same run.
+    assert all(v["speedup_reference"] == "full" for k, v in s.items() if k != "full")
+    assert s["full"]["speedup"] is None
+    # Without computed frames of its own, c compares with the same variant at tau = 1.
+    assert s["reuse@0"]["c"] > 0 and s["reuse@0"]["c_reference"] == "reuse@1"
+    assert s["copy@0"]["c"] > 0 and s["copy@0"]["c_reference"] == "copy@1"
+    assert s["full"]["c"] is None  # nothing is reused
+
+
+def test_c_from_the_same_setting_when_both_kinds_of_frame_exist(report, synthetic_root):
+    dataset = DavisDataset(synthetic_root, "val")
+    gt = dataset.read_masks("one") == 1
+    last, plan = 0, []
+    for t in range(1, len(gt)):
+        iou = (gt[t] & gt[last]).sum() / (gt[t] | gt[last]).sum()
+        plan.append(iou >= ORACLE_TAU)
+        last = last if plan[-1] else t
+    assert any(plan) and not all(plan)  # the clip has both kinds of frame at this tau
+    oracle = _by_key(report)[f"oracle@{ORACLE_TAU:g}"]
+    assert oracle["frame_kinds"]["reused"] > 0 and oracle["frame_kinds"]["computed"] > 0
+    assert oracle["c_reference"] == oracle["setting"]
+    assert oracle["c"] == pytest.approx(oracle["frame_ms"]["reused"] / oracle["frame_ms"]["computed"], rel=1e-3)
+    assert 0 < oracle["reuse_rate"] < 1
+
+
+def test_scores_and_reuse_match_the_session_and_the_evaluator_run_directly(report, network, synthetic_root,
+                                                                         one_thread):
+    dataset = DavisDataset(synthetic_root, "val")
+    for key, options in (("full", SessionConfig("full", 1.0)), ("oracle@0.8", SessionConfig("oracle", 0.8))):
+        objects, rates = [], []
+        for name in dataset.sequences:
+            data = load_sequence(dataset, name)
+            session = Session(network, options)
+            labels = np.stack([session.step(f, data.start_masks.get(t), ground_truth=data.ground_truth[t]).labels
+                               for t, f in enumerate(data.frames)])
+            objects += score_sequence(data.ground_truth, labels, name)
+            rates += list(session.reuse_rates.values())
+        j = np.mean([o.j_stats.mean for o in objects])
+        f = np.mean([o.f_stats.mean for o in objects])
+        s = _by_key(report)[key]
+        assert s["J"] == pytest.approx(j, abs=1e-4) and s["F"] == pytest.approx(f, abs=1e-4)
+        assert s["reuse_rate"] == pytest.approx(np.mean(rates), abs=1e-4)
+
+
+def test_flops_of_the_paths(report):
+    flops = report["flops"]
+    g = flops["gflops"]
+    assert flops["resolution"] == [64, 96] and flops["objects"] == 1
+    assert 0 < g["copy"] < g["reuse"] < g["computed"]  # the reuse path skips the deep network
+    assert g["full"] < g["computed"]  # the dynamic network's full path adds template matching and gate
+    assert g["start_frame"] > g["full"]  # initialisation fits the target model
+    s = _by_key(report)
+    assert s["reuse@0"]["computation_saved"] == pytest.approx(1 - g["reuse"] / g["computed"], abs=1e-3)
+    assert s["copy@0"]["gflops_per_frame"] == pytest.approx(g["copy"], abs=1e-3)
+    assert s["full"]["gflops_per_frame"] == pytest.approx(g["full"], abs=1e-3)
+
+
+def test_the_network_is_left_as_it_was(report, network):
+    for name in ("level32", "level16", "level8", "level4"):
+        module = getattr(network.refiner, name)
+        assert not module._forward_hooks and not module._forward_pre_hooks
+
+
+def test_tables_name_every_setting(report):
+    table = format_table(report)
+    lines = table.splitlines()
+    assert lines[0].split()[:3] == ["setting", "frames", "FPS"]
+    for s in report["settings"]:
+        assert any(line.split()[0] == s["setting"] for line in lines[2:])
+    assert "skipped: fusion@1/0.9 (fusion needs tau < tau2 = 0.9)" in table
+    stages = format_stage_table(report)
+    for stage in ("backbone_to_f8", "  refine_level4", "  refine_head", "initialisation", "mask_encoding"):
+        assert any(line.startswith(stage) for line in stages.splitlines())
+
+
+def _result(sequence: str, frames: int, time_s: float, kinds: dict, objects: dict, init_s: float = 1.0,
+            object_frames=None) -> SequenceResult:
+    full_kinds = {k: list(kinds.get(k, [0, 0.0])) for k in FRAME_KINDS}
+    return SequenceResult(sequence, "reuse@0.5", frames, (48, 64), time_s, init_s, {"merge": 0.5}, full_kinds,
+                          object_frames or {"computed": 0, "reuse_path": 0, "copy": 0}, objects)
+
+
+def test_aggregation_on_hand_made_results():
+    # Sequence a: 5 frames, one object (reused 3 of 4); b: 4 frames, two objects (0 of 3, 3 of 3).
+    a = _result("a", 5, 2.0, {"start": [1, 1.2], "computed": [1, 0.4], "reused": [3, 0.4]},
+                {"1": {"started": True, "reused": 3, "tracked": 4, "j": [1.0, 0.5, 0.0], "f": [1.0, 1.0, 1.0]}},
+                object_frames={"computed": 1, "reuse_path": 3, "copy": 0})
+    b = _result("b", 4, 3.0, {"start": [1, 2.0], "computed": [2, 0.6], "mixed": [1, 0.4]},
+                {"1": {"started": True, "reused": 0, "tracked": 3, "j": [0.0, 0.0], "f": [0.0, 0.0]},
+                 "2": {"started": True, "reused": 3, "tracked": 3, "j": [1.0, 1.0], "f": [0.5, 0.5]}},
+                init_s=2.0, object_frames={"computed": 3, "reuse_path": 3, "copy": 0})
+    flops = {"gflops": {"full": 9.0, "computed": 10.0, "reuse": 6.0, "copy": 1.0}}
+    s = summarise(Setting("reuse", 0.5), [a, b], flops)
+    assert s["fps"] == pytest.approx(9 / 5.0, abs=1e-4)  # total frames / total time
+    assert s["fps_excl_init"] == pytest.approx(7 / (5.0 - 3.2), abs=1e-4)  # frames without a start / their time
+    assert s["init_s_per_object"] == pytest.approx(3.0 / 3, abs=1e-4)
+    assert s["reuse_rate"] == pytest.approx((3 / 4 + 0 + 1) / 3, abs=1e-4)  # averaged over all objects
+    assert s["J"] == pytest.approx((0.5 + 0.0 + 1.0) / 3, abs=1e-4)  # each object weighs the same
+    assert s["F"] == pytest.approx((1.0 + 0.0 + 0.5) / 3, abs=1e-4)
+    assert s["c"] == pytest.approx((0.4 / 3) / (1.0 / 3), abs=1e-4)  # mixed frames are left out
+    assert s["c_reference"] == "reuse@0.5"
+    assert s["computation_saved"] == pytest.approx(6 / 10 * (1 - 6 / 10), abs=1e-4)
+    assert s["gflops_per_frame"] == pytest.approx(10 * (1 - 0.24), abs=1e-3)
+    assert s["stages_s"]["merge"] == pytest.approx(1.0)
+    round_trip = SequenceResult.from_dict(json.loads(json.dumps(a.to_dict())))
+    assert round_trip == a
+
+
+def test_quick_picks_blackswan_first(synthetic_root, blackswan_root):
+    assert quick_sequences(DavisDataset(blackswan_root, "val")) == ["blackswan"]
+    assert quick_sequences(DavisDataset(synthetic_root, "val"), 1) == ["one"]
+    data = load_sequence(DavisDataset(blackswan_root, "val"), "blackswan", max_frames=4, max_size=214)
+    assert data.frames.shape == (4, 120, 214, 3) and data.ground_truth.shape == (4, 120, 214)
+    assert set(np.unique(data.start_masks[0])) == {0, 1}
+
+
+def test_ablation_writes_its_files_and_resumes(network, synthetic_root, tmp_path, one_thread):
+    dataset = DavisDataset(synthetic_root, "val")
+    out = tmp_path / "ablation"
+    logs: list[str] = []
+    report = run_ablation(network, dataset, out, ["reuse", "fusion"], [1.0, 0.0], 0.9, log=logs.append)
+    assert [s["setting"] for s in report["settings"]] == ["reuse@1", "reuse@0", "fusion@0/0.9"]
+    assert [s["setting"] for s in report["skipped"]] == ["fusion@1/0.9"]
+    for name in ("ablation.json", "ablation.csv", "ablation.md", "fig7_jf_vs_fps.png", "fig8_jf_vs_reuse.png",
+                 PARTIAL_FILE):
+        assert (out / name).is_file()
+    markdown = (out / "ablation.md").read_text().splitlines()
+    assert f"{report['threads']} threads" in markdown[0] and report["commit"][:12] in markdown[0]
+    assert [line.split(" | ")[0] for line in markdown[4:]] == [
+        "| reuse@1", "| reuse@0", "| fusion@0/0.9", "| fusion@1/0.9"]
+    for name in ("fig7_jf_vs_fps.png", "fig8_jf_vs_reuse.png"):
+        with Image.open(out / name) as image:
+            assert image.format == "PNG" and image.width > 300 and image.height > 200
+    rows = list(csv.DictReader(io.StringIO((out / "ablation.csv").read_text())))
+    assert [(r["setting"], r["status"]) for r in rows] == [("reuse@1", "ok"), ("reuse@0", "ok"),
+                                                           ("fusion@0/0.9", "ok"), ("fusion@1/0.9", "skipped")]
+    assert float(rows[1]["reuse_rate"]) == 1.0 and rows[3]["note"] == "fusion needs tau < tau2 = 0.9"
+    saved = json.loads((out / "ablation.json").read_text())
+    assert saved["settings"] == report["settings"] and saved["files"]["csv"] == str(out / "ablation.csv")
+    partial = (out / PARTIAL_FILE).read_text().splitlines()
+    assert len(partial) == 2 * 3  # sequences x settings
+    assert {(json.loads(l)["result"]["sequence"], json.loads(l)["result"]["setting"]) for l in partial} == {
+        (q, k) for q in ("one", "two") for k in ("reuse@1", "reuse@0", "fusion@0/0.9")}
+
+    # Run again: nothing is recomputed, and the figures are the same.
+    logs.clear()
+    again = run_ablation(network, dataset, out, ["reuse", "fusion"], [1.0, 0.0], 0.9, log=logs.append)
+    assert logs == ["one [1/2]: all settings already done", "two [2/2]: all settings already done"]
+    assert (out / PARTIAL_FILE).read_text().splitlines() == partial
+    assert [s["J&F"] for s in again["settings"]] == [s["J&F"] for s in report["settings"]]
+    assert [s["fps"] for s in again["settings"]] == [s["fps"] for s in report["settings"]]
+
+    # An interruption mid-line: the torn line is dropped and only that sequence x setting is run again.
+    (out / PARTIAL_FILE).write_text("\n".join(partial[:-1]) + "\n" + partial[-1][:40])
+    logs.clear()
+    run_ablation(network, dataset, out, ["reuse", "fusion"], [1.0, 0.0], 0.9, log=logs.append)
+    last = json.loads(partial[-1])["result"]
+    assert logs == ["one [1/2]: all settings already done",
+                    next(l for l in logs if l.startswith(f"{last['sequence']} [2/2] {last['setting']}:"))]
+    assert len((out / PARTIAL_FILE).read_text().splitlines()) == 6
+
+    # Other run conditions would mix numbers that do not compare: refused.
+    with pytest.raises(ReusevosError, match="another run .*max_frames"):
+        run_ablation(network, dataset, out, ["reuse"], [1.0], max_frames=4)
+
+
+# -- the command line ---------------------------------------------------------------------------------------------
+def _run_cli(*args, timeout: float = 600) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "-m", "reusevos", *map(str, args)], capture_output=True, text=True,
+                          env=env, timeout=timeout)
+
+
+def test_benchmark_command_quick_on_blackswan(blackswan_root, gate_weights, tmp_path):
+    """The CI smoke run: quick mode on the shared clip, 10 frames at reduced size, random weights."""
+    out = tmp_path / "bench.json"
+    run = _run_cli("benchmark", blackswan_root, "--quick", "--max-frames", 10, "--max-size", 320, "--weights",
+                   gate_weights, "--threads", 1, "--variant", "full,reuse", "--tau", "1,0.7", "--json", out,
+                   "--markdown", tmp_path / "bench.md")
+    assert run.returncode == 0, run.stderr
+    report = json.loads(out.read_text())
+    assert [s["setting"] for s in report["settings"]] == ["full", "reuse@1", "reuse@0.7"]
+    assert report["dataset"]["sequences"] == ["blackswan"] and report["dataset"]["frames"] == 10
+    assert report["dataset"]["resolutions"] == {"blackswan": [180, 320]}
+    assert report["threads"] == 1 and report["command"].startswith("reusevos benchmark ")
+    assert "--quick" in report["command"] and report["weights"]["sha256"]
+    for s in report["settings"]:
+        assert s["frames"] == 10 and s["fps"] > 0 and 0 <= s["J&F"] <= 1
+    assert report["flops"]["gflops"]["reuse"] < report["flops"]["gflops"]["computed"]
+    lines = run.stdout.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.startswith("setting "))
+    assert [line.split()[0] for line in lines[header + 2:header + 5]] == ["full", "reuse@1", "reuse@0.7"]
+    assert any(line.startswith("ms per frame") for line in lines) and f"JSON: {out}" in run.stdout
+    markdown = (tmp_path / "bench.md").read_text()
+    assert "| reuse@0.7 |" in markdown and "1 threads" in markdown
+
+
+def test_ablation_command(synthetic_root, gate_weights, tmp_path):
+    out = tmp_path / "docs"
+    run = _run_cli("ablation", synthetic_root, "--split", "val", "--out", out, "--taus", "1,0", "--variants",
+                   "reuse,copy", "--weights", gate_weights, "--threads", 1, "--sequences", "one")
+    assert run.returncode == 0, run.stderr
+    report = json.loads((out / "ablation.json").read_text())
+    assert [s["setting"] for s in report["settings"]] == ["reuse@1", "reuse@0", "copy@1", "copy@0"]
+    assert report["dataset"]["sequences"] == ["one"]
+    assert (out / "fig7_jf_vs_fps.png").is_file() and (out / "fig8_jf_vs_reuse.png").is_file()
+    assert "written: " in run.stdout
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--variant", "warp"], "unknown variant 'warp'"),
+    (["--tau", "1.5"], "must lie in [0, 1]"),
+    (["--tau", "fast"], "--tau 'fast': give comma-separated numbers"),
+    (["--max-frames", "2"], "--max-frames 2"),
+])
+def test_benchmark_command_bad_input(synthetic_root, gate_weights, args, message):
+    run = _run_cli("benchmark", synthetic_root, "--weights", gate_weights, *args, timeout=120)
+    assert run.returncode == 2
+    assert message in run.stderr and "Traceback" not in run.stderr and len(run.stderr.strip().splitlines()) == 1
