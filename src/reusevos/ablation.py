@@ -22,9 +22,10 @@ import os
 from pathlib import Path
 from typing import Callable, Sequence
 
-from reusevos.benchmark import build_settings, format_markdown, run_benchmark, write_json
+from reusevos.benchmark import build_settings, format_markdown, run_benchmark
 from reusevos.errors import ReusevosError
 from reusevos.io.davis import DavisDataset
+from reusevos.io.files import write_atomically, write_json, write_text
 from reusevos.model.network import VOSNetwork
 
 DEFAULT_TAUS = (1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.3, 0.1)
@@ -55,8 +56,8 @@ def run_ablation(network: VOSNetwork, dataset: DavisDataset, out_dir: str | os.P
                            partial=out / PARTIAL_FILE, command=command, log=log)
     files = {"json": out / "ablation.json", "csv": out / "ablation.csv", "markdown": out / "ablation.md",
              "partial": out / PARTIAL_FILE}
-    _write_text(files["csv"], to_csv(report))
-    _write_text(files["markdown"], format_markdown(report))
+    write_text(files["csv"], to_csv(report))
+    write_text(files["markdown"], format_markdown(report))
     if plots:
         for kind, name in FIGURES.items():
             files[kind] = out / name
@@ -127,21 +128,5 @@ def plot_figure(report: dict, kind: str, path: str | os.PathLike) -> None:
     figure.text(0.01, 0.005, f"{report['machine']['cpu_model']}, {report['threads']} threads, torch "
                 f"{report['torch']}, commit {commit}", fontsize=6, color="0.4")
     figure.tight_layout(rect=(0, 0.02, 1, 1))
-    path = Path(path)
-    tmp = path.with_name(path.stem + ".tmp" + path.suffix)
-    try:
-        figure.savefig(tmp, format="png")
-        os.replace(tmp, path)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise ReusevosError(f"cannot write {path}: {exc.strerror or exc}") from exc
+    write_atomically(path, lambda tmp: figure.savefig(tmp, format="png"))
 
-
-def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise ReusevosError(f"cannot write {path}: {exc.strerror or exc}") from exc

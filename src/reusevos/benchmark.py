@@ -47,7 +47,7 @@ import threading
 import time
 from collections import defaultdict
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
@@ -61,6 +61,7 @@ from reusevos.config import VARIANTS, SessionConfig
 from reusevos.errors import ReusevosError
 from reusevos.evaluation.davis_eval import DavisScores, ObjectScores, score_sequence
 from reusevos.io.davis import VOID_LABEL, DavisDataset
+from reusevos.io.files import write_text
 from reusevos.io.masks import DAVIS_PALETTE
 from reusevos.model.network import VOSNetwork
 from reusevos.session import Session
@@ -726,9 +727,7 @@ class PartialResults:
             self._rewrite(lines[:good])
 
     def _rewrite(self, lines: list[str]) -> None:
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        tmp.write_text("".join(line + "\n" for line in lines if line.strip()), encoding="utf-8")
-        os.replace(tmp, self.path)
+        write_text(self.path, "".join(line + "\n" for line in lines if line.strip()))
 
     def add(self, result: SequenceResult) -> None:
         self.done[(result.sequence, result.setting)] = result
@@ -950,15 +949,3 @@ def format_markdown(report: dict) -> str:
         lines.append(f"| {s['setting']} | skipped: {s['reason']} |" + " |" * (len(headers) - 2))
     return "\n".join(lines).lstrip("\n") + "\n"
 
-
-def write_json(path: str | os.PathLike, data: dict) -> None:
-    """Write ``data`` atomically (a temporary file renamed)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        tmp.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
-        os.replace(tmp, path)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise ReusevosError(f"cannot write {path}: {exc.strerror or exc}") from exc

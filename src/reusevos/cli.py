@@ -324,10 +324,10 @@ def _cmd_train_gate(args: argparse.Namespace) -> int:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    import json
     import time
 
     from reusevos.evaluation.davis_eval import evaluate_davis
+    from reusevos.io.files import write_json
 
     sequences = [s for s in args.sequences.split(",") if s] if args.sequences else None
     if args.workers < 1:
@@ -337,10 +337,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     elapsed = time.perf_counter() - start
     report = scores.to_dict()
     if args.json:
-        try:
-            Path(args.json).write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
-        except OSError as exc:
-            raise ReusevosError(f"cannot write {args.json}: {exc.strerror or exc}") from exc
+        write_json(args.json, report)
     print(f"Global results ({args.split}, {len(scores.sequences)} sequences, {len(scores.objects)} objects)")
     print(scores.global_table())
     print()
@@ -545,8 +542,9 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
 
     from reusevos.api import load_model
     from reusevos.benchmark import (build_settings, format_header, format_markdown, format_stage_table,
-                                    format_table, quick_sequences, run_benchmark, write_json)
+                                    format_table, quick_sequences, run_benchmark)
     from reusevos.io.davis import DavisDataset
+    from reusevos.io.files import write_json, write_text
 
     _check_run_size(args)
     variants = _csv_list(args.variant, "--variant")
@@ -569,10 +567,7 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
     if args.json:
         write_json(args.json, report)
     if args.markdown:
-        try:
-            Path(args.markdown).write_text(format_markdown(report), encoding="utf-8")
-        except OSError as exc:
-            raise ReusevosError(f"cannot write {args.markdown}: {exc.strerror or exc}") from exc
+        write_text(args.markdown, format_markdown(report))
     print()
     print(format_header(report))
     print(format_table(report))

@@ -30,6 +30,7 @@ from reusevos import __version__
 from reusevos.config import SessionConfig
 from reusevos.errors import ReusevosError
 from reusevos.io.davis import VOID_LABEL, DavisDataset
+from reusevos.io.files import write_json
 from reusevos.io.frames import FrameSource, fit_size, natural_key, open_frames, resize_frame
 from reusevos.io.masks import object_ids, read_mask, write_mask
 from reusevos.io.writers import MaskWriter, OverlayVideoWriter
@@ -328,7 +329,7 @@ def segment_video(network: VOSNetwork, source: str | os.PathLike | FrameSource,
     if stats.frames == 0:
         raise ReusevosError(f"{frames.path} gave no frames")
     if stats_path is not None:
-        _write_json(stats_path, {**stats.to_dict(), **(extra or {})})
+        write_json(stats_path, {**stats.to_dict(), **(extra or {})})
     return stats
 
 
@@ -530,7 +531,7 @@ def segment_davis(network: VOSNetwork, dataset: DavisDataset, out_root: str | os
                                  seq_dir, name=sequence, options=options)
         done[sequence] = stats.to_dict()
         report["sequences"] = done
-        _write_json(stats_path, report)
+        write_json(stats_path, report)
         log(f"{sequence}: {stats.frames} frames, {stats.fps:.2f} FPS, init {stats.init_s:.2f} s")
     frames = sum(s["frames"] for s in done.values())
     process = sum(s["process_s"] for s in done.values())
@@ -538,15 +539,6 @@ def segment_davis(network: VOSNetwork, dataset: DavisDataset, out_root: str | os
     report["total"] = {"sequences": len(done), "frames": frames, "process_s": round(process, 3),
                        "fps": round(frames / process, 4) if process else 0.0,
                        "init_s": round(sum(s["init_s"] for s in done.values()), 3)}
-    _write_json(stats_path, report)
+    write_json(stats_path, report)
     return report
 
-
-def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        tmp.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
-        os.replace(tmp, path)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise ReusevosError(f"cannot write {path}: {exc.strerror or exc}") from exc

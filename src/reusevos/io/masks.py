@@ -12,6 +12,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from reusevos.errors import ReusevosError
+from reusevos.io.files import write_atomically
 
 
 def _davis_palette() -> np.ndarray:
@@ -131,13 +132,7 @@ def write_mask(path: str | os.PathLike, labels: np.ndarray) -> None:
     path = Path(path)
     image = Image.fromarray(labels.astype(np.uint8))
     image.putpalette(DAVIS_PALETTE.reshape(-1).tolist())  # turns the "L" image into "P"
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        image.save(tmp, format="PNG")
-        os.replace(tmp, path)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise ReusevosError(f"cannot write mask {path}: {exc.strerror or exc}") from exc
+    write_atomically(path, lambda tmp: image.save(tmp, format="PNG"))
 
 
 def object_ids(labels: np.ndarray) -> list[int]:

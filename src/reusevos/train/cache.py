@@ -119,7 +119,7 @@ def cache_sequence(out_dir: str | os.PathLike, frames: Iterable[np.ndarray], mas
     np.save(tmp / "scores.npy", scores)
     for array in arrays.values():
         array.flush()
-    del arrays
+    arrays.clear()  # close the memory maps before the folder is renamed
     meta = {"num_frames": num_frames, "size": list(masks.shape[1:]), "anchors": anchors, "object_ids": ids,
             "target_config": {k: getattr(target_config, k) for k in ("channels", "label_stride", "update_every")},
             "complete": True}
