@@ -77,7 +77,10 @@ def _labels_from_palette(image: Image.Image) -> np.ndarray:
 def _labels_from_gray(array: np.ndarray, path: Path) -> np.ndarray:
     if array.ndim != 2:
         raise ReusevosError(f"mask {path} has shape {array.shape}; expected a single-channel image")
-    values = np.unique(array)
+    if array.dtype == np.uint8:  # a histogram is ~10x cheaper than np.unique on 480p masks
+        values = np.flatnonzero(np.bincount(array.ravel(), minlength=256))
+    else:
+        values = np.unique(array)
     if values.size <= 2 and set(values.tolist()) <= {0, 255}:
         # DAVIS 2016 convention: a 0/255 mask is one object.
         return (array > 0).astype(np.uint8)
