@@ -123,9 +123,11 @@ def test_variants_take_the_paths_they_promise(networks, small_swan):
     frames, masks = small_swan
     session, copy = _run(gated, SessionConfig("copy", 0.0), frames, masks)
     assert all(np.array_equal(r.labels, copy[0].labels) for r in copy)  # always the previous mask
+    assert all(r.paths == {1: "copy"} for r in copy[1:]) and copy[0].paths == {}
     assert session.reuse_rates == {1: 1.0}
     session, reuse = _run(gated, SessionConfig("reuse", 0.0), frames, masks)
     assert session.reuse_rates == {1: 1.0} and session.objects[1].computed_frames == 0
+    assert all(r.paths == {1: "reuse"} and not r.reoptimised for r in reuse[1:])
     assert not any(np.array_equal(r.labels, reuse[0].labels) for r in reuse[1:])  # not a copy
     session, oracle = _run(gated, SessionConfig("oracle", 0.88), frames, masks)
     last, reused = 0, []  # g_IoU is measured against the last *computed* frame's ground truth
@@ -135,6 +137,7 @@ def test_variants_take_the_paths_they_promise(networks, small_swan):
         assert oracle[t].gate_probability[1] == pytest.approx(iou)
         reused.append(iou >= 0.88)
         assert oracle[t].reused[1] == reused[-1]
+        assert oracle[t].paths[1] == ("reuse" if reused[-1] else "full")
         if not reused[-1]:
             last = t
     assert 0 < sum(reused) < len(reused)  # this clip exercises both paths at 0.88
@@ -158,3 +161,14 @@ def test_bad_options_are_clear_errors(networks, small_swan):
     session.step(frames[0], masks[0])
     with pytest.raises(ReusevosError, match="needs the ground truth"):
         session.step(frames[1])
+
+
+def test_target_model_refits_every_eighth_computed_frame(networks, blackswan):
+    base, _ = networks
+    frames, masks = blackswan
+    session = Session(base)
+    results = [session.step(f[::4, ::4].copy(), masks[0][::4, ::4].copy() if i == 0 else None)
+               for i, f in enumerate(frames[:18])]
+    assert [i for i, r in enumerate(results) if r.reoptimised] == [8, 16]
+    assert all(r.reoptimised == [1] for r in (results[8], results[16]))
+    assert all(r.paths == {1: "full"} for r in results[1:])

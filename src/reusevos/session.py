@@ -55,6 +55,8 @@ class FrameResult:
     labels: np.ndarray  # (H, W) uint8, object ids, 0 = background
     probabilities: dict[int, np.ndarray] | None = None  # object id -> (H, W) float32, on request
     reused: dict[int, bool] = field(default_factory=dict)  # object id -> skipped the full path
+    paths: dict[int, str] = field(default_factory=dict)  # object id -> "full", "reuse" or "copy"
+    reoptimised: list[int] = field(default_factory=list)  # objects whose target model was refitted
     gate_probability: dict[int, float] = field(default_factory=dict)  # object id -> P_gate (or g_IoU)
     started: list[int] = field(default_factory=list)  # objects whose start mask was this frame's
 
@@ -143,9 +145,10 @@ class Session:
             self.init_seconds += time.perf_counter() - start
 
         result, soft = self._merge(probs, new_ids, return_probabilities)
-        result.reused = {obj.object_id: paths[obj.object_id] != "full" for obj in tracked}
+        result.paths = {obj.object_id: paths[obj.object_id] for obj in tracked}
+        result.reused = {obj_id: path != "full" for obj_id, path in result.paths.items()}
         result.gate_probability = gate_probs
-        self._remember(compute, f16, soft, ground_truth)
+        result.reoptimised = self._remember(compute, f16, soft, ground_truth)
         return result
 
     @property
@@ -245,14 +248,17 @@ class Session:
         return given
 
     def _remember(self, computed: list[ObjectState], f16, soft: dict[int, torch.Tensor],
-                  ground_truth: np.ndarray | None) -> None:
+                  ground_truth: np.ndarray | None) -> list[int]:
         """Keep what later frames need: target-model samples and refits for computed objects, the
-        output for the copy variants, the ground truth of computed frames for the oracle."""
+        output for the copy variants, the ground truth of computed frames for the oracle.
+        Returns the ids of the objects whose target model was re-optimised."""
         start = time.perf_counter()
+        refitted = []
         for obj in computed:
             obj.target.add_sample(f16, soft[obj.object_id][None, None])
             if obj.computed_frames % self.config.target.update_every == 0:
                 obj.target.update()
+                refitted.append(obj.object_id)
         self.timings["target_model_update"] += time.perf_counter() - start
         if self.options.variant == "oracle":
             for obj in computed:
@@ -260,6 +266,7 @@ class Session:
         if self.options.variant in ("copy", "fusion"):
             for obj_id, prob in soft.items():
                 self.objects[obj_id].prob_prev = prob
+        return refitted
 
     @staticmethod
     def _oracle_iou(obj: ObjectState, gt: np.ndarray) -> float:
