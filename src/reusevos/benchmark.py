@@ -231,25 +231,24 @@ def quick_sequences(dataset: DavisDataset, count: int = QUICK_SEQUENCES) -> list
 
 
 # -- measuring ----------------------------------------------------------------------------------------------------
-def _rss_mb() -> float | None:
+def _proc_status_mb(key: str) -> float | None:
+    """A memory figure of this process from /proc/self/status (VmRSS, VmHWM), in MiB; None if unavailable."""
     try:
         with open("/proc/self/status", encoding="ascii") as handle:
             for line in handle:
-                if line.startswith("VmRSS:"):
+                if line.startswith(key + ":"):
                     return int(line.split()[1]) / 1024
     except OSError:
         return None
     return None
 
 
+def _rss_mb() -> float | None:
+    return _proc_status_mb("VmRSS")
+
+
 def _hwm_mb() -> float | None:
-    try:
-        with open("/proc/self/status", encoding="ascii") as handle:
-            for line in handle:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        return None
+    return _proc_status_mb("VmHWM")
     return None
 
 

@@ -19,11 +19,11 @@ from typing import Callable
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 
 from reusevos.config import GateTrainConfig, ModelConfig, TrainConfig
 from reusevos.errors import ReusevosError
 from reusevos.io.davis import DavisDataset
+from reusevos.io.frames import read_image
 from reusevos.model.backbone import load_backbone
 from reusevos.model.network import VOSNetwork, read_checkpoint, save_checkpoint
 from reusevos.train.cache import CachedSequence, cache_sequence, is_cached, load_cached_sequence
@@ -46,8 +46,7 @@ def git_commit() -> str:
 
 
 def _load_frames(paths):
-    for path in paths:
-        yield np.array(Image.open(path).convert("RGB"))
+    return (read_image(path) for path in paths)  # one at a time; unreadable files are a clear error
 
 
 def build_davis_cache(dataset: DavisDataset, cache_dir: Path, backbone, model_config: ModelConfig,
