@@ -89,6 +89,11 @@ def test_settings_grid_runs_full_once_and_skips_what_cannot_run():
         build_settings(["warp"], [0.5])
     with pytest.raises(ReusevosError, match=r"\[0, 1\]"):
         build_settings(["reuse"], [1.5])
+    settings, _ = build_settings(["full", "reuse", "copy"], [0.7], windows=[0, 2])
+    assert [s.key for s in settings] == ["full", "reuse@0.7", "reuse@0.7+w2", "copy@0.7"]  # copy has no reuse path
+    assert settings[2].options() == SessionConfig("reuse", 0.7, reuse_window=2)
+    with pytest.raises(ReusevosError, match="whole numbers of cells"):
+        build_settings(["reuse"], [0.7], windows=[-1])
 
 
 def test_report_has_every_setting_with_every_field(report):
@@ -341,6 +346,26 @@ def test_ablation_command(synthetic_root, gate_weights, tmp_path):
     assert report["dataset"]["sequences"] == ["one"]
     assert (out / "fig7_jf_vs_fps.png").is_file() and (out / "fig8_jf_vs_reuse.png").is_file()
     assert "written: " in run.stdout
+    # At tau = 1 nothing reuses: copy@1 is reuse@1's run, not a second one.
+    partial = [json.loads(line)["result"]["setting"] for line in (out / "partial.jsonl").read_text().splitlines()]
+    assert partial == ["reuse@1", "reuse@0", "copy@0"]
+    copy_one = report["settings"][2]
+    assert copy_one["measured_as"] == "reuse@1" and copy_one["variant"] == "copy"
+    assert copy_one["J&F"] == report["settings"][0]["J&F"]
+
+    # --finished-only computes nothing and writes the same report from the finished sequences.
+    (out / "ablation.json").unlink()
+    again = _run_cli("ablation", synthetic_root, "--split", "val", "--out", out, "--taus", "1,0", "--variants",
+                     "reuse,copy", "--weights", gate_weights, "--threads", 1, "--finished-only")
+    assert again.returncode == 0, again.stderr
+    assert [json.loads(line)["result"]["setting"] for line in (out / "partial.jsonl").read_text().splitlines()] \
+        == partial
+    rerun = json.loads((out / "ablation.json").read_text())
+    assert rerun["dataset"]["sequences"] == ["one"]  # "two" has not run: left out
+    assert [s["J&F"] for s in rerun["settings"]] == [s["J&F"] for s in report["settings"]]
+    empty = _run_cli("ablation", synthetic_root, "--split", "val", "--out", tmp_path / "none", "--weights",
+                     gate_weights, "--threads", 1, "--finished-only")
+    assert empty.returncode == 2 and "nothing has finished yet" in empty.stderr
 
 
 @pytest.mark.parametrize("args, message", [

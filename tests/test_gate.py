@@ -9,10 +9,11 @@ from reusevos.config import GateTrainConfig, ModelConfig, SessionConfig
 from reusevos.errors import ReusevosError
 from reusevos.model.delta import DeltaGenerator
 from reusevos.model.gate import Gate
+from reusevos.model.merge import soft_aggregate
 from reusevos.model.network import VOSNetwork
 from reusevos.model.template import TemplateMatcher
 from reusevos.model.translator import RefineTranslator
-from reusevos.session import Session
+from reusevos.session import Session, window_box
 from reusevos.train.losses import (delta_loss, fixed_rate_gate_loss, gate_probability_loss, gate_target, margin,
                                    mask_iou, straight_through)
 
@@ -151,7 +152,9 @@ def test_bad_options_are_clear_errors(networks, small_swan):
     for options, message in ((SessionConfig("reuse", 1.5), "tau must lie in"),
                              (SessionConfig("warp", 0.5), "unknown variant"),
                              (SessionConfig("fusion", 0.7, 0.6), "tau < tau2"),
-                             (SessionConfig("reuse", 0.7, 0.9), "only applies to the fusion")):
+                             (SessionConfig("reuse", 0.7, 0.9), "only applies to the fusion"),
+                             (SessionConfig("reuse", 0.7, reuse_window=-1), "reuse_window must be"),
+                             (SessionConfig("copy", 0.7, reuse_window=2), "never takes")):
         with pytest.raises(ReusevosError, match=message):
             Session(gated, options)
     with pytest.raises(ReusevosError, match="no trained reuse gate"):
@@ -162,6 +165,41 @@ def test_bad_options_are_clear_errors(networks, small_swan):
     with pytest.raises(ReusevosError, match="needs the ground truth"):
         session.step(frames[1])
 
+
+
+def test_window_box_on_hand_computed_cases():
+    prob = torch.zeros(64, 96)  # a 4 x 6 grid of 16-pixel cells
+    assert window_box(prob, (4, 6), 1) is None  # nothing to follow: refine the whole frame
+    prob[20:30, 40:50] = 0.9  # cell rows 1, columns 2..3
+    assert window_box(prob, (4, 6), 0) == (1, 2, 2, 4)
+    assert window_box(prob, (4, 6), 1) == (0, 3, 1, 5)
+    assert window_box(prob, (4, 6), 3) is None  # grown to the whole grid: no window
+
+
+def test_reuse_window_refines_around_the_object_and_keeps_the_rest(networks, small_swan):
+    _, gated = networks
+    frames, masks = small_swan
+    _, plain = _run(gated, SessionConfig("reuse", 0.0), frames, masks)
+    _, huge = _run(gated, SessionConfig("reuse", 0.0, reuse_window=1000), frames, masks)
+    assert all(np.array_equal(a.labels, b.labels) for a, b in zip(plain, huge))  # a whole-frame box = no window
+    session = Session(gated, SessionConfig("reuse", 0.0, reuse_window=1))
+    first = session.step(frames[0], masks[0], return_probabilities=True)
+    box = window_box(session.objects[1].prob_prev, session.objects[1].score_prev.shape[-2:], 1)
+    second = session.step(frames[1], return_probabilities=True)
+    assert second.paths == {1: "reuse"} and box is not None
+    grid = session.objects[1].score_prev.shape[-2:]
+    height, width = frames[0].shape[:2]
+    rows = slice(box[0] * height // grid[0], box[1] * height // grid[0])
+    cols = slice(box[2] * width // grid[1], box[3] * width // grid[1])
+    outside = np.ones((height, width), bool)
+    outside[rows, cols] = False
+    assert outside.any() and (~outside).any()
+    before, after = first.probabilities[1], second.probabilities[1]
+    # Outside the box the last output is kept (then merged again, as every output is); inside it is refined anew.
+    kept = soft_aggregate(torch.from_numpy(before[outside])[None])[1].numpy()
+    assert np.allclose(after[outside], kept, atol=1e-6)
+    assert not np.allclose(after[~outside], soft_aggregate(torch.from_numpy(before[~outside])[None])[1].numpy(),
+                           atol=1e-3)
 
 def test_target_model_refits_every_eighth_computed_frame(networks, blackswan):
     base, _ = networks

@@ -6,7 +6,7 @@ import torchvision
 from reusevos.config import ModelConfig
 from reusevos.errors import ReusevosError
 from reusevos.model.backbone import Backbone
-from reusevos.model.merge import soft_aggregate
+from reusevos.model.merge import label_slots, soft_aggregate
 from reusevos.model.network import VOSNetwork, load_model, read_checkpoint, save_checkpoint
 from reusevos.model.refiner import Refiner
 
@@ -55,6 +55,14 @@ def test_soft_aggregation_hand_computed():
     low = soft_aggregate(torch.tensor([[[0.2]]]))
     assert int(low.argmax(0)) == 0  # background wins where no object is likely
 
+
+
+def test_label_slots_equal_argmax_including_ties():
+    generator = torch.Generator().manual_seed(0)
+    merged = soft_aggregate(torch.rand(3, 40, 50, generator=generator))
+    assert torch.equal(label_slots(merged), merged.argmax(dim=0))
+    tied = torch.tensor([[[0.4, 0.2]], [[0.4, 0.4]], [[0.2, 0.4]]])  # (3, 1, 2): ties in both pixels
+    assert label_slots(tied).tolist() == [[0, 1]]  # the lower channel wins, as with argmax
 
 def test_checkpoint_round_trip_is_strict(tmp_path, monkeypatch):
     import reusevos.weights as weights

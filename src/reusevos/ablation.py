@@ -11,7 +11,8 @@
   rate, one line per variant, points labelled with tau (matplotlib, the optional ``reusevos[plots]``).
 
 ``fusion`` uses one fixed ``tau2`` (0.9 by default) for every tau below it; at tau >= tau2 it cannot run
-and is listed as skipped.
+and is listed as skipped. At tau = 1 no variant reuses, so every variant computes the same frames: only the
+first variant runs there and the others' rows repeat its figures (``measured_as`` names it).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import os
 from pathlib import Path
 from typing import Callable, Sequence
 
-from reusevos.benchmark import build_settings, format_markdown, run_benchmark
+from reusevos.benchmark import PartialResults, build_settings, format_markdown, run_benchmark, run_signature
 from reusevos.errors import ReusevosError
 from reusevos.io.davis import DavisDataset
 from reusevos.io.files import write_atomically, write_json, write_text
@@ -36,24 +37,37 @@ FIGURES = {"fps": "fig7_jf_vs_fps.png", "reuse": "fig8_jf_vs_reuse.png"}
 
 CSV_COLUMNS = ("setting", "variant", "tau", "tau2", "status", "frames", "fps", "fps_excl_init", "speedup",
                "speedup_reference", "init_s_per_object", "reuse_rate", "J&F", "J", "F", "c", "c_reference",
-               "gflops_per_frame", "computation_saved", "peak_rss_mb", "note")
+               "gflops_per_frame", "computation_saved", "peak_rss_mb", "measured_as", "note")
 
 
 def run_ablation(network: VOSNetwork, dataset: DavisDataset, out_dir: str | os.PathLike,
                  variants: Sequence[str] = DEFAULT_VARIANTS, taus: Sequence[float] = DEFAULT_TAUS,
                  tau2: float = DEFAULT_TAU2, *, max_frames: int | None = None, max_size: int | None = None,
-                 plots: bool = True, command: str = "", log: Callable[[str], None] = lambda _: None) -> dict:
+                 plots: bool = True, finished_only: bool = False, command: str = "",
+                 log: Callable[[str], None] = lambda _: None) -> dict:
     """Run the ablation into ``out_dir`` (resuming from ``out_dir/partial.jsonl``); returns the report with
-    ``report["files"]`` naming what was written."""
+    ``report["files"]`` naming what was written.
+
+    ``finished_only``: compute nothing; write the outputs from the sequences that ``partial.jsonl`` already
+    holds for every setting (a look at a long run while it goes on; the report names those sequences).
+    """
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise ReusevosError(f"output {out} is a file; give a folder")
     if plots:
         _require_matplotlib()  # fail before hours of computing, not after
     settings, skipped = build_settings(variants, taus, [tau2], network.has_gate)
+    measured_as = _same_at_tau_one(settings)
+    to_run = [s for s in settings if s.key not in measured_as]
+    if finished_only:
+        dataset = _finished_part(network, dataset, to_run, out / PARTIAL_FILE, max_frames, max_size)
     out.mkdir(parents=True, exist_ok=True)
-    report = run_benchmark(network, dataset, settings, skipped=skipped, max_frames=max_frames, max_size=max_size,
+    report = run_benchmark(network, dataset, to_run, skipped=skipped, max_frames=max_frames, max_size=max_size,
                            partial=out / PARTIAL_FILE, command=command, log=log)
+    by_key = {s["setting"]: s for s in report["settings"]}
+    report["settings"] = [by_key[s.key] if s.key not in measured_as else
+                          {**by_key[measured_as[s.key]], "setting": s.key, "variant": s.variant,
+                           "measured_as": measured_as[s.key]} for s in settings]
     files = {"json": out / "ablation.json", "csv": out / "ablation.csv", "markdown": out / "ablation.md",
              "partial": out / PARTIAL_FILE}
     write_text(files["csv"], to_csv(report))
@@ -65,6 +79,25 @@ def run_ablation(network: VOSNetwork, dataset: DavisDataset, out_dir: str | os.P
     report["files"] = {k: str(v) for k, v in files.items()}
     write_json(files["json"], report)
     return report
+
+
+def _same_at_tau_one(settings) -> dict[str, str]:
+    """Setting key -> the key of the setting whose run stands for it: at tau = 1 nothing reuses, so the
+    first variant's run stands for the others (``full`` is its own setting and always runs)."""
+    first = next((s for s in settings if s.tau == 1.0 and s.variant != "full"), None)
+    return {s.key: first.key for s in settings
+            if first is not None and s.tau == 1.0 and s.variant != "full" and s is not first}
+
+
+def _finished_part(network, dataset: DavisDataset, settings, partial: Path, max_frames, max_size) -> DavisDataset:
+    """The part of ``dataset`` whose sequences ``partial`` holds for every setting."""
+    if not partial.is_file():
+        raise ReusevosError(f"{partial} does not exist: nothing has finished yet")
+    store = PartialResults(partial, run_signature(network, dataset, max_frames, max_size))
+    done = [q for q in dataset.sequences if all((q, s.key) in store.done for s in settings)]
+    if not done:
+        raise ReusevosError(f"no sequence has finished every setting yet in {partial}")
+    return DavisDataset(dataset.root, split=dataset.split, sequences=done)
 
 
 def to_csv(report: dict) -> str:

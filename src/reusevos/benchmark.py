@@ -105,22 +105,25 @@ class Setting:
     variant: str
     tau: float
     tau2: float | None = None
+    window: int = 0  # SessionConfig.reuse_window
 
     @property
     def key(self) -> str:
         if self.variant == "full":
             return "full"
-        return f"{self.variant}@{self.tau:g}" + (f"/{self.tau2:g}" if self.tau2 is not None else "")
+        return (f"{self.variant}@{self.tau:g}" + (f"/{self.tau2:g}" if self.tau2 is not None else "")
+                + (f"+w{self.window}" if self.window else ""))
 
     def options(self) -> SessionConfig:
-        options = SessionConfig(self.variant, self.tau, self.tau2)
+        options = SessionConfig(self.variant, self.tau, self.tau2, reuse_window=self.window)
         options.validate()
         return options
 
 
 def build_settings(variants: Iterable[str], taus: Iterable[float], tau2s: Iterable[float] = (0.9,),
-                   has_gate: bool = True) -> tuple[list[Setting], list[dict]]:
-    """The cross product of ``variants`` and ``taus`` (``fusion`` also with each ``tau2``), in that order.
+                   has_gate: bool = True, windows: Iterable[int] = (0,)) -> tuple[list[Setting], list[dict]]:
+    """The cross product of ``variants`` and ``taus`` (``fusion`` also with each ``tau2``; the variants with a
+    reuse path also with each ``reuse_window`` in ``windows``), in that order.
 
     ``full`` appears once (it has no tau). Combinations that cannot run are returned apart, each as
     ``{"setting", "variant", "tau", "tau2", "reason"}``: fusion with ``tau2 <= tau``, and every variant
@@ -128,6 +131,9 @@ def build_settings(variants: Iterable[str], taus: Iterable[float], tau2s: Iterab
     tau outside [0, 1].
     """
     variants, taus, tau2s = list(dict.fromkeys(variants)), list(dict.fromkeys(taus)), list(dict.fromkeys(tau2s))
+    windows = list(dict.fromkeys(windows))
+    if any(isinstance(w, bool) or not isinstance(w, int) or w < 0 for w in windows) or not windows:
+        raise ReusevosError(f"reuse windows must be whole numbers of cells >= 0 (0 = off), got {windows}")
     for variant in variants:
         if variant not in VARIANTS:
             raise ReusevosError(f"unknown variant {variant!r}; choose among {', '.join(VARIANTS)}")
@@ -149,13 +155,14 @@ def build_settings(variants: Iterable[str], taus: Iterable[float], tau2s: Iterab
             continue
         for tau in taus:
             for tau2 in (tau2s if variant == "fusion" else [None]):
-                setting = Setting(variant, float(tau), None if tau2 is None else float(tau2))
-                if not has_gate:
-                    skip(setting, "the weights have no reuse gate")
-                elif variant == "fusion" and not tau < tau2:
-                    skip(setting, f"fusion needs tau < tau2 = {tau2:g}")
-                else:
-                    settings.append(setting)
+                for window in (windows if variant != "copy" else [0]):
+                    setting = Setting(variant, float(tau), None if tau2 is None else float(tau2), window)
+                    if not has_gate:
+                        skip(setting, "the weights have no reuse gate")
+                    elif variant == "fusion" and not tau < tau2:
+                        skip(setting, f"fusion needs tau < tau2 = {tau2:g}")
+                    else:
+                        settings.append(setting)
     return list(dict.fromkeys(settings)), skipped
 
 
@@ -587,7 +594,7 @@ def summarise(setting: Setting, results: Sequence[SequenceResult], flops: dict |
     increases = [r.rss_increase_mb for r in results if r.rss_increase_mb is not None]
     summary = {
         "setting": setting.key, "variant": setting.variant, "tau": setting.tau, "tau2": setting.tau2,
-        "sequences": len(results), "frames": frames, "objects": len(started),
+        "reuse_window": setting.window, "sequences": len(results), "frames": frames, "objects": len(started),
         "time_s": round(time_s, 4), "init_s": round(init_s, 4),
         "fps": round(frames / time_s, 4) if time_s else None,
         "fps_excl_init": round(tracked_frames / tracked_time, 4) if tracked_frames and tracked_time > 0 else None,
@@ -679,6 +686,16 @@ def source_commit() -> dict:
         return {"commit": "unknown", "dirty": None}
 
 
+def source_fingerprint() -> str:
+    """A short hash of the package's Python sources: resumed measurements must come from the same code
+    (a commit would also change with the docs, and is unknown outside a git checkout)."""
+    digest = hashlib.sha256()
+    package = Path(__file__).resolve().parent
+    for path in sorted(package.rglob("*.py")):
+        digest.update(path.relative_to(package).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
+
+
 def weights_info(network: VOSNetwork) -> dict:
     path = getattr(network, "weights_file", None)
     info = {"file": path, "has_gate": bool(network.has_gate), "meta": getattr(network, "meta", {})}
@@ -691,8 +708,9 @@ def weights_info(network: VOSNetwork) -> dict:
 class PartialResults:
     """A JSON-lines file of finished (sequence, setting) results, for resuming.
 
-    Every line carries the run's ``signature`` (weights, split, frames, size, threads, torch); a file
-    written under another signature is refused, since its numbers would not compare. A last line cut
+    Every line carries the run's ``signature`` (weights, split, frames, size, threads, torch, the code's
+    :func:`source_fingerprint`); a file written under another signature is refused, since its numbers
+    would not compare. A last line cut
     short by an interruption is ignored (and overwritten by the next append).
     """
 
@@ -739,6 +757,14 @@ class PartialResults:
 
 
 # -- the whole run ------------------------------------------------------------------------------------------------
+def run_signature(network: VOSNetwork, dataset: DavisDataset, max_frames: int | None, max_size: int | None) -> dict:
+    """What must not change between the parts of a resumed run, or their numbers would not compare."""
+    weights = weights_info(network)
+    return {"weights": weights.get("sha256") or weights.get("file"), "split": dataset.split,
+            "max_frames": max_frames, "max_size": max_size, "threads": torch.get_num_threads(),
+            "torch": torch.__version__, "device": str(network.device), "code": source_fingerprint()}
+
+
 def run_benchmark(network: VOSNetwork, dataset: DavisDataset, settings: Sequence[Setting], *,
                   skipped: Sequence[dict] = (), max_frames: int | None = None, max_size: int | None = None,
                   partial: str | os.PathLike | None = None, flops: bool = True, warmup: bool = True,
@@ -769,10 +795,7 @@ def run_benchmark(network: VOSNetwork, dataset: DavisDataset, settings: Sequence
         raise ReusevosError(f"{dataset} has no sequence to run")
     weights = weights_info(network)
     threads = torch.get_num_threads()
-    signature = {"weights": weights.get("sha256") or weights.get("file"), "split": dataset.split,
-                 "max_frames": max_frames, "max_size": max_size, "threads": threads, "torch": torch.__version__,
-                 "device": str(network.device)}
-    store = PartialResults(partial, signature) if partial is not None else None
+    store = PartialResults(partial, run_signature(network, dataset, max_frames, max_size)) if partial else None
     run = f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}"
     started = time.time()
     flop_report = count_flops(network, load_sequence(dataset, sequences[0], 3, max_size)) if flops else None

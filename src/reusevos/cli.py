@@ -229,6 +229,9 @@ def _build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--tau", default="1,0.7", help="comma-separated reuse thresholds in [0, 1]")
     bench.add_argument("--tau2", default="0.9", help="comma-separated copy thresholds of the fusion variant; "
                        "combinations with tau2 <= tau are skipped")
+    bench.add_argument("--reuse-window", default="0", metavar="CELLS",
+                       help="comma-separated reuse-path window margins in stride-16 cells (0 = the paper's "
+                            "whole-frame refinement); each runs as its own setting of the variants with a reuse path")
     bench.add_argument("--weights", default=None, metavar="FILE",
                        help="checkpoint file (default: the weights shipped with reusevos)")
     bench.add_argument("--threads", type=int, default=None, metavar="N",
@@ -273,6 +276,9 @@ def _build_parser() -> argparse.ArgumentParser:
     ablation.add_argument("--max-size", type=int, default=0, metavar="PIXELS",
                           help="shrink frames whose longer side exceeds PIXELS (0 = as stored)")
     ablation.add_argument("--no-plots", dest="plots", action="store_false", help="skip the figures (no matplotlib)")
+    ablation.add_argument("--finished-only", action="store_true",
+                          help="compute nothing: write the outputs from the sequences OUT/partial.jsonl already holds "
+                               "for every setting (to look at a long run while it goes on)")
     ablation.set_defaults(func=_cmd_ablation)
     return parser
 
@@ -394,7 +400,8 @@ def _parse_shard(text: str) -> tuple[int, int]:
 
 
 def _add_session_flags(parser: argparse.ArgumentParser) -> None:
-    """--variant, --tau, --tau2: map one to one onto SessionConfig; none given = the session's own choice."""
+    """--variant, --tau, --tau2, --reuse-window: map one to one onto SessionConfig; none given = the session's own
+    choice."""
     parser.add_argument("--variant", default=None, choices=["reuse", "copy", "fusion", "full"],
                         help="reuse: the paper's reuse path; copy: reuse = keep the previous mask; fusion: copy above "
                              "--tau2, reuse path between --tau and --tau2; full: never reuse (the base model). "
@@ -405,23 +412,29 @@ def _add_session_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tau2", type=float, default=None, metavar="T2",
                         help="--variant fusion only: copy the previous mask when the gate's probability is at least "
                              "T2 (tau < T2 <= 1)")
+    parser.add_argument("--reuse-window", type=int, default=None, metavar="CELLS",
+                        help="on the reuse path, refine only a box around the object's last mask grown by CELLS "
+                             "cells of 16 pixels, keeping the last mask outside it (faster; see the README's speed "
+                             "section). Default: 0, the paper's whole-frame refinement")
 
 
 def _session_options(args: argparse.Namespace):
-    """SessionConfig from --variant/--tau/--tau2, validated; None when none is given (the session decides)."""
+    """SessionConfig from --variant/--tau/--tau2/--reuse-window, validated; None when none is given (the session
+    decides)."""
     from reusevos.config import SessionConfig
 
-    if args.variant is None and args.tau is None and args.tau2 is None:
+    window = args.reuse_window or 0
+    if args.variant is None and args.tau is None and args.tau2 is None and not window:
         return None
     variant = args.variant or "reuse"
     if variant == "full":
         if args.tau not in (None, 1.0):
             raise ReusevosError(f"--tau {args.tau} has no effect with --variant full, which never reuses; drop "
                                 "one of them")
-        options = SessionConfig(variant="full", tau=1.0, tau2=args.tau2)
+        options = SessionConfig(variant="full", tau=1.0, tau2=args.tau2, reuse_window=window)
     else:
         options = SessionConfig(variant=variant, tau=SessionConfig.tau if args.tau is None else args.tau,
-                                tau2=args.tau2)
+                                tau2=args.tau2, reuse_window=window)
     options.validate()
     return options
 
@@ -550,7 +563,8 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
     variants = _csv_list(args.variant, "--variant")
     taus = _csv_list(args.tau, "--tau", float)
     tau2s = _csv_list(args.tau2, "--tau2", float)
-    build_settings(variants, taus, tau2s)  # bad names and values are refused before the model loads
+    windows = _csv_list(args.reuse_window, "--reuse-window", int)
+    build_settings(variants, taus, tau2s, windows=windows)  # bad names and values are refused before the model loads
     _set_threads(args.threads)
     sequences = [s for s in args.sequences.split(",") if s] if args.sequences else None
     dataset = DavisDataset(args.davis, split=args.split, sequences=sequences)
@@ -560,7 +574,7 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
             dataset = DavisDataset(dataset.root, split=args.split, sequences=quick_sequences(dataset))
         max_frames = max_frames or 20
     network = load_model(args.weights, device="cpu")
-    settings, skipped = build_settings(variants, taus, tau2s, network.has_gate)
+    settings, skipped = build_settings(variants, taus, tau2s, network.has_gate, windows)
     report = run_benchmark(network, dataset, settings, skipped=skipped, max_frames=max_frames,
                            max_size=args.max_size or None, partial=args.partial, flops=args.flops,
                            command=shlex.join(["reusevos", *sys.argv[1:]]), log=lambda m: print(m, flush=True))
@@ -596,7 +610,7 @@ def _cmd_ablation(args: argparse.Namespace) -> int:
     dataset = DavisDataset(args.davis, split=args.split, sequences=sequences)
     network = load_model(args.weights, device="cpu")
     report = run_ablation(network, dataset, args.out, variants, taus, args.tau2, max_frames=args.max_frames,
-                          max_size=args.max_size or None, plots=args.plots,
+                          max_size=args.max_size or None, plots=args.plots, finished_only=args.finished_only,
                           command=shlex.join(["reusevos", *sys.argv[1:]]), log=lambda m: print(m, flush=True))
     print()
     print(format_header(report))

@@ -58,11 +58,15 @@ class SessionConfig:
     (reuse = previous mask unchanged), ``fusion`` (copy above ``tau2``, reuse path between ``tau`` and
     ``tau2``), ``oracle`` (the gate decided by the ground-truth IoU; evaluation only).
     tau: reuse when the gate's probability is at least ``tau``; 1 never reuses.
+    reuse_window: 0 (the paper) or a margin in stride-16 cells: on the reuse path, the shallow
+    refinement levels and the head run only inside the box around the object's last output grown by
+    this margin; outside it the last output is kept (the gate has just said the object barely moved).
     """
 
     variant: str = "reuse"
     tau: float = 0.7
     tau2: float | None = None
+    reuse_window: int = 0
 
     def validate(self) -> None:
         from reusevos.errors import ReusevosError
@@ -76,6 +80,10 @@ class SessionConfig:
                 raise ReusevosError(f"the fusion variant needs tau < tau2 <= 1; got tau={self.tau}, tau2={self.tau2}")
         elif self.tau2 is not None:
             raise ReusevosError(f"tau2 only applies to the fusion variant, not {self.variant!r}")
+        if isinstance(self.reuse_window, bool) or not isinstance(self.reuse_window, int) or self.reuse_window < 0:
+            raise ReusevosError(f"reuse_window must be a whole number of cells >= 0 (0 = off), got {self.reuse_window!r}")
+        if self.reuse_window and self.variant in ("full", "copy"):
+            raise ReusevosError(f"reuse_window applies to the reuse path, which variant {self.variant!r} never takes")
 
 
 @dataclass

@@ -20,7 +20,7 @@ from reusevos.config import SessionConfig
 from reusevos.errors import ReusevosError
 from reusevos.io.masks import object_ids
 from reusevos.model.augment import augment_first_frame
-from reusevos.model.merge import soft_aggregate
+from reusevos.model.merge import label_slots, soft_aggregate
 from reusevos.model.network import VOSNetwork
 from reusevos.model.target_model import TargetModel
 
@@ -35,7 +35,7 @@ class ObjectState:
     template: torch.Tensor | None = None  # T, (1, 64, 64), built once at the start frame
     score_prev: torch.Tensor | None = None  # S of the last computed frame, (1, 1, H/16, W/16)
     state_prev: torch.Tensor | None = None  # R of the last computed frame, (1, 64, H/16, W/16)
-    prob_prev: torch.Tensor | None = None  # last output, (H, W); copy and fusion variants only
+    prob_prev: torch.Tensor | None = None  # last output, (H, W); copy, fusion and reuse_window only
     gt_prev: np.ndarray | None = None  # ground truth of the last computed frame; oracle only
     computed_frames: int = 0
     reused_frames: int = 0
@@ -127,9 +127,18 @@ class Session:
                 scores.append(score_hat)
                 states.append(state_hat)
             scores, states = torch.cat(scores), torch.cat(states)
-            logits = self.refine_shallow(states, f4, f8, scores)
-            for i, obj in enumerate(compute + reuse):
-                probs[obj.object_id] = torch.sigmoid(logits[i, 0])
+            ordered = compute + reuse
+            boxes = self._windows(reuse)  # reused objects refined only around their last output
+            whole = [i for i, obj in enumerate(ordered) if obj.object_id not in boxes]
+            if whole:
+                picked = whole if len(whole) < len(ordered) else slice(None)
+                logits = self.refine_shallow(states[picked], f4, f8, scores[picked])
+                for row, i in enumerate(whole):
+                    probs[ordered[i].object_id] = torch.sigmoid(logits[row, 0])
+            for i, obj in enumerate(ordered):
+                if obj.object_id in boxes:
+                    probs[obj.object_id] = self.refine_window(obj, boxes[obj.object_id], states[i:i + 1], f4, f8,
+                                                              scores[i:i + 1])
             for i, obj in enumerate(compute):  # S_prev and R_prev change only on computed frames
                 obj.score_prev, obj.state_prev = scores[i:i + 1], states[i:i + 1]
         for obj in tracked:
@@ -200,6 +209,38 @@ class Session:
         r4, r8 = self._timed("refine_reduce_shallow", refiner.reduce_shallow, f4, f8)
         return self._timed("refine_shallow", refiner.shallow, state, r4, r8, scores, self.image_size)
 
+    def refine_window(self, obj: ObjectState, box: tuple[int, int, int, int], state, f4, f8,
+                      score) -> torch.Tensor:
+        """The shallow levels and the head inside ``box`` (cells of the stride-16 grid) only; outside it the
+        object's last output is kept. Returns its probabilities ``(H, W)``."""
+        refiner = self.network.refiner
+        grid = score.shape[-2:]
+
+        def crop(x: torch.Tensor) -> torch.Tensor:  # the box at x's resolution, by the same proportion
+            return x[..., _span(box[0], box[1], grid[0], x.shape[-2]), _span(box[2], box[3], grid[1], x.shape[-1])]
+
+        r4, r8 = self._timed("refine_reduce_shallow", refiner.reduce_shallow, crop(f4), crop(f8))
+        rows = _span(box[0], box[1], grid[0], self.image_size[0])
+        cols = _span(box[2], box[3], grid[1], self.image_size[1])
+        size = (rows.stop - rows.start, cols.stop - cols.start)
+        logits = self._timed("refine_shallow", refiner.shallow, crop(state), r4, r8, crop(score), size)
+        prob = obj.prob_prev.clone()
+        prob[rows, cols] = torch.sigmoid(logits[0, 0])
+        return prob
+
+    def _windows(self, objects: list[ObjectState]) -> dict[int, tuple[int, int, int, int]]:
+        """Object id -> its refinement box for the reused ``objects`` (only with ``reuse_window``; an object
+        whose box would cover the whole frame, or whose last output is empty, is refined whole)."""
+        margin = self.options.reuse_window
+        if not margin:
+            return {}
+        boxes = {}
+        for obj in objects:
+            box = window_box(obj.prob_prev, obj.score_prev.shape[-2:], margin)
+            if box is not None:
+                boxes[obj.object_id] = box
+        return boxes
+
     # -- objects --------------------------------------------------------------------------------
     def _new_objects(self, mask: np.ndarray, frame_size: tuple[int, int]) -> list[int]:
         mask = np.asarray(mask)
@@ -263,7 +304,7 @@ class Session:
         if self.options.variant == "oracle":
             for obj in computed:
                 obj.gt_prev = np.asarray(ground_truth) == obj.object_id
-        if self.options.variant in ("copy", "fusion"):
+        if self.options.variant in ("copy", "fusion") or self.options.reuse_window:
             for obj_id, prob in soft.items():
                 self.objects[obj_id].prob_prev = prob
         return refitted
@@ -288,7 +329,7 @@ class Session:
         if ids:
             merged = soft_aggregate(torch.stack([probs[i] for i in ids]))
             lookup = torch.tensor([0] + ids, dtype=torch.uint8, device=merged.device)
-            labels = lookup[merged.argmax(dim=0)].cpu().numpy()
+            labels = lookup[label_slots(merged)].cpu().numpy()
             soft = {obj_id: merged[k + 1] for k, obj_id in enumerate(ids)}
         else:
             labels = np.zeros(self.image_size, np.uint8)
@@ -315,3 +356,26 @@ class Session:
         out = fn(*args)
         self.timings[stage] += time.perf_counter() - start
         return out
+
+
+def _span(start: int, stop: int, cells: int, size: int) -> slice:
+    """Cells ``start:stop`` of a grid of ``cells`` as a slice of an axis of ``size`` (same proportion)."""
+    return slice(start * size // cells, stop * size // cells)
+
+
+def window_box(prob: torch.Tensor, grid: tuple[int, int], margin: int) -> tuple[int, int, int, int] | None:
+    """The cells ``(y0, y1, x0, x1)`` of a ``grid`` over the image that hold ``prob > 0.5`` (``(H, W)``),
+    grown by ``margin`` cells and clipped; None when nothing is above 0.5 or the box is the whole grid."""
+    inside = prob > 0.5
+    rows = torch.nonzero(inside.any(dim=1)).flatten()
+    if rows.numel() == 0:
+        return None
+    cols = torch.nonzero(inside.any(dim=0)).flatten()
+    (height, width), (grid_h, grid_w) = prob.shape, grid
+    y0 = max(int(rows[0]) * grid_h // height - margin, 0)
+    y1 = min(int(rows[-1]) * grid_h // height + 1 + margin, grid_h)
+    x0 = max(int(cols[0]) * grid_w // width - margin, 0)
+    x1 = min(int(cols[-1]) * grid_w // width + 1 + margin, grid_w)
+    if (y0, y1, x0, x1) == (0, grid_h, 0, grid_w):
+        return None
+    return y0, y1, x0, x1
