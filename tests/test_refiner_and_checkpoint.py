@@ -26,6 +26,32 @@ def test_backbone_feature_shapes_and_split_match_the_whole():
     assert not net.training  # batch-norm statistics never move
 
 
+
+def test_folded_channels_last_backbone_gives_torchvisions_features(tmp_path):
+    """Batch norms folded and channels-last memory: the same features as torchvision's own network."""
+    torch.manual_seed(0)
+    reference = torchvision.models.mobilenet_v2().eval()
+    for module in reference.modules():  # statistics unlike the initial ones, so folding has work to do
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.5, 0.5)
+            module.running_var.uniform_(0.5, 2.0)
+            module.weight.data.uniform_(0.5, 1.5)
+            module.bias.data.uniform_(-0.2, 0.2)
+    torch.save(reference.state_dict(), tmp_path / "mnv2.pth")
+    net = Backbone("mobilenet_v2", str(tmp_path / "mnv2.pth"))
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in net.modules())
+    image = torch.rand(1, 3, 96, 136)
+    with torch.no_grad():
+        ours = net(image)
+        x = (image - net.mean) / net.std
+        expected, layers = [], reference.features
+        for start, stop in ((0, 4), (4, 7), (7, 14), (14, 18)):
+            x = layers[start:stop](x)
+            expected.append(x)
+    for got, want in zip(ours, expected):
+        assert got.is_contiguous() and got.shape == want.shape
+        assert torch.allclose(got, want, rtol=1e-4, atol=1e-4 * float(want.abs().max()))
+
 def test_refiner_shapes_and_split_paths_equal_the_full_forward():
     torch.manual_seed(0)
     refiner = Refiner((24, 32, 96, 320)).eval()

@@ -1,6 +1,9 @@
 """The frozen ImageNet backbone, split at stride 8 so the reuse path can stop there.
 
 ``to_f8`` runs on every frame; ``f8_to_f32`` only on frames that take the full path.
+Since it is never trained, its batch norms are folded into the convolutions before them, and it runs in
+the channels-last memory format; together about twice as fast on a CPU for the same features up to
+float rounding (tested). Its outputs are ordinary contiguous tensors.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from dataclasses import dataclass
 import torch
 import torchvision
 from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from reusevos.errors import ReusevosError
 
@@ -59,24 +63,40 @@ class Backbone(nn.Module):
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
         self.requires_grad_(False)
         self.eval()
+        _fold_batch_norms(self)
+        self.to(memory_format=torch.channels_last)
 
     def train(self, mode: bool = True) -> "Backbone":
         # Never trained: batch-norm statistics stay ImageNet's even inside a training loop.
         return super().train(False)
 
     def to_f8(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x = (image - self.mean) / self.std
+        x = ((image - self.mean) / self.std).contiguous(memory_format=torch.channels_last)
         f4 = self.stage4(x)
-        return f4, self.stage8(f4)
+        f8 = self.stage8(f4)
+        return f4.contiguous(), f8.contiguous()
 
     def f8_to_f32(self, f8: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        f16 = self.stage16(f8)
-        return f16, self.stage32(f16)
+        f16 = self.stage16(f8.contiguous(memory_format=torch.channels_last))
+        f32 = self.stage32(f16)
+        return f16.contiguous(), f32.contiguous()
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
         f4, f8 = self.to_f8(image)
         f16, f32 = self.f8_to_f32(f8)
         return f4, f8, f16, f32
+
+
+def _fold_batch_norms(module: nn.Module) -> None:
+    """Replace each (Conv2d, BatchNorm2d) pair of consecutive children by the equivalent convolution
+    (eval-mode statistics) and an identity, recursively."""
+    for child in module.children():
+        _fold_batch_norms(child)
+    children = list(module.named_children())
+    for (conv_name, conv), (norm_name, norm) in zip(children, children[1:]):
+        if isinstance(conv, nn.Conv2d) and isinstance(norm, nn.BatchNorm2d):
+            setattr(module, conv_name, fuse_conv_bn_eval(conv, norm))
+            setattr(module, norm_name, nn.Identity())
 
 
 def load_backbone(name: str = "mobilenet_v2", fetch: bool = True) -> Backbone:
