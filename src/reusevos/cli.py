@@ -97,6 +97,12 @@ def _build_parser() -> argparse.ArgumentParser:
                       help="gp: the paper's gate probability loss; ngate: fixed target rate (ablation)")
     gate.add_argument("--ngate-rate", type=float, default=GateTrainConfig.ngate_rate,
                       help="target reuse rate of the ngate loss")
+    gate.add_argument("--pretrain-iterations", type=int, default=GateTrainConfig.pretrain_iterations,
+                      help="teacher-forced warm-up iterations before the paper's training (ours; 0 = none, and the "
+                           "gate is initialised to reuse 15%% of frames as in the paper)")
+    gate.add_argument("--pretrain-batch", type=int, default=GateTrainConfig.pretrain_batch,
+                      help="snippets per warm-up iteration")
+    gate.add_argument("--pretrain-lr", type=float, default=GateTrainConfig.pretrain_lr, help="warm-up learning rate")
     gate.set_defaults(func=_cmd_train_gate)
 
     evaluate = sub.add_parser(
@@ -284,49 +290,50 @@ def _build_parser() -> argparse.ArgumentParser:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    import torch
-
     from reusevos.train.run import run_training
+
+    sequences = _training_setup(args)
+    config = TrainConfig(iterations=args.iterations, batch=args.batch, crop=args.crop, lr=args.lr, seed=args.seed,
+                         checkpoint_every=args.checkpoint_every)
+    summary = run_training(args.davis, args.split, args.out, args.cache, config, synthetic=args.synthetic,
+                           synthetic_frames=args.synthetic_frames, sequences=sequences, device=args.device,
+                           command=" ".join(["reusevos"] + sys.argv[1:]), log=lambda m: print(m, flush=True))
+    return _trained(summary, Path(args.out) / "refiner.pt")
+
+
+def _training_setup(args: argparse.Namespace) -> list[str] | None:
+    """Threads, the checks both training commands share, the run folder; returns --sequences as a list."""
+    import torch
 
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.crop % 32:
         raise ReusevosError(f"--crop {args.crop} is not a multiple of 32")
-    config = TrainConfig(iterations=args.iterations, batch=args.batch, crop=args.crop, lr=args.lr, seed=args.seed,
-                         checkpoint_every=args.checkpoint_every)
-    sequences = [s for s in args.sequences.split(",") if s] if args.sequences else None
     Path(args.out).mkdir(parents=True, exist_ok=True)
-    summary = run_training(args.davis, args.split, args.out, args.cache, config, synthetic=args.synthetic,
-                           synthetic_frames=args.synthetic_frames, sequences=sequences, device=args.device,
-                           command=" ".join(["reusevos"] + sys.argv[1:]), log=lambda m: print(m, flush=True))
-    print(f"trained {summary['iterations']} iterations in {summary['wall_time_s']} s; weights: "
-          f"{Path(args.out) / 'refiner.pt'}")
+    return [s for s in args.sequences.split(",") if s] if args.sequences else None
+
+
+def _trained(summary: dict, weights: Path) -> int:
+    print(f"trained {summary['iterations']} iterations in {summary['wall_time_s']} s; weights: {weights}")
     return 0
 
 
 def _cmd_train_gate(args: argparse.Namespace) -> int:
-    import torch
-
     from reusevos.train.run import run_gate_training
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    if args.crop % 32:
-        raise ReusevosError(f"--crop {args.crop} is not a multiple of 32")
     if args.snippet < 2:
         raise ReusevosError(f"--snippet {args.snippet}: a snippet needs at least 2 frames")
+    sequences = _training_setup(args)
     config = GateTrainConfig(iterations=args.iterations, batch=args.batch, snippet=args.snippet, crop=args.crop,
                              lr=args.lr, m1=args.m1, m2=args.m2, ep_t=args.ep_t, gate_loss=args.gate_loss,
-                             ngate_rate=args.ngate_rate, seed=args.seed, checkpoint_every=args.checkpoint_every)
-    sequences = [s for s in args.sequences.split(",") if s] if args.sequences else None
-    Path(args.out).mkdir(parents=True, exist_ok=True)
+                             ngate_rate=args.ngate_rate, seed=args.seed, checkpoint_every=args.checkpoint_every,
+                             pretrain_iterations=args.pretrain_iterations, pretrain_batch=args.pretrain_batch,
+                             pretrain_lr=args.pretrain_lr)
     summary = run_gate_training(args.base, args.davis, args.split, args.out, args.cache, config,
                                 synthetic=args.synthetic, synthetic_frames=args.synthetic_frames, sequences=sequences,
                                 device=args.device, command=" ".join(["reusevos"] + sys.argv[1:]),
                                 log=lambda m: print(m, flush=True))
-    print(f"trained {summary['iterations']} iterations in {summary['wall_time_s']} s; weights: "
-          f"{Path(args.out) / 'dynamic.pt'}")
-    return 0
+    return _trained(summary, Path(args.out) / "dynamic.pt")
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:

@@ -125,6 +125,11 @@ class GateTrainConfig:
     ngate_rate: float = 0.5
     threshold: float = 0.5  # tau during training
     gate_init_rate: float = 0.15  # fraction of frames the initial gate reuses
+    # Optional teacher-forced warm-up of the reuse-path modules before the paper's training (ours, not the
+    # paper's): it skips the costly shallow refinement, so an iteration costs a fifth of a full one.
+    pretrain_iterations: int = 0
+    pretrain_batch: int = 8
+    pretrain_lr: float = 1e-3
     weight_decay: float = 0.0
     seed: int = 0
     checkpoint_every: int = 25

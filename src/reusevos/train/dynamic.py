@@ -4,6 +4,9 @@ snippets of cached frames, with hard gate decisions and straight-through gradien
 The refinement network stays frozen at the trained base model, so tau = 1 reproduces the base model
 exactly. Each snippet starts with a computed frame (which builds the template); on every later frame
 the gate decides, and S_prev / R_prev / y_{t-n} change only where it chose to compute, as at inference.
+
+An optional warm-up (``stage = "pretrain"``, ours) trains the same modules teacher-forced and without
+the shallow refinement levels: every later frame of a snippet is compared with its computed first frame.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ class DynamicTrainer(nn.Module):
             raise ValueError("the network has no reuse-path modules")
         self.network = network
         self.config = config
+        self.stage = "full"  # or "pretrain"
         network.refiner.requires_grad_(False)
         network.backbone.requires_grad_(False)
 
@@ -46,6 +50,8 @@ class DynamicTrainer(nn.Module):
         return net.matcher(template, batch.features[1][frame], batch.scores[0])
 
     def forward(self, batch: SnippetBatch, iteration: int) -> tuple[torch.Tensor, dict[str, float]]:
+        if self.stage == "pretrain":
+            return self.pretrain(batch)
         cfg, net = self.config, self.network
         refiner = net.refiner
         f4, f8 = batch.features[0], batch.features[1]
@@ -84,6 +90,34 @@ class DynamicTrainer(nn.Module):
         loss = sum(totals.values()) / steps
         metrics = {k: float(v.detach()) / steps for k, v in totals.items()}
         metrics.update({"reuse": reused / steps, "p_gate": p_sum / steps, "margin": m})
+        return loss, metrics
+
+
+    def pretrain(self, batch: SnippetBatch) -> tuple[torch.Tensor, dict[str, float]]:
+        """The warm-up loss: frame 0 of the snippet is the last computed frame of every later frame i, so
+        Loss_gp(P_gate, IoU(y_i, y_0)) + Loss_delta(Delta_i, y'_i - S_0) + the translator's relative error
+        against the full path's state R_i (its input Delta detached, so it does not steer the gate)."""
+        net, cfg = self.network, self.config
+        f8, scores, masks = batch.features[1], batch.scores, batch.masks
+        full_states = self.full_states(batch)
+        template = net.matcher.template(f8[0], masks[0])
+        totals = {"gate": 0.0, "delta": 0.0, "state": 0.0}
+        p_sum = 0.0
+        for i in range(1, scores.shape[0]):
+            change = net.matcher(template, f8[i], scores[0])
+            p_gate = net.gate(change)
+            delta = net.delta(change, scores[0].shape[-2:])
+            label_small = F.interpolate(masks[i], size=scores.shape[-2:], mode="area")
+            totals["gate"] = totals["gate"] + gate_probability_loss(p_gate, mask_iou(masks[i], masks[0]), cfg.m2)
+            totals["delta"] = totals["delta"] + delta_loss(delta, label_small, scores[0])
+            translated = net.translator(full_states[0], delta.detach())
+            totals["state"] = totals["state"] + (F.mse_loss(translated, full_states[i])
+                                                 / full_states[i].square().mean().clamp(min=1e-6))
+            p_sum += float(p_gate.detach().mean())
+        steps = scores.shape[0] - 1
+        loss = sum(totals.values()) / steps
+        metrics = {k: float(v.detach()) / steps for k, v in totals.items()}
+        metrics["p_gate"] = p_sum / steps
         return loss, metrics
 
 

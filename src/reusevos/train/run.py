@@ -12,7 +12,7 @@ import os
 import platform
 import subprocess
 import sys
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Callable
 
@@ -160,12 +160,25 @@ def run_gate_training(base_weights: str, davis_root: str | None, split: str, run
     refiner_state = {k[len("refiner."):]: v.float() for k, v in base["state_dict"].items() if k.startswith("refiner.")}
     network.refiner.load_state_dict(refiner_state, strict=True)
     trainer = DynamicTrainer(network, config)
-    if not (run_dir / "last.pt").is_file():
+    forward = lambda model, batch, it: model(batch, it)  # noqa: E731  (a module call, for DDP)
+    pretrained = None
+    if config.pretrain_iterations and not (run_dir / "last.pt").is_file():
+        # The warm-up has its own resumable folder; once the main stage has begun it is done.
+        warmup = replace(config, iterations=config.pretrain_iterations, batch=config.pretrain_batch,
+                         lr=config.pretrain_lr, pretrain_iterations=0)
+        (run_dir / "pretrain").mkdir(exist_ok=True)
+        trainer.stage = "pretrain"
+        log(f"warm-up: {warmup.iterations} teacher-forced iterations of {warmup.batch} snippets")
+        pretrained = train_loop(trainer, lambda rng: sampler.draw(rng, warmup.batch), forward,
+                                run_dir / "pretrain", warmup, log=log)
+        trainer.stage = "full"
+    elif not config.pretrain_iterations and not (run_dir / "last.pt").is_file():
         rng = np.random.default_rng([config.seed, 999])
         rate = calibrate_gate(trainer, [sampler.draw(rng, config.batch) for _ in range(8)], config.gate_init_rate)
         log(f"gate initialised: {rate:.1%} of calibration frames reuse at tau {config.threshold}")
-    summary = train_loop(trainer, lambda rng: sampler.draw(rng, config.batch),
-                         lambda model, batch, it: model(batch, it), run_dir, config, log=log)
+    summary = train_loop(trainer, lambda rng: sampler.draw(rng, config.batch), forward, run_dir, config, log=log)
+    if pretrained is not None:
+        summary["pretrain"] = pretrained
     if summary["rank"] == 0:
         save_checkpoint(run_dir / "dynamic.pt", network, half=True,
                                 meta={**meta, "base": base.get("meta", {}), "base_weights": str(base_weights),
