@@ -122,3 +122,26 @@ def test_gate_training_from_a_base_model(tiny_davis, tmp_path):
         session = Session(network, options)
         runs.append([session.step(f, m if i == 0 else None).labels for i, (f, m) in enumerate(clip)])
     assert all(np.array_equal(a, b) for a, b in zip(*runs))  # the frozen refiner: tau = 1 is the base model
+
+
+def test_gate_warm_up_runs_first_and_resumes(tiny_davis, tmp_path):
+    import json
+
+    cache = tmp_path / "cache"
+    assert _train(tiny_davis, tmp_path / "base", 2, cache).returncode == 0
+    cmd = [sys.executable, "-m", "reusevos", "train-gate", "--base", str(tmp_path / "base" / "refiner.pt"),
+           "--davis", str(tiny_davis), "--out", str(tmp_path / "gate"), "--cache", str(cache), "--iterations", "2",
+           "--snippet", "3", "--pretrain-iterations", "5", "--pretrain-batch", "2", *TRAIN_ARGS]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    assert "warm-up: 5 teacher-forced iterations of 2 snippets" in result.stdout
+    assert "gate initialised" not in result.stdout  # the warm-up replaces the 15% initialisation
+    warm = [json.loads(line) for line in (tmp_path / "gate" / "pretrain" / "log.jsonl").read_text().splitlines()]
+    assert warm and {"gate", "delta", "state"} <= set(warm[-1])
+    assert torch.load(tmp_path / "gate" / "pretrain" / "last.pt", weights_only=False)["iteration"] == 5
+    meta = torch.load(tmp_path / "gate" / "dynamic.pt", weights_only=True)["meta"]
+    assert meta["gate_training"]["pretrain"]["iterations"] == 5 and meta["gate_config"]["pretrain_iterations"] == 5
+    # Once the main stage has begun, running again continues it and leaves the warm-up alone.
+    again = subprocess.run([*cmd[:cmd.index("--iterations") + 1], "4", *cmd[cmd.index("--iterations") + 2:]],
+                           capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0 and "at iteration 2" in again.stdout and "warm-up" not in again.stdout, again.stderr
