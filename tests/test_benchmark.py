@@ -89,9 +89,10 @@ def test_settings_grid_runs_full_once_and_skips_what_cannot_run():
         build_settings(["warp"], [0.5])
     with pytest.raises(ReusevosError, match=r"\[0, 1\]"):
         build_settings(["reuse"], [1.5])
-    settings, _ = build_settings(["full", "reuse", "copy"], [0.7], windows=[0, 2])
-    assert [s.key for s in settings] == ["full", "reuse@0.7", "reuse@0.7+w2", "copy@0.7"]  # copy has no reuse path
-    assert settings[2].options() == SessionConfig("reuse", 0.7, reuse_window=2)
+    settings, _ = build_settings(["full", "reuse", "copy"], [1.0, 0.7], windows=[0, 2])
+    # copy has no reuse path, and at tau = 1 nothing reuses: a window changes nothing there
+    assert [s.key for s in settings] == ["full", "reuse@1", "reuse@0.7", "reuse@0.7+w2", "copy@1", "copy@0.7"]
+    assert settings[3].options() == SessionConfig("reuse", 0.7, reuse_window=2)
     with pytest.raises(ReusevosError, match="whole numbers of cells"):
         build_settings(["reuse"], [0.7], windows=[-1])
 

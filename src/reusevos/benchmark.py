@@ -123,7 +123,7 @@ class Setting:
 def build_settings(variants: Iterable[str], taus: Iterable[float], tau2s: Iterable[float] = (0.9,),
                    has_gate: bool = True, windows: Iterable[int] = (0,)) -> tuple[list[Setting], list[dict]]:
     """The cross product of ``variants`` and ``taus`` (``fusion`` also with each ``tau2``; the variants with a
-    reuse path also with each ``reuse_window`` in ``windows``), in that order.
+    reuse path, at tau < 1, also with each ``reuse_window`` in ``windows``), in that order.
 
     ``full`` appears once (it has no tau). Combinations that cannot run are returned apart, each as
     ``{"setting", "variant", "tau", "tau2", "reason"}``: fusion with ``tau2 <= tau``, and every variant
@@ -155,7 +155,7 @@ def build_settings(variants: Iterable[str], taus: Iterable[float], tau2s: Iterab
             continue
         for tau in taus:
             for tau2 in (tau2s if variant == "fusion" else [None]):
-                for window in (windows if variant != "copy" else [0]):
+                for window in (windows if variant != "copy" and tau < 1.0 else [0]):  # tau = 1 never reuses
                     setting = Setting(variant, float(tau), None if tau2 is None else float(tau2), window)
                     if not has_gate:
                         skip(setting, "the weights have no reuse gate")
