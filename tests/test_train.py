@@ -93,7 +93,15 @@ def test_torchrun_with_two_processes(tiny_davis, tmp_path):
     assert meta["training"]["processes"] == 2 and meta["training"]["iterations"] == 3
 
 
-def test_gate_training_from_a_base_model(tiny_davis, tmp_path):
+@pytest.fixture(scope="module")
+def base_run(tiny_davis, tmp_path_factory):
+    """A tiny trained base model and its cache, shared by the gate-training tests: (refiner.pt, cache)."""
+    root = tmp_path_factory.mktemp("base_run")
+    assert _train(tiny_davis, root / "base", 2, root / "cache").returncode == 0
+    return root / "base" / "refiner.pt", root / "cache"
+
+
+def test_gate_training_from_a_base_model(tiny_davis, base_run, tmp_path):
     import numpy as np
 
     from reusevos.config import SessionConfig
@@ -101,9 +109,8 @@ def test_gate_training_from_a_base_model(tiny_davis, tmp_path):
     from reusevos.session import Session
     from reusevos.synthetic import generate_clip
 
-    cache = tmp_path / "cache"
-    assert _train(tiny_davis, tmp_path / "base", 2, cache).returncode == 0
-    cmd = [sys.executable, "-m", "reusevos", "train-gate", "--base", str(tmp_path / "base" / "refiner.pt"),
+    refiner, cache = base_run
+    cmd = [sys.executable, "-m", "reusevos", "train-gate", "--base", str(refiner),
            "--davis", str(tiny_davis), "--out", str(tmp_path / "gate"), "--cache", str(cache), "--iterations", "3",
            "--snippet", "3", *TRAIN_ARGS]
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
@@ -112,7 +119,7 @@ def test_gate_training_from_a_base_model(tiny_davis, tmp_path):
     again = subprocess.run([*cmd[:cmd.index("--iterations") + 1], "5", *cmd[cmd.index("--iterations") + 2:]],
                            capture_output=True, text=True, timeout=600)
     assert again.returncode == 0 and "at iteration 3" in again.stdout, again.stderr
-    base, dynamic = load_model(tmp_path / "base" / "refiner.pt"), load_model(tmp_path / "gate" / "dynamic.pt")
+    base, dynamic = load_model(refiner), load_model(tmp_path / "gate" / "dynamic.pt")
     assert dynamic.has_gate and not base.has_gate
     meta = torch.load(tmp_path / "gate" / "dynamic.pt", weights_only=True)["meta"]
     assert meta["gate_training"]["iterations"] == 5 and meta["gate_config"]["m1"] == 1.0
@@ -124,12 +131,11 @@ def test_gate_training_from_a_base_model(tiny_davis, tmp_path):
     assert all(np.array_equal(a, b) for a, b in zip(*runs))  # the frozen refiner: tau = 1 is the base model
 
 
-def test_gate_warm_up_runs_first_and_resumes(tiny_davis, tmp_path):
+def test_gate_warm_up_runs_first_and_resumes(tiny_davis, base_run, tmp_path):
     import json
 
-    cache = tmp_path / "cache"
-    assert _train(tiny_davis, tmp_path / "base", 2, cache).returncode == 0
-    cmd = [sys.executable, "-m", "reusevos", "train-gate", "--base", str(tmp_path / "base" / "refiner.pt"),
+    refiner, cache = base_run
+    cmd = [sys.executable, "-m", "reusevos", "train-gate", "--base", str(refiner),
            "--davis", str(tiny_davis), "--out", str(tmp_path / "gate"), "--cache", str(cache), "--iterations", "2",
            "--snippet", "3", "--pretrain-iterations", "5", "--pretrain-batch", "2", *TRAIN_ARGS]
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=600)

@@ -126,7 +126,8 @@ class GateTrainConfig:
     threshold: float = 0.5  # tau during training
     gate_init_rate: float = 0.15  # fraction of frames the initial gate reuses
     # Optional teacher-forced warm-up of the reuse-path modules before the paper's training (ours, not the
-    # paper's): it skips the costly shallow refinement, so an iteration costs a fifth of a full one.
+    # paper's): it skips the costly shallow refinement; measured 0.45 s per iteration of 8 snippets against
+    # 1.5 s per paper iteration of 4 (2 CPU threads, 256-pixel crops).
     pretrain_iterations: int = 0
     pretrain_batch: int = 8
     pretrain_lr: float = 1e-3

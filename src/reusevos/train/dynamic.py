@@ -65,11 +65,8 @@ class DynamicTrainer(nn.Module):
         totals = {"bce": 0.0, "delta": 0.0, "gate": 0.0}
         reused, p_sum = 0.0, 0.0
         for i in range(1, length):
-            change = net.matcher(template, f8[i], score_prev)
-            p_gate = net.gate(change)
-            delta = net.delta(change, score_prev.shape[-2:])
-            label_small = F.interpolate(masks[i], size=score_prev.shape[-2:], mode="area")
-            totals["delta"] = totals["delta"] + delta_loss(delta, label_small, score_prev)
+            p_gate, delta, loss_delta = self._reuse_step(template, f8[i], score_prev, masks[i])
+            totals["delta"] = totals["delta"] + loss_delta
             if cfg.gate_loss == "gp":
                 target = gate_target(mask_iou(masks[i], mask_prev), m)
                 totals["gate"] = totals["gate"] + gate_probability_loss(p_gate, target, cfg.m2)
@@ -86,12 +83,17 @@ class DynamicTrainer(nn.Module):
             mask_prev = torch.where(computed, masks[i], mask_prev)
             reused += float((~computed).float().mean())
             p_sum += float(p_gate.detach().mean())
-        steps = length - 1
-        loss = sum(totals.values()) / steps
-        metrics = {k: float(v.detach()) / steps for k, v in totals.items()}
-        metrics.update({"reuse": reused / steps, "p_gate": p_sum / steps, "margin": m})
+        loss, metrics = _averaged(totals, length - 1)
+        metrics.update({"reuse": reused / (length - 1), "p_gate": p_sum / (length - 1), "margin": m})
         return loss, metrics
 
+    def _reuse_step(self, template, f8, score_prev, mask):
+        """A later frame against the last computed one: P_gate ``(B,)``, Delta and Loss_delta."""
+        net = self.network
+        change = net.matcher(template, f8, score_prev)
+        delta = net.delta(change, score_prev.shape[-2:])
+        label_small = F.interpolate(mask, size=score_prev.shape[-2:], mode="area")
+        return net.gate(change), delta, delta_loss(delta, label_small, score_prev)
 
     def pretrain(self, batch: SnippetBatch) -> tuple[torch.Tensor, dict[str, float]]:
         """The warm-up loss: frame 0 of the snippet is the last computed frame of every later frame i, so
@@ -104,21 +106,21 @@ class DynamicTrainer(nn.Module):
         totals = {"gate": 0.0, "delta": 0.0, "state": 0.0}
         p_sum = 0.0
         for i in range(1, scores.shape[0]):
-            change = net.matcher(template, f8[i], scores[0])
-            p_gate = net.gate(change)
-            delta = net.delta(change, scores[0].shape[-2:])
-            label_small = F.interpolate(masks[i], size=scores.shape[-2:], mode="area")
+            p_gate, delta, loss_delta = self._reuse_step(template, f8[i], scores[0], masks[i])
             totals["gate"] = totals["gate"] + gate_probability_loss(p_gate, mask_iou(masks[i], masks[0]), cfg.m2)
-            totals["delta"] = totals["delta"] + delta_loss(delta, label_small, scores[0])
+            totals["delta"] = totals["delta"] + loss_delta
             translated = net.translator(full_states[0], delta.detach())
             totals["state"] = totals["state"] + (F.mse_loss(translated, full_states[i])
                                                  / full_states[i].square().mean().clamp(min=1e-6))
             p_sum += float(p_gate.detach().mean())
-        steps = scores.shape[0] - 1
-        loss = sum(totals.values()) / steps
-        metrics = {k: float(v.detach()) / steps for k, v in totals.items()}
-        metrics["p_gate"] = p_sum / steps
+        loss, metrics = _averaged(totals, scores.shape[0] - 1)
+        metrics["p_gate"] = p_sum / (scores.shape[0] - 1)
         return loss, metrics
+
+
+def _averaged(totals: dict[str, torch.Tensor], steps: int) -> tuple[torch.Tensor, dict[str, float]]:
+    """The loss (sum of the summed terms over ``steps`` frames) and each term per frame, for the log."""
+    return sum(totals.values()) / steps, {k: float(v.detach()) / steps for k, v in totals.items()}
 
 
 @torch.no_grad()

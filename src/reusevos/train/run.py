@@ -162,8 +162,9 @@ def run_gate_training(base_weights: str, davis_root: str | None, split: str, run
     trainer = DynamicTrainer(network, config)
     forward = lambda model, batch, it: model(batch, it)  # noqa: E731  (a module call, for DDP)
     pretrained = None
-    if config.pretrain_iterations and not (run_dir / "last.pt").is_file():
-        # The warm-up has its own resumable folder; once the main stage has begun it is done.
+    started = (run_dir / "last.pt").is_file()  # the main stage has begun: no warm-up or initialisation again
+    if config.pretrain_iterations and not started:
+        # The warm-up has its own resumable folder.
         warmup = replace(config, iterations=config.pretrain_iterations, batch=config.pretrain_batch,
                          lr=config.pretrain_lr, pretrain_iterations=0)
         (run_dir / "pretrain").mkdir(exist_ok=True)
@@ -172,7 +173,7 @@ def run_gate_training(base_weights: str, davis_root: str | None, split: str, run
         pretrained = train_loop(trainer, lambda rng: sampler.draw(rng, warmup.batch), forward,
                                 run_dir / "pretrain", warmup, log=log)
         trainer.stage = "full"
-    elif not config.pretrain_iterations and not (run_dir / "last.pt").is_file():
+    elif not started:
         rng = np.random.default_rng([config.seed, 999])
         rate = calibrate_gate(trainer, [sampler.draw(rng, config.batch) for _ in range(8)], config.gate_init_rate)
         log(f"gate initialised: {rate:.1%} of calibration frames reuse at tau {config.threshold}")
