@@ -119,3 +119,29 @@ def test_checkpoint_round_trip_is_strict(tmp_path, monkeypatch):
         load_model(tmp_path / "other.pt")
     with pytest.raises(ReusevosError, match="not found"):
         load_model(tmp_path / "absent.pt")
+
+
+@pytest.mark.parametrize("image_size", [(64, 96), (61, 94)])
+def test_head_with_taps_at_half_resolution_is_the_plain_head(image_size):
+    """Refiner.head computes its last 3x3 conv as nine 1x1 taps before the upsampling: the same logits
+    (and gradients) as upsampling, conv3x3 and relu, upsampling and resizing, then conv3x3, also when the
+    image size is not four times the level-4 size."""
+    torch.manual_seed(0)
+    refiner = Refiner((24, 32, 96, 320), 16)
+    torch.nn.init.normal_(refiner.head2.bias)
+    x4 = torch.randn(2, 16, (image_size[0] + 3) // 4, (image_size[1] + 3) // 4, requires_grad=True)
+
+    def plain(x):
+        x = torch.nn.functional.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False)
+        x = torch.relu(refiner.head1(x))
+        x = torch.nn.functional.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False)
+        return refiner.head2(torch.nn.functional.interpolate(x, size=image_size, mode="bilinear",
+                                                             align_corners=False))
+
+    expected, got = plain(x4), refiner.head(x4, image_size)
+    assert got.shape == (2, 1, *image_size)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+    grad_expected = torch.autograd.grad(expected.square().sum(), [x4, refiner.head2.weight])
+    grad_got = torch.autograd.grad(got.square().sum(), [x4, refiner.head2.weight])
+    for a, b in zip(grad_got, grad_expected):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
