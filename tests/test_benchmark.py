@@ -21,8 +21,8 @@ from PIL import Image
 
 from reusevos.ablation import PARTIAL_FILE, run_ablation
 from reusevos.benchmark import (FRAME_KINDS, SESSION_STAGES, SUB_STAGES, SequenceResult, Setting, build_settings,
-                                format_stage_table, format_table, load_sequence, quick_sequences, run_benchmark,
-                                summarise)
+                                format_stage_table, format_table, load_sequence, machine_label, quick_sequences,
+                                run_benchmark, summarise)
 from reusevos.config import ModelConfig, SessionConfig
 from reusevos.errors import ReusevosError
 from reusevos.evaluation import score_sequence
@@ -300,6 +300,18 @@ def test_ablation_writes_its_files_and_resumes(network, synthetic_root, tmp_path
     assert logs == ["one [1/2]: all settings already done",
                     next(l for l in logs if l.startswith(f"{last['sequence']} [2/2] {last['setting']}:"))]
     assert len((out / PARTIAL_FILE).read_text().splitlines()) == 6
+
+    # Resumed on another kind of machine (the lines of sequence "one" say so): the scores are kept and the
+    # report says that its timings mix two machines.
+    lines = (out / PARTIAL_FILE).read_text().splitlines()
+    moved = [json.dumps({**json.loads(l), "machine": "Other CPU (AVX512, 2 cpus)"})
+             if json.loads(l)["result"]["sequence"] == "one" else l for l in lines]
+    (out / PARTIAL_FILE).write_text("\n".join(moved) + "\n")
+    mixed = run_ablation(network, dataset, out, ["reuse", "fusion"], [1.0, 0.0], 0.9)
+    assert len(mixed["timed_on"]) == 2 and "Other CPU (AVX512, 2 cpus)" in mixed["timed_on"]
+    assert "timed on 2 kinds of machine" in (out / "ablation.md").read_text()
+    assert [s["J&F"] for s in mixed["settings"]] == [s["J&F"] for s in report["settings"]]
+    assert report["timed_on"] == [machine_label()]
 
     # Other run conditions would mix numbers that do not compare: refused.
     with pytest.raises(ReusevosError, match="another run .*max_frames"):

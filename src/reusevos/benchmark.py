@@ -666,7 +666,13 @@ def cpu_model() -> str:
 
 def machine_info() -> dict:
     return {"platform": platform.platform(), "machine": platform.machine(), "cpu_model": cpu_model(),
-            "cpus": os.cpu_count(), "python": platform.python_version()}
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(), "cpus": os.cpu_count(),
+            "python": platform.python_version()}
+
+
+def machine_label() -> str:
+    """``CPU model (SIMD level, N cpus)``: what a timing depends on beyond the run's signature."""
+    return f"{cpu_model()} ({torch.backends.cpu.get_cpu_capability()}, {os.cpu_count()} cpus)"
 
 
 def source_commit() -> dict:
@@ -710,14 +716,17 @@ class PartialResults:
 
     Every line carries the run's ``signature`` (weights, split, frames, size, threads, torch, the code's
     :func:`source_fingerprint`); a file written under another signature is refused, since its numbers
-    would not compare. A last line cut
-    short by an interruption is ignored (and overwritten by the next append).
+    would not compare. Every line also names the machine it was timed on (:func:`machine_label`): a run
+    resumed on another kind of machine keeps its scores, and ``machines`` lets the report say that its
+    timings mix machines. A last line cut short by an interruption is ignored (and overwritten by the next
+    append).
     """
 
     def __init__(self, path: str | os.PathLike, signature: dict):
         self.path = Path(path)
         self.signature = signature
         self.done: dict[tuple[str, str], SequenceResult] = {}
+        self.machines: dict[tuple[str, str], str] = {}
         if not self.path.is_file():
             return
         lines = self.path.read_text(encoding="utf-8").splitlines()
@@ -739,6 +748,7 @@ class PartialResults:
                 raise ReusevosError(f"{self.path} holds results of another run (differs in {', '.join(differ)}); "
                                     "use another output file or folder, or delete it to start over")
             self.done[(result.sequence, result.setting)] = result
+            self.machines[(result.sequence, result.setting)] = entry.get("machine", "unknown")
             good = number
         if good < len(lines):  # drop the torn tail so appends start on a fresh line
             self._rewrite(lines[:good])
@@ -748,7 +758,8 @@ class PartialResults:
 
     def add(self, result: SequenceResult) -> None:
         self.done[(result.sequence, result.setting)] = result
-        line = json.dumps({"signature": self.signature, "result": result.to_dict()})
+        self.machines[(result.sequence, result.setting)] = machine_label()
+        line = json.dumps({"signature": self.signature, "machine": machine_label(), "result": result.to_dict()})
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.path, "a", encoding="utf-8") as handle:
             handle.write(line + "\n")
@@ -824,11 +835,13 @@ def run_benchmark(network: VOSNetwork, dataset: DavisDataset, settings: Sequence
         del data
     summaries = [summarise(s, [results[(q, s.key)] for q in sequences], flop_report) for s in settings]
     _add_references(summaries)
+    timed_on = sorted({store.machines.get((q, s.key), machine_label()) if store else machine_label()
+                       for q in sequences for s in settings})
     return {
         "format": REPORT_FORMAT, "version": REPORT_VERSION, "command": command,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "wall_time_s": round(time.time() - started, 1),
         "reusevos": __version__, **source_commit(), "torch": torch.__version__, "threads": threads,
-        "device": str(network.device), "machine": machine_info(), "weights": weights,
+        "device": str(network.device), "machine": machine_info(), "timed_on": timed_on, "weights": weights,
         "dataset": {"root": str(dataset.root), "split": dataset.split, "layout": dataset.layout,
                     "sequences": list(sequences), "max_frames": max_frames, "max_size": max_size,
                     "resolutions": resolutions, "frames": sum(r.frames for (q, k), r in results.items()
@@ -947,7 +960,10 @@ def format_header(report: dict) -> str:
     if report.get("flops"):
         g = report["flops"]["gflops"]
         gflops = "; GFLOPs per frame " + ", ".join(f"{k} {v:.2f}" for k, v in g.items())
-    return (f"{machine['cpu_model']}, {report['threads']} threads, torch {report['torch']}, commit {commit}\n"
+    timed_on = report.get("timed_on", [])
+    mixed = (f" (resumed run: timed on {len(timed_on)} kinds of machine, {'; '.join(timed_on)}; FPS and timings "
+             "mix them)") if len(timed_on) > 1 else ""
+    return (f"{machine['cpu_model']}, {report['threads']} threads, torch {report['torch']}, commit {commit}{mixed}\n"
             f"{data['split']}: {len(data['sequences'])} sequences, {data['frames']} frames at {', '.join(sizes)}"
             + (f" (first {data['max_frames']} frames)" if data["max_frames"] else "") + gflops)
 
