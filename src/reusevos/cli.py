@@ -12,7 +12,7 @@ from pathlib import Path
 
 from reusevos import __version__
 from reusevos.errors import ReusevosError
-from reusevos.config import GateTrainConfig, TrainConfig
+from reusevos.config import GateRefitConfig, GateTrainConfig, TrainConfig
 
 
 def _add_training_args(parser: argparse.ArgumentParser, config, product: str, unit: str) -> None:
@@ -104,6 +104,33 @@ def _build_parser() -> argparse.ArgumentParser:
                       help="snippets per warm-up iteration")
     gate.add_argument("--pretrain-lr", type=float, default=GateTrainConfig.pretrain_lr, help="warm-up learning rate")
     gate.set_defaults(func=_cmd_train_gate)
+
+    refit = sub.add_parser(
+        "refit-gate", help="fit the reuse gate again on full frames of the training split (ours, seconds after "
+                           "the pairs are collected)",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description="Runs the trained dynamic model at tau = 1 over every frame of the training sequences and "
+                    "keeps, for each frame t and gap k, the gate's input (D_t from f8_t and the score of frame "
+                    "t-k, max-pooled to 7x7) with the ground-truth IoU of frames t and t-k; then fits only the "
+                    "gate to predict that IoU. Everything else stays as it is, so tau = 1 is unchanged. Pairs are "
+                    "saved per sequence (resumable). Writes OUT/dynamic.pt and OUT/refit.json (the gate on "
+                    "held-out sequences before and after).")
+    refit.add_argument("--weights", default=None, metavar="FILE",
+                       help="dynamic model to refit (default: the weights shipped with reusevos)")
+    refit.add_argument("--davis", default=None, help="DAVIS root, 2016 layout (default: $REUSEVOS_DAVIS)")
+    refit.add_argument("--split", default="train", help="training split; validation splits are refused")
+    refit.add_argument("--sequences", default=None, help="comma-separated subset of the split (default: all)")
+    refit.add_argument("--out", required=True, help="run folder: pairs/, dynamic.pt, refit.json")
+    refit.add_argument("--gaps", default=",".join(map(str, GateRefitConfig.gaps)),
+                       help="comma-separated frame gaps k between frame t and the last computed frame")
+    refit.add_argument("--epochs", type=int, default=GateRefitConfig.epochs, help="passes over the pairs")
+    refit.add_argument("--lr", type=float, default=GateRefitConfig.lr, help="Adam learning rate")
+    refit.add_argument("--holdout-every", type=int, default=GateRefitConfig.holdout_every,
+                       help="every n-th sequence is held out to measure the gate before and after (0 = none)")
+    refit.add_argument("--seed", type=int, default=GateRefitConfig.seed, help="seed of the fit")
+    refit.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    refit.add_argument("--device", default="cpu", help="cpu, cuda or mps (the collection; the fit runs on the CPU)")
+    refit.set_defaults(func=_cmd_refit_gate)
 
     evaluate = sub.add_parser(
         "eval", help="score a results folder on a DAVIS split (J, F and J&F, as the official toolkit)",
@@ -334,6 +361,41 @@ def _cmd_train_gate(args: argparse.Namespace) -> int:
                                 device=args.device, command=" ".join(["reusevos"] + sys.argv[1:]),
                                 log=lambda m: print(m, flush=True))
     return _trained(summary, Path(args.out) / "dynamic.pt")
+
+
+def _cmd_refit_gate(args: argparse.Namespace) -> int:
+    import torch
+
+    from reusevos.api import load_model
+    from reusevos.train.gate_refit import run_gate_refit
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    gaps = tuple(sorted({_positive_int(g, "--gaps") for g in args.gaps.split(",") if g.strip()}))
+    if not gaps:
+        raise ReusevosError("--gaps is empty")
+    if args.epochs < 1:
+        raise ReusevosError(f"--epochs {args.epochs}: at least 1")
+    config = GateRefitConfig(gaps=gaps, epochs=args.epochs, lr=args.lr, holdout_every=max(0, args.holdout_every),
+                             seed=args.seed)
+    network = load_model(args.weights, device=args.device)
+    sequences = [s for s in args.sequences.split(",") if s] if args.sequences else None
+    report = run_gate_refit(args.weights, args.davis, args.split, args.out, config, network=network,
+                            sequences=sequences, command=" ".join(["reusevos"] + sys.argv[1:]),
+                            log=lambda m: print(m, flush=True))
+    print(f"gate refitted on {len(report['sequences'])} sequences in {report['wall_time_s']} s; weights: "
+          f"{Path(args.out) / 'dynamic.pt'}")
+    return 0
+
+
+def _positive_int(text: str, flag: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise ReusevosError(f"{flag}: {text!r} is not a whole number") from None
+    if value < 1:
+        raise ReusevosError(f"{flag}: {value} must be at least 1")
+    return value
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:

@@ -142,3 +142,18 @@ class GateTrainConfig:
 
     def epoch(self, iteration: int) -> float:
         return iteration / self.iterations * self.epochs
+
+
+@dataclass(frozen=True)
+class GateRefitConfig:
+    """The refit. ``holdout_every``: every n-th sequence (sorted) is held out of the fit to measure it
+    (0 = fit on all); ``taus``: thresholds the report describes."""
+
+    gaps: tuple[int, ...] = (1, 2, 3, 4, 6, 8, 12, 16, 24)
+    epochs: int = 60
+    batch: int = 256
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    holdout_every: int = 5
+    seed: int = 0
+    taus: tuple[float, ...] = (0.9, 0.7, 0.5)
