@@ -21,6 +21,8 @@ def test_backbone_feature_shapes_and_split_match_the_whole():
     assert [tuple(f.shape) for f in (f4, f8, f16, f32)] == [
         (1, 24, 120, 214), (1, 32, 60, 107), (1, 96, 30, 54), (1, 320, 15, 27)]
     assert all(torch.equal(a, b) for a, b in zip((f4, f8, f16, f32), whole))
+    with torch.no_grad():
+        assert torch.equal(net.to_f16(x), f16)
     assert not any(p.requires_grad for p in net.parameters())
     net.train()
     assert not net.training  # batch-norm statistics never move

@@ -273,7 +273,7 @@ class Session:
         if copies:
             batch = torch.from_numpy(np.stack([c[0] for c in copies])).to(self.device)
             batch = batch.permute(0, 3, 1, 2).float().div_(255)
-            features.append(self.network.backbone(batch)[2])
+            features.append(self.network.backbone.to_f16(batch))
         masks = np.stack([mask] + [c[1] for c in copies]).astype(np.float32)
         target = TargetModel(cfg)
         target.initialise(torch.cat(features), torch.from_numpy(masks)[:, None].to(self.device))

@@ -81,6 +81,11 @@ class Backbone(nn.Module):
         f32 = self.stage32(f16)
         return f16.contiguous(), f32.contiguous()
 
+    def to_f16(self, image: torch.Tensor) -> torch.Tensor:
+        """Only f16 (what a target model is fitted on), e.g. for the start frame's augmented copies."""
+        x = ((image - self.mean) / self.std).contiguous(memory_format=torch.channels_last)
+        return self.stage16(self.stage8(self.stage4(x))).contiguous()
+
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
         f4, f8 = self.to_f8(image)
         f16, f32 = self.f8_to_f32(f8)
