@@ -87,14 +87,18 @@ def test_refit_command_changes_only_the_gate_and_resumes(gated, tmp_path):
     weights = tmp_path / "gated.pt"
     save_checkpoint(weights, gated, half=True)
     out = tmp_path / "refit"
+    write_clip(root, "other", SyntheticConfig(size=(64, 96), num_frames=4, num_objects=1, seed=9), split="val")
     args = ["--weights", str(weights), "--davis", str(root), "--out", str(out), "--epochs", "3", "--gaps", "1,2",
             "--holdout-every", "3"]
-    first = _refit(*args)
+    first = _refit(*args, "--measure-on", "val")
     assert first.returncode == 0, first.stderr
+    assert [p.name for p in (out / "pairs-val").iterdir()] == ["other.pt"]
     assert sorted(p.name for p in (out / "pairs").iterdir()) == ["clip0.pt", "clip1.pt", "clip2.pt"]
     report = json.loads((out / "refit.json").read_text())
     assert report["holdout"]["sequences"] == ["clip0"]
     assert report["holdout"]["before"]["pairs"] == report["holdout"]["after"]["pairs"] == 4 + 3
+    assert report["measured_on"]["split"] == "val" and report["measured_on"]["after"]["pairs"] == 1 + 2 + 2
+    assert "other" not in report["sequences"]
     old = torch.load(weights, weights_only=True)["state_dict"]
     new = torch.load(out / "dynamic.pt", weights_only=True)
     assert new["meta"]["gate_refit"]["config"]["epochs"] == 3

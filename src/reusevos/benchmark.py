@@ -963,7 +963,8 @@ def format_header(report: dict) -> str:
     timed_on = report.get("timed_on", [])
     mixed = (f" (resumed run: timed on {len(timed_on)} kinds of machine, {'; '.join(timed_on)}; FPS and timings "
              "mix them)") if len(timed_on) > 1 else ""
-    return (f"{machine['cpu_model']}, {report['threads']} threads, torch {report['torch']}, commit {commit}{mixed}\n"
+    return (f"{machine['cpu_model']}, {report['threads']} threads, torch {report['torch']}, commit {commit}"
+            f"{mixed}\n"
             f"{data['split']}: {len(data['sequences'])} sequences, {data['frames']} frames at {', '.join(sizes)}"
             + (f" (first {data['max_frames']} frames)" if data["max_frames"] else "") + gflops)
 

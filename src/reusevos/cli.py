@@ -128,6 +128,8 @@ def _build_parser() -> argparse.ArgumentParser:
     refit.add_argument("--holdout-every", type=int, default=GateRefitConfig.holdout_every,
                        help="every n-th sequence is held out to measure the gate before and after (0 = none)")
     refit.add_argument("--seed", type=int, default=GateRefitConfig.seed, help="seed of the fit")
+    refit.add_argument("--measure-on", default=None, metavar="SPLIT",
+                       help="also report the gate before and after on this split's pairs (e.g. val; never fitted on)")
     refit.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     refit.add_argument("--device", default="cpu", help="cpu, cuda or mps (the collection; the fit runs on the CPU)")
     refit.set_defaults(func=_cmd_refit_gate)
@@ -381,7 +383,8 @@ def _cmd_refit_gate(args: argparse.Namespace) -> int:
     network = load_model(args.weights, device=args.device)
     sequences = [s for s in args.sequences.split(",") if s] if args.sequences else None
     report = run_gate_refit(args.weights, args.davis, args.split, args.out, config, network=network,
-                            sequences=sequences, command=" ".join(["reusevos"] + sys.argv[1:]),
+                            sequences=sequences, measure_on=args.measure_on,
+                            command=" ".join(["reusevos"] + sys.argv[1:]),
                             log=lambda m: print(m, flush=True))
     print(f"gate refitted on {len(report['sequences'])} sequences in {report['wall_time_s']} s; weights: "
           f"{Path(args.out) / 'dynamic.pt'}")

@@ -70,9 +70,11 @@ class Backbone(nn.Module):
         # Never trained: batch-norm statistics stay ImageNet's even inside a training loop.
         return super().train(False)
 
+    def _normalise(self, image: torch.Tensor) -> torch.Tensor:
+        return ((image - self.mean) / self.std).contiguous(memory_format=torch.channels_last)
+
     def to_f8(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x = ((image - self.mean) / self.std).contiguous(memory_format=torch.channels_last)
-        f4 = self.stage4(x)
+        f4 = self.stage4(self._normalise(image))
         f8 = self.stage8(f4)
         return f4.contiguous(), f8.contiguous()
 
@@ -83,8 +85,7 @@ class Backbone(nn.Module):
 
     def to_f16(self, image: torch.Tensor) -> torch.Tensor:
         """Only f16 (what a target model is fitted on), e.g. for the start frame's augmented copies."""
-        x = ((image - self.mean) / self.std).contiguous(memory_format=torch.channels_last)
-        return self.stage16(self.stage8(self.stage4(x))).contiguous()
+        return self.stage16(self.stage8(self.stage4(self._normalise(image)))).contiguous()
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
         f4, f8 = self.to_f8(image)

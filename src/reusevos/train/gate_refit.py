@@ -166,10 +166,14 @@ def gate_quality(gate: Gate, pairs: dict[str, torch.Tensor], taus: Sequence[floa
 
 def run_gate_refit(weights: str | os.PathLike | None, davis_root: str | os.PathLike | None, split: str,
                    out_dir: str | os.PathLike, config: GateRefitConfig, network: VOSNetwork | None = None,
-                   sequences: Sequence[str] | None = None, command: str = "",
+                   sequences: Sequence[str] | None = None, measure_on: str | None = None, command: str = "",
                    log: Callable[[str], None] = lambda _: None) -> dict:
     """Collect the pairs of ``split`` (resumable), measure the gate on held-out sequences before and after a
-    fit on the rest, then fit on every sequence and write ``OUT/dynamic.pt`` and ``OUT/refit.json``."""
+    fit on the rest, then fit on every sequence and write ``OUT/dynamic.pt`` and ``OUT/refit.json``.
+
+    ``measure_on``: also collect the pairs of that split (e.g. ``val``; into ``OUT/pairs-<split>``) and report
+    the gate on them before and after; they are never fitted on.
+    """
     from reusevos.api import load_model
 
     if split == "val" or split.startswith("test"):
@@ -198,6 +202,13 @@ def run_gate_refit(weights: str | os.PathLike | None, davis_root: str | os.PathL
         log("held-out sequences: before " + json.dumps(report["holdout"]["before"]))
         log("held-out sequences: after  " + json.dumps(report["holdout"]["after"]))
     fitted = fit_gate(network.gate, load_pairs(files), config)
+    if measure_on:
+        measured = load_pairs(collect_pairs(network, DavisDataset(davis_root, split=measure_on),
+                                            out / f"pairs-{measure_on}", config.gaps, log))
+        report["measured_on"] = {"split": measure_on, "before": gate_quality(network.gate, measured, config.taus),
+                                 "after": gate_quality(fitted, measured, config.taus)}
+        log(f"{measure_on}: before " + json.dumps(report["measured_on"]["before"]))
+        log(f"{measure_on}: after  " + json.dumps(report["measured_on"]["after"]))
     network.gate.load_state_dict(fitted.state_dict())
     report["wall_time_s"] = round(time.time() - started, 1)
     save_checkpoint(out / "dynamic.pt", network, half=True,
