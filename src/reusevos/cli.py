@@ -366,16 +366,15 @@ def _cmd_train_gate(args: argparse.Namespace) -> int:
 
 
 def _cmd_refit_gate(args: argparse.Namespace) -> int:
-    import torch
-
     from reusevos.api import load_model
     from reusevos.train.gate_refit import run_gate_refit
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    gaps = tuple(sorted({_positive_int(g, "--gaps") for g in args.gaps.split(",") if g.strip()}))
+    _set_threads(args.threads)
+    gaps = tuple(sorted(set(_csv_list(args.gaps, "--gaps", int))))
     if not gaps:
         raise ReusevosError("--gaps is empty")
+    if gaps[0] < 1:
+        raise ReusevosError(f"--gaps: {gaps[0]} must be at least 1")
     if args.epochs < 1:
         raise ReusevosError(f"--epochs {args.epochs}: at least 1")
     config = GateRefitConfig(gaps=gaps, epochs=args.epochs, lr=args.lr, holdout_every=max(0, args.holdout_every),
@@ -389,16 +388,6 @@ def _cmd_refit_gate(args: argparse.Namespace) -> int:
     print(f"gate refitted on {len(report['sequences'])} sequences in {report['wall_time_s']} s; weights: "
           f"{Path(args.out) / 'dynamic.pt'}")
     return 0
-
-
-def _positive_int(text: str, flag: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise ReusevosError(f"{flag}: {text!r} is not a whole number") from None
-    if value < 1:
-        raise ReusevosError(f"{flag}: {value} must be at least 1")
-    return value
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:

@@ -52,8 +52,7 @@ def sequence_pairs(network: VOSNetwork, frames: Sequence[np.ndarray], ground_tru
     """
     from reusevos.session import Session
 
-    objects = [m > 0 for m in ground_truth]
-    objects = [m & (g != 255) for m, g in zip(objects, ground_truth)]
+    objects = [(g > 0) & (g != 255) for g in ground_truth]
     if not objects[0].any():
         raise ReusevosError("the first frame's mask has no object")
     session = Session(network, SessionConfig(variant="reuse", tau=1.0))
