@@ -95,6 +95,13 @@ def test_settings_grid_runs_full_once_and_skips_what_cannot_run():
     assert settings[3].options() == SessionConfig("reuse", 0.7, reuse_window=2)
     with pytest.raises(ReusevosError, match="whole numbers of cells"):
         build_settings(["reuse"], [0.7], windows=[-1])
+    settings, _ = build_settings(["full", "reuse"], [0.7], windows=[0, 2], compute_windows=[0, 3])
+    # a computed-frame window applies to every variant, full included
+    assert [s.key for s in settings] == ["full", "full+c3", "reuse@0.7", "reuse@0.7+w2", "reuse@0.7+c3",
+                                         "reuse@0.7+w2+c3"]
+    assert settings[5].options() == SessionConfig("reuse", 0.7, reuse_window=2, compute_window=3)
+    with pytest.raises(ReusevosError, match="compute windows must be whole numbers"):
+        build_settings(["full"], [0.7], compute_windows=[-2])
 
 
 def test_report_has_every_setting_with_every_field(report):

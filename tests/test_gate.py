@@ -13,7 +13,7 @@ from reusevos.model.merge import soft_aggregate
 from reusevos.model.network import VOSNetwork
 from reusevos.model.template import TemplateMatcher
 from reusevos.model.translator import RefineTranslator
-from reusevos.session import Session, window_box
+from reusevos.session import Session, score_box, window_box
 from reusevos.train.losses import (delta_loss, fixed_rate_gate_loss, gate_probability_loss, gate_target, margin,
                                    mask_iou, straight_through)
 
@@ -154,6 +154,7 @@ def test_bad_options_are_clear_errors(networks, small_swan):
                              (SessionConfig("fusion", 0.7, 0.6), "tau < tau2"),
                              (SessionConfig("reuse", 0.7, 0.9), "only applies to the fusion"),
                              (SessionConfig("reuse", 0.7, reuse_window=-1), "reuse_window must be"),
+                             (SessionConfig("full", 1.0, compute_window=1.5), "compute_window must be"),
                              (SessionConfig("copy", 0.7, reuse_window=2), "never takes")):
         with pytest.raises(ReusevosError, match=message):
             Session(gated, options)
@@ -174,6 +175,45 @@ def test_window_box_on_hand_computed_cases():
     assert window_box(prob, (4, 6), 0) == (1, 2, 2, 4)
     assert window_box(prob, (4, 6), 1) == (0, 3, 1, 5)
     assert window_box(prob, (4, 6), 3) is None  # grown to the whole grid: no window
+
+
+def test_score_box_on_hand_computed_cases():
+    score = torch.zeros(4, 6)  # the coarse score on a 4 x 6 grid of cells
+    assert score_box(score, None, 1) is None  # nothing found: refine the whole frame
+    score[2, 3] = 0.7
+    assert score_box(score, None, 1) == (1, 4, 2, 5)
+    prob = torch.zeros(64, 96)  # the last output, 16 pixels per cell
+    prob[5:10, 80:90] = 0.9  # cell row 0, column 5
+    assert score_box(score, prob, 0) == (0, 3, 3, 6)  # the union of both
+    assert score_box(torch.zeros(4, 6), prob, 1) == (0, 2, 4, 6)  # the score lost it: the last output alone
+    assert score_box(score, prob, 3) is None  # the whole grid
+
+
+def test_compute_window_refines_around_the_score_and_clears_the_rest(networks, small_swan):
+    base, gated = networks
+    frames, masks = small_swan
+    _, plain = _run(base, SessionConfig("full", 1.0), frames, masks)
+    _, huge = _run(base, SessionConfig("full", 1.0, compute_window=1000), frames, masks)
+    assert all(np.array_equal(a.labels, b.labels) for a, b in zip(plain, huge))  # a whole-frame box = no window
+    session = Session(base, SessionConfig("full", 1.0, compute_window=1))
+    session.step(frames[0], masks[0])
+    last = session.objects[1].prob_prev.clone()
+    second = session.step(frames[1], return_probabilities=True)
+    obj = session.objects[1]
+    box = score_box(obj.score_prev[0, 0], last, 1)
+    assert second.paths == {1: "full"} and box is not None
+    grid = obj.score_prev.shape[-2:]
+    height, width = frames[0].shape[:2]
+    outside = np.ones((height, width), bool)
+    outside[box[0] * height // grid[0]:box[1] * height // grid[0], box[2] * width // grid[1]:box[3] * width // grid[1]] = False
+    assert outside.any() and (~outside).any()
+    prob = second.probabilities[1]
+    background = float(soft_aggregate(torch.zeros(1, 1))[1])  # a zero probability, merged as every output is
+    assert np.allclose(prob[outside], background, atol=1e-6) and not np.allclose(prob[~outside], background)
+    assert not second.labels[outside].any()
+    # Reused objects keep their own window rule; the two options combine.
+    _, both = _run(gated, SessionConfig("reuse", 0.0, reuse_window=1, compute_window=1), frames, masks)
+    assert [r.paths for r in both[1:]] == [{1: "reuse"}] * (len(frames) - 1)
 
 
 def test_reuse_window_refines_around_the_object_and_keeps_the_rest(networks, small_swan):

@@ -309,7 +309,8 @@ def test_segment_davis_resumes_and_refuses_other_settings(synthetic_root, weight
     dataset = DavisDataset(root, split="train")
     options = SessionConfig(variant="reuse", tau=0.5)
     first = segment_davis(network, dataset, tmp_path, warmup=False, options=options)
-    assert first["settings"] == {"variant": "reuse", "tau": 0.5, "tau2": None, "reuse_window": 0}
+    assert first["settings"] == {"variant": "reuse", "tau": 0.5, "tau2": None, "reuse_window": 0,
+                                    "compute_window": 0}
     assert first["total"]["frames"] == 10 and len(list((tmp_path / "late").glob("*.png"))) == 10
     logs = []
     again = segment_davis(network, dataset, tmp_path, warmup=False, options=SessionConfig("reuse", 0.5), log=logs.append)

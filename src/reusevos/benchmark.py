@@ -39,6 +39,7 @@ from __future__ import annotations
 import gc
 import hashlib
 import io
+import itertools
 import json
 import os
 import platform
@@ -106,24 +107,28 @@ class Setting:
     tau: float
     tau2: float | None = None
     window: int = 0  # SessionConfig.reuse_window
+    compute_window: int = 0  # SessionConfig.compute_window
 
     @property
     def key(self) -> str:
-        if self.variant == "full":
-            return "full"
-        return (f"{self.variant}@{self.tau:g}" + (f"/{self.tau2:g}" if self.tau2 is not None else "")
-                + (f"+w{self.window}" if self.window else ""))
+        name = "full" if self.variant == "full" else (
+            f"{self.variant}@{self.tau:g}" + (f"/{self.tau2:g}" if self.tau2 is not None else "")
+            + (f"+w{self.window}" if self.window else ""))
+        return name + (f"+c{self.compute_window}" if self.compute_window else "")
 
     def options(self) -> SessionConfig:
-        options = SessionConfig(self.variant, self.tau, self.tau2, reuse_window=self.window)
+        options = SessionConfig(self.variant, self.tau, self.tau2, reuse_window=self.window,
+                                compute_window=self.compute_window)
         options.validate()
         return options
 
 
 def build_settings(variants: Iterable[str], taus: Iterable[float], tau2s: Iterable[float] = (0.9,),
-                   has_gate: bool = True, windows: Iterable[int] = (0,)) -> tuple[list[Setting], list[dict]]:
+                   has_gate: bool = True, windows: Iterable[int] = (0,),
+                   compute_windows: Iterable[int] = (0,)) -> tuple[list[Setting], list[dict]]:
     """The cross product of ``variants`` and ``taus`` (``fusion`` also with each ``tau2``; the variants with a
-    reuse path, at tau < 1, also with each ``reuse_window`` in ``windows``), in that order.
+    reuse path, at tau < 1, also with each ``reuse_window`` in ``windows``), then each with every
+    ``compute_window`` in ``compute_windows``, in that order.
 
     ``full`` appears once (it has no tau). Combinations that cannot run are returned apart, each as
     ``{"setting", "variant", "tau", "tau2", "reason"}``: fusion with ``tau2 <= tau``, and every variant
@@ -131,9 +136,10 @@ def build_settings(variants: Iterable[str], taus: Iterable[float], tau2s: Iterab
     tau outside [0, 1].
     """
     variants, taus, tau2s = list(dict.fromkeys(variants)), list(dict.fromkeys(taus)), list(dict.fromkeys(tau2s))
-    windows = list(dict.fromkeys(windows))
-    if any(isinstance(w, bool) or not isinstance(w, int) or w < 0 for w in windows) or not windows:
-        raise ReusevosError(f"reuse windows must be whole numbers of cells >= 0 (0 = off), got {windows}")
+    windows, compute_windows = list(dict.fromkeys(windows)), list(dict.fromkeys(compute_windows))
+    for name, values in (("reuse", windows), ("compute", compute_windows)):
+        if any(isinstance(w, bool) or not isinstance(w, int) or w < 0 for w in values) or not values:
+            raise ReusevosError(f"{name} windows must be whole numbers of cells >= 0 (0 = off), got {values}")
     for variant in variants:
         if variant not in VARIANTS:
             raise ReusevosError(f"unknown variant {variant!r}; choose among {', '.join(VARIANTS)}")
@@ -149,14 +155,15 @@ def build_settings(variants: Iterable[str], taus: Iterable[float], tau2s: Iterab
         skipped.append({"setting": setting.key, "variant": setting.variant, "tau": setting.tau,
                         "tau2": setting.tau2, "reason": reason})
 
-    for variant in variants:
+    for variant, compute_window in itertools.product(variants, compute_windows):
         if variant == "full":
-            settings.append(Setting("full", 1.0))
+            settings.append(Setting("full", 1.0, compute_window=compute_window))
             continue
         for tau in taus:
             for tau2 in (tau2s if variant == "fusion" else [None]):
                 for window in (windows if variant != "copy" and tau < 1.0 else [0]):  # tau = 1 never reuses
-                    setting = Setting(variant, float(tau), None if tau2 is None else float(tau2), window)
+                    setting = Setting(variant, float(tau), None if tau2 is None else float(tau2), window,
+                                      compute_window)
                     if not has_gate:
                         skip(setting, "the weights have no reuse gate")
                     elif variant == "fusion" and not tau < tau2:
@@ -594,7 +601,7 @@ def summarise(setting: Setting, results: Sequence[SequenceResult], flops: dict |
     increases = [r.rss_increase_mb for r in results if r.rss_increase_mb is not None]
     summary = {
         "setting": setting.key, "variant": setting.variant, "tau": setting.tau, "tau2": setting.tau2,
-        "reuse_window": setting.window, "sequences": len(results), "frames": frames, "objects": len(started),
+        "reuse_window": setting.window, "compute_window": setting.compute_window, "sequences": len(results), "frames": frames, "objects": len(started),
         "time_s": round(time_s, 4), "init_s": round(init_s, 4),
         "fps": round(frames / time_s, 4) if time_s else None,
         "fps_excl_init": round(tracked_frames / tracked_time, 4) if tracked_frames and tracked_time > 0 else None,

@@ -267,6 +267,9 @@ def _build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--reuse-window", default="0", metavar="CELLS",
                        help="comma-separated reuse-path window margins in stride-16 cells (0 = the paper's "
                             "whole-frame refinement); each runs as its own setting of the variants with a reuse path")
+    bench.add_argument("--compute-window", default="0", metavar="CELLS",
+                       help="comma-separated computed-frame window margins in stride-16 cells (0 = the paper's "
+                            "whole-frame refinement); each runs as its own setting of every variant")
     bench.add_argument("--weights", default=None, metavar="FILE",
                        help="checkpoint file (default: the weights shipped with reusevos)")
     bench.add_argument("--threads", type=int, default=None, metavar="N",
@@ -461,8 +464,8 @@ def _parse_shard(text: str) -> tuple[int, int]:
 
 
 def _add_session_flags(parser: argparse.ArgumentParser) -> None:
-    """--variant, --tau, --tau2, --reuse-window: map one to one onto SessionConfig; none given = the session's own
-    choice."""
+    """--variant, --tau, --tau2, --reuse-window, --compute-window: map one to one onto SessionConfig; none given = the
+    session's own choice."""
     parser.add_argument("--variant", default=None, choices=["reuse", "copy", "fusion", "full"],
                         help="reuse: the paper's reuse path; copy: reuse = keep the previous mask; fusion: copy above "
                              "--tau2, reuse path between --tau and --tau2; full: never reuse (the base model). "
@@ -477,25 +480,30 @@ def _add_session_flags(parser: argparse.ArgumentParser) -> None:
                         help="on the reuse path, refine only a box around the object's last mask grown by CELLS "
                              "cells of 16 pixels, keeping the last mask outside it (faster; see the README's speed "
                              "section). Default: 0, the paper's whole-frame refinement")
+    parser.add_argument("--compute-window", type=int, default=None, metavar="CELLS",
+                        help="on computed frames, refine only a box around where the coarse score and the last mask "
+                             "find the object, grown by CELLS cells of 16 pixels; background outside it (faster on "
+                             "small objects; see the README's speed section). Default: 0, whole-frame refinement")
 
 
 def _session_options(args: argparse.Namespace):
-    """SessionConfig from --variant/--tau/--tau2/--reuse-window, validated; None when none is given (the session
-    decides)."""
+    """SessionConfig from --variant/--tau/--tau2/--reuse-window/--compute-window, validated; None when none is given
+    (the session decides)."""
     from reusevos.config import SessionConfig
 
-    window = args.reuse_window or 0
-    if args.variant is None and args.tau is None and args.tau2 is None and not window:
+    window, compute_window = args.reuse_window or 0, args.compute_window or 0
+    if args.variant is None and args.tau is None and args.tau2 is None and not window and not compute_window:
         return None
     variant = args.variant or "reuse"
     if variant == "full":
         if args.tau not in (None, 1.0):
             raise ReusevosError(f"--tau {args.tau} has no effect with --variant full, which never reuses; drop "
                                 "one of them")
-        options = SessionConfig(variant="full", tau=1.0, tau2=args.tau2, reuse_window=window)
+        options = SessionConfig(variant="full", tau=1.0, tau2=args.tau2, reuse_window=window,
+                                compute_window=compute_window)
     else:
         options = SessionConfig(variant=variant, tau=SessionConfig.tau if args.tau is None else args.tau,
-                                tau2=args.tau2, reuse_window=window)
+                                tau2=args.tau2, reuse_window=window, compute_window=compute_window)
     options.validate()
     return options
 
@@ -625,7 +633,9 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
     taus = _csv_list(args.tau, "--tau", float)
     tau2s = _csv_list(args.tau2, "--tau2", float)
     windows = _csv_list(args.reuse_window, "--reuse-window", int)
-    build_settings(variants, taus, tau2s, windows=windows)  # bad names and values are refused before the model loads
+    compute_windows = _csv_list(args.compute_window, "--compute-window", int)
+    # bad names and values are refused before the model loads
+    build_settings(variants, taus, tau2s, windows=windows, compute_windows=compute_windows)
     _set_threads(args.threads)
     sequences = [s for s in args.sequences.split(",") if s] if args.sequences else None
     dataset = DavisDataset(args.davis, split=args.split, sequences=sequences)
@@ -635,7 +645,7 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
             dataset = DavisDataset(dataset.root, split=args.split, sequences=quick_sequences(dataset))
         max_frames = max_frames or 20
     network = load_model(args.weights, device="cpu")
-    settings, skipped = build_settings(variants, taus, tau2s, network.has_gate, windows)
+    settings, skipped = build_settings(variants, taus, tau2s, network.has_gate, windows, compute_windows)
     report = run_benchmark(network, dataset, settings, skipped=skipped, max_frames=max_frames,
                            max_size=args.max_size or None, partial=args.partial, flops=args.flops,
                            command=shlex.join(["reusevos", *sys.argv[1:]]), log=lambda m: print(m, flush=True))

@@ -61,12 +61,17 @@ class SessionConfig:
     reuse_window: 0 (the paper) or a margin in stride-16 cells: on the reuse path, the shallow
     refinement levels and the head run only inside the box around the object's last output grown by
     this margin; outside it the last output is kept (the gate has just said the object barely moved).
+    compute_window: 0 (the paper) or a margin in stride-16 cells: on computed frames (any variant), the
+    shallow refinement levels and the head run only inside the box holding the cells where this frame's
+    coarse score exceeds 0.5 and the object's last output, grown by this margin; outside it the object
+    is background (ours; the coarse score has just said it is not there).
     """
 
     variant: str = "reuse"
     tau: float = 0.7
     tau2: float | None = None
     reuse_window: int = 0
+    compute_window: int = 0
 
     def validate(self) -> None:
         from reusevos.errors import ReusevosError
@@ -80,8 +85,10 @@ class SessionConfig:
                 raise ReusevosError(f"the fusion variant needs tau < tau2 <= 1; got tau={self.tau}, tau2={self.tau2}")
         elif self.tau2 is not None:
             raise ReusevosError(f"tau2 only applies to the fusion variant, not {self.variant!r}")
-        if isinstance(self.reuse_window, bool) or not isinstance(self.reuse_window, int) or self.reuse_window < 0:
-            raise ReusevosError(f"reuse_window must be a whole number of cells >= 0 (0 = off), got {self.reuse_window!r}")
+        for name in ("reuse_window", "compute_window"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ReusevosError(f"{name} must be a whole number of cells >= 0 (0 = off), got {value!r}")
         if self.reuse_window and self.variant in ("full", "copy"):
             raise ReusevosError(f"reuse_window applies to the reuse path, which variant {self.variant!r} never takes")
 

@@ -35,7 +35,7 @@ class ObjectState:
     template: torch.Tensor | None = None  # T, (1, 64, 64), built once at the start frame
     score_prev: torch.Tensor | None = None  # S of the last computed frame, (1, 1, H/16, W/16)
     state_prev: torch.Tensor | None = None  # R of the last computed frame, (1, 64, H/16, W/16)
-    prob_prev: torch.Tensor | None = None  # last output, (H, W); copy, fusion and reuse_window only
+    prob_prev: torch.Tensor | None = None  # last output, (H, W); copy, fusion and the windows only
     gt_prev: np.ndarray | None = None  # ground truth of the last computed frame; oracle only
     computed_frames: int = 0
     reused_frames: int = 0
@@ -128,7 +128,8 @@ class Session:
                 states.append(state_hat)
             scores, states = torch.cat(scores), torch.cat(states)
             ordered = compute + reuse
-            boxes = self._windows(reuse)  # reused objects refined only around their last output
+            # Reused objects refined only around their last output, computed ones around their coarse score.
+            boxes = {**self._windows(reuse), **self._score_windows(compute, scores[:len(compute)])}
             whole = [i for i, obj in enumerate(ordered) if obj.object_id not in boxes]
             if whole:
                 picked = whole if len(whole) < len(ordered) else slice(None)
@@ -137,8 +138,9 @@ class Session:
                     probs[ordered[i].object_id] = torch.sigmoid(logits[row, 0])
             for i, obj in enumerate(ordered):
                 if obj.object_id in boxes:
-                    probs[obj.object_id] = self.refine_window(obj, boxes[obj.object_id], states[i:i + 1], f4, f8,
-                                                              scores[i:i + 1])
+                    outside = obj.prob_prev if i >= len(compute) else torch.zeros_like(obj.prob_prev)
+                    probs[obj.object_id] = self.refine_window(boxes[obj.object_id], states[i:i + 1], f4, f8,
+                                                              scores[i:i + 1], outside)
             for i, obj in enumerate(compute):  # S_prev and R_prev change only on computed frames
                 obj.score_prev, obj.state_prev = scores[i:i + 1], states[i:i + 1]
         for obj in tracked:
@@ -209,10 +211,10 @@ class Session:
         r4, r8 = self._timed("refine_reduce_shallow", refiner.reduce_shallow, f4, f8)
         return self._timed("refine_shallow", refiner.shallow, state, r4, r8, scores, self.image_size)
 
-    def refine_window(self, obj: ObjectState, box: tuple[int, int, int, int], state, f4, f8,
-                      score) -> torch.Tensor:
+    def refine_window(self, box: tuple[int, int, int, int], state, f4, f8, score,
+                      outside: torch.Tensor) -> torch.Tensor:
         """The shallow levels and the head inside ``box`` (cells of the stride-16 grid) only; outside it the
-        object's last output is kept. Returns its probabilities ``(H, W)``."""
+        probabilities are those of ``outside`` ``(H, W)``. Returns the object's probabilities ``(H, W)``."""
         refiner = self.network.refiner
         grid = score.shape[-2:]
 
@@ -224,7 +226,7 @@ class Session:
         cols = _span(box[2], box[3], grid[1], self.image_size[1])
         size = (rows.stop - rows.start, cols.stop - cols.start)
         logits = self._timed("refine_shallow", refiner.shallow, crop(state), r4, r8, crop(score), size)
-        prob = obj.prob_prev.clone()
+        prob = outside.clone()
         prob[rows, cols] = torch.sigmoid(logits[0, 0])
         return prob
 
@@ -237,6 +239,19 @@ class Session:
         boxes = {}
         for obj in objects:
             box = window_box(obj.prob_prev, obj.score_prev.shape[-2:], margin)
+            if box is not None:
+                boxes[obj.object_id] = box
+        return boxes
+
+    def _score_windows(self, objects: list[ObjectState], scores: torch.Tensor) -> dict[int, tuple[int, int, int, int]]:
+        """Object id -> its refinement box for the computed ``objects`` with their ``scores`` ``(K, 1, h, w)``
+        (only with ``compute_window``; see :func:`score_box`)."""
+        margin = self.options.compute_window
+        if not margin:
+            return {}
+        boxes = {}
+        for obj, score in zip(objects, scores):
+            box = score_box(score[0], obj.prob_prev, margin)
             if box is not None:
                 boxes[obj.object_id] = box
         return boxes
@@ -304,7 +319,7 @@ class Session:
         if self.options.variant == "oracle":
             for obj in computed:
                 obj.gt_prev = np.asarray(ground_truth) == obj.object_id
-        if self.options.variant in ("copy", "fusion") or self.options.reuse_window:
+        if self.options.variant in ("copy", "fusion") or self.options.reuse_window or self.options.compute_window:
             for obj_id, prob in soft.items():
                 self.objects[obj_id].prob_prev = prob
         return refitted
@@ -363,19 +378,44 @@ def _span(start: int, stop: int, cells: int, size: int) -> slice:
     return slice(start * size // cells, stop * size // cells)
 
 
-def window_box(prob: torch.Tensor, grid: tuple[int, int], margin: int) -> tuple[int, int, int, int] | None:
-    """The cells ``(y0, y1, x0, x1)`` of a ``grid`` over the image that hold ``prob > 0.5`` (``(H, W)``),
-    grown by ``margin`` cells and clipped; None when nothing is above 0.5 or the box is the whole grid."""
+def _cells_above(prob: torch.Tensor, grid: tuple[int, int]) -> tuple[int, int, int, int] | None:
+    """The cells ``(y0, y1, x0, x1)`` of a ``grid`` over ``prob`` ``(H, W)`` holding its values above 0.5; None
+    when there are none. ``prob`` may be at the grid's own resolution (a score map) or finer (an output)."""
     inside = prob > 0.5
     rows = torch.nonzero(inside.any(dim=1)).flatten()
     if rows.numel() == 0:
         return None
     cols = torch.nonzero(inside.any(dim=0)).flatten()
     (height, width), (grid_h, grid_w) = prob.shape, grid
-    y0 = max(int(rows[0]) * grid_h // height - margin, 0)
-    y1 = min(int(rows[-1]) * grid_h // height + 1 + margin, grid_h)
-    x0 = max(int(cols[0]) * grid_w // width - margin, 0)
-    x1 = min(int(cols[-1]) * grid_w // width + 1 + margin, grid_w)
+    return (int(rows[0]) * grid_h // height, int(rows[-1]) * grid_h // height + 1,
+            int(cols[0]) * grid_w // width, int(cols[-1]) * grid_w // width + 1)
+
+
+def _grown(boxes: list[tuple[int, int, int, int] | None], grid: tuple[int, int],
+           margin: int) -> tuple[int, int, int, int] | None:
+    """The box holding every box of ``boxes`` grown by ``margin`` cells and clipped to the ``grid``; None
+    when all are None or the result is the whole grid."""
+    boxes = [b for b in boxes if b is not None]
+    if not boxes:
+        return None
+    grid_h, grid_w = grid
+    y0, x0 = max(min(b[0] for b in boxes) - margin, 0), max(min(b[2] for b in boxes) - margin, 0)
+    y1, x1 = min(max(b[1] for b in boxes) + margin, grid_h), min(max(b[3] for b in boxes) + margin, grid_w)
     if (y0, y1, x0, x1) == (0, grid_h, 0, grid_w):
         return None
     return y0, y1, x0, x1
+
+
+def window_box(prob: torch.Tensor, grid: tuple[int, int], margin: int) -> tuple[int, int, int, int] | None:
+    """The cells ``(y0, y1, x0, x1)`` of a ``grid`` over the image that hold ``prob > 0.5`` (``(H, W)``),
+    grown by ``margin`` cells and clipped; None when nothing is above 0.5 or the box is the whole grid."""
+    return _grown([_cells_above(prob, grid)], grid, margin)
+
+
+def score_box(score: torch.Tensor, prob_prev: torch.Tensor | None, margin: int) -> tuple[int, int, int, int] | None:
+    """The box of a computed frame: the cells where the coarse ``score`` ``(h, w)`` exceeds 0.5 together with
+    those of the last output ``prob_prev`` ``(H, W)``, grown by ``margin`` cells; None when neither has
+    anything above 0.5 (the object is not found: refine the whole frame) or the box is the whole grid."""
+    grid = tuple(score.shape)
+    last = None if prob_prev is None else _cells_above(prob_prev, grid)
+    return _grown([_cells_above(score, grid), last], grid, margin)
