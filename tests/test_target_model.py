@@ -121,3 +121,33 @@ def test_filter_update_lowers_the_memory_loss(backbone, blackswan):
     assert torch.equal(model.projection, projection)  # the compression stays frozen
     empty = torch.zeros(1, 1, *masks[0].shape)
     assert not model.add_sample(f16, empty)  # an empty mask teaches nothing
+
+
+def test_closed_form_jacobian_products_equal_autograd():
+    # The target model gives Gauss-Newton its J v in closed form; it must be what forward-mode autograd computes.
+    gen = torch.Generator().manual_seed(3)
+    model = TargetModel(TargetModelConfig(channels=6))
+    features = torch.randn(3, 10, 7, 9, generator=gen, dtype=torch.float64)
+    masks = (torch.rand(3, 1, 28, 36, generator=gen) > 0.7).double()
+    labels, pixel_weights = model.prepare_labels(masks)
+    sample_weights = torch.rand(3, generator=gen, dtype=torch.float64) + 0.5
+    scale = model._pixel_scale(labels, pixel_weights, sample_weights)
+    projection = torch.randn(6, 10, 1, 1, generator=gen, dtype=torch.float64)
+    filt = torch.randn(1, 6, 3, 3, generator=gen, dtype=torch.float64)
+    tangents = (torch.randn_like(projection), torch.randn_like(filt))
+
+    def both(params):
+        return model._residual(features, labels, pixel_weights, sample_weights, params)
+
+    _, expected = torch.func.jvp(both, ((projection, filt),), (tangents,))
+    got = model._jacobian(features, scale, labels.shape[-2:])((projection, filt))(tangents)
+    assert torch.allclose(got, expected, atol=1e-12)
+    projected = F.conv2d(features, projection)
+
+    def filter_only(params):
+        scores = F.conv2d(projected, params[0], padding=1)
+        return model._data_residual(scores, labels, pixel_weights, sample_weights, params)
+
+    _, expected = torch.func.jvp(filter_only, ((filt,),), ((tangents[1],),))
+    got = model._jacobian(projected, scale, labels.shape[-2:])((filt,))((tangents[1],))
+    assert torch.allclose(got, expected, atol=1e-12)

@@ -3,7 +3,9 @@
 The problem is ``min_w 0.5 * ||r(w)||^2`` for a residual function ``r`` returning a flat vector.
 Each Gauss-Newton step solves ``(J^T J) dw = -J^T r`` by a few CG iterations, where products with
 ``J`` and ``J^T`` come from forward- and reverse-mode autograd (``torch.func.jvp`` / ``vjp``): no
-hand-written derivatives, so any differentiable residual works.
+hand-written derivatives, so any differentiable residual works. A caller that knows ``J v`` in closed
+form may pass it (``jacobian``): PyTorch's forward mode costs several forward passes, and the products
+are most of a fit's time.
 """
 
 from __future__ import annotations
@@ -29,8 +31,13 @@ def gauss_newton_cg(
     params: Sequence[torch.Tensor],
     cg_iters: Sequence[int],
     max_halvings: int = 6,
+    jacobian: Callable[[Params], Callable[[Params], torch.Tensor]] | None = None,
 ) -> tuple[Params, list[float]]:
     """Run one Gauss-Newton step per entry of ``cg_iters`` (each with that many CG iterations).
+
+    ``jacobian(params)``, when given, returns the function ``v -> J v`` with ``J`` the residual's
+    Jacobian at ``params`` (what ``torch.func.jvp`` computes), flat like the residual; it is asked once
+    per Gauss-Newton step, so it can prepare what the step's CG iterations share.
 
     A step that would raise the loss is halved until it does not (at most ``max_halvings`` times,
     then skipped), so the returned losses never increase.
@@ -44,8 +51,11 @@ def gauss_newton_cg(
     for iters in cg_iters:
         residual, vjp_fn = torch.func.vjp(residual_fn, params)
         (grad,) = vjp_fn(residual.detach())
+        jvp = jacobian(params) if jacobian is not None else None
 
         def normal_product(v: Params) -> Params:
+            if jvp is not None:
+                return vjp_fn(jvp(v))[0]
             with warnings.catch_warnings():
                 # torch's forward-mode decompositions emit a torch.jit deprecation notice on first use.
                 warnings.simplefilter("ignore", FutureWarning)

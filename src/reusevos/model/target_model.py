@@ -61,15 +61,44 @@ class TargetModel:
         scores = F.conv2d(F.conv2d(features, projection), filt, padding=1)
         return self._data_residual(scores, labels, pixel_weights, sample_weights, params)
 
+    @staticmethod
+    def _pixel_scale(labels, pixel_weights, sample_weights) -> torch.Tensor:
+        """Each label pixel's factor in the residual: sqrt of its pixel and sample weights over the pixel count."""
+        n_pix = labels.shape[-2] * labels.shape[-1]
+        return (sample_weights.sqrt() / math.sqrt(n_pix)).view(-1, 1, 1, 1) * pixel_weights.sqrt()
+
     def _data_residual(self, scores, labels, pixel_weights, sample_weights, params):
         up = F.interpolate(scores, size=labels.shape[-2:], mode="bilinear", align_corners=False)
-        n_pix = labels.shape[-2] * labels.shape[-1]
-        scale = (sample_weights.sqrt() / math.sqrt(n_pix)).view(-1, 1, 1, 1)
-        parts = [(scale * pixel_weights.sqrt() * (up - labels)).flatten()]
+        parts = [(self._pixel_scale(labels, pixel_weights, sample_weights) * (up - labels)).flatten()]
+        return self._with_regularisers(parts, params)
+
+    def _with_regularisers(self, parts: list[torch.Tensor], params) -> torch.Tensor:
         if len(params) == 2:
             parts.append(math.sqrt(self.config.proj_reg) * params[0].flatten())
         parts.append(math.sqrt(self.config.filter_reg) * params[-1].flatten())
         return torch.cat(parts)
+
+    def _jacobian(self, features, pixel_scale, label_size):
+        """``params -> (v -> J v)``: the residual's Jacobian products in closed form (the residual is linear
+        in each layer), for :func:`gauss_newton_cg`.
+
+        With both layers, ``features`` are the stride-16 features and the parameters (projection, filter);
+        with the filter alone (:meth:`update`), ``features`` are the projected ones and the parameters
+        (filter,).
+        """
+        def at(params):
+            projected = F.conv2d(features, params[0]) if len(params) == 2 else features  # shared by the step
+
+            def product(tangents):
+                d_scores = F.conv2d(projected, tangents[-1], padding=1)
+                if len(params) == 2:
+                    d_scores = d_scores + F.conv2d(F.conv2d(features, tangents[0]), params[1], padding=1)
+                up = F.interpolate(d_scores, size=label_size, mode="bilinear", align_corners=False)
+                return self._with_regularisers([(pixel_scale * up).flatten()], tangents)
+
+            return product
+
+        return at
 
     def initialise(self, features: torch.Tensor, masks: torch.Tensor) -> list[float]:
         """Fit both layers on the start frame and its augmented copies.
@@ -87,8 +116,10 @@ class TargetModel:
         def residual(params):
             return self._residual(feats, labs, pws, sw, params)
 
+        pixel_scale = self._pixel_scale(labs, pws, sw)
         (self.projection, self.filter), losses = gauss_newton_cg(
-            residual, (self.projection, self.filter), self.config.init_cg_iters)
+            residual, (self.projection, self.filter), self.config.init_cg_iters,
+            jacobian=self._jacobian(feats, pixel_scale, labs.shape[-2:]))
         return losses
 
     @staticmethod
@@ -124,7 +155,10 @@ class TargetModel:
             scores = F.conv2d(projected, params[0], padding=1)
             return self._data_residual(scores, labs, pws, sw, params)
 
-        (self.filter,), losses = gauss_newton_cg(residual, (self.filter,), (self.config.update_cg_iters,))
+        pixel_scale = self._pixel_scale(labs, pws, sw)
+        (self.filter,), losses = gauss_newton_cg(
+            residual, (self.filter,), (self.config.update_cg_iters,),
+            jacobian=self._jacobian(projected, pixel_scale, labs.shape[-2:]))
         return losses
 
     # -- use ----------------------------------------------------------------------------------
