@@ -124,7 +124,7 @@ def test_filter_update_lowers_the_memory_loss(backbone, blackswan):
 
 
 def test_closed_form_jacobian_products_equal_autograd():
-    # The target model gives Gauss-Newton its J v in closed form; it must be what forward-mode autograd computes.
+    # The target model gives Gauss-Newton J v and J^T u in closed form; they must be what autograd computes.
     gen = torch.Generator().manual_seed(3)
     model = TargetModel(TargetModelConfig(channels=6))
     features = torch.randn(3, 10, 7, 9, generator=gen, dtype=torch.float64)
@@ -140,8 +140,12 @@ def test_closed_form_jacobian_products_equal_autograd():
         return model._residual(features, labels, pixel_weights, sample_weights, params)
 
     _, expected = torch.func.jvp(both, ((projection, filt),), (tangents,))
-    got = model._jacobian(features, scale, labels.shape[-2:])((projection, filt))(tangents)
-    assert torch.allclose(got, expected, atol=1e-12)
+    product, transposed = model._jacobian(features, scale, labels.shape[-2:])((projection, filt))
+    assert torch.allclose(product(tangents), expected, atol=1e-12)
+    residual, vjp = torch.func.vjp(both, (projection, filt))
+    u = torch.randn_like(residual)
+    for got, want in zip(transposed(u), vjp(u)[0], strict=True):
+        assert torch.allclose(got, want, atol=1e-12)
     projected = F.conv2d(features, projection)
 
     def filter_only(params):
@@ -149,5 +153,8 @@ def test_closed_form_jacobian_products_equal_autograd():
         return model._data_residual(scores, labels, pixel_weights, sample_weights, params)
 
     _, expected = torch.func.jvp(filter_only, ((filt,),), ((tangents[1],),))
-    got = model._jacobian(projected, scale, labels.shape[-2:])((filt,))((tangents[1],))
-    assert torch.allclose(got, expected, atol=1e-12)
+    product, transposed = model._jacobian(projected, scale, labels.shape[-2:])((filt,))
+    assert torch.allclose(product((tangents[1],)), expected, atol=1e-12)
+    residual, vjp = torch.func.vjp(filter_only, (filt,))
+    u = torch.randn_like(residual)
+    assert torch.allclose(transposed(u)[0], vjp(u)[0][0], atol=1e-12)

@@ -3,9 +3,9 @@
 The problem is ``min_w 0.5 * ||r(w)||^2`` for a residual function ``r`` returning a flat vector.
 Each Gauss-Newton step solves ``(J^T J) dw = -J^T r`` by a few CG iterations, where products with
 ``J`` and ``J^T`` come from forward- and reverse-mode autograd (``torch.func.jvp`` / ``vjp``): no
-hand-written derivatives, so any differentiable residual works. A caller that knows ``J v`` in closed
-form may pass it (``jacobian``): PyTorch's forward mode costs several forward passes, and the products
-are most of a fit's time.
+hand-written derivatives, so any differentiable residual works. A caller that knows ``J v`` and
+``J^T u`` in closed form may pass them (``jacobian``): PyTorch's forward mode costs several forward
+passes, and the products are most of a fit's time.
 """
 
 from __future__ import annotations
@@ -31,13 +31,15 @@ def gauss_newton_cg(
     params: Sequence[torch.Tensor],
     cg_iters: Sequence[int],
     max_halvings: int = 6,
-    jacobian: Callable[[Params], Callable[[Params], torch.Tensor]] | None = None,
+    jacobian: Callable[[Params], tuple[Callable[[Params], torch.Tensor], Callable[[torch.Tensor], Params]]]
+    | None = None,
 ) -> tuple[Params, list[float]]:
     """Run one Gauss-Newton step per entry of ``cg_iters`` (each with that many CG iterations).
 
-    ``jacobian(params)``, when given, returns the function ``v -> J v`` with ``J`` the residual's
-    Jacobian at ``params`` (what ``torch.func.jvp`` computes), flat like the residual; it is asked once
-    per Gauss-Newton step, so it can prepare what the step's CG iterations share.
+    ``jacobian(params)``, when given, returns the functions ``v -> J v`` (flat like the residual) and
+    ``u -> J^T u`` (shaped like ``params``), ``J`` being the residual's Jacobian at ``params``: what
+    ``torch.func.jvp`` and ``torch.func.vjp`` compute. It is asked once per Gauss-Newton step, so it can
+    prepare what the step's CG iterations share.
 
     A step that would raise the loss is halved until it does not (at most ``max_halvings`` times,
     then skipped), so the returned losses never increase.
@@ -49,20 +51,13 @@ def gauss_newton_cg(
         loss = 0.5 * float(residual_fn(params).square().sum())
     losses = [loss]
     for iters in cg_iters:
-        residual, vjp_fn = torch.func.vjp(residual_fn, params)
-        (grad,) = vjp_fn(residual.detach())
-        jvp = jacobian(params) if jacobian is not None else None
-
-        def normal_product(v: Params) -> Params:
-            if jvp is not None:
-                return vjp_fn(jvp(v))[0]
-            with warnings.catch_warnings():
-                # torch's forward-mode decompositions emit a torch.jit deprecation notice on first use.
-                warnings.simplefilter("ignore", FutureWarning)
-                _, jv = torch.func.jvp(residual_fn, (params,), (v,))
-            return vjp_fn(jv)[0]
-
-        step = _conjugate_gradient(normal_product, tuple(-g for g in grad), iters)
+        if jacobian is not None:
+            jvp, vjp = jacobian(params)
+            with torch.no_grad():
+                grad = vjp(residual_fn(params))
+            step = _conjugate_gradient(lambda v: vjp(jvp(v)), tuple(-g for g in grad), iters)
+        else:
+            step = _autograd_step(residual_fn, params, iters)
         scale = 1.0
         for _ in range(max_halvings + 1):
             candidate = _axpy(scale, step, params)
@@ -74,6 +69,21 @@ def gauss_newton_cg(
             scale *= 0.5
         losses.append(loss)
     return params, losses
+
+
+def _autograd_step(residual_fn: Callable[[Params], torch.Tensor], params: Params, iters: int) -> Params:
+    """One Gauss-Newton step's direction with J v and J^T u from forward- and reverse-mode autograd."""
+    residual, vjp_fn = torch.func.vjp(residual_fn, params)
+    (grad,) = vjp_fn(residual.detach())
+
+    def normal_product(v: Params) -> Params:
+        with warnings.catch_warnings():
+            # torch's forward-mode decompositions emit a torch.jit deprecation notice on first use.
+            warnings.simplefilter("ignore", FutureWarning)
+            _, jv = torch.func.jvp(residual_fn, (params,), (v,))
+        return vjp_fn(jv)[0]
+
+    return _conjugate_gradient(normal_product, tuple(-g for g in grad), iters)
 
 
 def _conjugate_gradient(matvec: Callable[[Params], Params], b: Params, iters: int) -> Params:
