@@ -317,3 +317,19 @@ def test_segment_davis_resumes_and_refuses_other_settings(synthetic_root, weight
     assert logs == ["late: already complete, skipped"] and again["sequences"] == first["sequences"]
     with pytest.raises(ReusevosError, match="choose another output folder"):
         segment_davis(network, dataset, tmp_path, warmup=False, options=SessionConfig("reuse", 0.7))
+
+
+def test_session_flags_map_onto_the_session_config():
+    from reusevos.cli import _build_parser, _session_options
+
+    parser = _build_parser()
+
+    def options(*flags):
+        return _session_options(parser.parse_args(["segment", "clip.mp4", "--mask", "m.png", "--out", "o", *flags]))
+
+    assert options() is None  # the session's own choice
+    assert options("--compute-window", "2") == SessionConfig("reuse", 0.7, compute_window=2)
+    assert options("--variant", "full", "--compute-window", "3") == SessionConfig("full", 1.0, compute_window=3)
+    assert options("--tau", "0.5", "--reuse-window", "1") == SessionConfig("reuse", 0.5, reuse_window=1)
+    with pytest.raises(ReusevosError, match="compute_window must be"):
+        options("--compute-window", "-1")
