@@ -337,10 +337,13 @@ def test_benchmark_command_quick_on_blackswan(blackswan_root, gate_weights, tmp_
     out = tmp_path / "bench.json"
     run = _run_cli("benchmark", blackswan_root, "--quick", "--max-frames", 10, "--max-size", 320, "--weights",
                    gate_weights, "--threads", 1, "--variant", "full,reuse", "--tau", "1,0.7", "--json", out,
-                   "--markdown", tmp_path / "bench.md")
+                   "--markdown", tmp_path / "bench.md", "--compute-window", "0,2", "--figure", tmp_path / "bench.png")
     assert run.returncode == 0, run.stderr
     report = json.loads(out.read_text())
-    assert [s["setting"] for s in report["settings"]] == ["full", "reuse@1", "reuse@0.7"]
+    assert [s["setting"] for s in report["settings"]] == ["full", "full+c2", "reuse@1", "reuse@0.7", "reuse@1+c2",
+                                                          "reuse@0.7+c2"]
+    assert [s["compute_window"] for s in report["settings"]] == [0, 2, 0, 0, 2, 2]
+    assert (tmp_path / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert report["dataset"]["sequences"] == ["blackswan"] and report["dataset"]["frames"] == 10
     assert report["dataset"]["resolutions"] == {"blackswan": [180, 320]}
     assert report["threads"] == 1 and report["command"].startswith("reusevos benchmark ")
@@ -350,7 +353,7 @@ def test_benchmark_command_quick_on_blackswan(blackswan_root, gate_weights, tmp_
     assert report["flops"]["gflops"]["reuse"] < report["flops"]["gflops"]["computed"]
     lines = run.stdout.splitlines()
     header = next(i for i, line in enumerate(lines) if line.startswith("setting "))
-    assert [line.split()[0] for line in lines[header + 2:header + 5]] == ["full", "reuse@1", "reuse@0.7"]
+    assert [line.split()[0] for line in lines[header + 2:header + 5]] == ["full", "full+c2", "reuse@1"]
     assert any(line.startswith("ms per frame") for line in lines) and f"JSON: {out}" in run.stdout
     markdown = (tmp_path / "bench.md").read_text()
     assert "| reuse@0.7 |" in markdown and "1 threads" in markdown

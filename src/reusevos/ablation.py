@@ -55,7 +55,7 @@ def run_ablation(network: VOSNetwork, dataset: DavisDataset, out_dir: str | os.P
     if out.exists() and not out.is_dir():
         raise ReusevosError(f"output {out} is a file; give a folder")
     if plots:
-        _require_matplotlib()  # fail before hours of computing, not after
+        require_matplotlib()  # fail before hours of computing, not after
     settings, skipped = build_settings(variants, taus, [tau2], network.has_gate)
     measured_as = _same_at_tau_one(settings)
     to_run = [s for s in settings if s.key not in measured_as]
@@ -113,12 +113,12 @@ def to_csv(report: dict) -> str:
     return buffer.getvalue()
 
 
-def _require_matplotlib():
+def require_matplotlib(instead: str = "pass --no-plots") -> None:
+    """Raise a ReusevosError that says how to get matplotlib (or ``instead``) when it is missing."""
     try:
         import matplotlib  # noqa: F401
     except ImportError:
-        raise ReusevosError("the figures need matplotlib: pip install 'reusevos[plots]' (or pass --no-plots)") \
-            from None
+        raise ReusevosError(f"the figures need matplotlib: pip install 'reusevos[plots]' (or {instead})") from None
 
 
 _COLOURS = {"reuse": "tab:blue", "copy": "tab:orange", "fusion": "tab:green", "oracle": "tab:red",
@@ -128,8 +128,9 @@ _MARKERS = {"reuse": "o", "copy": "s", "fusion": "^", "oracle": "D", "full": "*"
 
 def plot_figure(report: dict, kind: str, path: str | os.PathLike) -> None:
     """Draw J&F (%) against FPS (``kind="fps"``, the paper's Fig. 7) or against the reuse rate (%)
-    (``kind="reuse"``, Fig. 8) as a PNG: one line per variant in tau order, each point labelled with tau."""
-    _require_matplotlib()
+    (``kind="reuse"``, Fig. 8) as a PNG: one line per variant (and per refinement window, dashed or
+    dotted) in tau order, each point labelled with tau."""
+    require_matplotlib()
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -138,14 +139,23 @@ def plot_figure(report: dict, kind: str, path: str | os.PathLike) -> None:
     figure = Figure(figsize=(6.4, 4.8), dpi=120)
     FigureCanvasAgg(figure)
     axes = figure.add_subplot(1, 1, 1)
-    variants = list(dict.fromkeys(s["variant"] for s in report["settings"]))
-    for variant in variants:
-        points = sorted((s for s in report["settings"] if s["variant"] == variant), key=lambda s: -s["tau"])
+
+    def line_of(s: dict) -> tuple[str, int, int]:
+        return s["variant"], s.get("reuse_window") or 0, s.get("compute_window") or 0
+
+    for variant, reuse_window, compute_window in dict.fromkeys(map(line_of, report["settings"])):
+        points = sorted((s for s in report["settings"] if line_of(s) == (variant, reuse_window, compute_window)),
+                        key=lambda s: -s["tau"])
         xs = [s["fps"] if kind == "fps" else 100 * s["reuse_rate"] for s in points]
         ys = [100 * s["J&F"] for s in points]
-        label = variant if variant != "fusion" else f"fusion (tau2 = {points[0]['tau2']:g})"
+        label = (variant if variant != "fusion" else f"fusion (tau2 = {points[0]['tau2']:g})") \
+            + (f", reuse window {reuse_window}" if reuse_window else "") \
+            + (f", compute window {compute_window}" if compute_window else "")
+        style = {(False, False): "-", (True, False): "--", (False, True): ":", (True, True): "-."}
         axes.plot(xs, ys, marker=_MARKERS.get(variant, "o"), color=_COLOURS.get(variant), label=label,
-                  markersize=9 if variant == "full" else 5, linewidth=1.2)
+                  markersize=9 if variant == "full" else 5, linewidth=1.2,
+                  linestyle=style[bool(reuse_window), bool(compute_window)],
+                  markerfacecolor="none" if compute_window else None)
         if variant != "full":
             for x, y, s in zip(xs, ys, points):
                 axes.annotate(f"{s['tau']:g}", (x, y), textcoords="offset points", xytext=(4, 3), fontsize=7,

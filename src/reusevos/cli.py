@@ -277,6 +277,8 @@ def _build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--json", default=None, metavar="OUT.json", help="also write the report as JSON")
     bench.add_argument("--markdown", default=None, metavar="OUT.md",
                        help="also write the table as Markdown, with the command, machine, threads and commit")
+    bench.add_argument("--figure", default=None, metavar="OUT.png",
+                       help="also draw J&F against FPS, one line per variant and window (needs matplotlib)")
     bench.add_argument("--quick", action="store_true",
                        help="blackswan and the next two sequences of the split, first 20 frames (for development)")
     bench.add_argument("--max-frames", type=int, default=None, metavar="N",
@@ -622,6 +624,7 @@ def _check_run_size(args: argparse.Namespace) -> None:
 def _cmd_benchmark(args: argparse.Namespace) -> int:
     import shlex
 
+    from reusevos.ablation import plot_figure, require_matplotlib
     from reusevos.api import load_model
     from reusevos.benchmark import (build_settings, format_header, format_markdown, format_stage_table,
                                     format_table, quick_sequences, run_benchmark)
@@ -629,6 +632,8 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
     from reusevos.io.files import write_json, write_text
 
     _check_run_size(args)
+    if args.figure:
+        require_matplotlib("drop --figure")  # fail before the run, not after
     variants = _csv_list(args.variant, "--variant")
     taus = _csv_list(args.tau, "--tau", float)
     tau2s = _csv_list(args.tau2, "--tau2", float)
@@ -653,12 +658,14 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
         write_json(args.json, report)
     if args.markdown:
         write_text(args.markdown, format_markdown(report))
+    if args.figure:
+        plot_figure(report, "fps", args.figure)
     print()
     print(format_header(report))
     print(format_table(report))
     print()
     print(format_stage_table(report))
-    for label, path in (("JSON", args.json), ("Markdown", args.markdown)):
+    for label, path in (("JSON", args.json), ("Markdown", args.markdown), ("Figure", args.figure)):
         if path:
             print(f"{label}: {path}")
     return 0
