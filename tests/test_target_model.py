@@ -21,6 +21,18 @@ def test_gauss_newton_solves_linear_least_squares_exactly():
     assert losses[1] == pytest.approx(0.5 * float((a @ expected - b).square().sum()), rel=1e-9)
 
 
+def test_gauss_newton_with_closed_form_products_takes_the_autograd_steps():
+    gen = torch.Generator().manual_seed(2)
+    a = torch.randn(30, 5, generator=gen, dtype=torch.float64)
+    b = torch.randn(30, generator=gen, dtype=torch.float64)
+    start = (torch.randn(5, generator=gen, dtype=torch.float64),)
+    by_autograd = gauss_newton_cg(lambda p: a @ p[0] - b, start, [2, 2])
+    closed = gauss_newton_cg(lambda p: a @ p[0] - b, start, [2, 2],
+                             jacobian=lambda p: (lambda v: a @ v[0], lambda u: (a.T @ u,)))
+    assert torch.allclose(closed[0][0], by_autograd[0][0], atol=1e-12)
+    assert closed[1] == pytest.approx(by_autograd[1], rel=1e-12)
+
+
 def test_gauss_newton_never_increases_the_loss_on_a_bilinear_problem():
     gen = torch.Generator().manual_seed(1)
     u0, v0 = torch.randn(5, generator=gen), torch.randn(5, generator=gen)
