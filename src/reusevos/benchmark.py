@@ -535,7 +535,7 @@ def count_flops(network: VOSNetwork, data: SequenceData) -> dict:
     Paths: ``full`` (the base model's frame: variant full), and with a reuse gate ``computed`` (the full
     path of the dynamic network: template matching and gate included), ``reuse`` (the reuse path),
     ``copy`` (the copy variant's reused frame); ``start_frame`` is frame 0 with the target models'
-    initialisation (Gauss-Newton products counted as the convolutions they run). All objects of the
+    initialisation (Gauss-Newton's convolutions and matrix products counted). All objects of the
     sequence take the same path. The counter sees convolutions and matrix products, not element-wise
     operations or resampling.
     """
