@@ -1,6 +1,8 @@
 """The reuse path: module shapes, losses on hand-computed cases, the gate's initialisation, the
 session's variants, and tau = 1 giving exactly the base model's masks."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -177,6 +179,21 @@ def test_window_box_on_hand_computed_cases():
     assert window_box(prob, (4, 6), 3) is None  # grown to the whole grid: no window
 
 
+def _assert_whole_frame_box_is_no_window(network, options, window, frames, masks):
+    _, plain = _run(network, options, frames, masks)
+    _, huge = _run(network, dataclasses.replace(options, **{window: 1000}), frames, masks)
+    assert all(np.array_equal(a.labels, b.labels) for a, b in zip(plain, huge))
+
+
+def _outside(box, grid, size) -> np.ndarray:
+    """The image pixels outside a ``box`` of cells of ``grid`` over an image of ``size``; checks both are there."""
+    (height, width), outside = size, np.ones(size, bool)
+    outside[box[0] * height // grid[0]:box[1] * height // grid[0], box[2] * width // grid[1]:box[3] * width // grid[1]] \
+        = False
+    assert outside.any() and (~outside).any()
+    return outside
+
+
 def test_score_box_on_hand_computed_cases():
     score = torch.zeros(4, 6)  # the coarse score on a 4 x 6 grid of cells
     assert score_box(score, None, 1) is None  # nothing found: refine the whole frame
@@ -192,9 +209,7 @@ def test_score_box_on_hand_computed_cases():
 def test_compute_window_refines_around_the_score_and_clears_the_rest(networks, small_swan):
     base, gated = networks
     frames, masks = small_swan
-    _, plain = _run(base, SessionConfig("full", 1.0), frames, masks)
-    _, huge = _run(base, SessionConfig("full", 1.0, compute_window=1000), frames, masks)
-    assert all(np.array_equal(a.labels, b.labels) for a, b in zip(plain, huge))  # a whole-frame box = no window
+    _assert_whole_frame_box_is_no_window(base, SessionConfig("full", 1.0), "compute_window", frames, masks)
     session = Session(base, SessionConfig("full", 1.0, compute_window=1))
     session.step(frames[0], masks[0])
     last = session.objects[1].prob_prev.clone()
@@ -202,11 +217,7 @@ def test_compute_window_refines_around_the_score_and_clears_the_rest(networks, s
     obj = session.objects[1]
     box = score_box(obj.score_prev[0, 0], last, 1)
     assert second.paths == {1: "full"} and box is not None
-    grid = obj.score_prev.shape[-2:]
-    height, width = frames[0].shape[:2]
-    outside = np.ones((height, width), bool)
-    outside[box[0] * height // grid[0]:box[1] * height // grid[0], box[2] * width // grid[1]:box[3] * width // grid[1]] = False
-    assert outside.any() and (~outside).any()
+    outside = _outside(box, obj.score_prev.shape[-2:], frames[0].shape[:2])
     prob = second.probabilities[1]
     background = float(soft_aggregate(torch.zeros(1, 1))[1])  # a zero probability, merged as every output is
     assert np.allclose(prob[outside], background, atol=1e-6) and not np.allclose(prob[~outside], background)
@@ -219,21 +230,13 @@ def test_compute_window_refines_around_the_score_and_clears_the_rest(networks, s
 def test_reuse_window_refines_around_the_object_and_keeps_the_rest(networks, small_swan):
     _, gated = networks
     frames, masks = small_swan
-    _, plain = _run(gated, SessionConfig("reuse", 0.0), frames, masks)
-    _, huge = _run(gated, SessionConfig("reuse", 0.0, reuse_window=1000), frames, masks)
-    assert all(np.array_equal(a.labels, b.labels) for a, b in zip(plain, huge))  # a whole-frame box = no window
+    _assert_whole_frame_box_is_no_window(gated, SessionConfig("reuse", 0.0), "reuse_window", frames, masks)
     session = Session(gated, SessionConfig("reuse", 0.0, reuse_window=1))
     first = session.step(frames[0], masks[0], return_probabilities=True)
     box = window_box(session.objects[1].prob_prev, session.objects[1].score_prev.shape[-2:], 1)
     second = session.step(frames[1], return_probabilities=True)
     assert second.paths == {1: "reuse"} and box is not None
-    grid = session.objects[1].score_prev.shape[-2:]
-    height, width = frames[0].shape[:2]
-    rows = slice(box[0] * height // grid[0], box[1] * height // grid[0])
-    cols = slice(box[2] * width // grid[1], box[3] * width // grid[1])
-    outside = np.ones((height, width), bool)
-    outside[rows, cols] = False
-    assert outside.any() and (~outside).any()
+    outside = _outside(box, session.objects[1].score_prev.shape[-2:], frames[0].shape[:2])
     before, after = first.probabilities[1], second.probabilities[1]
     # Outside the box the last output is kept (then merged again, as every output is); inside it is refined anew.
     kept = soft_aggregate(torch.from_numpy(before[outside])[None])[1].numpy()
