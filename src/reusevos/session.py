@@ -129,7 +129,7 @@ class Session:
             scores, states = torch.cat(scores), torch.cat(states)
             ordered = compute + reuse
             # Reused objects refined only around their last output, computed ones around their coarse score.
-            boxes = {**self._windows(reuse), **self._score_windows(compute, scores[:len(compute)])}
+            boxes = self._boxes(compute, scores[:len(compute)], reuse)
             whole = [i for i, obj in enumerate(ordered) if obj.object_id not in boxes]
             if whole:
                 picked = whole if len(whole) < len(ordered) else slice(None)
@@ -230,31 +230,19 @@ class Session:
         prob[rows, cols] = torch.sigmoid(logits[0, 0])
         return prob
 
-    def _windows(self, objects: list[ObjectState]) -> dict[int, tuple[int, int, int, int]]:
-        """Object id -> its refinement box for the reused ``objects`` (only with ``reuse_window``; an object
-        whose box would cover the whole frame, or whose last output is empty, is refined whole)."""
-        margin = self.options.reuse_window
-        if not margin:
-            return {}
-        boxes = {}
-        for obj in objects:
-            box = window_box(obj.prob_prev, obj.score_prev.shape[-2:], margin)
-            if box is not None:
-                boxes[obj.object_id] = box
-        return boxes
-
-    def _score_windows(self, objects: list[ObjectState], scores: torch.Tensor) -> dict[int, tuple[int, int, int, int]]:
-        """Object id -> its refinement box for the computed ``objects`` with their ``scores`` ``(K, 1, h, w)``
-        (only with ``compute_window``; see :func:`score_box`)."""
-        margin = self.options.compute_window
-        if not margin:
-            return {}
-        boxes = {}
-        for obj, score in zip(objects, scores):
-            box = score_box(score[0], obj.prob_prev, margin)
-            if box is not None:
-                boxes[obj.object_id] = box
-        return boxes
+    def _boxes(self, compute: list[ObjectState], scores: torch.Tensor,
+               reuse: list[ObjectState]) -> dict[int, tuple[int, int, int, int]]:
+        """Object id -> its refinement box: computed objects (``scores`` ``(K, 1, h, w)``) with
+        ``compute_window`` (:func:`score_box`), reused ones with ``reuse_window`` (:func:`window_box`). An
+        object without a box (nothing to follow, or a box as large as the frame) is refined whole."""
+        opts, boxes = self.options, {}
+        if opts.compute_window:
+            for obj, score in zip(compute, scores):
+                boxes[obj.object_id] = score_box(score[0], obj.prob_prev, opts.compute_window)
+        if opts.reuse_window:
+            for obj in reuse:
+                boxes[obj.object_id] = window_box(obj.prob_prev, obj.score_prev.shape[-2:], opts.reuse_window)
+        return {obj_id: box for obj_id, box in boxes.items() if box is not None}
 
     # -- objects --------------------------------------------------------------------------------
     def _new_objects(self, mask: np.ndarray, frame_size: tuple[int, int]) -> list[int]:

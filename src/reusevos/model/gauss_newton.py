@@ -48,13 +48,14 @@ def gauss_newton_cg(
     """
     params = tuple(p.detach() for p in params)
     with torch.no_grad():
-        loss = 0.5 * float(residual_fn(params).square().sum())
+        residual = residual_fn(params)  # at the current params, kept for the closed-form gradient
+    loss = 0.5 * float(residual.square().sum())
     losses = [loss]
     for iters in cg_iters:
         if jacobian is not None:
             jvp, vjp = jacobian(params)
             with torch.no_grad():
-                grad = vjp(residual_fn(params))
+                grad = vjp(residual)
             step = _conjugate_gradient(lambda v: vjp(jvp(v)), tuple(-g for g in grad), iters)
         else:
             step = _autograd_step(residual_fn, params, iters)
@@ -62,9 +63,10 @@ def gauss_newton_cg(
         for _ in range(max_halvings + 1):
             candidate = _axpy(scale, step, params)
             with torch.no_grad():
-                new_loss = 0.5 * float(residual_fn(candidate).square().sum())
+                candidate_residual = residual_fn(candidate)
+            new_loss = 0.5 * float(candidate_residual.square().sum())
             if new_loss <= loss:
-                params, loss = tuple(c.detach() for c in candidate), new_loss
+                params, loss, residual = tuple(c.detach() for c in candidate), new_loss, candidate_residual
                 break
             scale *= 0.5
         losses.append(loss)
