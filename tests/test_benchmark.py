@@ -21,8 +21,8 @@ from PIL import Image
 
 from reusevos.ablation import PARTIAL_FILE, run_ablation
 from reusevos.benchmark import (FRAME_KINDS, SESSION_STAGES, SUB_STAGES, SequenceResult, Setting, build_settings,
-                                format_stage_table, format_table, load_sequence, machine_label, quick_sequences,
-                                run_benchmark, summarise)
+                                count_flops, format_header, format_stage_table, format_table, load_sequence,
+                                machine_label, quick_sequences, run_benchmark, summarise)
 from reusevos.config import ModelConfig, SessionConfig
 from reusevos.errors import ReusevosError
 from reusevos.evaluation import score_sequence
@@ -102,6 +102,13 @@ def test_settings_grid_runs_full_once_and_skips_what_cannot_run():
     assert settings[5].options() == SessionConfig("reuse", 0.7, reuse_window=2, compute_window=3)
     with pytest.raises(ReusevosError, match="compute windows must be whole numbers"):
         build_settings(["full"], [0.7], compute_windows=[-2])
+    settings, _ = build_settings(["full", "reuse"], [0.7], compute_windows=[0, 2], runtimes=["torch", "onnxruntime"])
+    # the backbone's runtime is the innermost choice, so each setting sits next to its twin
+    assert [s.key for s in settings] == ["full+torch", "full+ort", "full+c2+torch", "full+c2+ort", "reuse@0.7+torch",
+                                         "reuse@0.7+ort", "reuse@0.7+c2+torch", "reuse@0.7+c2+ort"]
+    assert settings[1].runtime == "onnxruntime" and settings[1].options() == SessionConfig("full", 1.0)
+    with pytest.raises(ReusevosError, match="unknown backbone runtime 'tvm'"):
+        build_settings(["full"], [0.7], runtimes=["tvm"])
 
 
 def test_report_has_every_setting_with_every_field(report):
@@ -201,7 +208,7 @@ def test_flops_of_the_paths(report, network):
     assert g["full"] < g["computed"]  # the dynamic network's full path adds template matching and gate
     # The start frame runs the backbone on the frame and its augmented copies, then fits the target model.
     backbone, counter = network.backbone, FlopCounterMode(display=False)
-    with counter, torch.no_grad():
+    with backbone.runtime_as("torch"), counter, torch.no_grad():  # the counter cannot see into ONNX Runtime
         backbone.f8_to_f32(backbone.to_f8(torch.rand(1, 3, 64, 96))[1])
         backbone.to_f16(torch.rand(network.config.target.num_augmented, 3, 64, 96))
     fit = g["start_frame"] - counter.get_total_flops() / 1e9
@@ -210,6 +217,27 @@ def test_flops_of_the_paths(report, network):
     assert s["reuse@0"]["computation_saved"] == pytest.approx(1 - g["reuse"] / g["computed"], abs=1e-3)
     assert s["copy@0"]["gflops_per_frame"] == pytest.approx(g["copy"], abs=1e-3)
     assert s["full"]["gflops_per_frame"] == pytest.approx(g["full"], abs=1e-3)
+
+
+def test_flops_do_not_depend_on_the_backbone_runtime(network, synthetic_root):
+    data = load_sequence(DavisDataset(synthetic_root, "val"), "one", 3)
+    counts = {}
+    for runtime in ("torch", "onnxruntime"):
+        with network.backbone.runtime_as(runtime):
+            counts[runtime] = count_flops(network, data)["gflops"]
+    assert counts["onnxruntime"] == counts["torch"]
+
+
+def test_backbone_runtimes_as_settings(network, synthetic_root, one_thread):
+    settings, _ = build_settings(["full"], [1.0], runtimes=["torch", "onnxruntime"])
+    report = run_benchmark(network, DavisDataset(synthetic_root, "val", sequences=["one"]), settings, flops=False)
+    by_key = _by_key(report)
+    assert list(by_key) == ["full+torch", "full+ort"]
+    assert by_key["full+torch"]["backbone_runtime"] == "torch"
+    assert by_key["full+ort"]["backbone_runtime"] == "onnxruntime"
+    assert by_key["full+ort"]["J&F"] == pytest.approx(by_key["full+torch"]["J&F"], abs=0.01)  # same features
+    assert "backbone in PyTorch and ONNX Runtime" in format_header(report)
+    assert network.backbone.runtime == "auto"  # left as it was
 
 
 def test_the_network_is_left_as_it_was(report, network):

@@ -117,6 +117,7 @@ def test_blackswan_mp4_masks_overlay_stats_and_gate_decisions(blackswan_mp4, wei
     assert stats["fps"] == pytest.approx(4 / stats["process_s"], rel=1e-3)
     assert stats["settings"]["variant"] == "reuse" and stats["settings"]["tau"] == 0.5
     assert stats["settings"]["threads"] == 1 and stats["settings"]["device"] == "cpu"
+    assert stats["settings"]["backbone_runtime"] == "onnxruntime"  # the default on a CPU with ONNX Runtime installed
     assert stats["weights"]["file"] == str(weights["gate"])
     assert stats["weights"]["sha256"] == hashlib.sha256(weights["gate"].read_bytes()).hexdigest()
     assert stats["weights"]["meta"] == {"name": "random-gate"} and stats["weights"]["has_gate"]

@@ -65,6 +65,7 @@ from reusevos.io.davis import VOID_LABEL, DavisDataset
 from reusevos.io.files import write_text
 from reusevos.io.masks import DAVIS_PALETTE
 from reusevos.model.network import VOSNetwork
+from reusevos.model.onnx_backbone import check_runtime, onnxruntime_version
 from reusevos.session import Session
 
 REPORT_FORMAT = "reusevos-benchmark"
@@ -101,20 +102,23 @@ the reuse path (``reused``) or was copied (``copied``); anything else (``mixed``
 @dataclass(frozen=True)
 class Setting:
     """One frame-loop setting: a :class:`SessionConfig` with a short name (``full``, ``reuse@0.7``,
-    ``fusion@0.5/0.9``)."""
+    ``fusion@0.5/0.9``, ``reuse@0.7+w2+c2``), and the backbone's runtime when the setting fixes it
+    (``+torch``, ``+ort``; None runs the model's own choice)."""
 
     variant: str
     tau: float
     tau2: float | None = None
     window: int = 0  # SessionConfig.reuse_window
     compute_window: int = 0  # SessionConfig.compute_window
+    runtime: str | None = None  # Backbone.runtime while the setting runs
 
     @property
     def key(self) -> str:
         name = "full" if self.variant == "full" else (
             f"{self.variant}@{self.tau:g}" + (f"/{self.tau2:g}" if self.tau2 is not None else "")
             + (f"+w{self.window}" if self.window else ""))
-        return name + (f"+c{self.compute_window}" if self.compute_window else "")
+        runtime = {None: "", "onnxruntime": "+ort"}.get(self.runtime, f"+{self.runtime}")
+        return name + (f"+c{self.compute_window}" if self.compute_window else "") + runtime
 
     def options(self) -> SessionConfig:
         options = SessionConfig(self.variant, self.tau, self.tau2, reuse_window=self.window,
@@ -125,17 +129,20 @@ class Setting:
 
 def build_settings(variants: Iterable[str], taus: Iterable[float], tau2s: Iterable[float] = (0.9,),
                    has_gate: bool = True, windows: Iterable[int] = (0,),
-                   compute_windows: Iterable[int] = (0,)) -> tuple[list[Setting], list[dict]]:
+                   compute_windows: Iterable[int] = (0,),
+                   runtimes: Iterable[str | None] = (None,)) -> tuple[list[Setting], list[dict]]:
     """The cross product of ``variants`` and ``taus`` (``fusion`` also with each ``tau2``; the variants with a
     reuse path, at tau < 1, also with each ``reuse_window`` in ``windows``), then each with every
-    ``compute_window`` in ``compute_windows``, in that order.
+    ``compute_window`` in ``compute_windows``, in that order, each of them with every backbone runtime in
+    ``runtimes`` in turn (None: the model's own).
 
     ``full`` appears once (it has no tau). Combinations that cannot run are returned apart, each as
     ``{"setting", "variant", "tau", "tau2", "reason"}``: fusion with ``tau2 <= tau``, and every variant
     but ``full`` when the weights have no reuse gate. Raises ReusevosError for an unknown variant or a
-    tau outside [0, 1].
+    tau outside [0, 1], or a runtime that cannot run here.
     """
     variants, taus, tau2s = list(dict.fromkeys(variants)), list(dict.fromkeys(taus)), list(dict.fromkeys(tau2s))
+    runtimes = [None if r is None else check_runtime(r) for r in dict.fromkeys(runtimes)] or [None]
     windows, compute_windows = list(dict.fromkeys(windows)), list(dict.fromkeys(compute_windows))
     for name, values in (("reuse", windows), ("compute", compute_windows)):
         if any(isinstance(w, bool) or not isinstance(w, int) or w < 0 for w in values) or not values:
@@ -155,15 +162,15 @@ def build_settings(variants: Iterable[str], taus: Iterable[float], tau2s: Iterab
         skipped.append({"setting": setting.key, "variant": setting.variant, "tau": setting.tau,
                         "tau2": setting.tau2, "reason": reason})
 
-    for variant, compute_window in itertools.product(variants, compute_windows):
+    for variant, compute_window, runtime in itertools.product(variants, compute_windows, runtimes):
         if variant == "full":
-            settings.append(Setting("full", 1.0, compute_window=compute_window))
+            settings.append(Setting("full", 1.0, compute_window=compute_window, runtime=runtime))
             continue
         for tau in taus:
             for tau2 in (tau2s if variant == "fusion" else [None]):
                 for window in (windows if variant != "copy" and tau < 1.0 else [0]):  # tau = 1 never reuses
                     setting = Setting(variant, float(tau), None if tau2 is None else float(tau2), window,
-                                      compute_window)
+                                      compute_window, runtime)
                     if not has_gate:
                         skip(setting, "the weights have no reuse gate")
                     elif variant == "fusion" and not tau < tau2:
@@ -455,7 +462,7 @@ def run_setting(network: VOSNetwork, data: SequenceData, setting: Setting, run: 
     object_frames = {"computed": 0, "reuse_path": 0, "copy": 0}
     total = encode_s = 0.0
     gc.collect()
-    with probe.hooks(), RssSampler() as rss:
+    with network.backbone.runtime_as(setting.runtime), probe.hooks(), RssSampler() as rss:
         for t in range(num):
             reopt_before, reuse_before = probe.reoptimisations, probe.reuse_path_objects
             start = time.perf_counter()
@@ -537,7 +544,8 @@ def count_flops(network: VOSNetwork, data: SequenceData) -> dict:
     ``copy`` (the copy variant's reused frame); ``start_frame`` is frame 0 with the target models'
     initialisation (Gauss-Newton's convolutions and matrix products counted). All objects of the
     sequence take the same path. The counter sees convolutions and matrix products, not element-wise
-    operations or resampling.
+    operations or resampling. The backbone runs in PyTorch here, since the counter cannot see into ONNX
+    Runtime; the work is the same whichever runtime the timed settings use.
     """
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -547,29 +555,33 @@ def count_flops(network: VOSNetwork, data: SequenceData) -> dict:
     gflops: dict[str, float] = {}
     for name, setting in paths:
         session = Session(network, setting.options())
-        counter = FlopCounterMode(display=False)
-        with counter:
-            session.step(data.frames[0], data.start_masks.get(0))
-        if name == "full":
-            gflops["start_frame"] = counter.get_total_flops() / 1e9
-        counter = FlopCounterMode(display=False)
-        with counter:
-            session.step(data.frames[1], data.start_masks.get(1))
+        with network.backbone.runtime_as("torch"):
+            counter = FlopCounterMode(display=False)
+            with counter:
+                session.step(data.frames[0], data.start_masks.get(0))
+            if name == "full":
+                gflops["start_frame"] = counter.get_total_flops() / 1e9
+            counter = FlopCounterMode(display=False)
+            with counter:
+                session.step(data.frames[1], data.start_masks.get(1))
         gflops[name] = counter.get_total_flops() / 1e9
     return {"sequence": data.name, "resolution": list(data.resolution), "objects": data.num_objects,
             "gflops": {k: round(v, 4) for k, v in gflops.items()}}
 
 
 # -- warm-up ------------------------------------------------------------------------------------------------------
-def warm_up(network: VOSNetwork, data: SequenceData, frames: int = 3) -> float:
+def warm_up(network: VOSNetwork, data: SequenceData, frames: int = 3,
+            runtimes: Iterable[str | None] = (None,)) -> float:
     """Untimed: start the objects and track a few frames on the full path (and on the reuse path when
-    the weights have a gate), so one-off start-up costs are not charged to the first timed setting."""
+    the weights have a gate), with each backbone runtime of ``runtimes``, so one-off start-up costs (such as
+    the backbone's export to ONNX Runtime) are not charged to the first timed setting."""
     start = time.perf_counter()
     settings = [Setting("full", 1.0)] + ([Setting("reuse", 0.0)] if network.has_gate else [])
-    for setting in settings:
-        session = Session(network, setting.options())
-        for t in range(min(frames, len(data.frames))):
-            session.step(data.frames[t], data.start_masks.get(t))
+    for runtime, setting in itertools.product(dict.fromkeys(runtimes), settings):
+        with network.backbone.runtime_as(runtime):
+            session = Session(network, setting.options())
+            for t in range(min(frames, len(data.frames))):
+                session.step(data.frames[t], data.start_masks.get(t))
     return time.perf_counter() - start
 
 
@@ -781,7 +793,8 @@ def run_signature(network: VOSNetwork, dataset: DavisDataset, max_frames: int | 
     weights = weights_info(network)
     return {"weights": weights.get("sha256") or weights.get("file"), "split": dataset.split,
             "max_frames": max_frames, "max_size": max_size, "threads": torch.get_num_threads(),
-            "torch": torch.__version__, "device": str(network.device), "code": source_fingerprint()}
+            "torch": torch.__version__, "device": str(network.device), "code": source_fingerprint(),
+            "backbone_runtime": network.backbone.active_runtime(network.device)}
 
 
 def run_benchmark(network: VOSNetwork, dataset: DavisDataset, settings: Sequence[Setting], *,
@@ -830,7 +843,7 @@ def run_benchmark(network: VOSNetwork, dataset: DavisDataset, settings: Sequence
         data = load_sequence(dataset, sequence, max_frames, max_size)
         resolutions[sequence] = list(data.resolution)
         if warmup and warmup_s is None:
-            warmup_s = warm_up(network, data)
+            warmup_s = warm_up(network, data, runtimes=[s.runtime for s in settings])
         for setting in todo:
             result = run_setting(network, data, setting, run)
             results[(sequence, setting.key)] = result
@@ -842,6 +855,9 @@ def run_benchmark(network: VOSNetwork, dataset: DavisDataset, settings: Sequence
                 f"{summary['fps']:.2f} FPS{reuse}, J&F {summary['J&F']:.3f}")
         del data
     summaries = [summarise(s, [results[(q, s.key)] for q in sequences], flop_report) for s in settings]
+    for setting, summary in zip(settings, summaries):
+        with network.backbone.runtime_as(setting.runtime):
+            summary["backbone_runtime"] = network.backbone.active_runtime(network.device)
     _add_references(summaries)
     timed_on = sorted({store.machines.get((q, s.key), machine_label()) if store else machine_label()
                        for q in sequences for s in settings})
@@ -850,6 +866,7 @@ def run_benchmark(network: VOSNetwork, dataset: DavisDataset, settings: Sequence
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "wall_time_s": round(time.time() - started, 1),
         "reusevos": __version__, **source_commit(), "torch": torch.__version__, "threads": threads,
         "device": str(network.device), "machine": machine_info(), "timed_on": timed_on, "weights": weights,
+        "onnxruntime": onnxruntime_version(),
         "dataset": {"root": str(dataset.root), "split": dataset.split, "layout": dataset.layout,
                     "sequences": list(sequences), "max_frames": max_frames, "max_size": max_size,
                     "resolutions": resolutions, "frames": sum(r.frames for (q, k), r in results.items()
@@ -971,8 +988,12 @@ def format_header(report: dict) -> str:
     timed_on = report.get("timed_on", [])
     mixed = (f" (resumed run: timed on {len(timed_on)} kinds of machine, {'; '.join(timed_on)}; FPS and timings "
              "mix them)") if len(timed_on) > 1 else ""
-    return (f"{machine['cpu_model']}, {report['threads']} threads, torch {report['torch']}, commit {commit}"
-            f"{mixed}\n"
+    used = {s.get("backbone_runtime", "torch") for s in report["settings"]}
+    runtimes = [r for r in ("torch", "onnxruntime") if r in used]
+    backbone = ", backbone in " + " and ".join(
+        f"ONNX Runtime {report.get('onnxruntime')}" if r == "onnxruntime" else "PyTorch" for r in runtimes)
+    return (f"{machine['cpu_model']}, {report['threads']} threads, torch {report['torch']}{backbone}, commit "
+            f"{commit}{mixed}\n"
             f"{data['split']}: {len(data['sequences'])} sequences, {data['frames']} frames at {', '.join(sizes)}"
             + (f" (first {data['max_frames']} frames)" if data["max_frames"] else "") + gflops)
 

@@ -390,6 +390,7 @@ def _settings(session: Session, max_size, network, warmup, out_dir, overlay, mas
     options = getattr(session, "options", None)
     settings = asdict(options) if is_dataclass(options) else {}
     settings.update({"max_size": max_size or None, "device": str(network.device), "threads": torch.get_num_threads(),
+                     "backbone_runtime": network.backbone.active_runtime(network.device),
                      "warmup": warmup, "out": None if out_dir is None else str(out_dir),
                      "overlay": None if overlay is None else str(overlay),
                      "mask": None if masks.path is None else str(masks.path)})
@@ -509,6 +510,7 @@ def segment_davis(network: VOSNetwork, dataset: DavisDataset, out_root: str | os
     done = report.get("sequences", {})
     report.update({"reusevos": __version__, "torch": torch.__version__, "threads": torch.get_num_threads(),
                    "device": str(network.device), "machine": platform.machine(),
+                   "backbone_runtime": network.backbone.active_runtime(network.device),
                    "weights": getattr(network, "meta", {}).get("name", ""), "settings": settings})
     if warmup and dataset.sequences:
         # One short untimed pass so allocator and kernel start-up costs are not charged to the first sequence.

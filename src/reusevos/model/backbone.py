@@ -4,10 +4,14 @@
 Since it is never trained, its batch norms are folded into the convolutions before them, and it runs in
 the channels-last memory format; together about twice as fast on a CPU for the same features up to
 float rounding (tested). Its outputs are ordinary contiguous tensors.
+
+On a CPU it runs by default under ONNX Runtime when that is installed (``runtime``, see
+:mod:`reusevos.model.onnx_backbone`): about twice as fast again for the same features up to float rounding.
 """
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -16,6 +20,8 @@ from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from reusevos.errors import ReusevosError
+from reusevos.model import onnx_backbone
+from reusevos.model.onnx_backbone import OnnxBackbone, check_runtime
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -40,9 +46,12 @@ class Backbone(nn.Module):
     ``to_f8``: image ``(B, 3, H, W)`` in [0, 1] -> f4 ``(B, C4, H/4, W/4)``, f8 ``(B, C8, H/8, W/8)``.
     ``f8_to_f32``: f8 -> f16 ``(B, C16, H/16, W/16)``, f32 ``(B, C32, H/32, W/32)``.
     (Sizes round up: 854 px wide gives 214, 107, 54, 27.)
+
+    ``runtime`` (``auto``, ``torch`` or ``onnxruntime``, see :data:`reusevos.model.onnx_backbone.RUNTIMES`)
+    says what runs these on float32 CPU tensors; other tensors always go through PyTorch.
     """
 
-    def __init__(self, name: str = "mobilenet_v2", weights_path: str | None = None):
+    def __init__(self, name: str = "mobilenet_v2", weights_path: str | None = None, runtime: str = "auto"):
         super().__init__()
         if name not in SPECS:
             raise ReusevosError(f"unknown backbone {name!r}; choose one of {', '.join(SPECS)}")
@@ -65,6 +74,40 @@ class Backbone(nn.Module):
         self.eval()
         _fold_batch_norms(self)
         self.to(memory_format=torch.channels_last)
+        self.runtime = runtime
+        self._onnx: OnnxBackbone | None = None
+
+    @property
+    def runtime(self) -> str:
+        return self._runtime
+
+    @runtime.setter
+    def runtime(self, value: str) -> None:
+        self._runtime = check_runtime(value)
+
+    def active_runtime(self, device: torch.device | str = "cpu") -> str:
+        """What runs the backbone for float32 tensors on ``device``: ``torch`` or ``onnxruntime``."""
+        onnx = self._runtime == "onnxruntime" or (self._runtime == "auto" and onnx_backbone.onnxruntime_available())
+        return "onnxruntime" if onnx and torch.device(device).type == "cpu" else "torch"
+
+    @contextmanager
+    def runtime_as(self, runtime: str | None):
+        """Run with ``runtime`` inside the block (None: leave it as it is)."""
+        before = self._runtime
+        if runtime is not None:
+            self.runtime = runtime
+        try:
+            yield self
+        finally:
+            self._runtime = before
+
+    def _onnx_for(self, x: torch.Tensor) -> OnnxBackbone | None:
+        """The ONNX Runtime sessions when they should run ``x``, else None (PyTorch runs it)."""
+        if x.dtype != torch.float32 or self.active_runtime(x.device) != "onnxruntime" or x.requires_grad:
+            return None
+        if self._onnx is None:
+            self._onnx = OnnxBackbone(self)
+        return self._onnx
 
     def train(self, mode: bool = True) -> "Backbone":
         # Never trained: batch-norm statistics stay ImageNet's even inside a training loop.
@@ -74,17 +117,25 @@ class Backbone(nn.Module):
         return ((image - self.mean) / self.std).contiguous(memory_format=torch.channels_last)
 
     def to_f8(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        onnx = self._onnx_for(image)
+        if onnx is not None:
+            return onnx.to_f8(image)
         f4 = self.stage4(self._normalise(image))
         f8 = self.stage8(f4)
         return f4.contiguous(), f8.contiguous()
 
     def f8_to_f32(self, f8: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        onnx = self._onnx_for(f8)
+        if onnx is not None:
+            return onnx.f8_to_f32(f8)
         f16 = self.stage16(f8.contiguous(memory_format=torch.channels_last))
         f32 = self.stage32(f16)
         return f16.contiguous(), f32.contiguous()
 
     def to_f16(self, image: torch.Tensor) -> torch.Tensor:
         """Only f16 (what a target model is fitted on), e.g. for the start frame's augmented copies."""
+        if self._onnx_for(image) is not None:
+            return self.f8_to_f32(self.to_f8(image)[1])[0]
         return self.stage16(self.stage8(self.stage4(self._normalise(image)))).contiguous()
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:

@@ -1,0 +1,88 @@
+"""The backbone under ONNX Runtime: the same features as PyTorch up to float rounding, the same masks on the
+real clip, the runtime switch and its errors, and ONNX Runtime's threads following torch's."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from reusevos.errors import ReusevosError
+from reusevos.model import onnx_backbone
+
+
+def _features(backbone, runtime: str, image: torch.Tensor):
+    with backbone.runtime_as(runtime), torch.no_grad():
+        f4, f8 = backbone.to_f8(image)
+        f16, f32 = backbone.f8_to_f32(f8)
+        return f4, f8, f16, f32, backbone.to_f16(image)
+
+
+def test_features_match_pytorch(backbone):
+    torch.manual_seed(0)
+    image = torch.rand(2, 3, 72, 100)  # sizes that do not divide by 32: 18x25, 9x13, 5x7, 3x4
+    reference = _features(backbone, "torch", image)
+    onnx = _features(backbone, "onnxruntime", image)
+    assert backbone._onnx is not None and set(backbone._onnx._sessions) == {"to_f8", "f8_to_f32"}  # it ran
+    for ours, theirs in zip(onnx, reference):
+        assert ours.shape == theirs.shape and ours.dtype == torch.float32 and ours.is_contiguous()
+        torch.testing.assert_close(ours, theirs, atol=1e-4, rtol=1e-4)
+
+
+def test_runtime_choice_and_errors(backbone, monkeypatch):
+    before = backbone.runtime
+    with backbone.runtime_as("onnxruntime"):
+        assert backbone.active_runtime("cpu") == "onnxruntime"
+        assert backbone.active_runtime("cuda") == "torch"  # GPUs always run PyTorch
+        with backbone.runtime_as(None):  # None leaves it as it is
+            assert backbone.runtime == "onnxruntime"
+    with pytest.raises(RuntimeError), backbone.runtime_as("torch"):
+        raise RuntimeError("inside")
+    assert backbone.runtime == before  # restored after an exception too
+    with backbone.runtime_as("torch"):
+        assert backbone.active_runtime("cpu") == "torch"
+    with backbone.runtime_as("onnxruntime"):
+        # an input that wants gradients goes through PyTorch, which keeps the graph; ONNX Runtime would not
+        assert backbone.to_f8(torch.rand(1, 3, 32, 32, requires_grad=True))[1].requires_grad
+    with pytest.raises(ReusevosError, match="unknown backbone runtime 'tensorrt'"):
+        backbone.runtime = "tensorrt"
+    # Without ONNX Runtime, auto falls back to PyTorch and asking for it is a clear error.
+    monkeypatch.setattr(onnx_backbone, "onnxruntime_available", lambda: False)
+    with backbone.runtime_as("auto"):
+        assert backbone.active_runtime("cpu") == "torch"
+    with pytest.raises(ReusevosError, match="pip install onnxruntime onnx"):
+        backbone.runtime = "onnxruntime"
+    assert onnx_backbone.onnxruntime_version() is None
+
+
+def test_onnxruntime_threads_follow_torch(backbone):
+    threads = torch.get_num_threads()
+    image = torch.rand(1, 3, 32, 32)
+    try:
+        with backbone.runtime_as("onnxruntime"), torch.no_grad():
+            for wanted in (1, 2, 1):
+                torch.set_num_threads(wanted)
+                backbone.to_f8(image)
+                session = backbone._onnx._sessions["to_f8"]
+                assert session.get_session_options().intra_op_num_threads == wanted
+    finally:
+        torch.set_num_threads(threads)
+
+
+@pytest.mark.slow
+def test_same_masks_as_pytorch_on_the_real_clip(blackswan):
+    """The shipped model on the first 6 frames of blackswan at 480p, backbone in each runtime."""
+    from reusevos.model.network import load_model
+    from reusevos.session import Session
+
+    frames, masks = blackswan
+    network = load_model(fetch_backbone=False)
+    labels = {}
+    for runtime in ("torch", "onnxruntime"):
+        network.backbone.runtime = runtime
+        session = Session(network)
+        labels[runtime] = [session.step(frame, masks[0] if t == 0 else None).labels
+                           for t, frame in enumerate(frames[:6])]
+    for ours, theirs in zip(labels["onnxruntime"], labels["torch"]):
+        assert np.mean(ours != theirs) < 1e-3  # float rounding moves a few boundary pixels at most
+    assert any((frame_labels == 1).any() for frame_labels in labels["onnxruntime"][1:])
