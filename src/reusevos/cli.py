@@ -490,7 +490,7 @@ def _add_session_flags(parser: argparse.ArgumentParser) -> None:
                              "find the object, grown by CELLS cells of 16 pixels; background outside it (faster on "
                              "small objects; see the README's speed section). Default: 0, whole-frame refinement")
     parser.add_argument("--backbone-runtime", default="auto", choices=["auto", "torch", "onnxruntime"],
-                        help="what runs the frozen backbone on a CPU: onnxruntime (about twice as fast, the same "
+                        help="what runs the frozen backbone on a CPU: onnxruntime (about 1.5x as fast, the same "
                              "features up to float rounding), torch, or auto (onnxruntime when installed). GPUs "
                              "always use torch")
 
