@@ -19,10 +19,11 @@ import pytest
 import torch
 from PIL import Image
 
-from reusevos.ablation import PARTIAL_FILE, run_ablation
-from reusevos.benchmark import (FRAME_KINDS, SESSION_STAGES, SUB_STAGES, SequenceResult, Setting, build_settings,
-                                count_flops, format_header, format_stage_table, format_table, load_sequence,
-                                machine_label, quick_sequences, run_benchmark, summarise)
+from reusevos.ablation import PARTIAL_FILE, figure_lines, run_ablation
+from reusevos.benchmark import (FRAME_KINDS, SESSION_STAGES, SUB_STAGES, SequenceResult, Setting, _add_references,
+                                build_settings, count_flops, format_header, format_stage_table, format_table,
+                                load_sequence, machine_label, parse_setting, quick_sequences, run_benchmark,
+                                select_settings, summarise)
 from reusevos.config import ModelConfig, SessionConfig
 from reusevos.errors import ReusevosError
 from reusevos.evaluation import score_sequence
@@ -109,6 +110,30 @@ def test_settings_grid_runs_full_once_and_skips_what_cannot_run():
     assert settings[1].runtime == "onnxruntime" and settings[1].options() == SessionConfig("full", 1.0)
     with pytest.raises(ReusevosError, match="unknown backbone runtime 'tvm'"):
         build_settings(["full"], [0.7], runtimes=["tvm"])
+    # auto is the model's own choice: the same setting as naming no runtime
+    assert [s.key for s in build_settings(["full"], [1.0], runtimes=["auto", None, "torch"])[0]] == ["full", "full+torch"]
+    with pytest.raises(ReusevosError, match="give at least one variant"):
+        build_settings([], [0.7])
+
+
+def test_setting_names_read_back():
+    grid, _ = build_settings(["full", "reuse", "copy", "fusion", "oracle"], [1.0, 0.7, 0.25], [0.9], windows=[0, 2],
+                             compute_windows=[0, 3], runtimes=[None, "torch", "onnxruntime"])
+    assert len(grid) > 50 and all(parse_setting(s.key) == s for s in grid)  # every name the tables print
+    settings, skipped = select_settings(["reuse@0.7+w2+c2+ort", "full+torch", "full+torch", "copy@0.5"])
+    assert [s.key for s in settings] == ["reuse@0.7+w2+c2+ort", "full+torch", "copy@0.5"] and not skipped  # in order
+    assert settings[0] == Setting("reuse", 0.7, None, 2, 2, "onnxruntime")
+    settings, skipped = select_settings(["full+c2", "reuse@0.7"], has_gate=False)
+    assert [s.key for s in settings] == ["full+c2"] and skipped[0]["reason"] == "the weights have no reuse gate"
+    for bad, message in [("reuse", "give the variant's tau"), ("full@0.5", "takes no tau"),
+                         ("warp@0.5", "unknown variant 'warp'"), ("reuse@1.5", r"\[0, 1\]"),
+                         ("fusion@0.9/0.5", "tau < tau2"), ("copy@0.5+w2", "reuse_window applies"),
+                         ("reuse@0.7+x3", "not a setting name"), ("reuse@0.7.1", "tau must be a number"),
+                         ("full+tvm", "not a setting name")]:
+        with pytest.raises(ReusevosError, match=message):
+            parse_setting(bad)
+    with pytest.raises(ReusevosError, match="at least one setting"):
+        select_settings([])
 
 
 def test_report_has_every_setting_with_every_field(report):
@@ -228,6 +253,19 @@ def test_flops_do_not_depend_on_the_backbone_runtime(network, synthetic_root):
     assert counts["onnxruntime"] == counts["torch"]
 
 
+def test_each_setting_runs_the_backbone_it_names(network, synthetic_root, one_thread, monkeypatch):
+    from reusevos.model import onnx_backbone
+
+    calls = []
+    run = onnx_backbone.OnnxBackbone.run
+    monkeypatch.setattr(onnx_backbone.OnnxBackbone, "run", lambda self, *a: calls.append(a[0]) or run(self, *a))
+    dataset = DavisDataset(synthetic_root, "val", sequences=["one"])
+    for key, expected in (("full+torch", 0), ("full+ort", 6)):  # 6 frames: one to_f8 each
+        calls.clear()
+        run_benchmark(network, dataset, [parse_setting(key)], flops=False, warmup=False)
+        assert calls.count("to_f8") == expected, key
+
+
 def test_backbone_runtimes_as_settings(network, synthetic_root, one_thread):
     settings, _ = build_settings(["full"], [1.0], runtimes=["torch", "onnxruntime"])
     report = run_benchmark(network, DavisDataset(synthetic_root, "val", sequences=["one"]), settings, flops=False)
@@ -237,6 +275,9 @@ def test_backbone_runtimes_as_settings(network, synthetic_root, one_thread):
     assert by_key["full+ort"]["backbone_runtime"] == "onnxruntime"
     assert by_key["full+ort"]["J&F"] == pytest.approx(by_key["full+torch"]["J&F"], abs=0.01)  # same features
     assert "backbone in PyTorch and ONNX Runtime" in format_header(report)
+    # the figure draws one line per runtime, not one line through both
+    assert [(label, [p["setting"] for p in points]) for _, label, points in figure_lines(report)] == [
+        ("full, backbone in PyTorch", ["full+torch"]), ("full, backbone in ONNX Runtime", ["full+ort"])]
     assert network.backbone.runtime == "auto"  # left as it was
 
 
@@ -289,6 +330,26 @@ def test_aggregation_on_hand_made_results():
     assert s["stages_s"]["merge"] == pytest.approx(1.0)
     round_trip = SequenceResult.from_dict(json.loads(json.dumps(a.to_dict())))
     assert round_trip == a
+
+
+def test_references_stay_within_one_backbone_runtime():
+    def summary(key, variant, tau, window, runtime, fps, computed=None, reused=None):
+        return {"setting": key, "variant": variant, "tau": tau, "compute_window": window, "backbone_runtime": runtime,
+                "fps": fps, "c": None, "frame_ms": {"computed": computed, "reused": reused, "copied": None}}
+
+    summaries = [summary("full+torch", "full", 1.0, 0, "torch", 1.0, computed=500),
+                 summary("full+ort", "full", 1.0, 0, "onnxruntime", 1.2, computed=450),
+                 summary("full+c2+ort", "full", 1.0, 2, "onnxruntime", 2.0, computed=300),
+                 summary("reuse@0+c2+ort", "reuse", 0.0, 2, "onnxruntime", 2.2, reused=280)]
+    _add_references(summaries)
+    by_key = {s["setting"]: s for s in summaries}
+    assert by_key["full+torch"]["speedup"] is None and by_key["full+ort"]["speedup"] is None  # each its own base
+    assert by_key["full+c2+ort"]["speedup_reference"] == "full+ort"
+    assert by_key["full+c2+ort"]["speedup"] == pytest.approx(2.0 / 1.2, abs=1e-4)
+    reuse = by_key["reuse@0+c2+ort"]
+    assert reuse["speedup_reference"] == "full+ort" and reuse["speedup"] == pytest.approx(2.2 / 1.2, abs=1e-4)
+    # no computed frame of its own: against the computed frames of the same runtime and compute window
+    assert reuse["c_reference"] == "full+c2+ort" and reuse["c"] == pytest.approx(280 / 300, abs=1e-4)
 
 
 def test_quick_picks_blackswan_first(synthetic_root, blackswan_root):
@@ -427,11 +488,24 @@ def test_ablation_command(synthetic_root, gate_weights, tmp_path):
     assert empty.returncode == 2 and "nothing has finished yet" in empty.stderr
 
 
+def test_benchmark_command_named_settings(synthetic_root, gate_weights, tmp_path):
+    out = tmp_path / "bench.json"
+    run = _run_cli("benchmark", synthetic_root, "--sequences", "one", "--settings", "reuse@0.5+c2+ort,full+torch",
+                   "--weights", gate_weights, "--threads", 1, "--no-flops", "--json", out)
+    assert run.returncode == 0, run.stderr
+    report = json.loads(out.read_text())
+    assert [(s["setting"], s["backbone_runtime"], s["compute_window"]) for s in report["settings"]] == [
+        ("reuse@0.5+c2+ort", "onnxruntime", 2), ("full+torch", "torch", 0)]
+
+
 @pytest.mark.parametrize("args, message", [
     (["--variant", "warp"], "unknown variant 'warp'"),
     (["--tau", "1.5"], "must lie in [0, 1]"),
     (["--tau", "fast"], "--tau 'fast': give comma-separated numbers"),
     (["--max-frames", "2"], "--max-frames 2"),
+    (["--settings", "full+c2,reuse@0.7", "--tau", "0.5"], "--settings names every setting in full; drop --tau"),
+    (["--settings", "reuse"], "give the variant's tau"),
+    (["--backbone-runtime", "tvm"], "unknown backbone runtime 'tvm'"),
 ])
 def test_benchmark_command_bad_input(synthetic_root, gate_weights, args, message):
     run = _run_cli("benchmark", synthetic_root, "--weights", gate_weights, *args, timeout=120)

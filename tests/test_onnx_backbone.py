@@ -23,7 +23,7 @@ def test_features_match_pytorch(backbone):
     image = torch.rand(2, 3, 72, 100)  # sizes that do not divide by 32: 18x25, 9x13, 5x7, 3x4
     reference = _features(backbone, "torch", image)
     onnx = _features(backbone, "onnxruntime", image)
-    assert backbone._onnx is not None and set(backbone._onnx._sessions) == {"to_f8", "f8_to_f32"}  # it ran
+    assert set(backbone._onnx._sessions) == {"to_f8", "f8_to_f32", "to_f16"}  # it ran, each part in its graph
     for ours, theirs in zip(onnx, reference):
         assert ours.shape == theirs.shape and ours.dtype == torch.float32 and ours.is_contiguous()
         torch.testing.assert_close(ours, theirs, atol=1e-4, rtol=1e-4)
@@ -53,6 +53,42 @@ def test_runtime_choice_and_errors(backbone, monkeypatch):
     with pytest.raises(ReusevosError, match="pip install onnxruntime onnx"):
         backbone.runtime = "onnxruntime"
     assert onnx_backbone.onnxruntime_version() is None
+
+
+@pytest.mark.parametrize("where", ["export", "run"])
+def test_a_failure_falls_back_or_says_why(monkeypatch, where):
+    from reusevos.model import backbone as backbone_module
+
+    def broken(*_):
+        raise RuntimeError("no such operator")
+
+    if where == "export":
+        monkeypatch.setattr(backbone_module, "OnnxBackbone", broken)
+    else:
+        monkeypatch.setattr(onnx_backbone.OnnxBackbone, "run", broken)
+    image = torch.rand(1, 3, 32, 32)
+    strict = backbone_module.Backbone(runtime="onnxruntime")
+    with pytest.raises(ReusevosError, match="ONNX Runtime cannot run this backbone .RuntimeError: no such operator"):
+        strict.to_f8(image)
+    lenient = backbone_module.Backbone(runtime="auto")
+    with pytest.warns(RuntimeWarning, match="it runs in PyTorch"):
+        f4, f8 = lenient.to_f8(image)
+    assert lenient.active_runtime("cpu") == "torch" and f8.shape == (1, 32, 4, 4)
+    with lenient.runtime_as("torch"):
+        torch.testing.assert_close(lenient.to_f8(image)[1], f8)
+
+
+def test_inside_inference_mode():
+    """Callers may run the model under torch.inference_mode, where PyTorch's exporter cannot trace."""
+    from reusevos.model.backbone import Backbone
+
+    fresh = Backbone(runtime="onnxruntime")  # random weights, nothing exported yet
+    image = torch.rand(1, 3, 48, 64)
+    with torch.inference_mode():
+        f8 = fresh.to_f8(image)[1]
+    with fresh.runtime_as("torch"), torch.no_grad():
+        torch.testing.assert_close(f8, fresh.to_f8(image)[1], atol=1e-4, rtol=1e-4)
+    assert "to_f8" in fresh._onnx._sessions
 
 
 def test_onnxruntime_threads_follow_torch(backbone):

@@ -23,7 +23,8 @@ import os
 from pathlib import Path
 from typing import Callable, Sequence
 
-from reusevos.benchmark import PartialResults, build_settings, format_markdown, run_benchmark, run_signature
+from reusevos.benchmark import (PartialResults, build_settings, format_header, format_markdown, run_benchmark,
+                                run_signature)
 from reusevos.errors import ReusevosError
 from reusevos.io.davis import DavisDataset
 from reusevos.io.files import write_atomically, write_json, write_text
@@ -124,12 +125,37 @@ def require_matplotlib(instead: str = "pass --no-plots") -> None:
 _COLOURS = {"reuse": "tab:blue", "copy": "tab:orange", "fusion": "tab:green", "oracle": "tab:red",
             "full": "black"}
 _MARKERS = {"reuse": "o", "copy": "s", "fusion": "^", "oracle": "D", "full": "*"}
+_LINESTYLES = {(False, False): "-", (True, False): "--", (False, True): ":", (True, True): "-."}  # (reuse, compute) window
+_RUNTIME_NAMES = {"torch": "PyTorch", "onnxruntime": "ONNX Runtime"}
+
+
+def figure_lines(report: dict) -> list[tuple[tuple[str, int, int, str | None], str, list[dict]]]:
+    """The lines of :func:`plot_figure`: ``((variant, reuse window, compute window, runtime), label, settings
+    in falling tau)``, one per variant and windows, and per backbone runtime when the report has several
+    (else the runtime is None)."""
+    several_runtimes = len({s.get("backbone_runtime", "torch") for s in report["settings"]}) > 1
+
+    def line_of(s: dict) -> tuple[str, int, int, str | None]:
+        runtime = s.get("backbone_runtime", "torch") if several_runtimes else None
+        return s["variant"], s.get("reuse_window") or 0, s.get("compute_window") or 0, runtime
+
+    lines = []
+    for line in dict.fromkeys(map(line_of, report["settings"])):
+        variant, reuse_window, compute_window, runtime = line
+        points = sorted((s for s in report["settings"] if line_of(s) == line), key=lambda s: -s["tau"])
+        label = (variant if variant != "fusion" else f"fusion (tau2 = {points[0]['tau2']:g})") \
+            + (f", reuse window {reuse_window}" if reuse_window else "") \
+            + (f", compute window {compute_window}" if compute_window else "") \
+            + (f", backbone in {_RUNTIME_NAMES.get(runtime, runtime)}" if runtime else "")
+        lines.append((line, label, points))
+    return lines
 
 
 def plot_figure(report: dict, kind: str, path: str | os.PathLike) -> None:
     """Draw J&F (%) against FPS (``kind="fps"``, the paper's Fig. 7) or against the reuse rate (%)
     (``kind="reuse"``, Fig. 8) as a PNG: one line per variant (and per refinement window, dashed or
-    dotted) in tau order, each point labelled with tau."""
+    dotted, and per backbone runtime when the report has several, PyTorch's paler) in tau order, each point
+    labelled with tau."""
     require_matplotlib()
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -140,22 +166,13 @@ def plot_figure(report: dict, kind: str, path: str | os.PathLike) -> None:
     FigureCanvasAgg(figure)
     axes = figure.add_subplot(1, 1, 1)
 
-    def line_of(s: dict) -> tuple[str, int, int]:
-        return s["variant"], s.get("reuse_window") or 0, s.get("compute_window") or 0
-
-    for variant, reuse_window, compute_window in dict.fromkeys(map(line_of, report["settings"])):
-        points = sorted((s for s in report["settings"] if line_of(s) == (variant, reuse_window, compute_window)),
-                        key=lambda s: -s["tau"])
+    for (variant, reuse_window, compute_window, runtime), label, points in figure_lines(report):
         xs = [s["fps"] if kind == "fps" else 100 * s["reuse_rate"] for s in points]
         ys = [100 * s["J&F"] for s in points]
-        label = (variant if variant != "fusion" else f"fusion (tau2 = {points[0]['tau2']:g})") \
-            + (f", reuse window {reuse_window}" if reuse_window else "") \
-            + (f", compute window {compute_window}" if compute_window else "")
-        style = {(False, False): "-", (True, False): "--", (False, True): ":", (True, True): "-."}
         axes.plot(xs, ys, marker=_MARKERS.get(variant, "o"), color=_COLOURS.get(variant), label=label,
                   markersize=9 if variant == "full" else 5, linewidth=1.2,
-                  linestyle=style[bool(reuse_window), bool(compute_window)],
-                  markerfacecolor="none" if compute_window else None)
+                  linestyle=_LINESTYLES[bool(reuse_window), bool(compute_window)],
+                  markerfacecolor="none" if compute_window else None, alpha=0.45 if runtime == "torch" else 1.0)
         if variant != "full":
             for x, y, s in zip(xs, ys, points):
                 axes.annotate(f"{s['tau']:g}", (x, y), textcoords="offset points", xytext=(4, 3), fontsize=7,
@@ -167,9 +184,7 @@ def plot_figure(report: dict, kind: str, path: str | os.PathLike) -> None:
                    + f" (DAVIS {data['split']}, {len(data['sequences'])} sequences; points: tau)", fontsize=10)
     axes.grid(True, alpha=0.3)
     axes.legend(fontsize=8)
-    commit = report.get("commit", "unknown")[:10] + ("+dirty" if report.get("dirty") else "")
-    figure.text(0.01, 0.005, f"{report['machine']['cpu_model']}, {report['threads']} threads, torch "
-                f"{report['torch']}, commit {commit}", fontsize=6, color="0.4")
+    figure.text(0.01, 0.005, format_header(report).splitlines()[0], fontsize=6, color="0.4")
     figure.tight_layout(rect=(0, 0.02, 1, 1))
     write_atomically(path, lambda tmp: figure.savefig(tmp, format="png"))
 

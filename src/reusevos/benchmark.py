@@ -43,6 +43,7 @@ import itertools
 import json
 import os
 import platform
+import re
 import subprocess
 import threading
 import time
@@ -142,11 +143,14 @@ def build_settings(variants: Iterable[str], taus: Iterable[float], tau2s: Iterab
     tau outside [0, 1], or a runtime that cannot run here.
     """
     variants, taus, tau2s = list(dict.fromkeys(variants)), list(dict.fromkeys(taus)), list(dict.fromkeys(tau2s))
-    runtimes = [None if r is None else check_runtime(r) for r in dict.fromkeys(runtimes)] or [None]
+    # auto is what the model does anyway: the same setting as None, with the same name
+    runtimes = list(dict.fromkeys(None if r in (None, "auto") else check_runtime(r) for r in runtimes)) or [None]
     windows, compute_windows = list(dict.fromkeys(windows)), list(dict.fromkeys(compute_windows))
     for name, values in (("reuse", windows), ("compute", compute_windows)):
         if any(isinstance(w, bool) or not isinstance(w, int) or w < 0 for w in values) or not values:
             raise ReusevosError(f"{name} windows must be whole numbers of cells >= 0 (0 = off), got {values}")
+    if not variants:
+        raise ReusevosError("give at least one variant")
     for variant in variants:
         if variant not in VARIANTS:
             raise ReusevosError(f"unknown variant {variant!r}; choose among {', '.join(VARIANTS)}")
@@ -178,6 +182,47 @@ def build_settings(variants: Iterable[str], taus: Iterable[float], tau2s: Iterab
                     else:
                         settings.append(setting)
     return list(dict.fromkeys(settings)), skipped
+
+
+_KEY = re.compile(r"(?P<variant>[a-z]+)(?:@(?P<tau>[0-9.e-]+)(?:/(?P<tau2>[0-9.e-]+))?)?(?:\+w(?P<window>\d+))?"
+                  r"(?:\+c(?P<compute>\d+))?(?:\+(?P<runtime>torch|ort))?")
+
+
+def parse_setting(key: str) -> Setting:
+    """The setting a name of :attr:`Setting.key` stands for (``full+c2+ort``, ``reuse@0.7+w2+c2``,
+    ``fusion@0.5/0.9``, ``full+torch``): the inverse of ``key``. Raises ReusevosError for anything else."""
+    match = _KEY.fullmatch(key.strip())
+    example = "full, full+c2+ort, reuse@0.7+w2+c2 or fusion@0.5/0.9"
+    if match is None:
+        raise ReusevosError(f"setting {key!r} is not a setting name such as {example}")
+    variant, tau, tau2 = match["variant"], match["tau"], match["tau2"]
+    if variant not in VARIANTS:
+        raise ReusevosError(f"setting {key!r}: unknown variant {variant!r}; choose among {', '.join(VARIANTS)}")
+    if variant == "full" and tau is not None:
+        raise ReusevosError(f"setting {key!r}: full never reuses, so it takes no tau; write full")
+    if variant != "full" and tau is None:
+        raise ReusevosError(f"setting {key!r}: give the variant's tau, as in {variant}@0.7")
+    try:
+        tau_value, tau2_value = float(tau or 1.0), None if tau2 is None else float(tau2)
+    except ValueError:
+        raise ReusevosError(f"setting {key!r}: tau must be a number, as in {variant}@0.7") from None
+    runtime = {"ort": "onnxruntime"}.get(match["runtime"], match["runtime"])
+    setting = Setting(variant, tau_value, tau2_value, int(match["window"] or 0), int(match["compute"] or 0),
+                      None if runtime is None else check_runtime(runtime))
+    setting.options()  # tau in [0, 1], fusion's tau < tau2, a reuse window only where there is a reuse path
+    return setting
+
+
+def select_settings(keys: Iterable[str], has_gate: bool = True) -> tuple[list[Setting], list[dict]]:
+    """Exactly the settings named by ``keys`` (see :func:`parse_setting`), in that order, instead of a cross
+    product; like :func:`build_settings` it returns those that cannot run (no reuse gate) apart."""
+    settings = list(dict.fromkeys(parse_setting(key) for key in keys))
+    if not settings:
+        raise ReusevosError("give at least one setting")
+    runnable = [s for s in settings if has_gate or s.variant == "full"]
+    skipped = [{"setting": s.key, "variant": s.variant, "tau": s.tau, "tau2": s.tau2,
+                "reason": "the weights have no reuse gate"} for s in settings if s not in runnable]
+    return runnable, skipped
 
 
 # -- data ---------------------------------------------------------------------------------------------------------
@@ -794,7 +839,7 @@ def run_signature(network: VOSNetwork, dataset: DavisDataset, max_frames: int | 
     return {"weights": weights.get("sha256") or weights.get("file"), "split": dataset.split,
             "max_frames": max_frames, "max_size": max_size, "threads": torch.get_num_threads(),
             "torch": torch.__version__, "device": str(network.device), "code": source_fingerprint(),
-            "backbone_runtime": network.backbone.active_runtime(network.device)}
+            "backbone_runtime": network.backbone.active_runtime(network.device), "onnxruntime": onnxruntime_version()}
 
 
 def run_benchmark(network: VOSNetwork, dataset: DavisDataset, settings: Sequence[Setting], *,
@@ -883,28 +928,37 @@ def run_benchmark(network: VOSNetwork, dataset: DavisDataset, settings: Sequence
 def _add_references(summaries: list[dict]) -> None:
     """Ratios against other settings of the same report (so from the same run).
 
-    ``speedup``: fps over that of ``full`` when it ran, else (for tau < 1) of the same variant at tau = 1,
-    else of any setting at tau = 1 (which never reuses); ``speedup_reference`` names it.
+    References are taken among the settings with the same backbone runtime, so a ratio never mixes runtimes.
+    ``speedup``: fps over that of ``full`` (without a compute window when it ran, else with one) when it
+    ran, else (for tau < 1) of a setting at tau = 1 (which never reuses), preferably of the same variant
+    and compute window; ``speedup_reference`` names it.
     ``c`` of a setting without computed frames of its own (every frame reused, e.g. tau = 0): its reused
-    frames against the computed frames of the same variant at tau = 1 (the dynamic network's full path,
-    gate included), else of any setting at tau = 1, else of ``full``; ``c_reference`` names it.
+    frames against the computed frames of a setting at tau = 1 (the same variant and compute window
+    preferred: the dynamic network's full path, gate included), else of ``full``; ``c_reference`` names it.
     """
-    full = next((s for s in summaries if s["setting"] == "full"), None)
+    def peers(summary: dict) -> list[dict]:
+        return [s for s in summaries if s.get("backbone_runtime") == summary.get("backbone_runtime")]
+
+    def full_of(summary: dict, need_computed: bool = False) -> dict | None:
+        fulls = [s for s in peers(summary) if s["variant"] == "full" and (s["frame_ms"]["computed"] or not need_computed)]
+        return min(fulls, key=lambda s: s.get("compute_window") != summary.get("compute_window")
+                   if need_computed else bool(s.get("compute_window")), default=None)
 
     def at_tau_one(summary: dict, need_computed: bool) -> dict | None:
-        candidates = [s for s in summaries if s["tau"] == 1.0 and s["variant"] != "full" and s is not summary
+        candidates = [s for s in peers(summary) if s["tau"] == 1.0 and s["variant"] != "full" and s is not summary
                       and (s["frame_ms"]["computed"] or not need_computed)]
-        same = [s for s in candidates if s["variant"] == summary["variant"]]
-        return (same or candidates or [None])[0]
+        return min(candidates, default=None, key=lambda s: (s["variant"] != summary["variant"],
+                                                            s.get("compute_window") != summary.get("compute_window")))
 
     for summary in summaries:
         reused = summary["frame_ms"][_reused_kind(summary["variant"])]
         if summary["c"] is None and reused is not None:
-            reference = at_tau_one(summary, True) or (full if full and full["frame_ms"]["computed"] else None)
+            reference = at_tau_one(summary, True) or full_of(summary, need_computed=True)
             if reference is not None:
                 summary["c"] = round(reused / reference["frame_ms"]["computed"], 4)
                 summary["c_reference"] = reference["setting"]
     for summary in summaries:
+        full = full_of(summary)
         if summary is full:
             reference = None
         elif full is not None:

@@ -260,19 +260,25 @@ def _build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--split", default="val", help="split to run; every frame must be annotated")
     bench.add_argument("--sequences", default=None, help="comma-separated subset of the split (default: all, or "
                        "--quick's)")
-    bench.add_argument("--variant", default="full,reuse", help="comma-separated: full, reuse, copy, fusion, oracle")
-    bench.add_argument("--tau", default="1,0.7", help="comma-separated reuse thresholds in [0, 1]")
-    bench.add_argument("--tau2", default="0.9", help="comma-separated copy thresholds of the fusion variant; "
-                       "combinations with tau2 <= tau are skipped")
-    bench.add_argument("--reuse-window", default="0", metavar="CELLS",
-                       help="comma-separated reuse-path window margins in stride-16 cells (0 = the paper's "
-                            "whole-frame refinement); each runs as its own setting of the variants with a reuse path")
-    bench.add_argument("--compute-window", default="0", metavar="CELLS",
-                       help="comma-separated computed-frame window margins in stride-16 cells (0 = the paper's "
-                            "whole-frame refinement); each runs as its own setting of every variant")
+    bench.add_argument("--variant", default=None, help="comma-separated: full, reuse, copy, fusion, oracle "
+                       "(default: full,reuse)")
+    bench.add_argument("--tau", default=None, help="comma-separated reuse thresholds in [0, 1] (default: 1,0.7)")
+    bench.add_argument("--tau2", default=None, help="comma-separated copy thresholds of the fusion variant; "
+                       "combinations with tau2 <= tau are skipped (default: 0.9)")
+    bench.add_argument("--reuse-window", default=None, metavar="CELLS",
+                       help="comma-separated reuse-path window margins in stride-16 cells (0, the default = the "
+                            "paper's whole-frame refinement); each runs as its own setting of the variants with a "
+                            "reuse path")
+    bench.add_argument("--compute-window", default=None, metavar="CELLS",
+                       help="comma-separated computed-frame window margins in stride-16 cells (0, the default = the "
+                            "paper's whole-frame refinement); each runs as its own setting of every variant")
     bench.add_argument("--backbone-runtime", default=None, metavar="RUNTIMES",
-                       help="comma-separated backbone runtimes (torch, onnxruntime, auto), each its own setting of "
-                            "every other choice (keys +torch, +ort, +auto); default: the model's own (auto)")
+                       help="comma-separated backbone runtimes (torch, onnxruntime; auto = the model's own, the "
+                            "default), each its own setting of every other choice (names end in +torch, +ort)")
+    bench.add_argument("--settings", default=None, metavar="NAMES",
+                       help="comma-separated settings by the names the tables print (full+torch, full+c2+ort, "
+                            "reuse@0.7+w2+c2, fusion@0.5/0.9): exactly these, in this order, instead of the cross "
+                            "product of --variant, --tau, --tau2 and the window and runtime flags")
     bench.add_argument("--weights", default=None, metavar="FILE",
                        help="checkpoint file (default: the weights shipped with reusevos)")
     bench.add_argument("--threads", type=int, default=None, metavar="N",
@@ -281,7 +287,8 @@ def _build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--markdown", default=None, metavar="OUT.md",
                        help="also write the table as Markdown, with the command, machine, threads and commit")
     bench.add_argument("--figure", default=None, metavar="OUT.png",
-                       help="also draw J&F against FPS, one line per variant and window (needs matplotlib)")
+                       help="also draw J&F against FPS, one line per variant, window and backbone runtime (needs "
+                            "matplotlib)")
     bench.add_argument("--quick", action="store_true",
                        help="blackswan and the next two sequences of the split, first 20 frames (for development)")
     bench.add_argument("--max-frames", type=int, default=None, metavar="N",
@@ -636,26 +643,37 @@ def _check_run_size(args: argparse.Namespace) -> None:
 
 
 def _cmd_benchmark(args: argparse.Namespace) -> int:
+    import functools
     import shlex
 
     from reusevos.ablation import plot_figure, require_matplotlib
     from reusevos.api import load_model
     from reusevos.benchmark import (build_settings, format_header, format_markdown, format_stage_table,
-                                    format_table, quick_sequences, run_benchmark)
+                                    format_table, quick_sequences, run_benchmark, select_settings)
     from reusevos.io.davis import DavisDataset
     from reusevos.io.files import write_json, write_text
 
     _check_run_size(args)
     if args.figure:
         require_matplotlib("drop --figure")  # fail before the run, not after
-    variants = _csv_list(args.variant, "--variant")
-    taus = _csv_list(args.tau, "--tau", float)
-    tau2s = _csv_list(args.tau2, "--tau2", float)
-    windows = _csv_list(args.reuse_window, "--reuse-window", int)
-    compute_windows = _csv_list(args.compute_window, "--compute-window", int)
-    runtimes = _csv_list(args.backbone_runtime, "--backbone-runtime") if args.backbone_runtime else [None]
-    # bad names and values are refused before the model loads
-    build_settings(variants, taus, tau2s, windows=windows, compute_windows=compute_windows, runtimes=runtimes)
+    # the cross product's flags (default None, so that --settings can tell whether one was given)
+    grid = {"variant": "full,reuse", "tau": "1,0.7", "tau2": "0.9", "reuse_window": "0", "compute_window": "0",
+            "backbone_runtime": "auto"}
+    if args.settings is not None:
+        given = ["--" + name.replace("_", "-") for name in grid if getattr(args, name) is not None]
+        if given:
+            raise ReusevosError(f"--settings names every setting in full; drop {', '.join(given)}")
+        choose = functools.partial(select_settings, _csv_list(args.settings, "--settings"))
+    else:
+        values = {name: default if getattr(args, name) is None else getattr(args, name)
+                  for name, default in grid.items()}
+        kinds = {"tau": float, "tau2": float, "reuse_window": int, "compute_window": int}
+        lists = {name: _csv_list(text, "--" + name.replace("_", "-"), kinds.get(name, str))
+                 for name, text in values.items()}
+        choose = functools.partial(build_settings, lists["variant"], lists["tau"], lists["tau2"],
+                                   windows=lists["reuse_window"], compute_windows=lists["compute_window"],
+                                   runtimes=lists["backbone_runtime"])
+    choose()  # bad names and values are refused before the model loads
     _set_threads(args.threads)
     sequences = [s for s in args.sequences.split(",") if s] if args.sequences else None
     dataset = DavisDataset(args.davis, split=args.split, sequences=sequences)
@@ -665,7 +683,7 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
             dataset = DavisDataset(dataset.root, split=args.split, sequences=quick_sequences(dataset))
         max_frames = max_frames or 20
     network = load_model(args.weights, device="cpu")
-    settings, skipped = build_settings(variants, taus, tau2s, network.has_gate, windows, compute_windows, runtimes)
+    settings, skipped = choose(has_gate=network.has_gate)
     report = run_benchmark(network, dataset, settings, skipped=skipped, max_frames=max_frames,
                            max_size=args.max_size or None, partial=args.partial, flops=args.flops,
                            command=shlex.join(["reusevos", *sys.argv[1:]]), log=lambda m: print(m, flush=True))

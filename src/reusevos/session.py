@@ -138,7 +138,7 @@ class Session:
                     probs[ordered[i].object_id] = torch.sigmoid(logits[row, 0])
             for i, obj in enumerate(ordered):
                 if obj.object_id in boxes:
-                    outside = obj.prob_prev if i >= len(compute) else torch.zeros_like(obj.prob_prev)
+                    outside = obj.prob_prev if i >= len(compute) else None  # computed: background outside
                     probs[obj.object_id] = self.refine_window(boxes[obj.object_id], states[i:i + 1], f4, f8,
                                                               scores[i:i + 1], outside)
             for i, obj in enumerate(compute):  # S_prev and R_prev change only on computed frames
@@ -212,9 +212,10 @@ class Session:
         return self._timed("refine_shallow", refiner.shallow, state, r4, r8, scores, self.image_size)
 
     def refine_window(self, box: tuple[int, int, int, int], state, f4, f8, score,
-                      outside: torch.Tensor) -> torch.Tensor:
+                      outside: torch.Tensor | None) -> torch.Tensor:
         """The shallow levels and the head inside ``box`` (cells of the stride-16 grid) only; outside it the
-        probabilities are those of ``outside`` ``(H, W)``. Returns the object's probabilities ``(H, W)``."""
+        probabilities are those of ``outside`` ``(H, W)`` (None: 0, background). Returns the object's
+        probabilities ``(H, W)``."""
         refiner = self.network.refiner
         grid = score.shape[-2:]
 
@@ -226,7 +227,7 @@ class Session:
         cols = _span(box[2], box[3], grid[1], self.image_size[1])
         size = (rows.stop - rows.start, cols.stop - cols.start)
         logits = self._timed("refine_shallow", refiner.shallow, crop(state), r4, r8, crop(score), size)
-        prob = outside.clone()
+        prob = torch.zeros(self.image_size, device=score.device) if outside is None else outside.clone()
         prob[rows, cols] = torch.sigmoid(logits[0, 0])
         return prob
 

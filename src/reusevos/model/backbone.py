@@ -12,6 +12,7 @@ rounding.
 
 from __future__ import annotations
 
+import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -77,6 +78,7 @@ class Backbone(nn.Module):
         self.to(memory_format=torch.channels_last)
         self.runtime = runtime
         self._onnx: OnnxBackbone | None = None
+        self._onnx_failed = False  # the export or ONNX Runtime failed once under auto: PyTorch from then on
 
     @property
     def runtime(self) -> str:
@@ -88,7 +90,8 @@ class Backbone(nn.Module):
 
     def active_runtime(self, device: torch.device | str = "cpu") -> str:
         """What runs the backbone for float32 tensors on ``device``: ``torch`` or ``onnxruntime``."""
-        onnx = self._runtime == "onnxruntime" or (self._runtime == "auto" and onnx_backbone.onnxruntime_available())
+        onnx = self._runtime == "onnxruntime" or (self._runtime == "auto" and not self._onnx_failed
+                                                  and onnx_backbone.onnxruntime_available())
         return "onnxruntime" if onnx and torch.device(device).type == "cpu" else "torch"
 
     @contextmanager
@@ -102,13 +105,26 @@ class Backbone(nn.Module):
         finally:
             self._runtime = before
 
-    def _onnx_for(self, x: torch.Tensor) -> OnnxBackbone | None:
-        """The ONNX Runtime sessions when they should run ``x``, else None (PyTorch runs it)."""
+    def _onnx_run(self, part: str, x: torch.Tensor) -> tuple[torch.Tensor, ...] | None:
+        """ONNX Runtime's outputs of ``part`` on ``x`` when it should run it, else None (PyTorch runs it).
+
+        If the export or ONNX Runtime fails, the ``onnxruntime`` runtime raises a ReusevosError that says
+        why; ``auto`` warns once and runs in PyTorch from then on."""
         if x.dtype != torch.float32 or self.active_runtime(x.device) != "onnxruntime" or x.requires_grad:
             return None
-        if self._onnx is None:
-            self._onnx = OnnxBackbone(self)
-        return self._onnx
+        try:
+            if self._onnx is None:
+                self._onnx = OnnxBackbone(self)
+            return self._onnx.run(part, x)
+        except Exception as exc:  # the exporter or the runtime lacks something this model or input needs
+            reason = f"{type(exc).__name__}: {exc}"
+            if self._runtime == "onnxruntime":
+                raise ReusevosError(f"ONNX Runtime cannot run this backbone ({reason}); use the torch runtime") \
+                    from exc
+            warnings.warn(f"ONNX Runtime cannot run this backbone ({reason}); it runs in PyTorch", RuntimeWarning,
+                          stacklevel=3)
+            self._onnx_failed = True
+            return None
 
     def train(self, mode: bool = True) -> "Backbone":
         # Never trained: batch-norm statistics stay ImageNet's even inside a training loop.
@@ -118,25 +134,26 @@ class Backbone(nn.Module):
         return ((image - self.mean) / self.std).contiguous(memory_format=torch.channels_last)
 
     def to_f8(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        onnx = self._onnx_for(image)
-        if onnx is not None:
-            return onnx.to_f8(image)
+        outputs = self._onnx_run("to_f8", image)
+        if outputs is not None:
+            return outputs
         f4 = self.stage4(self._normalise(image))
         f8 = self.stage8(f4)
         return f4.contiguous(), f8.contiguous()
 
     def f8_to_f32(self, f8: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        onnx = self._onnx_for(f8)
-        if onnx is not None:
-            return onnx.f8_to_f32(f8)
+        outputs = self._onnx_run("f8_to_f32", f8)
+        if outputs is not None:
+            return outputs
         f16 = self.stage16(f8.contiguous(memory_format=torch.channels_last))
         f32 = self.stage32(f16)
         return f16.contiguous(), f32.contiguous()
 
     def to_f16(self, image: torch.Tensor) -> torch.Tensor:
         """Only f16 (what a target model is fitted on), e.g. for the start frame's augmented copies."""
-        if self._onnx_for(image) is not None:
-            return self.f8_to_f32(self.to_f8(image)[1])[0]
+        outputs = self._onnx_run("to_f16", image)
+        if outputs is not None:
+            return outputs[0]
         return self.stage16(self.stage8(self.stage4(self._normalise(image)))).contiguous()
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:

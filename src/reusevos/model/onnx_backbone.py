@@ -7,11 +7,13 @@ rounding (largest difference 4e-6); inside the frame loop, where handing the ten
 threads add to it, 82 -> 53 ms (the rest of the backbone 63 -> 45). The refinement network gained only
 1.08x, so only the backbone, whose weights never change, is handed over.
 
-Both halves of the backbone (image -> f4, f8 and f8 -> f16, f32) are exported to ONNX in memory, once per
-backbone (under a second each), with free batch and spatial sizes, and each runs in its own ONNX Runtime
-session. A session uses as many threads as torch does when it is called (it is rebuilt when that number
-changes, e.g. after ``torch.set_num_threads``), and its threads do not spin-wait after a call, so they do
-not take the cores away from the PyTorch work that follows.
+The backbone's parts (image -> f4, f8; f8 -> f16, f32; image -> f16 for the start frame's augmented
+copies) are each exported to ONNX in memory when first used (under a second each), with free batch and
+spatial sizes, and each runs in its own ONNX Runtime session. A session uses as many threads as torch does
+when it is called (it is rebuilt when that number changes, e.g. after ``torch.set_num_threads``), and its
+threads do not spin-wait after a call, so they do not take the cores away from the PyTorch work that
+follows. The graphs hold the weights the backbone had when they were exported: the backbone is frozen, so
+they never change afterwards.
 """
 
 from __future__ import annotations
@@ -56,34 +58,38 @@ def check_runtime(runtime: str) -> str:
     return runtime
 
 
-class _ToF8(nn.Module):
-    def __init__(self, backbone: nn.Module):
-        super().__init__()
-        self.backbone = backbone
+class _Part(nn.Module):
+    """One part of the backbone for export: ``to_f8``, ``f8_to_f32`` or ``to_f16`` (see the Backbone)."""
 
-    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    OUTPUTS = {"to_f8": ("f4", "f8"), "f8_to_f32": ("f16", "f32"), "to_f16": ("f16",)}
+
+    def __init__(self, backbone: nn.Module, name: str):
+        super().__init__()
+        self.backbone, self.name = backbone, name
+
+    def example(self) -> torch.Tensor:
+        image = torch.zeros(1, 3, 64, 64)
+        return self.backbone.stage8(self.backbone.stage4(image)).contiguous() if self.name == "f8_to_f32" else image
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         b = self.backbone
-        f4 = b.stage4((image - b.mean) / b.std)
-        return f4, b.stage8(f4)
+        if self.name == "f8_to_f32":
+            f16 = b.stage16(x)
+            return f16, b.stage32(f16)
+        f4 = b.stage4((x - b.mean) / b.std)
+        f8 = b.stage8(f4)
+        return (f4, f8) if self.name == "to_f8" else (b.stage16(f8),)
 
 
-class _F8ToF32(nn.Module):
-    def __init__(self, backbone: nn.Module):
-        super().__init__()
-        self.backbone = backbone
-
-    def forward(self, f8: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        f16 = self.backbone.stage16(f8)
-        return f16, self.backbone.stage32(f16)
-
-
-def _export(module: nn.Module, example: torch.Tensor, outputs: tuple[str, str]) -> bytes:
-    """``module`` as an ONNX graph with input ``x`` ``(B, C, H, W)`` free in B, H and W."""
+def _export(part: _Part) -> bytes:
+    """``part`` as an ONNX graph with input ``x`` ``(B, C, H, W)`` free in B, H and W."""
     buffer = io.BytesIO()
     free = {0: "batch", 2: "height", 3: "width"}
-    with warnings.catch_warnings(), torch.no_grad():
+    outputs = _Part.OUTPUTS[part.name]
+    # Also inside torch.inference_mode (a caller's), which the exporter cannot trace in.
+    with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
         warnings.simplefilter("ignore")  # the TorchScript-based exporter announces its deprecation
-        torch.onnx.export(module, (example,), buffer, input_names=["x"], output_names=list(outputs),
+        torch.onnx.export(part.eval(), (part.example(),), buffer, input_names=["x"], output_names=list(outputs),
                           dynamic_axes={"x": free, **{name: free for name in outputs}}, dynamo=False,
                           opset_version=17)
     return buffer.getvalue()
@@ -92,18 +98,16 @@ def _export(module: nn.Module, example: torch.Tensor, outputs: tuple[str, str]) 
 class OnnxBackbone:
     """ONNX Runtime sessions for a :class:`reusevos.model.backbone.Backbone` (float32, CPU).
 
-    ``to_f8(image)`` and ``f8_to_f32(f8)`` take and return tensors as the backbone's methods of the same
-    names do (outputs are new contiguous CPU tensors that do not require grad).
+    ``to_f8(image)``, ``f8_to_f32(f8)`` and ``to_f16(image)`` take and return tensors as the backbone's
+    methods of the same names do (outputs are new contiguous CPU tensors that do not require grad). Any
+    failure of the exporter or of ONNX Runtime propagates; the backbone decides what to do about it.
     """
 
     def __init__(self, backbone: nn.Module):
         import onnxruntime  # noqa: F401  (fail here, not at the first frame)
 
-        stride8 = torch.zeros(1, 3, 64, 64)
-        with torch.no_grad():
-            f8 = backbone.stage8(backbone.stage4(stride8))
-        self._graphs = {"to_f8": _export(_ToF8(backbone).eval(), stride8, ("f4", "f8")),
-                        "f8_to_f32": _export(_F8ToF32(backbone).eval(), f8.contiguous(), ("f16", "f32"))}
+        self._backbone = backbone
+        self._graphs: dict[str, bytes] = {}
         self._sessions: dict = {}
         self._threads = 0
 
@@ -114,6 +118,8 @@ class OnnxBackbone:
         if threads != self._threads:
             self._sessions, self._threads = {}, threads
         if name not in self._sessions:
+            if name not in self._graphs:
+                self._graphs[name] = _export(_Part(self._backbone, name))
             options = ort.SessionOptions()
             options.intra_op_num_threads = threads
             options.inter_op_num_threads = 1
@@ -123,12 +129,7 @@ class OnnxBackbone:
                                                         providers=["CPUExecutionProvider"])
         return self._sessions[name]
 
-    def _run(self, name: str, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def run(self, name: str, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Part ``name`` (``to_f8``, ``f8_to_f32`` or ``to_f16``) on ``x``."""
         outputs = self._session(name).run(None, {"x": x.detach().float().contiguous().numpy()})
         return tuple(torch.from_numpy(out) for out in outputs)
-
-    def to_f8(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self._run("to_f8", image)
-
-    def f8_to_f32(self, f8: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self._run("f8_to_f32", f8)
