@@ -28,6 +28,7 @@ from reusevos.benchmark import (PartialResults, build_settings, format_header, f
 from reusevos.errors import ReusevosError
 from reusevos.io.davis import DavisDataset
 from reusevos.io.files import write_atomically, write_json, write_text
+from reusevos.model.onnx_backbone import RUNTIME_NAMES
 from reusevos.model.network import VOSNetwork
 
 DEFAULT_TAUS = (1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.3, 0.1)
@@ -126,7 +127,6 @@ _COLOURS = {"reuse": "tab:blue", "copy": "tab:orange", "fusion": "tab:green", "o
             "full": "black"}
 _MARKERS = {"reuse": "o", "copy": "s", "fusion": "^", "oracle": "D", "full": "*"}
 _LINESTYLES = {(False, False): "-", (True, False): "--", (False, True): ":", (True, True): "-."}  # (reuse, compute) window
-_RUNTIME_NAMES = {"torch": "PyTorch", "onnxruntime": "ONNX Runtime"}
 
 
 def figure_lines(report: dict) -> list[tuple[tuple[str, int, int, str | None], str, list[dict]]]:
@@ -146,7 +146,7 @@ def figure_lines(report: dict) -> list[tuple[tuple[str, int, int, str | None], s
         label = (variant if variant != "fusion" else f"fusion (tau2 = {points[0]['tau2']:g})") \
             + (f", reuse window {reuse_window}" if reuse_window else "") \
             + (f", compute window {compute_window}" if compute_window else "") \
-            + (f", backbone in {_RUNTIME_NAMES.get(runtime, runtime)}" if runtime else "")
+            + (f", backbone in {RUNTIME_NAMES.get(runtime, runtime)}" if runtime else "")
         lines.append((line, label, points))
     return lines
 

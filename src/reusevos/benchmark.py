@@ -66,7 +66,7 @@ from reusevos.io.davis import VOID_LABEL, DavisDataset
 from reusevos.io.files import write_text
 from reusevos.io.masks import DAVIS_PALETTE
 from reusevos.model.network import VOSNetwork
-from reusevos.model.onnx_backbone import check_runtime, onnxruntime_version
+from reusevos.model.onnx_backbone import RUNTIME_NAMES, check_runtime, onnxruntime_version
 from reusevos.session import Session
 
 REPORT_FORMAT = "reusevos-benchmark"
@@ -111,14 +111,14 @@ class Setting:
     tau2: float | None = None
     window: int = 0  # SessionConfig.reuse_window
     compute_window: int = 0  # SessionConfig.compute_window
-    runtime: str | None = None  # Backbone.runtime while the setting runs
+    runtime: str | None = None  # Backbone.runtime while the setting runs (a key of _RUNTIME_SUFFIXES)
 
     @property
     def key(self) -> str:
         name = "full" if self.variant == "full" else (
             f"{self.variant}@{self.tau:g}" + (f"/{self.tau2:g}" if self.tau2 is not None else "")
             + (f"+w{self.window}" if self.window else ""))
-        runtime = {None: "", "onnxruntime": "+ort"}.get(self.runtime, f"+{self.runtime}")
+        runtime = f"+{_RUNTIME_SUFFIXES[self.runtime]}" if self.runtime else ""
         return name + (f"+c{self.compute_window}" if self.compute_window else "") + runtime
 
     def options(self) -> SessionConfig:
@@ -184,6 +184,7 @@ def build_settings(variants: Iterable[str], taus: Iterable[float], tau2s: Iterab
     return list(dict.fromkeys(settings)), skipped
 
 
+_RUNTIME_SUFFIXES = {"torch": "torch", "onnxruntime": "ort"}  # Setting.runtime -> its part of the name
 _KEY = re.compile(r"(?P<variant>[a-z]+)(?:@(?P<tau>[0-9.e-]+)(?:/(?P<tau2>[0-9.e-]+))?)?(?:\+w(?P<window>\d+))?"
                   r"(?:\+c(?P<compute>\d+))?(?:\+(?P<runtime>torch|ort))?")
 
@@ -206,7 +207,7 @@ def parse_setting(key: str) -> Setting:
         tau_value, tau2_value = float(tau or 1.0), None if tau2 is None else float(tau2)
     except ValueError:
         raise ReusevosError(f"setting {key!r}: tau must be a number, as in {variant}@0.7") from None
-    runtime = {"ort": "onnxruntime"}.get(match["runtime"], match["runtime"])
+    runtime = next((r for r, suffix in _RUNTIME_SUFFIXES.items() if suffix == match["runtime"]), None)
     setting = Setting(variant, tau_value, tau2_value, int(match["window"] or 0), int(match["compute"] or 0),
                       None if runtime is None else check_runtime(runtime))
     setting.options()  # tau in [0, 1], fusion's tau < tau2, a reuse window only where there is a reuse path
@@ -939,10 +940,10 @@ def _add_references(summaries: list[dict]) -> None:
     def peers(summary: dict) -> list[dict]:
         return [s for s in summaries if s.get("backbone_runtime") == summary.get("backbone_runtime")]
 
-    def full_of(summary: dict, need_computed: bool = False) -> dict | None:
+    def full_of(summary: dict, window: int, need_computed: bool = False) -> dict | None:
+        """The ``full`` setting of the summary's runtime, the one with compute window ``window`` if it ran."""
         fulls = [s for s in peers(summary) if s["variant"] == "full" and (s["frame_ms"]["computed"] or not need_computed)]
-        return min(fulls, key=lambda s: s.get("compute_window") != summary.get("compute_window")
-                   if need_computed else bool(s.get("compute_window")), default=None)
+        return min(fulls, key=lambda s: (s.get("compute_window") or 0) != window, default=None)
 
     def at_tau_one(summary: dict, need_computed: bool) -> dict | None:
         candidates = [s for s in peers(summary) if s["tau"] == 1.0 and s["variant"] != "full" and s is not summary
@@ -953,12 +954,12 @@ def _add_references(summaries: list[dict]) -> None:
     for summary in summaries:
         reused = summary["frame_ms"][_reused_kind(summary["variant"])]
         if summary["c"] is None and reused is not None:
-            reference = at_tau_one(summary, True) or full_of(summary, need_computed=True)
+            reference = at_tau_one(summary, True) or full_of(summary, summary.get("compute_window") or 0, True)
             if reference is not None:
                 summary["c"] = round(reused / reference["frame_ms"]["computed"], 4)
                 summary["c_reference"] = reference["setting"]
     for summary in summaries:
-        full = full_of(summary)
+        full = full_of(summary, 0)
         if summary is full:
             reference = None
         elif full is not None:
@@ -1045,7 +1046,7 @@ def format_header(report: dict) -> str:
     used = {s.get("backbone_runtime", "torch") for s in report["settings"]}
     runtimes = [r for r in ("torch", "onnxruntime") if r in used]
     backbone = ", backbone in " + " and ".join(
-        f"ONNX Runtime {report.get('onnxruntime')}" if r == "onnxruntime" else "PyTorch" for r in runtimes)
+        RUNTIME_NAMES[r] + (f" {report.get('onnxruntime')}" if r == "onnxruntime" else "") for r in runtimes)
     return (f"{machine['cpu_model']}, {report['threads']} threads, torch {report['torch']}{backbone}, commit "
             f"{commit}{mixed}\n"
             f"{data['split']}: {len(data['sequences'])} sequences, {data['frames']} frames at {', '.join(sizes)}"

@@ -31,6 +31,8 @@ from reusevos.errors import ReusevosError
 RUNTIMES = ("auto", "torch", "onnxruntime")
 """``auto``: ONNX Runtime for CPU tensors when it is installed, else PyTorch; ``torch``: always PyTorch;
 ``onnxruntime``: ONNX Runtime for CPU tensors, an error when it is missing."""
+RUNTIME_NAMES = {"torch": "PyTorch", "onnxruntime": "ONNX Runtime"}
+"""How reports name what ran the backbone."""
 
 
 @functools.lru_cache(maxsize=None)
