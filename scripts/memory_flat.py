@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -72,6 +73,8 @@ def main() -> int:
     parser.add_argument("--weights", default=None, help="checkpoint (default: a random one written here)")
     parser.add_argument("--work", default=None, help="folder for the clip and outputs (default: a temporary one)")
     parser.add_argument("--json", default="memory_flat.json", help="where to write the samples")
+    parser.add_argument("--segment-args", default="", metavar="ARGS",
+                        help="more flags for the segment run, e.g. \"--compute-window 2 --backbone-runtime onnxruntime\"")
     args = parser.parse_args()
     height, width = (int(v) for v in args.size.lower().split("x"))
 
@@ -84,7 +87,8 @@ def main() -> int:
         out = work / "out"
         command = [sys.executable, "-m", "reusevos", "segment", str(video), "--mask", str(mask), "--out", str(out),
                    "--overlay", str(work / "overlay.mp4"), "--weights", str(weights), "--threads", str(args.threads),
-                   "--variant", args.variant] + (["--tau", str(args.tau)] if args.tau is not None else [])
+                   "--variant", args.variant] + (["--tau", str(args.tau)] if args.tau is not None else []) \
+            + shlex.split(args.segment_args)
         env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
         proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
         samples, next_at, peak = [], 0, 0.0
@@ -113,7 +117,8 @@ def main() -> int:
         if len(later) > 2 else 0.0
     spread = (min(s["rss_mb"] for s in later), max(s["rss_mb"] for s in later)) if later else (0.0, 0.0)
     report = {"frames": stats["frames"], "size": [height, width], "threads": args.threads,
-              "variant": stats["settings"].get("variant"), "tau": stats["settings"].get("tau"),
+              "variant": stats["settings"].get("variant"), "tau": stats["settings"].get("tau"), "backbone_runtime": stats["settings"].get("backbone_runtime"),
+              "compute_window": stats["settings"].get("compute_window"),
               "fps": stats["fps"], "reuse_rate": stats["reuse_rate"], "peak_rss_mb": round(peak, 1),
               "growth_mb_per_1000_frames_after_first_quarter": round(growth, 2),
               "rss_range_mb_after_first_quarter": list(spread), "samples": samples,
