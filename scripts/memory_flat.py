@@ -118,7 +118,8 @@ def main() -> int:
     spread = (min(s["rss_mb"] for s in later), max(s["rss_mb"] for s in later)) if later else (0.0, 0.0)
     report = {"frames": stats["frames"], "size": [height, width], "threads": args.threads,
               "variant": stats["settings"].get("variant"), "tau": stats["settings"].get("tau"),
-              "backbone_runtime": stats["settings"].get("backbone_runtime"), "compute_window": stats["settings"].get("compute_window"),
+              "backbone_runtime": stats["settings"].get("backbone_runtime"),
+              "compute_window": stats["settings"].get("compute_window"),
               "fps": stats["fps"], "reuse_rate": stats["reuse_rate"], "peak_rss_mb": round(peak, 1),
               "growth_mb_per_1000_frames_after_first_quarter": round(growth, 2),
               "rss_range_mb_after_first_quarter": list(spread), "samples": samples,

@@ -185,8 +185,9 @@ def build_settings(variants: Iterable[str], taus: Iterable[float], tau2s: Iterab
 
 
 _RUNTIME_SUFFIXES = {"torch": "torch", "onnxruntime": "ort"}  # Setting.runtime -> its part of the name
+_SUFFIX_RUNTIMES = {suffix: runtime for runtime, suffix in _RUNTIME_SUFFIXES.items()}
 _KEY = re.compile(r"(?P<variant>[a-z]+)(?:@(?P<tau>[0-9.e-]+)(?:/(?P<tau2>[0-9.e-]+))?)?(?:\+w(?P<window>\d+))?"
-                  r"(?:\+c(?P<compute>\d+))?(?:\+(?P<runtime>torch|ort))?")
+                  r"(?:\+c(?P<compute>\d+))?(?:\+(?P<runtime>" + "|".join(_SUFFIX_RUNTIMES) + "))?")
 
 
 def parse_setting(key: str) -> Setting:
@@ -207,7 +208,7 @@ def parse_setting(key: str) -> Setting:
         tau_value, tau2_value = float(tau or 1.0), None if tau2 is None else float(tau2)
     except ValueError:
         raise ReusevosError(f"setting {key!r}: tau must be a number, as in {variant}@0.7") from None
-    runtime = next((r for r, suffix in _RUNTIME_SUFFIXES.items() if suffix == match["runtime"]), None)
+    runtime = _SUFFIX_RUNTIMES.get(match["runtime"])
     setting = Setting(variant, tau_value, tau2_value, int(match["window"] or 0), int(match["compute"] or 0),
                       None if runtime is None else check_runtime(runtime))
     setting.options()  # tau in [0, 1], fusion's tau < tau2, a reuse window only where there is a reuse path
@@ -1044,7 +1045,7 @@ def format_header(report: dict) -> str:
     mixed = (f" (resumed run: timed on {len(timed_on)} kinds of machine, {'; '.join(timed_on)}; FPS and timings "
              "mix them)") if len(timed_on) > 1 else ""
     used = {s.get("backbone_runtime", "torch") for s in report["settings"]}
-    runtimes = [r for r in ("torch", "onnxruntime") if r in used]
+    runtimes = [r for r in RUNTIME_NAMES if r in used]
     backbone = ", backbone in " + " and ".join(
         RUNTIME_NAMES[r] + (f" {report.get('onnxruntime')}" if r == "onnxruntime" else "") for r in runtimes)
     return (f"{machine['cpu_model']}, {report['threads']} threads, torch {report['torch']}{backbone}, commit "
