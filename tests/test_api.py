@@ -86,12 +86,12 @@ def test_readme_quick_start_loop(gate_weights, tmp_path):
     assert len(results) == 5 and results[0].started == [1, 2]
     assert np.array_equal(results[0].labels, first)
     for r in results[1:]:
-        assert r.labels.shape == (96, 160) and set(r.reused) == {1, 2}
-        assert all(r.reused[k] == (r.gate_probability[k] >= 0.5) for k in (1, 2))
+        assert r.labels.shape == (96, 160) and set(r.routes) == {1, 2}
+        assert all((r.routes[k] != "computed") == (r.gate_probability[k] >= 0.5) for k in (1, 2))
     rates = session.reuse_rates
     assert set(rates) == {1, 2}
     for k in (1, 2):
-        assert rates[k] == pytest.approx(sum(r.reused[k] for r in results[1:]) / 4)
+        assert rates[k] == pytest.approx(sum(r.routes[k] != "computed" for r in results[1:]) / 4)
     assert np.array_equal(read_mask(tmp_path / "out" / "00004.png"), results[-1].labels)
 
 
@@ -119,7 +119,7 @@ def test_segment_video_in_memory_with_callbacks(gate_weights):
     assert started == [0] and seen == [(0, 1), (1, 2), (2, 3), (3, 4)]
     assert stats.frames == 4 and stats.resolution == (96, 160) and stats.process_resolution == (96, 160)
     assert stats.settings["variant"] == "reuse" and stats.settings["tau"] == 0.7  # the session's own default
-    assert stats.objects[1].start_frame == 0 and len(stats.objects[1].reused) == 3
+    assert stats.objects[1].start_frame == 0 and len(stats.objects[1].routes) == 3
     assert stats.fps == pytest.approx(4 / stats.process_s)
 
 

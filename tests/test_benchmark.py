@@ -19,11 +19,16 @@ import pytest
 import torch
 from PIL import Image
 
-from reusevos.ablation import PARTIAL_FILE, figure_lines, run_ablation
-from reusevos.benchmark import (FRAME_KINDS, SESSION_STAGES, SUB_STAGES, SequenceResult, Setting, _add_references,
-                                build_settings, count_flops, format_header, format_stage_table, format_table,
-                                load_sequence, machine_label, parse_setting, quick_sequences, run_benchmark,
-                                select_settings, summarise)
+from reusevos.bench.ablation import PARTIAL_FILE, run_ablation
+from reusevos.bench.figures import figure_lines
+from reusevos.bench.measure import SequenceResult, count_flops
+from reusevos.bench.report import _add_references, format_header, format_stage_table, format_table, summarise
+from reusevos.bench.run import quick_sequences, run_benchmark
+from reusevos.bench.settings import Setting, build_settings, parse_setting, select_settings
+from reusevos.io.davis import load_sequence
+from reusevos.provenance import machine_label
+from reusevos.runner import FRAME_KINDS
+from reusevos.session import SUB_STAGES, Stage
 from reusevos.config import ModelConfig, SessionConfig
 from reusevos.errors import ReusevosError
 from reusevos.evaluation import score_sequence
@@ -156,11 +161,12 @@ def test_report_has_every_setting_with_every_field(report):
         assert len(s["per_sequence"]) == 2
         stages = s["stages_s"]
         assert stages["mask_encoding"] > 0 and stages["initialisation"] == pytest.approx(s["init_s"], abs=1e-4)
-        # The top-level stages, initialisation and the rest add up to the timed wall time.
-        top = sum(stages[k] for k in SESSION_STAGES) + stages["initialisation"] + stages["other"]
+        # The top-level stages (initialisation among them) and the rest add up to the timed wall time.
+        children = {c.value for cs in SUB_STAGES.values() for c in cs}
+        top = sum(stages[k.value] for k in Stage if k.value not in children) + stages["other"]
         assert top == pytest.approx(s["time_s"], abs=2e-3)
-        for parent, children in SUB_STAGES.items():
-            assert sum(stages[c] for c in children) <= stages[parent] + 2e-3
+        for parent, parts in SUB_STAGES.items():
+            assert sum(stages[c.value] for c in parts) <= stages[parent.value] + 2e-3
         if s["variant"] != "copy":  # copied frames skip the refinement network
             assert stages["refine_level8"] > 0 and stages["refine_level4"] > 0
     assert report["threads"] == 1 and report["torch"] == torch.__version__ and report["command"] == "test"
@@ -177,8 +183,8 @@ def test_reuse_rates_and_paths_follow_the_settings(report):
         assert s[key]["frame_kinds"]["reused"] == s[key]["frame_kinds"]["copied"] == 0
     for key in ("reuse@0", "copy@0", "fusion@0/0.9", "oracle@0"):  # every P >= 0: every frame reused
         assert s[key]["reuse_rate"] == 1.0 and s[key]["object_frames"]["computed"] == 0
-    assert s["reuse@0"]["object_frames"]["reuse_path"] == 15
-    assert s["copy@0"]["object_frames"]["copy"] == 15
+    assert s["reuse@0"]["object_frames"]["reused"] == 15
+    assert s["copy@0"]["object_frames"]["copied"] == 15
     # Every setting of one run shares one reference: speed-ups are over full, from the same run.
     assert all(v["speedup_reference"] == "full" for k, v in s.items() if k != "full")
     assert s["full"]["speedup"] is None
@@ -211,9 +217,9 @@ def test_scores_and_reuse_match_the_session_and_the_evaluator_run_directly(repor
         objects, rates = [], []
         for name in dataset.sequences:
             data = load_sequence(dataset, name)
-            session = Session(network, options)
-            labels = np.stack([session.step(f, data.start_masks.get(t), ground_truth=data.ground_truth[t]).labels
-                               for t, f in enumerate(data.frames)])
+            oracle = data.ground_truth if options.variant == "oracle" else None
+            session = Session(network, options, ground_truth=oracle)
+            labels = np.stack([session.step(f, data.start_masks.get(t)).labels for t, f in enumerate(data.frames)])
             objects += score_sequence(data.ground_truth, labels, name)
             rates += list(session.reuse_rates.values())
         j = np.mean([o.j_stats.mean for o in objects])
@@ -303,18 +309,18 @@ def _result(sequence: str, frames: int, time_s: float, kinds: dict, objects: dic
             object_frames=None) -> SequenceResult:
     full_kinds = {k: list(kinds.get(k, [0, 0.0])) for k in FRAME_KINDS}
     return SequenceResult(sequence, "reuse@0.5", frames, (48, 64), time_s, init_s, {"merge": 0.5}, full_kinds,
-                          object_frames or {"computed": 0, "reuse_path": 0, "copy": 0}, objects)
+                          object_frames or {"computed": 0, "reused": 0, "copied": 0}, objects)
 
 
 def test_aggregation_on_hand_made_results():
     # Sequence a: 5 frames, one object (reused 3 of 4); b: 4 frames, two objects (0 of 3, 3 of 3).
     a = _result("a", 5, 2.0, {"start": [1, 1.2], "computed": [1, 0.4], "reused": [3, 0.4]},
                 {"1": {"started": True, "reused": 3, "tracked": 4, "j": [1.0, 0.5, 0.0], "f": [1.0, 1.0, 1.0]}},
-                object_frames={"computed": 1, "reuse_path": 3, "copy": 0})
+                object_frames={"computed": 1, "reused": 3, "copied": 0})
     b = _result("b", 4, 3.0, {"start": [1, 2.0], "computed": [2, 0.6], "mixed": [1, 0.4]},
                 {"1": {"started": True, "reused": 0, "tracked": 3, "j": [0.0, 0.0], "f": [0.0, 0.0]},
                  "2": {"started": True, "reused": 3, "tracked": 3, "j": [1.0, 1.0], "f": [0.5, 0.5]}},
-                init_s=2.0, object_frames={"computed": 3, "reuse_path": 3, "copy": 0})
+                init_s=2.0, object_frames={"computed": 3, "reused": 3, "copied": 0})
     flops = {"gflops": {"full": 9.0, "computed": 10.0, "reuse": 6.0, "copy": 1.0}}
     s = summarise(Setting("reuse", 0.5), [a, b], flops)
     assert s["fps"] == pytest.approx(9 / 5.0, abs=1e-4)  # total frames / total time

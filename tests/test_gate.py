@@ -15,7 +15,8 @@ from reusevos.model.merge import soft_aggregate
 from reusevos.model.network import VOSNetwork
 from reusevos.model.template import TemplateMatcher
 from reusevos.model.translator import RefineTranslator
-from reusevos.session import Session, score_box, window_box
+from reusevos.session import Route, Session
+from reusevos.windows import score_box, window_box
 from reusevos.train.losses import (delta_loss, fixed_rate_gate_loss, gate_probability_loss, gate_target, margin,
                                    mask_iou, straight_through)
 
@@ -105,9 +106,9 @@ def small_swan(blackswan):
 
 
 def _run(network, options, frames, masks):
-    session = Session(network, options)
-    results = [session.step(f, masks[0] if i == 0 else None, ground_truth=m)
-               for i, (f, m) in enumerate(zip(frames, masks))]
+    oracle = options is not None and options.variant == "oracle"
+    session = Session(network, options, ground_truth=masks if oracle else None)
+    results = [session.step(f, masks[0] if i == 0 else None) for i, f in enumerate(frames)]
     return session, results
 
 
@@ -117,7 +118,7 @@ def test_tau_one_gives_exactly_the_base_model(networks, small_swan):
     _, expected = _run(base, None, frames, masks)
     session, got = _run(gated, SessionConfig("reuse", 1.0), frames, masks)
     assert all(np.array_equal(a.labels, b.labels) for a, b in zip(expected, got))
-    assert all(r.gate_probability and not any(r.reused.values()) for r in got[1:])  # P reported, never reused
+    assert all(r.gate_probability and set(r.routes.values()) == {"computed"} for r in got[1:])  # P reported, never reused
     assert session.reuse_rates == {1: 0.0}
 
 
@@ -126,11 +127,11 @@ def test_variants_take_the_paths_they_promise(networks, small_swan):
     frames, masks = small_swan
     session, copy = _run(gated, SessionConfig("copy", 0.0), frames, masks)
     assert all(np.array_equal(r.labels, copy[0].labels) for r in copy)  # always the previous mask
-    assert all(r.paths == {1: "copy"} for r in copy[1:]) and copy[0].paths == {}
+    assert all(r.routes == {1: "copied"} for r in copy[1:]) and copy[0].routes == {}
     assert session.reuse_rates == {1: 1.0}
     session, reuse = _run(gated, SessionConfig("reuse", 0.0), frames, masks)
-    assert session.reuse_rates == {1: 1.0} and session.objects[1].computed_frames == 0
-    assert all(r.paths == {1: "reuse"} and not r.reoptimised for r in reuse[1:])
+    assert session.reuse_rates == {1: 1.0} and session.objects[1].routes[Route.COMPUTED] == 0
+    assert all(r.routes == {1: "reused"} and not r.reoptimised for r in reuse[1:])
     assert not any(np.array_equal(r.labels, reuse[0].labels) for r in reuse[1:])  # not a copy
     session, oracle = _run(gated, SessionConfig("oracle", 0.88), frames, masks)
     last, reused = 0, []  # g_IoU is measured against the last *computed* frame's ground truth
@@ -139,8 +140,8 @@ def test_variants_take_the_paths_they_promise(networks, small_swan):
         iou = (a & b).sum() / (a | b).sum()
         assert oracle[t].gate_probability[1] == pytest.approx(iou)
         reused.append(iou >= 0.88)
-        assert oracle[t].reused[1] == reused[-1]
-        assert oracle[t].paths[1] == ("reuse" if reused[-1] else "full")
+        assert (oracle[t].routes[1] == "reused") == reused[-1]
+        assert oracle[t].routes[1] == ("reused" if reused[-1] else "computed")
         if not reused[-1]:
             last = t
     assert 0 < sum(reused) < len(reused)  # this clip exercises both paths at 0.88
@@ -163,9 +164,13 @@ def test_bad_options_are_clear_errors(networks, small_swan):
     with pytest.raises(ReusevosError, match="no trained reuse gate"):
         Session(base, SessionConfig("reuse", 0.7))
     frames, masks = small_swan
-    session = Session(gated, SessionConfig("oracle", 0.7))
-    session.step(frames[0], masks[0])
     with pytest.raises(ReusevosError, match="needs the ground truth"):
+        Session(gated, SessionConfig("oracle", 0.7))
+    with pytest.raises(ReusevosError, match="only it takes one"):
+        Session(gated, SessionConfig("reuse", 0.7), ground_truth=masks)
+    session = Session(gated, SessionConfig("oracle", 0.7), ground_truth=masks[:1])
+    session.step(frames[0], masks[0])
+    with pytest.raises(ReusevosError, match="ground truth for 1 frames, not frame 1"):
         session.step(frames[1])
 
 
@@ -216,7 +221,7 @@ def test_compute_window_refines_around_the_score_and_clears_the_rest(networks, s
     second = session.step(frames[1], return_probabilities=True)
     obj = session.objects[1]
     box = score_box(obj.score_prev[0, 0], last, 1)
-    assert second.paths == {1: "full"} and box is not None
+    assert second.routes == {1: "computed"} and box is not None
     outside = _outside(box, obj.score_prev.shape[-2:], frames[0].shape[:2])
     prob = second.probabilities[1]
     background = float(soft_aggregate(torch.zeros(1, 1))[1])  # a zero probability, merged as every output is
@@ -224,7 +229,7 @@ def test_compute_window_refines_around_the_score_and_clears_the_rest(networks, s
     assert not second.labels[outside].any()
     # Reused objects keep their own window rule; the two options combine.
     _, both = _run(gated, SessionConfig("reuse", 0.0, reuse_window=1, compute_window=1), frames, masks)
-    assert [r.paths for r in both[1:]] == [{1: "reuse"}] * (len(frames) - 1)
+    assert [r.routes for r in both[1:]] == [{1: "reused"}] * (len(frames) - 1)
 
 
 def test_reuse_window_refines_around_the_object_and_keeps_the_rest(networks, small_swan):
@@ -235,7 +240,7 @@ def test_reuse_window_refines_around_the_object_and_keeps_the_rest(networks, sma
     first = session.step(frames[0], masks[0], return_probabilities=True)
     box = window_box(session.objects[1].prob_prev, session.objects[1].score_prev.shape[-2:], 1)
     second = session.step(frames[1], return_probabilities=True)
-    assert second.paths == {1: "reuse"} and box is not None
+    assert second.routes == {1: "reused"} and box is not None
     outside = _outside(box, session.objects[1].score_prev.shape[-2:], frames[0].shape[:2])
     before, after = first.probabilities[1], second.probabilities[1]
     # Outside the box the last output is kept (then merged again, as every output is); inside it is refined anew.
@@ -252,4 +257,4 @@ def test_target_model_refits_every_eighth_computed_frame(networks, blackswan):
                for i, f in enumerate(frames[:18])]
     assert [i for i, r in enumerate(results) if r.reoptimised] == [8, 16]
     assert all(r.reoptimised == [1] for r in (results[8], results[16]))
-    assert all(r.paths == {1: "full"} for r in results[1:])
+    assert all(r.routes == {1: "computed"} for r in results[1:])

@@ -6,6 +6,9 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 VARIANTS = ("full", "reuse", "copy", "fusion", "oracle")
+BACKBONE_RUNTIMES = ("auto", "torch", "onnxruntime")  # what runs the frozen backbone; auto = ONNX Runtime on CPUs
+DEFAULT_MAX_SIZE = 854  # the longer side the model runs at by default: DAVIS 480p, its training size
+BACKBONES = ("mobilenet_v2", "resnet18", "resnet50", "resnet101")
 
 
 @dataclass
@@ -149,6 +152,15 @@ class GateTrainConfig:
 
     def epoch(self, iteration: int) -> float:
         return iteration / self.iterations * self.epochs
+
+
+@dataclass(frozen=True)
+class AblationConfig:
+    """The paper's ablation grid (Table 2, Fig. 7 and 8): every variant at every tau; fusion with one tau2."""
+
+    variants: tuple[str, ...] = ("reuse", "copy", "fusion", "oracle")
+    taus: tuple[float, ...] = (1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.3, 0.1)
+    tau2: float = 0.9
 
 
 @dataclass(frozen=True)

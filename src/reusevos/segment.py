@@ -4,30 +4,24 @@
   frame at the input size, an optional overlay video, ``stats.json``. What ``reusevos segment`` runs.
 - :func:`segment_davis`: every sequence of a DAVIS split, resumable and shardable (``reusevos segment-davis``).
 
-Timing follows SPEC section 8: FPS is frames over the model's wall time of the whole sequence,
-first-frame initialisation included (reported separately too), after one untimed warm-up; decoding,
-resizing and writing are timed apart as I/O, and the end-to-end rate is reported as well.
+Both run :func:`reusevos.runner.timed_steps`, so their timings mean what the benchmark's mean.
 Frames stream: nothing here holds more than the current frame, its masks and one line of log per frame.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import platform
-import time
-from dataclasses import asdict, dataclass, field, is_dataclass
+from dataclasses import asdict, is_dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Mapping
 
 import cv2
 import numpy as np
 import torch
-from PIL import Image
 
 from reusevos import __version__
-from reusevos.config import SessionConfig
+from reusevos.config import DEFAULT_MAX_SIZE, SessionConfig
 from reusevos.errors import ReusevosError
 from reusevos.io.davis import VOID_LABEL, DavisDataset
 from reusevos.io.files import write_json
@@ -35,10 +29,9 @@ from reusevos.io.frames import FrameSource, fit_size, natural_key, open_frames, 
 from reusevos.io.masks import object_ids, read_mask, write_mask
 from reusevos.io.writers import MaskWriter, OverlayVideoWriter
 from reusevos.model.network import VOSNetwork
+from reusevos.provenance import machine_info, versions, weights_info
+from reusevos.runner import VideoStats, timed_steps, warm_up
 from reusevos.session import FrameResult, Session
-
-DEFAULT_MAX_SIZE = 854
-"""Default longer side the model runs at: DAVIS 480p (854x480), the size it is trained and measured at."""
 
 MASK_SUFFIXES = (".png",)
 
@@ -197,71 +190,6 @@ def upscale_labels(probabilities: Mapping[int, np.ndarray], size: tuple[int, int
 
 
 # -- one video ----------------------------------------------------------------------------------------------------
-@dataclass
-class ObjectLog:
-    """One object's gate decisions: entry ``i`` is frame ``start_frame + 1 + i``."""
-
-    start_frame: int
-    start_name: str
-    reused: list[bool] = field(default_factory=list)
-    gate_probability: list[float | None] = field(default_factory=list)
-
-    def to_dict(self, reuse_rate: float) -> dict:
-        probs = self.gate_probability if any(p is not None for p in self.gate_probability) else None
-        return {"start_frame": self.start_frame, "start_name": self.start_name,
-                "tracked_frames": len(self.reused), "reused_frames": int(sum(self.reused)),
-                "reuse_rate": round(reuse_rate, 4), "reused": self.reused, "gate_probability": probs}
-
-
-@dataclass
-class VideoStats:
-    """What :func:`segment_video` measured; updated frame by frame (a progress display reads it live)."""
-
-    input: str
-    total: int  # frames the source declares
-    resolution: tuple[int, int]  # (H, W) of the input and of the written masks
-    process_resolution: tuple[int, int]  # (H, W) the model runs at
-    frames: int = 0
-    process_s: float = 0.0  # model time, first-frame initialisation included
-    init_s: float = 0.0  # initialisation of all objects at their start frames
-    io_s: float = 0.0  # decoding, resizing, writing masks and overlay
-    wall_s: float = 0.0  # the whole loop, end to end
-    warmup_s: float = 0.0  # the untimed warm-up before it
-    reuse_rates: dict[int, float] = field(default_factory=dict)  # object id -> reused / tracked frames
-    objects: dict[int, ObjectLog] = field(default_factory=dict)
-    stages_s: dict[str, float] = field(default_factory=dict)
-    settings: dict = field(default_factory=dict)
-    weights: dict = field(default_factory=dict)
-
-    @property
-    def fps(self) -> float:
-        """Frames per second of model time (SPEC section 8)."""
-        return self.frames / self.process_s if self.process_s else 0.0
-
-    @property
-    def fps_wall(self) -> float:
-        """Frames per second end to end, decoding and writing included."""
-        return self.frames / self.wall_s if self.wall_s else 0.0
-
-    @property
-    def reuse_rate(self) -> float:
-        """The mean over objects of their reuse rates (SPEC section 8)."""
-        return float(np.mean(list(self.reuse_rates.values()))) if self.reuse_rates else 0.0
-
-    def to_dict(self) -> dict:
-        return {
-            "input": self.input, "frames": self.frames, "resolution": list(self.resolution),
-            "process_resolution": list(self.process_resolution),
-            "wall_s": round(self.wall_s, 4), "process_s": round(self.process_s, 4), "init_s": round(self.init_s, 4),
-            "io_s": round(self.io_s, 4), "warmup_s": round(self.warmup_s, 4),
-            "fps": round(self.fps, 4), "fps_wall": round(self.fps_wall, 4), "reuse_rate": round(self.reuse_rate, 4),
-            "objects": {str(k): log.to_dict(self.reuse_rates.get(k, 0.0)) for k, log in sorted(self.objects.items())},
-            "stages_s": {k: round(v, 4) for k, v in self.stages_s.items()},
-            "settings": self.settings, "weights": self.weights, "versions": versions(),
-            "machine": {"platform": platform.platform(), "machine": platform.machine(), "cpus": os.cpu_count()},
-        }
-
-
 def segment_video(network: VOSNetwork, source: str | os.PathLike | FrameSource,
                   masks: str | os.PathLike | StartMasks | Mapping[str, np.ndarray],
                   out_dir: str | os.PathLike | None, *, overlay: str | os.PathLike | None = None,
@@ -312,11 +240,13 @@ def segment_video(network: VOSNetwork, source: str | os.PathLike | FrameSource,
         raise ReusevosError(f"{stats_path} is a folder; remove it or choose another output folder")
     stats = VideoStats(str(frames.path), len(frames), size, process_size,
                        settings=_settings(session, max_size, network, warmup, out_dir, overlay, start_masks),
-                       weights=_weights_info(network))
+                       weights=weights_info(network))
     video = OverlayVideoWriter(overlay, fps=frames.fps or 24.0) if overlay is not None else None
     try:
         if warmup:
-            stats.warmup_s = _warm_up(network, session.options, frames, start_masks, process_size)
+            first = resize_frame(next(iter(frames))[1], process_size)  # the generator is dropped: file closed
+            mask = resize_labels(start_masks.read(start_masks.names[0]), process_size)
+            stats.warmup_s = warm_up(network, [first, first], mask, [session.options])
         if on_start is not None:
             on_start(stats)
         _run(session, frames, start_masks, process_size, mask_writer, video, stats, on_frame)
@@ -329,7 +259,7 @@ def segment_video(network: VOSNetwork, source: str | os.PathLike | FrameSource,
     if stats.frames == 0:
         raise ReusevosError(f"{frames.path} gave no frames")
     if stats_path is not None:
-        write_json(stats_path, {**stats.to_dict(), **(extra or {})})
+        write_json(stats_path, {**stats.to_dict(), "versions": versions(), "machine": machine_info(), **(extra or {})})
     return stats
 
 
@@ -337,16 +267,14 @@ def _run(session: Session, frames: FrameSource, start_masks: StartMasks, process
          mask_writer: MaskWriter | None, video: OverlayVideoWriter | None, stats: VideoStats,
          on_frame: Callable | None) -> None:
     scaled = process_size != tuple(stats.resolution)
-    loop_start = io_start = time.perf_counter()
-    for index, (name, frame) in enumerate(frames):
-        given = start_masks.read(name)
-        small = resize_frame(frame, process_size)
-        start = time.perf_counter()
-        stats.io_s += start - io_start
-        result = session.step(small, resize_labels(given, process_size) if given is not None else None,
-                              return_probabilities=scaled)
-        end = time.perf_counter()
-        stats.process_s += end - start
+
+    def inputs():  # what the session sees, then the full-size frame and start mask for the outputs
+        for name, frame in frames:
+            given = start_masks.read(name)
+            small = None if given is None else resize_labels(given, process_size)
+            yield name, resize_frame(frame, process_size), small, frame, given
+
+    for (name, _, _, frame, given), result in timed_steps(session, inputs(), stats, return_probabilities=scaled):
         labels = result.labels
         if scaled:
             labels = upscale_labels(result.probabilities or {}, stats.resolution, given, result.started)
@@ -355,35 +283,8 @@ def _run(session: Session, frames: FrameSource, start_masks: StartMasks, process
             mask_writer.write(name, labels)
         if video is not None:
             video.write(frame, labels)
-        for obj in result.started:
-            stats.objects[obj] = ObjectLog(index, name)
-        for obj, reused in result.reused.items():
-            log = stats.objects[obj]
-            log.reused.append(bool(reused))
-            p = result.gate_probability.get(obj)
-            log.gate_probability.append(None if p is None else round(float(p), 4))
-        stats.frames += 1
-        stats.reuse_rates = session.reuse_rates
-        io_start = time.perf_counter()
-        stats.io_s += io_start - end
-        stats.wall_s = io_start - loop_start
         if on_frame is not None:
             on_frame(result, stats)
-    stats.init_s = session.init_seconds
-    stats.stages_s = dict(session.timings)
-
-
-def _warm_up(network: VOSNetwork, options, frames: FrameSource, start_masks: StartMasks,
-             process_size: tuple[int, int]) -> float:
-    """Start the first object on the first frame and track it for one frame, in a throw-away session."""
-    start = time.perf_counter()
-    first = next(iter(frames))[1]  # the generator is dropped here, which closes the file
-    frame = resize_frame(first, process_size)
-    mask = resize_labels(start_masks.read(start_masks.names[0]), process_size)
-    session = Session(network, options)
-    session.step(frame, mask)
-    session.step(frame)
-    return time.perf_counter() - start
 
 
 def _settings(session: Session, max_size, network, warmup, out_dir, overlay, masks: StartMasks) -> dict:
@@ -397,95 +298,7 @@ def _settings(session: Session, max_size, network, warmup, out_dir, overlay, mas
     return settings
 
 
-def _weights_info(network: VOSNetwork) -> dict:
-    path = getattr(network, "weights_file", None)
-    info = {"file": path, "has_gate": bool(getattr(network, "has_gate", False)), "meta": getattr(network, "meta", {})}
-    if path and Path(path).is_file():
-        info["sha256"] = hashlib.sha256(Path(path).read_bytes()).hexdigest()
-    return info
-
-
-def versions() -> dict[str, str]:
-    """Versions of reusevos and the libraries whose numbers it depends on."""
-    import av
-    import torchvision
-
-    return {"reusevos": __version__, "python": platform.python_version(), "torch": torch.__version__,
-            "torchvision": torchvision.__version__, "numpy": np.__version__, "opencv": cv2.__version__,
-            "av": av.__version__, "pillow": Image.__version__}
-
-
 # -- DAVIS splits -------------------------------------------------------------------------------------------------
-@dataclass
-class SequenceStats:
-    name: str
-    frames: int = 0
-    resolution: tuple[int, int] = (0, 0)  # (H, W)
-    process_s: float = 0.0  # model time, initialisation included
-    init_s: float = 0.0  # first-frame initialisation of all objects
-    io_s: float = 0.0  # reading frames, writing masks
-    reuse_rate: dict[int, float] = field(default_factory=dict)
-    stages_s: dict[str, float] = field(default_factory=dict)
-
-    @property
-    def fps(self) -> float:
-        return self.frames / self.process_s if self.process_s else 0.0
-
-    def to_dict(self) -> dict:
-        return {"name": self.name, "frames": self.frames, "resolution": list(self.resolution),
-                "process_s": round(self.process_s, 4), "init_s": round(self.init_s, 4), "io_s": round(self.io_s, 4),
-                "fps": round(self.fps, 4), "reuse_rate": {str(k): v for k, v in self.reuse_rate.items()},
-                "stages_s": {k: round(v, 4) for k, v in self.stages_s.items()}}
-
-
-def segment_sequence(network: VOSNetwork, frames: Iterable[tuple[str, np.ndarray]],
-                     masks: dict[str, np.ndarray], out_dir: str | os.PathLike | None,
-                     name: str = "", on_frame: Callable | None = None,
-                     options: SessionConfig | None = None) -> SequenceStats:
-    """Segment one video: ``frames`` yields ``(frame name, (H, W, 3) uint8)``; ``masks`` maps frame names to
-    label maps that start objects. Writes ``out_dir/<frame name>.png`` per frame when ``out_dir`` is given."""
-    session = Session(network, options)
-    stats = SequenceStats(name)
-    out = Path(out_dir) if out_dir is not None else None
-    io_start = time.perf_counter()
-    for frame_name, frame in frames:
-        start = time.perf_counter()
-        stats.io_s += start - io_start
-        result = session.step(frame, masks.get(frame_name))
-        end = time.perf_counter()
-        stats.process_s += end - start
-        if out is not None:
-            write_mask(out / f"{frame_name}.png", result.labels)
-        stats.frames += 1
-        if on_frame is not None:
-            on_frame(result)
-        io_start = time.perf_counter()
-        stats.io_s += io_start - end
-    if stats.frames == 0:
-        raise ReusevosError(f"sequence {name or '(video)'} has no frames")
-    stats.resolution = session.image_size
-    stats.init_s = session.init_seconds
-    stats.reuse_rate = session.reuse_rates
-    stats.stages_s = dict(session.timings)
-    return stats
-
-
-def _davis_frames(dataset: DavisDataset, sequence: str):
-    for path in dataset.frame_paths(sequence):
-        try:
-            with Image.open(path) as image:
-                yield path.stem, np.array(image.convert("RGB"))
-        except OSError as exc:
-            raise ReusevosError(f"cannot read frame {path}: {exc}") from exc
-
-
-def _start_masks(dataset: DavisDataset, sequence: str) -> dict[str, np.ndarray]:
-    """What the semi-supervised DAVIS protocol gives: the first frame's annotation, nothing later."""
-    first = dataset.mask_paths(sequence)[0]
-    labels = dataset.read_mask(first)
-    return {first.stem: np.where(labels == VOID_LABEL, 0, labels).astype(np.uint8)}
-
-
 def segment_davis(network: VOSNetwork, dataset: DavisDataset, out_root: str | os.PathLike,
                   shard: tuple[int, int] = (0, 1), warmup: bool = True,
                   log: Callable[[str], None] = lambda _: None, options: SessionConfig | None = None) -> dict:
@@ -509,17 +322,13 @@ def segment_davis(network: VOSNetwork, dataset: DavisDataset, out_root: str | os
     out_root.mkdir(parents=True, exist_ok=True)
     done = report.get("sequences", {})
     report.update({"reusevos": __version__, "torch": torch.__version__, "threads": torch.get_num_threads(),
-                   "device": str(network.device), "machine": platform.machine(),
+                   "device": str(network.device), "machine": machine_info(),
                    "backbone_runtime": network.backbone.active_runtime(network.device),
                    "weights": getattr(network, "meta", {}).get("name", ""), "settings": settings})
     if warmup and dataset.sequences:
-        # One short untimed pass so allocator and kernel start-up costs are not charged to the first sequence.
         first = dataset.sequences[0]
-        warm_frames = [frame for _, (_, frame) in zip(range(3), _davis_frames(dataset, first))]
-        mask = next(iter(_start_masks(dataset, first).values()))
-        session = Session(network, options)
-        for k, frame in enumerate(warm_frames):
-            session.step(frame, mask if k == 0 else None)
+        frames = [frame for _, (_, frame) in zip(range(3), dataset.frames(first))]
+        warm_up(network, frames, next(iter(dataset.start_masks(first).values())), [options])
     for i, sequence in enumerate(dataset.sequences):
         if i % count != index:
             continue
@@ -529,8 +338,7 @@ def segment_davis(network: VOSNetwork, dataset: DavisDataset, out_root: str | os
             log(f"{sequence}: already complete, skipped")
             continue
         seq_dir.mkdir(exist_ok=True)
-        stats = segment_sequence(network, _davis_frames(dataset, sequence), _start_masks(dataset, sequence),
-                                 seq_dir, name=sequence, options=options)
+        stats = segment_sequence(network, dataset, sequence, seq_dir, options)
         done[sequence] = stats.to_dict()
         report["sequences"] = done
         write_json(stats_path, report)
@@ -544,3 +352,19 @@ def segment_davis(network: VOSNetwork, dataset: DavisDataset, out_root: str | os
     write_json(stats_path, report)
     return report
 
+
+def segment_sequence(network: VOSNetwork, dataset: DavisDataset, sequence: str, out_dir: str | os.PathLike | None,
+                     options: SessionConfig | None = None) -> VideoStats:
+    """Segment one DAVIS sequence from its first annotation; ``out_dir/<frame name>.png`` per frame when given."""
+    session = Session(network, options)
+    starts = dataset.start_masks(sequence)
+    paths = dataset.frame_paths(sequence)
+    stats = VideoStats(sequence, len(paths), (0, 0), (0, 0))
+    items = ((name, frame, starts.get(name)) for name, frame in dataset.frames(sequence))
+    for (name, _, _), result in timed_steps(session, items, stats):
+        if out_dir is not None:
+            write_mask(Path(out_dir) / f"{name}.png", result.labels)
+    if stats.frames == 0:
+        raise ReusevosError(f"sequence {sequence} has no frames")
+    stats.resolution = stats.process_resolution = session.image_size
+    return stats

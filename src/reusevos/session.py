@@ -1,28 +1,103 @@
 """The per-video session: feed frames one at a time, get label maps.
 
-The frame loop follows the paper's Fig. 2: extract features to stride 8, match each object's
-template and ask its gate, then either the full path (rest of the backbone once per frame, target
-model, deep refinement) or the reuse path (S_prev + Delta_t, refine-translator), refine the shallow
-levels for every object, merge the objects. The session holds only what the next frame needs: per
-object its target model (bounded memory), template, last computed score map and refinement state.
+:meth:`Session.step` follows the paper's Fig. 2 from top to bottom: features to stride 8, template
+matching and the gate per object, then each object's route (the full path, the reuse path, or a copy
+of its last output), the shallow refinement levels, the merge of the objects, and what later frames
+need remembered. Per video the session holds only what the next frame needs: per object its target
+model (bounded memory), template, last computed score map and refinement state, and last output.
 """
 
 from __future__ import annotations
 
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from enum import Enum
+from typing import Iterator, Sequence
 
 import numpy as np
 import torch
 
 from reusevos.config import SessionConfig
 from reusevos.errors import ReusevosError
+from reusevos.evaluation.metrics import region_similarity
 from reusevos.io.masks import object_ids
 from reusevos.model.augment import augment_first_frame
+from reusevos.model.backbone import images_to_tensor
 from reusevos.model.merge import label_slots, soft_aggregate
 from reusevos.model.network import VOSNetwork
 from reusevos.model.target_model import TargetModel
+from reusevos.windows import score_box, span, window_box
+
+Box = tuple[int, int, int, int]
+
+
+class Route(str, Enum):
+    """What an object's frame went through; the one vocabulary of results, statistics and reports."""
+
+    COMPUTED = "computed"  # the full path: backbone past stride 8, target model, deep refinement
+    REUSED = "reused"  # the reuse path: S_prev + Delta_t and the refine-translator
+    COPIED = "copied"  # the last output unchanged (the copy and fusion variants)
+
+
+class Stage(str, Enum):
+    """The timed stages of a frame, in the order of the paper's Fig. 2; see :data:`SUB_STAGES`."""
+
+    BACKBONE_TO_F8 = "backbone_to_f8"
+    BACKBONE_F8_TO_F32 = "backbone_f8_to_f32"
+    TEMPLATE_MATCH = "template_match"
+    GATE = "gate"
+    TARGET_MODEL_APPLY = "target_model_apply"
+    REFINE_REDUCE_DEEP = "refine_reduce_deep"
+    REFINE_DEEP = "refine_deep"
+    REFINE_LEVEL32 = "refine_level32"
+    REFINE_LEVEL16 = "refine_level16"
+    DELTA = "delta"
+    TRANSLATOR = "translator"
+    REFINE_REDUCE_SHALLOW = "refine_reduce_shallow"
+    REFINE_SHALLOW = "refine_shallow"
+    REFINE_LEVEL8 = "refine_level8"
+    REFINE_LEVEL4 = "refine_level4"
+    REFINE_HEAD = "refine_head"
+    INITIALISATION = "initialisation"
+    MERGE = "merge"
+    TARGET_MODEL_UPDATE = "target_model_update"
+    TARGET_MODEL_ADD_SAMPLE = "target_model_add_sample"
+    TARGET_MODEL_REOPTIMISE = "target_model_reoptimise"
+
+
+SUB_STAGES = {Stage.REFINE_DEEP: (Stage.REFINE_LEVEL32, Stage.REFINE_LEVEL16),
+              Stage.REFINE_SHALLOW: (Stage.REFINE_LEVEL8, Stage.REFINE_LEVEL4, Stage.REFINE_HEAD),
+              Stage.TARGET_MODEL_UPDATE: (Stage.TARGET_MODEL_ADD_SAMPLE, Stage.TARGET_MODEL_REOPTIMISE)}
+"""The parts a stage is measured in, each counted inside its parent too. The other stages never overlap:
+together they add up to the frame's time, and work inside an object's start counts as initialisation only."""
+_PARENT = {child: parent for parent, children in SUB_STAGES.items() for child in children}
+
+
+class StageTimer:
+    """Seconds per stage of one frame: a stage counts when no other stage is open, a sub-stage when just its
+    parent is (so nothing is counted twice, and nothing inside an initialisation but the initialisation)."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = defaultdict(float)
+        self._open: list[Stage] = []
+
+    @contextmanager
+    def __call__(self, stage: Stage) -> Iterator[None]:
+        counted = not self._open or (len(self._open) == 1 and _PARENT.get(stage) is self._open[0])
+        self._open.append(stage)
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self._open.pop()
+            if counted:
+                self.seconds[stage.value] += time.perf_counter() - start
+
+    def refiner_part(self, part: str):
+        """The context for the refiner's own part ``part`` (``level8``, ``head``, ...)."""
+        return self(Stage(f"refine_{part}"))
 
 
 @dataclass
@@ -36,29 +111,90 @@ class ObjectState:
     score_prev: torch.Tensor | None = None  # S of the last computed frame, (1, 1, H/16, W/16)
     state_prev: torch.Tensor | None = None  # R of the last computed frame, (1, 64, H/16, W/16)
     prob_prev: torch.Tensor | None = None  # last output, (H, W); copy, fusion and the windows only
-    gt_prev: np.ndarray | None = None  # ground truth of the last computed frame; oracle only
-    computed_frames: int = 0
-    reused_frames: int = 0
+    last_computed: int = -1  # index of the last computed frame (the oracle compares with it)
+    routes: Counter = field(default_factory=Counter)  # Route -> frames since the start frame
+
+    @property
+    def tracked_frames(self) -> int:
+        return sum(self.routes.values())
 
     @property
     def reuse_rate(self) -> float:
-        """Reused frames / frames since the object's start (the start frame excluded)."""
-        tracked = self.computed_frames + self.reused_frames
-        return self.reused_frames / tracked if tracked else 0.0
+        """Frames that skipped the full path (reused or copied) / frames since the start frame."""
+        tracked = self.tracked_frames
+        return (tracked - self.routes[Route.COMPUTED]) / tracked if tracked else 0.0
+
+
+@dataclass
+class FrameFeatures:
+    """One frame's backbone features, computed once and shared by every object; f16 and f32 only
+    when some object needs the full path, ``deep`` (the refiner's reduced f16 and f32) with them."""
+
+    f4: torch.Tensor
+    f8: torch.Tensor
+    f16: torch.Tensor | None = None
+    f32: torch.Tensor | None = None
+    deep: tuple[torch.Tensor, torch.Tensor] | None = None
+
+
+@dataclass
+class _Track:
+    """One tracked object on the current frame, as the step fills it in."""
+
+    obj: ObjectState
+    route: Route = Route.COMPUTED
+    gate_probability: float | None = None
+    change: torch.Tensor | None = None  # D_t, (1, 64, H/8, W/8)
+    score: torch.Tensor | None = None  # this frame's S (computed) or S_hat (reused), (1, 1, H/16, W/16)
+    state: torch.Tensor | None = None  # R or R_hat, (1, 64, H/16, W/16)
+    box: Box | None = None  # the refinement window; None = the whole frame
+    prob: torch.Tensor | None = None  # the object's probabilities, (H, W)
 
 
 @dataclass
 class FrameResult:
-    """The output for one frame."""
+    """The output for one frame, and what it cost."""
 
     index: int
     labels: np.ndarray  # (H, W) uint8, object ids, 0 = background
     probabilities: dict[int, np.ndarray] | None = None  # object id -> (H, W) float32, on request
-    reused: dict[int, bool] = field(default_factory=dict)  # object id -> skipped the full path
-    paths: dict[int, str] = field(default_factory=dict)  # object id -> "full", "reuse" or "copy"
-    reoptimised: list[int] = field(default_factory=list)  # objects whose target model was refitted
+    routes: dict[int, Route] = field(default_factory=dict)  # tracked object id -> its route this frame
     gate_probability: dict[int, float] = field(default_factory=dict)  # object id -> P_gate (or g_IoU)
+    reoptimised: list[int] = field(default_factory=list)  # objects whose target model was refitted
     started: list[int] = field(default_factory=list)  # objects whose start mask was this frame's
+    stage_seconds: dict[str, float] = field(default_factory=dict)  # Stage value -> seconds on this frame
+
+    @property
+    def init_seconds(self) -> float:
+        """Time spent starting this frame's new objects."""
+        return self.stage_seconds.get(Stage.INITIALISATION.value, 0.0)
+
+
+class LearnedGate:
+    """The paper's gate: P_gate from D_t."""
+
+    def __init__(self, network: VOSNetwork):
+        self.network = network
+
+    def __call__(self, objects: Sequence[ObjectState], change: torch.Tensor, frame_index: int) -> list[float]:
+        return self.network.gate(change).tolist()
+
+
+class OracleGate:
+    """g_IoU: the ground-truth IoU between this frame and each object's last computed frame (evaluation
+    only). ``ground_truth[t]`` is frame t's ``(H, W)`` label map."""
+
+    def __init__(self, ground_truth: Sequence[np.ndarray]):
+        self.ground_truth = ground_truth
+
+    def __call__(self, objects: Sequence[ObjectState], change: torch.Tensor, frame_index: int) -> list[float]:
+        if frame_index >= len(self.ground_truth):
+            raise ReusevosError(f"the oracle has ground truth for {len(self.ground_truth)} frames, not frame "
+                                f"{frame_index}")
+        now = np.asarray(self.ground_truth[frame_index])
+        return [float(region_similarity(now == obj.object_id,
+                                        np.asarray(self.ground_truth[obj.last_computed]) == obj.object_id))
+                for obj in objects]
 
 
 class Session:
@@ -68,10 +204,12 @@ class Session:
     objects that appear later. Ids already being tracked are ignored in later masks.
 
     ``options`` picks the frame loop (variant, tau); by default the paper's reuse path at tau = 0.7
-    when the weights include a trained reuse gate, else the base model (``full``).
+    when the weights include a trained reuse gate, else the base model (``full``). ``ground_truth``
+    (``ground_truth[t]``: frame t's label map) is the oracle variant's, and only its.
     """
 
-    def __init__(self, network: VOSNetwork, options: SessionConfig | None = None):
+    def __init__(self, network: VOSNetwork, options: SessionConfig | None = None,
+                 ground_truth: Sequence[np.ndarray] | None = None):
         self.network = network.eval()
         self.config = network.config
         has_gate = network.has_gate
@@ -82,168 +220,161 @@ class Session:
                 raise ReusevosError(f"these weights have no trained reuse gate, so variant {self.options.variant!r} "
                                     "cannot run; use variant 'full' (or tau 1) or weights that include the gate")
             self.options = SessionConfig(variant="full", tau=1.0)  # tau = 1 never reuses: the base model
+        if (self.options.variant == "oracle") != (ground_truth is not None):
+            raise ReusevosError("the oracle variant needs the ground truth of every frame (ground_truth=...), "
+                                "and only it takes one")
+        self.gate = OracleGate(ground_truth) if ground_truth is not None else LearnedGate(network)
         self.device = network.device
         self.objects: dict[int, ObjectState] = {}
         self.frame_index = -1
         self.image_size: tuple[int, int] | None = None
-        self.timings: dict[str, float] = defaultdict(float)  # seconds per stage, summed over frames
-        self.init_seconds = 0.0
-        self._deep_cache: tuple[torch.Tensor, torch.Tensor] | None = None
 
-    # -- public ------------------------------------------------------------------------------
     @torch.no_grad()
-    def step(self, frame: np.ndarray, mask: np.ndarray | None = None, return_probabilities: bool = False,
-             ground_truth: np.ndarray | None = None) -> FrameResult:
-        """Process the next frame ``(H, W, 3)`` uint8 RGB; ``mask`` ``(H, W)`` starts new objects.
-
-        ``ground_truth`` (this frame's ``(H, W)`` label map) is needed by the ``oracle`` variant only.
-        """
+    def step(self, frame: np.ndarray, mask: np.ndarray | None = None,
+             return_probabilities: bool = False) -> FrameResult:
+        """Process the next frame ``(H, W, 3)`` uint8 RGB; ``mask`` ``(H, W)`` starts new objects."""
         self.frame_index += 1
+        timed = StageTimer()
         frame = self._check_frame(frame)
-        image = torch.from_numpy(frame).to(self.device).permute(2, 0, 1)[None].float().div_(255)
-        f4, f8 = self._timed("backbone_to_f8", self.network.backbone.to_f8, image)
         new_ids = self._new_objects(mask, frame.shape[:2]) if mask is not None else []
-        tracked = [obj for obj in self.objects.values() if obj.start_frame < self.frame_index]
-
-        paths, gate_probs, change = self.decide(tracked, f8, ground_truth)
-        compute = [obj for obj in tracked if paths[obj.object_id] == "full"]
-        reuse = [obj for obj in tracked if paths[obj.object_id] == "reuse"]
-        f16 = f32 = None
-        self._deep_cache = None
-        if compute or new_ids:
-            # The rest of the backbone runs once per frame, however many objects need it.
-            f16, f32 = self._timed("backbone_f8_to_f32", self.network.backbone.f8_to_f32, f8)
-
-        probs: dict[int, torch.Tensor] = {}
-        if compute or reuse:
-            scores, states = [], []
-            if compute:
-                scores.append(self._timed("target_model_apply",
-                                          lambda: torch.cat([obj.target.apply(f16) for obj in compute])))
-                states.append(self.full_path(scores[-1], f16, f32))
-            if reuse:
-                rows = [tracked.index(obj) for obj in reuse]
-                score_hat, state_hat = self.reuse_path(reuse, change[rows])
-                scores.append(score_hat)
-                states.append(state_hat)
-            scores, states = torch.cat(scores), torch.cat(states)
-            ordered = compute + reuse
-            # Reused objects refined only around their last output, computed ones around their coarse score.
-            boxes = self._boxes(compute, scores[:len(compute)], reuse)
-            whole = [i for i, obj in enumerate(ordered) if obj.object_id not in boxes]
-            if whole:
-                picked = whole if len(whole) < len(ordered) else slice(None)
-                logits = self.refine_shallow(states[picked], f4, f8, scores[picked])
-                for row, i in enumerate(whole):
-                    probs[ordered[i].object_id] = torch.sigmoid(logits[row, 0])
-            for i, obj in enumerate(ordered):
-                if obj.object_id in boxes:
-                    outside = obj.prob_prev if i >= len(compute) else None  # computed: background outside
-                    probs[obj.object_id] = self.refine_window(boxes[obj.object_id], states[i:i + 1], f4, f8,
-                                                              scores[i:i + 1], outside)
-            for i, obj in enumerate(compute):  # S_prev and R_prev change only on computed frames
-                obj.score_prev, obj.state_prev = scores[i:i + 1], states[i:i + 1]
-        for obj in tracked:
-            if paths[obj.object_id] == "copy":
-                probs[obj.object_id] = obj.prob_prev  # the previous output, unchanged
-            if paths[obj.object_id] == "full":
-                obj.computed_frames += 1
-            else:
-                obj.reused_frames += 1
-        for obj_id in new_ids:
-            start = time.perf_counter()
-            probs[obj_id] = self._start_object(obj_id, frame, mask == obj_id, f8, f16, f32)
-            self.init_seconds += time.perf_counter() - start
-
-        result, soft = self._merge(probs, new_ids, return_probabilities)
-        result.paths = {obj.object_id: paths[obj.object_id] for obj in tracked}
-        result.reused = {obj_id: path != "full" for obj_id, path in result.paths.items()}
-        result.gate_probability = gate_probs
-        result.reoptimised = self._remember(compute, f16, soft, ground_truth)
-        return result
+        with timed(Stage.BACKBONE_TO_F8):
+            features = FrameFeatures(*self.network.backbone.to_f8(images_to_tensor(frame, self.device)))
+        tracks = [_Track(obj) for obj in self.objects.values() if obj.start_frame < self.frame_index]
+        self.decide(tracks, features.f8, timed)
+        computed = [t for t in tracks if t.route is Route.COMPUTED]
+        reused = [t for t in tracks if t.route is Route.REUSED]
+        if computed or new_ids:
+            self._deep_features(features, timed)
+        if computed:
+            self.full_path(computed, features, timed)
+        if reused:
+            self.reuse_path(reused, timed)
+        if computed or reused:
+            self.refine(computed + reused, features, timed)
+        for track in tracks:
+            if track.route is Route.COPIED:
+                track.prob = track.obj.prob_prev  # the last output, unchanged
+            track.obj.routes[track.route] += 1
+        probs = {t.obj.object_id: t.prob for t in tracks}
+        with timed(Stage.INITIALISATION):
+            for obj_id in new_ids:
+                probs[obj_id] = self._start_object(obj_id, frame, mask == obj_id, features, timed)
+        with timed(Stage.MERGE):
+            labels, soft = self._merge(probs, new_ids)
+        reoptimised = self._remember(computed, features, soft, timed)
+        return FrameResult(
+            self.frame_index, labels,
+            probabilities={i: p.float().cpu().numpy() for i, p in soft.items()} if return_probabilities else None,
+            routes={t.obj.object_id: t.route for t in tracks},
+            gate_probability={t.obj.object_id: t.gate_probability for t in tracks if t.gate_probability is not None},
+            reoptimised=reoptimised, started=list(new_ids), stage_seconds=dict(timed.seconds))
 
     @property
     def reuse_rates(self) -> dict[int, float]:
         return {obj_id: obj.reuse_rate for obj_id, obj in self.objects.items()}
 
     # -- the paper's paths ---------------------------------------------------------------------
-    def decide(self, tracked: list[ObjectState], f8: torch.Tensor, ground_truth: np.ndarray | None):
-        """Per object: the path (``full``, ``reuse`` or ``copy``), P_gate, and D_t ``(K, 64, H/8, W/8)``."""
+    def decide(self, tracks: list[_Track], f8: torch.Tensor, timed: StageTimer) -> None:
+        """Each track's route, P_gate (or g_IoU) and D_t ``(1, 64, H/8, W/8)``; the full path for all under
+        variant ``full``."""
         opts = self.options
-        if opts.variant == "full" or not tracked:
-            return {obj.object_id: "full" for obj in tracked}, {}, None
-        change = self._timed("template_match", self.network.matcher, torch.cat([o.template for o in tracked]), f8,
-                             torch.cat([o.score_prev for o in tracked]))
-        if opts.variant == "oracle":
-            if ground_truth is None:
-                raise ReusevosError("the oracle variant needs the ground truth of every frame")
-            probs = [self._oracle_iou(obj, np.asarray(ground_truth) == obj.object_id) for obj in tracked]
-        else:
-            probs = self._timed("gate", self.network.gate, change).tolist()
-        paths = {}
-        for obj, p in zip(tracked, probs):
+        if opts.variant == "full" or not tracks:
+            return
+        objects = [t.obj for t in tracks]
+        with timed(Stage.TEMPLATE_MATCH):
+            change = self.network.matcher(torch.cat([o.template for o in objects]), f8,
+                                          torch.cat([o.score_prev for o in objects]))
+        with timed(Stage.GATE):
+            probabilities = self.gate(objects, change, self.frame_index)
+        for row, (track, p) in enumerate(zip(tracks, probabilities)):
+            track.change, track.gate_probability = change[row:row + 1], float(p)
             if opts.variant == "fusion" and opts.tau2 < 1.0 and p >= opts.tau2:
-                paths[obj.object_id] = "copy"
+                track.route = Route.COPIED
             elif opts.tau < 1.0 and p >= opts.tau:  # tau = 1 never reuses, even if P rounds to 1
-                paths[obj.object_id] = "copy" if opts.variant == "copy" else "reuse"
-            else:
-                paths[obj.object_id] = "full"
-        return paths, {obj.object_id: float(p) for obj, p in zip(tracked, probs)}, change
+                track.route = Route.COPIED if opts.variant == "copy" else Route.REUSED
 
-    def full_path(self, scores: torch.Tensor, f16: torch.Tensor, f32: torch.Tensor) -> torch.Tensor:
-        """The deep refinement levels on this frame's scores ``(B, 1, H/16, W/16)``: R ``(B, 64, H/16, W/16)``."""
-        refiner = self.network.refiner
-        if self._deep_cache is None:  # the object-independent part, once per frame
-            self._deep_cache = self._timed("refine_reduce_deep", refiner.reduce_deep, f16, f32)
-        return self._timed("refine_deep", refiner.deep, *self._deep_cache, scores)
+    def full_path(self, tracks: list[_Track], features: FrameFeatures, timed: StageTimer) -> None:
+        """This frame's scores S from the target models and the deep refinement levels' state R."""
+        with timed(Stage.TARGET_MODEL_APPLY):
+            scores = torch.cat([t.obj.target.apply(features.f16) for t in tracks])
+        states = self._deep_state(scores, features, timed)
+        for row, track in enumerate(tracks):
+            track.score, track.state = scores[row:row + 1], states[row:row + 1]
 
-    def reuse_path(self, objects: list[ObjectState], change: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def reuse_path(self, tracks: list[_Track], timed: StageTimer) -> None:
         """S_hat = S_prev + Delta_t and R_hat = translator(R_prev, Delta_t), without the deep network."""
-        score_prev = torch.cat([obj.score_prev for obj in objects])
-        delta = self._timed("delta", self.network.delta, change, score_prev.shape[-2:])
-        state = self._timed("translator", self.network.translator,
-                            torch.cat([obj.state_prev for obj in objects]), delta)
-        return score_prev + delta, state
+        score_prev = torch.cat([t.obj.score_prev for t in tracks])
+        with timed(Stage.DELTA):
+            delta = self.network.delta(torch.cat([t.change for t in tracks]), score_prev.shape[-2:])
+        with timed(Stage.TRANSLATOR):
+            states = self.network.translator(torch.cat([t.obj.state_prev for t in tracks]), delta)
+        scores = score_prev + delta
+        for row, track in enumerate(tracks):
+            track.score, track.state = scores[row:row + 1], states[row:row + 1]
 
-    def refine_shallow(self, state, f4, f8, scores) -> torch.Tensor:
-        """The stride-8 and stride-4 levels and the head: logits ``(B, 1, H, W)``."""
-        refiner = self.network.refiner
-        r4, r8 = self._timed("refine_reduce_shallow", refiner.reduce_shallow, f4, f8)
-        return self._timed("refine_shallow", refiner.shallow, state, r4, r8, scores, self.image_size)
+    def refine(self, tracks: list[_Track], features: FrameFeatures, timed: StageTimer) -> None:
+        """The shallow levels and the head: each track's probabilities, inside its window if it has one
+        (computed objects around their coarse score, reused ones around their last output)."""
+        opts = self.options
+        for track in tracks:
+            obj = track.obj
+            if track.route is Route.COMPUTED and opts.compute_window:
+                track.box = score_box(track.score[0, 0], obj.prob_prev, opts.compute_window)
+            elif track.route is Route.REUSED and opts.reuse_window:
+                track.box = window_box(obj.prob_prev, obj.score_prev.shape[-2:], opts.reuse_window)
+        whole = [t for t in tracks if t.box is None]
+        if whole:
+            logits = self._refine_shallow(torch.cat([t.state for t in whole]), features.f4, features.f8,
+                                          torch.cat([t.score for t in whole]), self.image_size, timed)
+            for row, track in enumerate(whole):
+                track.prob = torch.sigmoid(logits[row, 0])
+        for track in tracks:
+            if track.box is not None:
+                outside = track.obj.prob_prev if track.route is Route.REUSED else None  # computed: background
+                track.prob = self._refine_window(track, features, outside, timed)
+        for track in tracks:
+            if track.route is Route.COMPUTED:  # S_prev and R_prev change only on computed frames
+                track.obj.score_prev, track.obj.state_prev = track.score, track.state
 
-    def refine_window(self, box: tuple[int, int, int, int], state, f4, f8, score,
-                      outside: torch.Tensor | None) -> torch.Tensor:
-        """The shallow levels and the head inside ``box`` (cells of the stride-16 grid) only; outside it the
-        probabilities are those of ``outside`` ``(H, W)`` (None: 0, background). Returns the object's
-        probabilities ``(H, W)``."""
+    def _deep_features(self, features: FrameFeatures, timed: StageTimer) -> None:
+        # The rest of the backbone runs once per frame, however many objects need it.
+        with timed(Stage.BACKBONE_F8_TO_F32):
+            features.f16, features.f32 = self.network.backbone.f8_to_f32(features.f8)
+
+    def _deep_state(self, scores: torch.Tensor, features: FrameFeatures, timed: StageTimer) -> torch.Tensor:
+        """The deep refinement levels on scores ``(B, 1, H/16, W/16)``: R ``(B, 64, H/16, W/16)``."""
         refiner = self.network.refiner
-        grid = score.shape[-2:]
+        if features.deep is None:  # the object-independent part, once per frame
+            with timed(Stage.REFINE_REDUCE_DEEP):
+                features.deep = refiner.reduce_deep(features.f16, features.f32)
+        with timed(Stage.REFINE_DEEP):
+            return refiner.deep(*features.deep, scores, timed=timed.refiner_part)
+
+    def _refine_shallow(self, state, f4, f8, scores, size: tuple[int, int], timed: StageTimer) -> torch.Tensor:
+        """The stride-8 and stride-4 levels and the head: logits ``(B, 1, *size)``."""
+        refiner = self.network.refiner
+        with timed(Stage.REFINE_REDUCE_SHALLOW):
+            r4, r8 = refiner.reduce_shallow(f4, f8)
+        with timed(Stage.REFINE_SHALLOW):
+            return refiner.shallow(state, r4, r8, scores, size, timed=timed.refiner_part)
+
+    def _refine_window(self, track: _Track, features: FrameFeatures, outside: torch.Tensor | None,
+                       timed: StageTimer) -> torch.Tensor:
+        """The shallow levels and the head inside the track's box (cells of the stride-16 grid) only; outside
+        it the probabilities are those of ``outside`` ``(H, W)`` (None: 0, background)."""
+        box, grid = track.box, track.score.shape[-2:]
 
         def crop(x: torch.Tensor) -> torch.Tensor:  # the box at x's resolution, by the same proportion
-            return x[..., _span(box[0], box[1], grid[0], x.shape[-2]), _span(box[2], box[3], grid[1], x.shape[-1])]
+            return x[..., span(box[0], box[1], grid[0], x.shape[-2]), span(box[2], box[3], grid[1], x.shape[-1])]
 
-        r4, r8 = self._timed("refine_reduce_shallow", refiner.reduce_shallow, crop(f4), crop(f8))
-        rows = _span(box[0], box[1], grid[0], self.image_size[0])
-        cols = _span(box[2], box[3], grid[1], self.image_size[1])
+        rows = span(box[0], box[1], grid[0], self.image_size[0])
+        cols = span(box[2], box[3], grid[1], self.image_size[1])
         size = (rows.stop - rows.start, cols.stop - cols.start)
-        logits = self._timed("refine_shallow", refiner.shallow, crop(state), r4, r8, crop(score), size)
-        prob = torch.zeros(self.image_size, device=score.device) if outside is None else outside.clone()
+        logits = self._refine_shallow(crop(track.state), crop(features.f4), crop(features.f8), crop(track.score),
+                                      size, timed)
+        prob = torch.zeros(self.image_size, device=track.score.device) if outside is None else outside.clone()
         prob[rows, cols] = torch.sigmoid(logits[0, 0])
         return prob
-
-    def _boxes(self, compute: list[ObjectState], scores: torch.Tensor,
-               reuse: list[ObjectState]) -> dict[int, tuple[int, int, int, int]]:
-        """Object id -> its refinement box: computed objects (``scores`` ``(K, 1, h, w)``) with
-        ``compute_window`` (:func:`score_box`), reused ones with ``reuse_window`` (:func:`window_box`). An
-        object without a box (nothing to follow, or a box as large as the frame) is refined whole."""
-        opts, boxes = self.options, {}
-        if opts.compute_window:
-            for obj, score in zip(compute, scores):
-                boxes[obj.object_id] = score_box(score[0], obj.prob_prev, opts.compute_window)
-        if opts.reuse_window:
-            for obj in reuse:
-                boxes[obj.object_id] = window_box(obj.prob_prev, obj.score_prev.shape[-2:], opts.reuse_window)
-        return {obj_id: box for obj_id, box in boxes.items() if box is not None}
 
     # -- objects --------------------------------------------------------------------------------
     def _new_objects(self, mask: np.ndarray, frame_size: tuple[int, int]) -> list[int]:
@@ -266,82 +397,62 @@ class Session:
                                     f"at least {minimum} are needed to fit its target model")
         return ids
 
-    def _start_object(self, obj_id: int, frame: np.ndarray, mask: np.ndarray, f8, f16, f32) -> torch.Tensor:
+    def _start_object(self, obj_id: int, frame: np.ndarray, mask: np.ndarray, features: FrameFeatures,
+                      timed: StageTimer) -> torch.Tensor:
         """Fit a target model on the start frame and its augmented copies; the output is the given mask.
 
         The start frame counts as computed: its score and refinement state are the first S_prev, R_prev.
         """
         cfg = self.config.target
         copies = augment_first_frame(frame, mask, cfg.num_augmented)
-        features = [f16]
+        f16 = [features.f16]
         if copies:
-            batch = torch.from_numpy(np.stack([c[0] for c in copies])).to(self.device)
-            batch = batch.permute(0, 3, 1, 2).float().div_(255)
-            features.append(self.network.backbone.to_f16(batch))
+            f16.append(self.network.backbone.to_f16(images_to_tensor(np.stack([c[0] for c in copies]), self.device)))
         masks = np.stack([mask] + [c[1] for c in copies]).astype(np.float32)
         target = TargetModel(cfg)
-        target.initialise(torch.cat(features), torch.from_numpy(masks)[:, None].to(self.device))
-        obj = ObjectState(obj_id, self.frame_index, target)
+        target.initialise(torch.cat(f16), torch.from_numpy(masks)[:, None].to(self.device))
+        obj = ObjectState(obj_id, self.frame_index, target, last_computed=self.frame_index)
         given = torch.from_numpy(mask.astype(np.float32)).to(self.device)
         if self.options.variant != "full":
-            obj.template = self.network.matcher.template(f8, given[None, None])
-            obj.score_prev = target.apply(f16)
-            obj.state_prev = self.full_path(obj.score_prev, f16, f32)
-        if self.options.variant == "oracle":
-            obj.gt_prev = mask
+            obj.template = self.network.matcher.template(features.f8, given[None, None])
+            obj.score_prev = target.apply(features.f16)
+            obj.state_prev = self._deep_state(obj.score_prev, features, timed)
         self.objects[obj_id] = obj
         return given
 
-    def _remember(self, computed: list[ObjectState], f16, soft: dict[int, torch.Tensor],
-                  ground_truth: np.ndarray | None) -> list[int]:
+    def _remember(self, computed: list[_Track], features: FrameFeatures, soft: dict[int, torch.Tensor],
+                  timed: StageTimer) -> list[int]:
         """Keep what later frames need: target-model samples and refits for computed objects, the
-        output for the copy variants, the ground truth of computed frames for the oracle.
-        Returns the ids of the objects whose target model was re-optimised."""
-        start = time.perf_counter()
+        output for the copy variants and the windows. Returns the ids of the re-optimised objects."""
         refitted = []
-        for obj in computed:
-            obj.target.add_sample(f16, soft[obj.object_id][None, None])
-            if obj.computed_frames % self.config.target.update_every == 0:
-                obj.target.update()
-                refitted.append(obj.object_id)
-        self.timings["target_model_update"] += time.perf_counter() - start
-        if self.options.variant == "oracle":
-            for obj in computed:
-                obj.gt_prev = np.asarray(ground_truth) == obj.object_id
+        with timed(Stage.TARGET_MODEL_UPDATE):
+            for track in computed:
+                obj = track.obj
+                obj.last_computed = self.frame_index
+                with timed(Stage.TARGET_MODEL_ADD_SAMPLE):
+                    obj.target.add_sample(features.f16, soft[obj.object_id][None, None])
+                if obj.routes[Route.COMPUTED] % self.config.target.update_every == 0:
+                    with timed(Stage.TARGET_MODEL_REOPTIMISE):
+                        obj.target.update()
+                    refitted.append(obj.object_id)
         if self.options.variant in ("copy", "fusion") or self.options.reuse_window or self.options.compute_window:
             for obj_id, prob in soft.items():
                 self.objects[obj_id].prob_prev = prob
         return refitted
 
-    @staticmethod
-    def _oracle_iou(obj: ObjectState, gt: np.ndarray) -> float:
-        """g_IoU: the ground-truth IoU between this frame and the object's last computed frame."""
-        union = np.logical_or(gt, obj.gt_prev).sum()
-        return float(np.logical_and(gt, obj.gt_prev).sum() / union) if union else 1.0
-
     # -- helpers --------------------------------------------------------------------------------
-    def _merge(self, probs: dict[int, torch.Tensor], new_ids: list[int],
-               return_probabilities: bool) -> tuple[FrameResult, dict[int, torch.Tensor]]:
+    def _merge(self, probs: dict[int, torch.Tensor], new_ids: list[int]) -> tuple[np.ndarray, dict[int, torch.Tensor]]:
         """Label map and merged soft masks ``(H, W)`` per object from per-object probabilities."""
-        start = time.perf_counter()
         ids = sorted(probs)
+        if not ids:
+            return np.zeros(self.image_size, np.uint8), {}
         if new_ids and len(ids) > len(new_ids):
             # Earlier objects are cleared where a new object's start mask is.
             union = torch.stack([probs[i] for i in new_ids]).amax(dim=0)
             probs = {i: p if i in new_ids else p * (1 - union) for i, p in probs.items()}
-        soft: dict[int, torch.Tensor] = {}
-        if ids:
-            merged = soft_aggregate(torch.stack([probs[i] for i in ids]))
-            lookup = torch.tensor([0] + ids, dtype=torch.uint8, device=merged.device)
-            labels = lookup[label_slots(merged)].cpu().numpy()
-            soft = {obj_id: merged[k + 1] for k, obj_id in enumerate(ids)}
-        else:
-            labels = np.zeros(self.image_size, np.uint8)
-        result = FrameResult(self.frame_index, labels, started=list(new_ids))
-        if return_probabilities:
-            result.probabilities = {i: p.float().cpu().numpy() for i, p in soft.items()}
-        self.timings["merge"] += time.perf_counter() - start
-        return result, soft
+        merged = soft_aggregate(torch.stack([probs[i] for i in ids]))
+        lookup = torch.tensor([0] + ids, dtype=torch.uint8, device=merged.device)
+        return lookup[label_slots(merged)].cpu().numpy(), {obj_id: merged[k + 1] for k, obj_id in enumerate(ids)}
 
     def _check_frame(self, frame: np.ndarray) -> np.ndarray:
         frame = np.asarray(frame)
@@ -354,57 +465,3 @@ class Session:
             raise ReusevosError(f"frame {self.frame_index} is {frame.shape[1]}x{frame.shape[0]}, but the video "
                                 f"started at {self.image_size[1]}x{self.image_size[0]}; all frames must share a size")
         return np.ascontiguousarray(frame)
-
-    def _timed(self, stage: str, fn, *args):
-        start = time.perf_counter()
-        out = fn(*args)
-        self.timings[stage] += time.perf_counter() - start
-        return out
-
-
-def _span(start: int, stop: int, cells: int, size: int) -> slice:
-    """Cells ``start:stop`` of a grid of ``cells`` as a slice of an axis of ``size`` (same proportion)."""
-    return slice(start * size // cells, stop * size // cells)
-
-
-def _cells_above(prob: torch.Tensor, grid: tuple[int, int]) -> tuple[int, int, int, int] | None:
-    """The cells ``(y0, y1, x0, x1)`` of a ``grid`` over ``prob`` ``(H, W)`` holding its values above 0.5; None
-    when there are none. ``prob`` may be at the grid's own resolution (a score map) or finer (an output)."""
-    inside = prob > 0.5
-    rows = torch.nonzero(inside.any(dim=1)).flatten()
-    if rows.numel() == 0:
-        return None
-    cols = torch.nonzero(inside.any(dim=0)).flatten()
-    (height, width), (grid_h, grid_w) = prob.shape, grid
-    return (int(rows[0]) * grid_h // height, int(rows[-1]) * grid_h // height + 1,
-            int(cols[0]) * grid_w // width, int(cols[-1]) * grid_w // width + 1)
-
-
-def _grown(boxes: list[tuple[int, int, int, int] | None], grid: tuple[int, int],
-           margin: int) -> tuple[int, int, int, int] | None:
-    """The box holding every box of ``boxes`` grown by ``margin`` cells and clipped to the ``grid``; None
-    when all are None or the result is the whole grid."""
-    boxes = [b for b in boxes if b is not None]
-    if not boxes:
-        return None
-    grid_h, grid_w = grid
-    y0, x0 = max(min(b[0] for b in boxes) - margin, 0), max(min(b[2] for b in boxes) - margin, 0)
-    y1, x1 = min(max(b[1] for b in boxes) + margin, grid_h), min(max(b[3] for b in boxes) + margin, grid_w)
-    if (y0, y1, x0, x1) == (0, grid_h, 0, grid_w):
-        return None
-    return y0, y1, x0, x1
-
-
-def window_box(prob: torch.Tensor, grid: tuple[int, int], margin: int) -> tuple[int, int, int, int] | None:
-    """The cells ``(y0, y1, x0, x1)`` of a ``grid`` over the image that hold ``prob > 0.5`` (``(H, W)``),
-    grown by ``margin`` cells and clipped; None when nothing is above 0.5 or the box is the whole grid."""
-    return _grown([_cells_above(prob, grid)], grid, margin)
-
-
-def score_box(score: torch.Tensor, prob_prev: torch.Tensor | None, margin: int) -> tuple[int, int, int, int] | None:
-    """The box of a computed frame: the cells where the coarse ``score`` ``(h, w)`` exceeds 0.5 together with
-    those of the last output ``prob_prev`` ``(H, W)``, grown by ``margin`` cells; None when neither has
-    anything above 0.5 (the object is not found: refine the whole frame) or the box is the whole grid."""
-    grid = tuple(score.shape)
-    last = None if prob_prev is None else _cells_above(prob_prev, grid)
-    return _grown([_cells_above(score, grid), last], grid, margin)

@@ -264,9 +264,8 @@ def cutouts_from_davis(root: str | os.PathLike, split: str = "train", sequences:
     Each image is cropped to its object's bounding box, so the list stays small. Objects smaller than
     64 pixels are skipped. Raises ReusevosError if the root holds no usable object.
     """
-    from PIL import Image
-
     from reusevos.io.davis import DavisDataset
+    from reusevos.io.frames import read_image
 
     dataset = DavisDataset(root, split=split, sequences=sequences)
     result: list[Cutout] = []
@@ -278,8 +277,7 @@ def cutouts_from_davis(root: str | os.PathLike, split: str = "train", sequences:
             if frame_path is None:
                 continue
             labels = dataset.read_mask(mask_path)
-            with Image.open(frame_path) as image:
-                rgb = np.asarray(image.convert("RGB"))
+            rgb = read_image(frame_path)
             if rgb.shape[:2] != labels.shape:
                 raise ReusevosError(f"mask {mask_path} is {labels.shape}, frame {frame_path} is {rgb.shape[:2]}; "
                                     "fix or remove the pair")

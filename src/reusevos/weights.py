@@ -24,9 +24,9 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from reusevos.config import BACKBONES
 from reusevos.errors import ReusevosError
 
-BACKBONES = ("mobilenet_v2", "resnet18", "resnet50", "resnet101")
 
 # torchvision's weight enums, looked up at run time so the file names follow the installed version.
 _ENUMS = {

@@ -12,19 +12,23 @@ DAVIS 2016 layout::
     ROOT/JPEGImages/<resolution>/<seq>/*.jpg
     ROOT/Annotations/<resolution>/<seq>/*.png  single-channel masks, 0 / 255 = one object
 
-The reader only lists frame files; frames are never loaded here. Label maps are ``(H, W)`` uint8.
+The dataset lists files and reads them on request (:meth:`DavisDataset.frames` streams a sequence);
+:func:`load_sequence` holds one sequence with its ground truth in memory. Label maps are ``(H, W)`` uint8.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
 from PIL import Image
 
 from reusevos.errors import ReusevosError
+from reusevos.io.frames import read_image
 from reusevos.io.masks import read_mask, write_mask
 
 DAVIS_ENV = "REUSEVOS_DAVIS"
@@ -124,6 +128,17 @@ class DavisDataset:
     def mask_paths(self, sequence: str) -> list[Path]:
         """The sequence's annotation files, in temporal order (test splits may annotate only frame 0)."""
         return list(self._entry(sequence)[1])
+
+    def frames(self, sequence: str) -> Iterator[tuple[str, np.ndarray]]:
+        """``(frame name, (H, W, 3) uint8 RGB)`` of the sequence, decoded one at a time."""
+        for path in self.frame_paths(sequence):
+            yield path.stem, read_image(path)
+
+    def start_masks(self, sequence: str) -> dict[str, np.ndarray]:
+        """What the semi-supervised protocol gives: the first annotation (void as background), nothing later."""
+        first = self.mask_paths(sequence)[0]
+        labels = self.read_mask(first)
+        return {first.stem: np.where(labels == VOID_LABEL, 0, labels).astype(np.uint8)}
 
     def frame_ids(self, sequence: str) -> list[str]:
         """The annotated frames' names without extension (``00000``, ...): the names results use."""
@@ -333,3 +348,62 @@ def write_davis_sequence(
         with open(split_file, "a", encoding="utf-8") as handle:
             handle.write(f"{lead}{name}\n")
     return count
+
+
+@dataclass
+class SequenceData:
+    """One sequence held in memory: ``frames`` ``(T, H, W, 3)`` uint8 RGB, ``ground_truth`` ``(T, H, W)``
+    uint8 (255 = void), ``start_masks`` frame index -> ``(H, W)`` label map that starts objects (the
+    semi-supervised protocol: the first frame's annotation, void as background)."""
+
+    name: str
+    frames: np.ndarray
+    ground_truth: np.ndarray
+    frame_ids: list[str]
+    start_masks: dict[int, np.ndarray]
+
+    @property
+    def resolution(self) -> tuple[int, int]:
+        return tuple(self.frames.shape[1:3])
+
+    @property
+    def num_objects(self) -> int:
+        return sum(len([i for i in np.unique(m) if i != 0]) for m in self.start_masks.values())
+
+
+def load_sequence(dataset: DavisDataset, sequence: str, max_frames: int | None = None,
+                  max_size: int | None = None) -> SequenceData:
+    """Decode a sequence's frames and ground truth (the first ``max_frames``; frames whose longer side
+    exceeds ``max_size`` are shrunk by area averaging, the ground truth by nearest neighbour)."""
+    frame_paths = dataset.frame_paths(sequence)
+    mask_paths = dataset.mask_paths(sequence)
+    if len(mask_paths) != len(frame_paths):
+        raise ReusevosError(f"sequence {sequence} has annotations for {len(mask_paths)} of its {len(frame_paths)} "
+                            "frames; scoring every frame needs a split with full ground truth (val)")
+    if max_frames is not None:
+        frame_paths, mask_paths = frame_paths[:max_frames], mask_paths[:max_frames]
+    frames, masks = [], []
+    for frame_path, mask_path in zip(frame_paths, mask_paths):
+        frame = read_image(frame_path)
+        mask = dataset.read_mask(mask_path)
+        if mask.shape != frame.shape[:2]:
+            raise ReusevosError(f"annotation {mask_path} is {mask.shape[1]}x{mask.shape[0]} but frame {frame_path} "
+                                f"is {frame.shape[1]}x{frame.shape[0]}")
+        if max_size and max(frame.shape[:2]) > max_size:
+            scale = max_size / max(frame.shape[:2])
+            size = (max(1, round(frame.shape[1] * scale)), max(1, round(frame.shape[0] * scale)))
+            frame = cv2.resize(frame, size, interpolation=cv2.INTER_AREA)
+            mask = cv2.resize(mask, size, interpolation=cv2.INTER_NEAREST)
+        frames.append(frame)
+        masks.append(mask)
+    if len(frames) < 3:
+        raise ReusevosError(f"sequence {sequence}: {len(frames)} frame(s); scoring leaves out the first and the last "
+                            "frame, so at least 3 are needed")
+    shapes = {f.shape for f in frames}
+    if len(shapes) > 1:
+        raise ReusevosError(f"the frames of sequence {sequence} differ in size: {sorted(shapes)}")
+    ground_truth = np.stack(masks)
+    first = np.where(ground_truth[0] == VOID_LABEL, 0, ground_truth[0]).astype(np.uint8)
+    if not first.any():
+        raise ReusevosError(f"the first annotation of sequence {sequence} marks no object")
+    return SequenceData(sequence, np.stack(frames), ground_truth, [p.stem for p in mask_paths], {0: first})

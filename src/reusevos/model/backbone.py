@@ -42,6 +42,13 @@ SPECS = {
 }
 
 
+def images_to_tensor(images, device: torch.device | str = "cpu") -> torch.Tensor:
+    """uint8 RGB ``(H, W, 3)`` or ``(N, H, W, 3)`` numpy images as the backbone's input: float
+    ``(N, 3, H, W)`` in [0, 1] on ``device`` (the one place frames become tensors)."""
+    batch = torch.from_numpy(images if images.ndim == 4 else images[None])
+    return batch.to(device).permute(0, 3, 1, 2).float().div_(255)
+
+
 class Backbone(nn.Module):
     """Four feature maps of an ImageNet network, frozen and in eval mode.
 

@@ -26,11 +26,11 @@ import warnings
 import torch
 from torch import nn
 
+from reusevos.config import BACKBONE_RUNTIMES as RUNTIMES
 from reusevos.errors import ReusevosError
 
-RUNTIMES = ("auto", "torch", "onnxruntime")
-"""``auto``: ONNX Runtime for CPU tensors when it is installed, else PyTorch; ``torch``: always PyTorch;
-``onnxruntime``: ONNX Runtime for CPU tensors, an error when it is missing."""
+# RUNTIMES: ``auto`` is ONNX Runtime for CPU tensors when it is installed, else PyTorch; ``torch`` always
+# PyTorch; ``onnxruntime`` ONNX Runtime for CPU tensors, an error when it is missing.
 RUNTIME_NAMES = {"torch": "PyTorch", "onnxruntime": "ONNX Runtime"}
 """How reports name what ran the backbone."""
 

@@ -1,21 +1,31 @@
-"""The refinement ("segmentation") network: turns a coarse target score into a sharp mask (SPEC section 3).
+"""The refinement ("segmentation") network: turns a coarse target score into a sharp mask (FRTM's).
 
 U-Net-like over f32, f16, f8, f4 with 64 channels. Split in two for the reuse path:
 ``deep`` runs the f32 and f16 levels and returns the refinement state R ``(B, 64, H/16, W/16)``;
 ``shallow`` runs the f8 and f4 levels and the head from R. On a reused frame the translator
 replaces ``deep``.
 
-Speed (measured on a 2-core AVX2 CPU at 480p, where the shallow levels and the head are most of a frame):
-the refiner keeps its weights and activations in channels-last memory format (oneDNN's fast layout;
-level 4 216 ms instead of 272) and the head's last convolution runs at the head's lower resolution,
-before the upsampling (see :meth:`Refiner.head`); both give the same function up to float rounding.
+For speed on CPUs (measured in docs/speed.md) the refiner keeps its weights and activations in the
+channels-last memory format (oneDNN's fast layout) and the head's last convolution runs at the head's
+lower resolution, before the upsampling (see :meth:`Refiner.head`); both give the same function up to
+float rounding.
 """
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager, nullcontext
+from typing import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+Timed = Callable[[str], AbstractContextManager]
+"""``timed(part)``: a context manager around one named part of the network, for measuring it."""
+
+
+def _untimed(part: str) -> AbstractContextManager:
+    return nullcontext()
 
 
 def resize(x: torch.Tensor, size) -> torch.Tensor:
@@ -120,20 +130,27 @@ class Refiner(nn.Module):
         """Per-frame part of the shallow levels: ``(1, 64, H/4, W/4)``, ``(1, 64, H/8, W/8)``."""
         return self.level4.tse.reduce(_channels_last(f4)), self.level8.tse.reduce(_channels_last(f8))
 
-    def deep(self, r16: torch.Tensor, r32: torch.Tensor, score: torch.Tensor) -> torch.Tensor:
-        """Refinement state R ``(B, 64, H/16, W/16)`` from the reduced f16/f32 and scores ``(B, 1, H/16, W/16)``."""
+    def deep(self, r16: torch.Tensor, r32: torch.Tensor, score: torch.Tensor, timed: Timed = _untimed) -> torch.Tensor:
+        """Refinement state R ``(B, 64, H/16, W/16)`` from the reduced f16/f32 and scores ``(B, 1, H/16, W/16)``.
+        ``timed(part)`` wraps each level (``level32``, ``level16``) for whoever measures them."""
         # The deepest level has no deeper output: its own pooled reduced features stand in
         # (a 1x1 map, so the attention's "upsampled deeper output" is that vector broadcast).
-        pool32 = r32.mean(dim=(2, 3), keepdim=True).expand(score.shape[0], -1, -1, -1)
-        x32 = self.level32(r32, score, pool32)
-        return self.level16(r16, score, x32)
+        with timed("level32"):
+            pool32 = r32.mean(dim=(2, 3), keepdim=True).expand(score.shape[0], -1, -1, -1)
+            x32 = self.level32(r32, score, pool32)
+        with timed("level16"):
+            return self.level16(r16, score, x32)
 
     def shallow(self, state: torch.Tensor, r4: torch.Tensor, r8: torch.Tensor, score: torch.Tensor,
-                image_size: tuple[int, int]) -> torch.Tensor:
-        """Logits ``(B, 1, H, W)`` from R ``(B, 64, H/16, W/16)``, the reduced f4/f8 and the scores."""
-        x8 = self.level8(r8, score, state)
-        x4 = self.level4(r4, score, x8)
-        return self.head(x4, image_size)
+                image_size: tuple[int, int], timed: Timed = _untimed) -> torch.Tensor:
+        """Logits ``(B, 1, H, W)`` from R ``(B, 64, H/16, W/16)``, the reduced f4/f8 and the scores;
+        ``timed(part)`` wraps ``level8``, ``level4`` and ``head``."""
+        with timed("level8"):
+            x8 = self.level8(r8, score, state)
+        with timed("level4"):
+            x4 = self.level4(r4, score, x8)
+        with timed("head"):
+            return self.head(x4, image_size)
 
     def head(self, x4: torch.Tensor, image_size: tuple[int, int]) -> torch.Tensor:
         """Logits ``(B, 1, H, W)`` from the level-4 output ``(B, 64, H/4, W/4)``: upsample x2, conv3x3 64->32,
@@ -143,9 +160,8 @@ class Refiner(nn.Module):
         taps, each a 1x1 conv of the input shifted by one offset, and a 1x1 conv without bias commutes with
         bilinear resizing (both are linear, the resize's weights sum to 1). So the nine taps are computed on
         the 32-channel map at half resolution, only those 9 channels are upsampled, and the shifted taps
-        are summed (zero outside, as the conv's padding). Same function up to float rounding (tested).
-        At 480p on the measuring CPU the whole head took 87 ms instead of 159 (the second upsampling and
-        the last conv were 97 ms of the 159).
+        are summed (zero outside, as the conv's padding). Same function up to float rounding (tested);
+        on a CPU the second upsampling and the last conv were most of the head's time.
         """
         x = F.interpolate(x4, scale_factor=2.0, mode="bilinear", align_corners=False)
         x = F.relu(self.head1(x))

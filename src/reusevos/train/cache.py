@@ -31,7 +31,7 @@ import torch
 
 from reusevos.config import TargetModelConfig
 from reusevos.model.augment import augment_first_frame
-from reusevos.model.backbone import Backbone
+from reusevos.model.backbone import Backbone, images_to_tensor
 from reusevos.model.target_model import TargetModel
 
 LEVELS = ("f4", "f8", "f16", "f32")
@@ -52,10 +52,6 @@ class CachedSequence:
     @property
     def num_frames(self) -> int:
         return self.masks.shape[0]
-
-
-def _frame_tensor(frames: list[np.ndarray], device) -> torch.Tensor:
-    return torch.from_numpy(np.stack(frames)).to(device).permute(0, 3, 1, 2).float().div_(255)
 
 
 def cache_sequence(out_dir: str | os.PathLike, frames: Iterable[np.ndarray], masks: np.ndarray,
@@ -85,7 +81,7 @@ def cache_sequence(out_dir: str | os.PathLike, frames: Iterable[np.ndarray], mas
 
     def flush(chunk: list[np.ndarray], start: int) -> None:
         with torch.no_grad():
-            feats = backbone(_frame_tensor(chunk, device))
+            feats = backbone(images_to_tensor(np.stack(chunk), device))
         for level, f in zip(LEVELS, feats):
             if level not in arrays:
                 arrays[level] = np.lib.format.open_memmap(
@@ -138,7 +134,7 @@ def _track_scores(anchor: int, frame: np.ndarray, masks: np.ndarray, obj_id: int
     feats = [f16[anchor:anchor + 1].float().to(device)]
     if copies:
         with torch.no_grad():
-            feats.append(backbone(_frame_tensor([c[0] for c in copies], device))[2])
+            feats.append(backbone(images_to_tensor(np.stack([c[0] for c in copies]), device))[2])
     labels = torch.from_numpy(np.stack([mask] + [c[1] for c in copies]).astype(np.float32))[:, None].to(device)
     model = TargetModel(config)
     model.initialise(torch.cat(feats), labels)

@@ -34,8 +34,10 @@ import torch.nn.functional as F
 
 from reusevos.config import GateRefitConfig, SessionConfig
 from reusevos.errors import ReusevosError
-from reusevos.io.davis import DavisDataset
+from reusevos.evaluation.metrics import region_similarity
+from reusevos.io.davis import DavisDataset, load_sequence
 from reusevos.io.files import write_atomically, write_json
+from reusevos.model.backbone import images_to_tensor
 from reusevos.model.gate import Gate
 from reusevos.model.network import VOSNetwork, save_checkpoint
 
@@ -63,8 +65,7 @@ def sequence_pairs(network: VOSNetwork, frames: Sequence[np.ndarray], ground_tru
         for t, frame in enumerate(frames):
             session.step(frame, mask=objects[0].astype(np.uint8) if t == 0 else None)
             state = next(iter(session.objects.values()))
-            image = torch.from_numpy(np.ascontiguousarray(frame)).to(network.device).permute(2, 0, 1)[None]
-            f8s.append(backbone.to_f8(image.float().div_(255))[1])
+            f8s.append(backbone.to_f8(images_to_tensor(np.ascontiguousarray(frame), network.device))[1])
             scores.append(state.score_prev)  # tau = 1: this frame's own score
             back = [k for k in gaps if t - k >= 0]
             if t == 0 or not back:
@@ -73,8 +74,7 @@ def sequence_pairs(network: VOSNetwork, frames: Sequence[np.ndarray], ground_tru
                                      torch.cat([scores[t - k] for k in back]))
             pooled.append(F.adaptive_max_pool2d(change, POOL).half())
             for k in back:
-                union = np.logical_or(objects[t], objects[t - k]).sum()
-                iou.append(float(np.logical_and(objects[t], objects[t - k]).sum() / union) if union else 1.0)
+                iou.append(float(region_similarity(objects[t], objects[t - k])))
                 gap.append(k)
                 index.append(t)
             oldest = t - max(gaps)
@@ -90,8 +90,6 @@ def collect_pairs(network: VOSNetwork, dataset: DavisDataset, out_dir: str | os.
                   gaps: Sequence[int], log: Callable[[str], None] = lambda _: None) -> list[Path]:
     """Pairs of every sequence of ``dataset`` into ``out_dir/<sequence>.pt``; existing files are kept
     (resume). Sequences with several objects are refused (DAVIS 2016 layout: one object)."""
-    from reusevos.benchmark import load_sequence
-
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     files = []

@@ -6,9 +6,9 @@ from __future__ import annotations
 from functools import lru_cache
 
 import numpy as np
-from PIL import Image
 
 from reusevos.io.davis import DavisDataset
+from reusevos.io.frames import read_image
 from reusevos.synthetic import Cutout, SyntheticConfig, cutouts_from_davis, generate_clip
 
 SPEEDS = (0.5, 2.0, 6.0, 12.0)  # pixels per frame: slow clips (high consecutive IoU) to fast ones
@@ -29,8 +29,7 @@ def syn_clip(dataset: DavisDataset, num_frames: int, seed: int) -> tuple[list[np
     cutouts = _cutouts(str(dataset.root), dataset.split, tuple(dataset.sequences))
     sequence = dataset.sequences[int(rng.integers(len(dataset.sequences)))]
     paths = dataset.frame_paths(sequence)
-    with Image.open(paths[int(rng.integers(len(paths)))]) as image:
-        background = np.asarray(image.convert("RGB"))
+    background = read_image(paths[int(rng.integers(len(paths)))])
     config = SyntheticConfig(
         size=background.shape[:2], num_frames=num_frames, num_objects=int(rng.integers(1, 4)),
         speed=float(rng.choice(SPEEDS)), seed=int(rng.integers(2**31)),

@@ -1,6 +1,6 @@
 """The paper's ablations (Table 2, Fig. 7 and 8) in one resumable run: the benchmark over variants x taus.
 
-:func:`run_ablation` runs :func:`reusevos.benchmark.run_benchmark` for every variant (``reuse``, ``copy``,
+:func:`run_ablation` runs :func:`reusevos.bench.run.run_benchmark` for every variant (``reuse``, ``copy``,
 ``fusion``, ``oracle`` by default) at every tau, appending each finished (sequence, setting) to
 ``OUT/partial.jsonl`` so that an interrupted run resumes where it stopped, then writes:
 
@@ -23,19 +23,17 @@ import os
 from pathlib import Path
 from typing import Callable, Sequence
 
-from reusevos.benchmark import (PartialResults, build_settings, format_header, format_markdown, run_benchmark,
-                                run_signature)
+from reusevos.bench.figures import FIGURES, plot_figure, require_matplotlib
+from reusevos.bench.report import format_markdown
+from reusevos.bench.run import PartialResults, run_benchmark, run_signature
+from reusevos.bench.settings import build_settings
+from reusevos.config import AblationConfig
 from reusevos.errors import ReusevosError
 from reusevos.io.davis import DavisDataset
-from reusevos.io.files import write_atomically, write_json, write_text
-from reusevos.model.onnx_backbone import RUNTIME_NAMES
+from reusevos.io.files import write_json, write_text
 from reusevos.model.network import VOSNetwork
 
-DEFAULT_TAUS = (1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.3, 0.1)
-DEFAULT_VARIANTS = ("reuse", "copy", "fusion", "oracle")
-DEFAULT_TAU2 = 0.9
 PARTIAL_FILE = "partial.jsonl"
-FIGURES = {"fps": "fig7_jf_vs_fps.png", "reuse": "fig8_jf_vs_reuse.png"}
 
 CSV_COLUMNS = ("setting", "variant", "tau", "tau2", "status", "frames", "fps", "fps_excl_init", "speedup",
                "speedup_reference", "init_s_per_object", "reuse_rate", "J&F", "J", "F", "c", "c_reference",
@@ -43,8 +41,8 @@ CSV_COLUMNS = ("setting", "variant", "tau", "tau2", "status", "frames", "fps", "
 
 
 def run_ablation(network: VOSNetwork, dataset: DavisDataset, out_dir: str | os.PathLike,
-                 variants: Sequence[str] = DEFAULT_VARIANTS, taus: Sequence[float] = DEFAULT_TAUS,
-                 tau2: float = DEFAULT_TAU2, *, max_frames: int | None = None, max_size: int | None = None,
+                 variants: Sequence[str] = AblationConfig.variants, taus: Sequence[float] = AblationConfig.taus,
+                 tau2: float = AblationConfig.tau2, *, max_frames: int | None = None, max_size: int | None = None,
                  plots: bool = True, finished_only: bool = False, command: str = "",
                  log: Callable[[str], None] = lambda _: None) -> dict:
     """Run the ablation into ``out_dir`` (resuming from ``out_dir/partial.jsonl``); returns the report with
@@ -113,78 +111,3 @@ def to_csv(report: dict) -> str:
         writer.writerow({"setting": s["setting"], "variant": s["variant"], "tau": s["tau"],
                          "tau2": "" if s["tau2"] is None else s["tau2"], "status": "skipped", "note": s["reason"]})
     return buffer.getvalue()
-
-
-def require_matplotlib(instead: str = "pass --no-plots") -> None:
-    """Raise a ReusevosError that says how to get matplotlib (or ``instead``) when it is missing."""
-    try:
-        import matplotlib  # noqa: F401
-    except ImportError:
-        raise ReusevosError(f"the figures need matplotlib: pip install 'reusevos[plots]' (or {instead})") from None
-
-
-_COLOURS = {"reuse": "tab:blue", "copy": "tab:orange", "fusion": "tab:green", "oracle": "tab:red",
-            "full": "black"}
-_MARKERS = {"reuse": "o", "copy": "s", "fusion": "^", "oracle": "D", "full": "*"}
-_LINESTYLES = {(False, False): "-", (True, False): "--", (False, True): ":", (True, True): "-."}  # (reuse, compute) window
-
-
-def figure_lines(report: dict) -> list[tuple[tuple[str, int, int, str | None], str, list[dict]]]:
-    """The lines of :func:`plot_figure`: ``((variant, reuse window, compute window, runtime), label, settings
-    in falling tau)``, one per variant and windows, and per backbone runtime when the report has several
-    (else the runtime is None)."""
-    several_runtimes = len({s.get("backbone_runtime", "torch") for s in report["settings"]}) > 1
-
-    def line_of(s: dict) -> tuple[str, int, int, str | None]:
-        runtime = s.get("backbone_runtime", "torch") if several_runtimes else None
-        return s["variant"], s.get("reuse_window") or 0, s.get("compute_window") or 0, runtime
-
-    lines = []
-    for line in dict.fromkeys(map(line_of, report["settings"])):
-        variant, reuse_window, compute_window, runtime = line
-        points = sorted((s for s in report["settings"] if line_of(s) == line), key=lambda s: -s["tau"])
-        label = (variant if variant != "fusion" else f"fusion (tau2 = {points[0]['tau2']:g})") \
-            + (f", reuse window {reuse_window}" if reuse_window else "") \
-            + (f", compute window {compute_window}" if compute_window else "") \
-            + (f", backbone in {RUNTIME_NAMES.get(runtime, runtime)}" if runtime else "")
-        lines.append((line, label, points))
-    return lines
-
-
-def plot_figure(report: dict, kind: str, path: str | os.PathLike) -> None:
-    """Draw J&F (%) against FPS (``kind="fps"``, the paper's Fig. 7) or against the reuse rate (%)
-    (``kind="reuse"``, Fig. 8) as a PNG: one line per variant (and per refinement window, dashed or
-    dotted, and per backbone runtime when the report has several, PyTorch's paler) in tau order, each point
-    labelled with tau."""
-    require_matplotlib()
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    if kind not in FIGURES:
-        raise ValueError(f"kind must be one of {', '.join(FIGURES)}")
-    figure = Figure(figsize=(6.4, 4.8), dpi=120)
-    FigureCanvasAgg(figure)
-    axes = figure.add_subplot(1, 1, 1)
-
-    for (variant, reuse_window, compute_window, runtime), label, points in figure_lines(report):
-        xs = [s["fps"] if kind == "fps" else 100 * s["reuse_rate"] for s in points]
-        ys = [100 * s["J&F"] for s in points]
-        axes.plot(xs, ys, marker=_MARKERS.get(variant, "o"), color=_COLOURS.get(variant), label=label,
-                  markersize=9 if variant == "full" else 5, linewidth=1.2,
-                  linestyle=_LINESTYLES[bool(reuse_window), bool(compute_window)],
-                  markerfacecolor="none" if compute_window else None, alpha=0.45 if runtime == "torch" else 1.0)
-        if variant != "full":
-            for x, y, s in zip(xs, ys, points):
-                axes.annotate(f"{s['tau']:g}", (x, y), textcoords="offset points", xytext=(4, 3), fontsize=7,
-                              color=_COLOURS.get(variant))
-    data = report["dataset"]
-    axes.set_xlabel("frames per second" if kind == "fps" else "frames reused (%)")
-    axes.set_ylabel("J&F-Mean (%)")
-    axes.set_title(("J&F vs speed" if kind == "fps" else "J&F vs reuse rate")
-                   + f" (DAVIS {data['split']}, {len(data['sequences'])} sequences; points: tau)", fontsize=10)
-    axes.grid(True, alpha=0.3)
-    axes.legend(fontsize=8)
-    figure.text(0.01, 0.005, format_header(report).splitlines()[0], fontsize=6, color="0.4")
-    figure.tight_layout(rect=(0, 0.02, 1, 1))
-    write_atomically(path, lambda tmp: figure.savefig(tmp, format="png"))
-

@@ -1,0 +1,140 @@
+"""The frame-loop settings a benchmark compares: a SessionConfig with a short name, and how to list them."""
+
+from __future__ import annotations
+
+import itertools
+import re
+from dataclasses import dataclass
+from typing import Iterable
+
+from reusevos.config import VARIANTS, SessionConfig
+from reusevos.errors import ReusevosError
+from reusevos.model.onnx_backbone import check_runtime
+
+
+# -- settings -----------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Setting:
+    """One frame-loop setting: a :class:`SessionConfig` with a short name (``full``, ``reuse@0.7``,
+    ``fusion@0.5/0.9``, ``reuse@0.7+w2+c2``), and the backbone's runtime when the setting fixes it
+    (``+torch``, ``+ort``; None runs the model's own choice)."""
+
+    variant: str
+    tau: float
+    tau2: float | None = None
+    window: int = 0  # SessionConfig.reuse_window
+    compute_window: int = 0  # SessionConfig.compute_window
+    runtime: str | None = None  # Backbone.runtime while the setting runs (a key of _RUNTIME_SUFFIXES)
+
+    @property
+    def key(self) -> str:
+        name = "full" if self.variant == "full" else (
+            f"{self.variant}@{self.tau:g}" + (f"/{self.tau2:g}" if self.tau2 is not None else "")
+            + (f"+w{self.window}" if self.window else ""))
+        runtime = f"+{_RUNTIME_SUFFIXES[self.runtime]}" if self.runtime else ""
+        return name + (f"+c{self.compute_window}" if self.compute_window else "") + runtime
+
+    def options(self) -> SessionConfig:
+        options = SessionConfig(self.variant, self.tau, self.tau2, reuse_window=self.window,
+                                compute_window=self.compute_window)
+        options.validate()
+        return options
+
+
+def build_settings(variants: Iterable[str], taus: Iterable[float], tau2s: Iterable[float] = (0.9,),
+                   has_gate: bool = True, windows: Iterable[int] = (0,),
+                   compute_windows: Iterable[int] = (0,),
+                   runtimes: Iterable[str | None] = (None,)) -> tuple[list[Setting], list[dict]]:
+    """The cross product of ``variants`` and ``taus`` (``fusion`` also with each ``tau2``; the variants with a
+    reuse path, at tau < 1, also with each ``reuse_window`` in ``windows``), then each with every
+    ``compute_window`` in ``compute_windows``, in that order, each of them with every backbone runtime in
+    ``runtimes`` in turn (None: the model's own).
+
+    ``full`` appears once (it has no tau). Combinations that cannot run are returned apart, each as
+    ``{"setting", "variant", "tau", "tau2", "reason"}``: fusion with ``tau2 <= tau``, and every variant
+    but ``full`` when the weights have no reuse gate. Raises ReusevosError for an unknown variant or a
+    tau outside [0, 1], or a runtime that cannot run here.
+    """
+    variants, taus, tau2s = list(dict.fromkeys(variants)), list(dict.fromkeys(taus)), list(dict.fromkeys(tau2s))
+    # auto is what the model does anyway: the same setting as None, with the same name
+    runtimes = list(dict.fromkeys(None if r in (None, "auto") else check_runtime(r) for r in runtimes)) or [None]
+    windows, compute_windows = list(dict.fromkeys(windows)), list(dict.fromkeys(compute_windows))
+    for name, values in (("reuse", windows), ("compute", compute_windows)):
+        if any(isinstance(w, bool) or not isinstance(w, int) or w < 0 for w in values) or not values:
+            raise ReusevosError(f"{name} windows must be whole numbers of cells >= 0 (0 = off), got {values}")
+    if not variants:
+        raise ReusevosError("give at least one variant")
+    for variant in variants:
+        if variant not in VARIANTS:
+            raise ReusevosError(f"unknown variant {variant!r}; choose among {', '.join(VARIANTS)}")
+    for value in [*taus, *tau2s]:
+        if not 0.0 <= value <= 1.0:
+            raise ReusevosError(f"tau and tau2 must lie in [0, 1], got {value}")
+    if any(v != "full" for v in variants) and not taus:
+        raise ReusevosError("give at least one tau")
+    settings: list[Setting] = []
+    skipped: list[dict] = []
+
+    def skip(setting: Setting, reason: str) -> None:
+        skipped.append({"setting": setting.key, "variant": setting.variant, "tau": setting.tau,
+                        "tau2": setting.tau2, "reason": reason})
+
+    for variant, compute_window, runtime in itertools.product(variants, compute_windows, runtimes):
+        if variant == "full":
+            settings.append(Setting("full", 1.0, compute_window=compute_window, runtime=runtime))
+            continue
+        for tau in taus:
+            for tau2 in (tau2s if variant == "fusion" else [None]):
+                for window in (windows if variant != "copy" and tau < 1.0 else [0]):  # tau = 1 never reuses
+                    setting = Setting(variant, float(tau), None if tau2 is None else float(tau2), window,
+                                      compute_window, runtime)
+                    if not has_gate:
+                        skip(setting, "the weights have no reuse gate")
+                    elif variant == "fusion" and not tau < tau2:
+                        skip(setting, f"fusion needs tau < tau2 = {tau2:g}")
+                    else:
+                        settings.append(setting)
+    return list(dict.fromkeys(settings)), skipped
+
+
+_RUNTIME_SUFFIXES = {"torch": "torch", "onnxruntime": "ort"}  # Setting.runtime -> its part of the name
+_SUFFIX_RUNTIMES = {suffix: runtime for runtime, suffix in _RUNTIME_SUFFIXES.items()}
+_KEY = re.compile(r"(?P<variant>[a-z]+)(?:@(?P<tau>[0-9.e-]+)(?:/(?P<tau2>[0-9.e-]+))?)?(?:\+w(?P<window>\d+))?"
+                  r"(?:\+c(?P<compute>\d+))?(?:\+(?P<runtime>" + "|".join(_SUFFIX_RUNTIMES) + "))?")
+
+
+def parse_setting(key: str) -> Setting:
+    """The setting a name of :attr:`Setting.key` stands for (``full+c2+ort``, ``reuse@0.7+w2+c2``,
+    ``fusion@0.5/0.9``, ``full+torch``): the inverse of ``key``. Raises ReusevosError for anything else."""
+    match = _KEY.fullmatch(key.strip())
+    example = "full, full+c2+ort, reuse@0.7+w2+c2 or fusion@0.5/0.9"
+    if match is None:
+        raise ReusevosError(f"setting {key!r} is not a setting name such as {example}")
+    variant, tau, tau2 = match["variant"], match["tau"], match["tau2"]
+    if variant not in VARIANTS:
+        raise ReusevosError(f"setting {key!r}: unknown variant {variant!r}; choose among {', '.join(VARIANTS)}")
+    if variant == "full" and tau is not None:
+        raise ReusevosError(f"setting {key!r}: full never reuses, so it takes no tau; write full")
+    if variant != "full" and tau is None:
+        raise ReusevosError(f"setting {key!r}: give the variant's tau, as in {variant}@0.7")
+    try:
+        tau_value, tau2_value = float(tau or 1.0), None if tau2 is None else float(tau2)
+    except ValueError:
+        raise ReusevosError(f"setting {key!r}: tau must be a number, as in {variant}@0.7") from None
+    runtime = _SUFFIX_RUNTIMES.get(match["runtime"])
+    setting = Setting(variant, tau_value, tau2_value, int(match["window"] or 0), int(match["compute"] or 0),
+                      None if runtime is None else check_runtime(runtime))
+    setting.options()  # tau in [0, 1], fusion's tau < tau2, a reuse window only where there is a reuse path
+    return setting
+
+
+def select_settings(keys: Iterable[str], has_gate: bool = True) -> tuple[list[Setting], list[dict]]:
+    """Exactly the settings named by ``keys`` (see :func:`parse_setting`), in that order, instead of a cross
+    product; like :func:`build_settings` it returns those that cannot run (no reuse gate) apart."""
+    settings = list(dict.fromkeys(parse_setting(key) for key in keys))
+    if not settings:
+        raise ReusevosError("give at least one setting")
+    runnable = [s for s in settings if has_gate or s.variant == "full"]
+    skipped = [{"setting": s.key, "variant": s.variant, "tau": s.tau, "tau2": s.tau2,
+                "reason": "the weights have no reuse gate"} for s in settings if s not in runnable]
+    return runnable, skipped
