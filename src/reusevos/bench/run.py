@@ -120,7 +120,7 @@ def run_benchmark(network: VOSNetwork, dataset: DavisDataset, settings: Sequence
         command: the command line, recorded.
         log: receives one line per finished (sequence, setting).
 
-    Returns the report (see the README's benchmark section and :func:`format_table`); JSON-serialisable.
+    Returns the report (see docs/speed.md and :func:`format_table`); JSON-serialisable.
     """
     if not settings:
         raise ReusevosError("no setting to run: every requested combination was skipped "

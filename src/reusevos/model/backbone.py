@@ -6,8 +6,8 @@ the channels-last memory format; together about twice as fast on a CPU for the s
 float rounding (tested). Its outputs are ordinary contiguous tensors.
 
 On a CPU it runs by default under ONNX Runtime when that is installed (``runtime``, see
-:mod:`reusevos.model.onnx_backbone`): 1.4-1.6x as fast again in the frame loop, for the same features up to float
-rounding.
+:mod:`reusevos.model.onnx_backbone`): faster again in the frame loop (docs/speed.md), for the same features
+up to float rounding.
 """
 
 from __future__ import annotations

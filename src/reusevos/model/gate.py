@@ -1,4 +1,4 @@
-"""The reuse gate: the probability that an object's last computed state can be reused (SPEC section 4).
+"""The reuse gate: the probability that an object's last computed state can be reused.
 
 P_gate = sigmoid(w2 * pool(w1 * pool(D_t))): max-pooled to 7x7, a 3x3 stride-2 conv (64 -> 16) with
 batch norm, max-pooled to 3x3, a 3x3 conv to one logit. The decision to reuse is P_gate >= tau.

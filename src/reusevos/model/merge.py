@@ -1,4 +1,4 @@
-"""Merging per-object probabilities into one label map by soft aggregation (SPEC section 7)."""
+"""Merging per-object probabilities into one label map by soft aggregation."""
 
 from __future__ import annotations
 
@@ -23,5 +23,5 @@ def soft_aggregate(probs: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
 def label_slots(merged: torch.Tensor) -> torch.Tensor:
     """The winning channel of merged probabilities ``(K + 1, H, W)`` per pixel, ``(H, W)`` int64; ties go to
     the lower channel, as with ``argmax``. ``max(dim=0)`` is used because on CPU ``argmax`` over the
-    leading dimension is about ten times slower (58 ms vs 6 ms for one object at 480x854)."""
+    leading dimension is far slower."""
     return merged.max(dim=0).indices

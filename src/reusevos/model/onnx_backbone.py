@@ -1,11 +1,9 @@
 """The frozen backbone run by ONNX Runtime, on a CPU.
 
-PyTorch's CPU kernels are weakest on MobileNetV2's depthwise convolutions; ONNX Runtime's are not. On the
-2-core AVX2 machine we measure on, the backbone to stride 8 at 480x854 took 44 ms under ONNX Runtime
-1.32 against 90 ms in PyTorch (channels-last, batch norms folded), for the same features up to float
-rounding (largest difference 4e-6); inside the frame loop, where handing the tensors over and waking the
-threads add to it, 82 -> 53 ms (the rest of the backbone 63 -> 45). The refinement network gained only
-1.08x, so only the backbone, whose weights never change, is handed over.
+PyTorch's CPU kernels are weakest on MobileNetV2's depthwise convolutions; ONNX Runtime's are not: the
+backbone runs markedly faster under it for the same features up to float rounding (tested; measured in
+docs/speed.md). The refinement network's dense convolutions gained little, so only the backbone, whose
+weights never change, is handed over.
 
 The backbone's parts (image -> f4, f8; f8 -> f16, f32; image -> f16 for the start frame's augmented
 copies) are each exported to ONNX in memory when first used (under a second each), with free batch and

@@ -1,4 +1,4 @@
-"""The light-weight target model ("score generator"), one per object, learned online (SPEC section 2).
+"""The light-weight target model ("score generator"), one per object, learned online.
 
 Two layers on the stride-16 features: a 1x1 compression to ``c`` channels and a 3x3 filter to one
 channel, both without bias. Fitted at the object's start frame by Gauss-Newton / conjugate gradient

@@ -1,4 +1,4 @@
-"""Template matching: how much has the target changed since the last computed frame? (SPEC section 4)
+"""Template matching: how much has the target changed since the last computed frame?
 
 The template is built once, at the object's start frame, from its stride-8 features and mask. At a
 later frame the query (stride-8 features + the last computed score map) is matched against it; the

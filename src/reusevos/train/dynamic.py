@@ -1,5 +1,5 @@
 """Training the dynamic network: template matcher, gate, delta generator and refine-translator, on
-snippets of cached frames, with hard gate decisions and straight-through gradients (SPEC section 5).
+snippets of cached frames, with hard gate decisions and straight-through gradients.
 
 The refinement network stays frozen at the trained base model, so tau = 1 reproduces the base model
 exactly. Each snippet starts with a computed frame (which builds the template); on every later frame

@@ -1,8 +1,8 @@
 """``reusevos refit-gate``: fit the reuse gate again on full frames (ours, not the paper's).
 
-Why: the gate is trained with the rest of the dynamic network on 256-pixel crops of snippets (SPEC
-section 5). On full 480p frames its P_gate came out far below the IoU it should predict (0.1-0.56 on
-val frames whose consecutive IoU is above 0.9), so at tau = 0.7 it hardly ever reused. The gate looks
+Why: the gate is trained with the rest of the dynamic network on 256-pixel crops of snippets. On full
+480p frames its P_gate came out far below the IoU it should predict (measured in docs/gate.md), so at
+tau = 0.7 it hardly ever reused. The gate looks
 at D_t through a 7x7 max-pool, whose cells cover four times the area on a full frame than on a crop,
 and its batch norm had only seen crop statistics.
 

@@ -1,4 +1,4 @@
-"""Losses of the dynamic network (SPEC section 5): Loss = Loss_gp + Loss_delta + BCE(mask)."""
+"""Losses of the dynamic network: Loss = Loss_gp + Loss_delta + BCE(mask)."""
 
 from __future__ import annotations
 
