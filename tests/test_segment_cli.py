@@ -125,8 +125,8 @@ def test_blackswan_mp4_masks_overlay_stats_and_gate_decisions(blackswan_mp4, wei
     obj = stats["objects"]["1"]
     assert obj["start_frame"] == 0 and obj["tracked_frames"] == 3 and len(obj["gate_probability"]) == 3
     # Decisions follow tau: reuse exactly where P_gate >= 0.5, and the rate is the fraction of reused frames.
-    assert obj["reused"] == [p >= 0.5 for p in obj["gate_probability"]]
-    assert obj["reuse_rate"] == pytest.approx(sum(obj["reused"]) / 3, abs=1e-4)
+    assert obj["routes"] == ["reused" if p >= 0.5 else "computed" for p in obj["gate_probability"]]
+    assert obj["reuse_rate"] == pytest.approx(obj["reused_frames"] / 3, abs=1e-4) and obj["copied_frames"] == 0
     assert stats["reuse_rate"] == pytest.approx(obj["reuse_rate"], abs=1e-4)
 
     shown = decoded_frames(overlay)
@@ -162,7 +162,7 @@ def test_frame_folder_late_object_mask_folder_and_max_size(synthetic_root, weigh
     assert {int(k): v["start_frame"] for k, v in stats["objects"].items()} == starts
     for obj_id, start in starts.items():
         log = stats["objects"][str(obj_id)]
-        assert log["tracked_frames"] == 9 - start and log["gate_probability"] is None and not any(log["reused"])
+        assert log["tracked_frames"] == 9 - start and log["gate_probability"] is None and set(log["routes"]) == {"computed"}
         # At its start frame an object's given mask is written exactly, at the input size.
         given = read_mask(masks / f"{start:05d}.png")
         written = read_mask(out / f"{start:05d}.png")
@@ -321,7 +321,8 @@ def test_segment_davis_resumes_and_refuses_other_settings(synthetic_root, weight
 
 
 def test_session_flags_map_onto_the_session_config():
-    from reusevos.cli import _build_parser, _session_options
+    from reusevos.cli import _build_parser
+    from reusevos.cli.common import session_options as _session_options
 
     parser = _build_parser()
 

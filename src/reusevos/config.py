@@ -9,6 +9,8 @@ VARIANTS = ("full", "reuse", "copy", "fusion", "oracle")
 BACKBONE_RUNTIMES = ("auto", "torch", "onnxruntime")  # what runs the frozen backbone; auto = ONNX Runtime on CPUs
 DEFAULT_MAX_SIZE = 854  # the longer side the model runs at by default: DAVIS 480p, its training size
 BACKBONES = ("mobilenet_v2", "resnet18", "resnet50", "resnet101")
+QUICK_SEQUENCES = 3  # benchmark --quick: blackswan (when the split has it) and the next ones in split order
+QUICK_FRAMES = 20  # benchmark --quick: the first frames of each
 
 
 @dataclass

@@ -11,7 +11,7 @@ from typing import Callable, Sequence
 import torch
 
 from reusevos import __version__
-from reusevos.config import SessionConfig
+from reusevos.config import QUICK_SEQUENCES, SessionConfig
 from reusevos.errors import ReusevosError
 from reusevos.io.davis import DavisDataset, load_sequence
 from reusevos.io.files import write_text
@@ -25,8 +25,6 @@ from reusevos.bench.settings import Setting
 
 REPORT_FORMAT = "reusevos-benchmark"
 REPORT_VERSION = 1
-QUICK_SEQUENCES = 3  # blackswan (when the split has it) and the next ones in split order
-QUICK_FRAMES = 20
 
 
 def quick_sequences(dataset: DavisDataset, count: int = QUICK_SEQUENCES) -> list[str]:

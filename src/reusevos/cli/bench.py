@@ -1,0 +1,226 @@
+"""``reusevos benchmark`` (frame-loop settings side by side) and ``reusevos ablation`` (the paper's grid)."""
+
+from __future__ import annotations
+
+import argparse
+import functools
+
+from reusevos.cli.common import (add_davis, add_sequences, add_threads, add_weights, command_line, csv_list, log,
+                                 set_threads)
+from reusevos.config import QUICK_FRAMES, VARIANTS, AblationConfig, SessionConfig
+from reusevos.errors import ReusevosError
+
+SPLIT_HELP = "split to run; every frame must be annotated"
+THREADS_HELP = "torch CPU threads (default: torch's choice); stated in the output"
+
+# The benchmark's cross product when a flag is not given: the base model against the session's default setting.
+# The flags default to None (not these) so that --settings can tell whether one was given.
+GRID = {"variant": f"full,{SessionConfig.variant}", "tau": f"1,{SessionConfig.tau:g}",
+        "tau2": f"{AblationConfig.tau2:g}", "reuse_window": str(SessionConfig.reuse_window),
+        "compute_window": str(SessionConfig.compute_window), "backbone_runtime": "auto"}
+_GRID_KINDS = {"tau": float, "tau2": float, "reuse_window": int, "compute_window": int}  # the others are names
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Adds ``benchmark`` and ``ablation``."""
+    _register_benchmark(sub)
+    _register_ablation(sub)
+
+
+def _add_run_size(parser: argparse.ArgumentParser, frames_default: str, size_note: str) -> None:
+    """--max-frames and --max-size, checked by :func:`_check_run_size`."""
+    parser.add_argument("--max-frames", type=int, default=None, metavar="N",
+                        help=f"only the first N frames of each sequence (default: {frames_default})")
+    parser.add_argument("--max-size", type=int, default=0, metavar="PIXELS",
+                        help=f"shrink frames whose longer side exceeds PIXELS{size_note} (0 = as stored)")
+
+
+def _register_benchmark(sub: argparse._SubParsersAction) -> None:
+    bench = sub.add_parser(
+        "benchmark", help="speed, accuracy, memory and FLOPs of frame-loop settings on a DAVIS split, in one process",
+        description="Runs every requested setting (the variants x the taus; fusion also x --tau2; full once) over the "
+                    "same frames: each sequence is decoded once before timing and shared by all settings, after one "
+                    "untimed warm-up. Prints per setting FPS (initialisation included, and without), initialisation "
+                    "per object, reuse rate, J&F, the reuse-path cost ratio c, GFLOPs per frame and the share saved, "
+                    "peak memory, and a per-stage table; --json writes it all with the machine, threads and commit.",
+        epilog="example: reusevos benchmark ~/data/DAVIS --split val --variant full,reuse --tau 1,0.7 --threads 2 "
+               "--json bench.json")
+    add_davis(bench, "val", SPLIT_HELP, positional=True, layout=", 2016 or 2017 layout")
+    add_sequences(bench, default="all, or --quick's")
+    _add_grid_flags(bench)
+    add_weights(bench)
+    add_threads(bench, THREADS_HELP, "N")
+    bench.add_argument("--json", default=None, metavar="OUT.json", help="also write the report as JSON")
+    bench.add_argument("--markdown", default=None, metavar="OUT.md",
+                       help="also write the table as Markdown, with the command, machine, threads and commit")
+    bench.add_argument("--figure", default=None, metavar="OUT.png",
+                       help="also draw J&F against FPS, one line per variant, window and backbone runtime (needs "
+                            "matplotlib)")
+    bench.add_argument("--quick", action="store_true",
+                       help=f"blackswan and the next two sequences of the split, first {QUICK_FRAMES} frames (for "
+                            "development)")
+    _add_run_size(bench, f"all; {QUICK_FRAMES} with --quick", ", scoring at that size")
+    bench.add_argument("--partial", default=None, metavar="FILE.jsonl",
+                       help="append each finished sequence x setting here and skip those already in it (resume)")
+    bench.add_argument("--no-flops", dest="flops", action="store_false", help="skip counting FLOPs")
+    bench.set_defaults(func=_cmd_benchmark)
+
+
+def _add_grid_flags(bench: argparse.ArgumentParser) -> None:
+    """The cross product's flags (defaults in GRID), and --settings, which names the settings instead."""
+    bench.add_argument("--variant", default=None,
+                       help=f"comma-separated: {', '.join(VARIANTS)} (default: {GRID['variant']})")
+    bench.add_argument("--tau", default=None,
+                       help=f"comma-separated reuse thresholds in [0, 1] (default: {GRID['tau']})")
+    bench.add_argument("--tau2", default=None, help="comma-separated copy thresholds of the fusion variant; "
+                       f"combinations with tau2 <= tau are skipped (default: {GRID['tau2']})")
+    bench.add_argument("--reuse-window", default=None, metavar="CELLS",
+                       help=f"comma-separated reuse-path window margins in stride-16 cells ({GRID['reuse_window']}, "
+                            "the default = the paper's whole-frame refinement); each runs as its own setting of the "
+                            "variants with a reuse path")
+    bench.add_argument("--compute-window", default=None, metavar="CELLS",
+                       help="comma-separated computed-frame window margins in stride-16 cells "
+                            f"({GRID['compute_window']}, the default = the paper's whole-frame refinement); each "
+                            "runs as its own setting of every variant")
+    bench.add_argument("--backbone-runtime", default=None, metavar="RUNTIMES",
+                       help="comma-separated backbone runtimes (torch, onnxruntime; auto = the model's own, the "
+                            "default), each its own setting of every other choice (names end in +torch, +ort)")
+    bench.add_argument("--settings", default=None, metavar="NAMES",
+                       help="comma-separated settings by the names the tables print (full+torch, full+c2+ort, "
+                            "reuse@0.7+w2+c2, fusion@0.5/0.9): exactly these, in this order, instead of the cross "
+                            "product of --variant, --tau, --tau2 and the window and runtime flags")
+
+
+def _register_ablation(sub: argparse._SubParsersAction) -> None:
+    config = AblationConfig
+    ablation = sub.add_parser(
+        "ablation", help="the paper's ablations (variants x tau): JSON, CSV and Fig. 7 / Fig. 8 PNGs (resumable)",
+        description="The benchmark over every variant at every tau (fusion with a fixed --tau2, skipped where "
+                    "tau >= tau2), written to OUT/ablation.json, OUT/ablation.csv, OUT/fig7_jf_vs_fps.png (J&F vs "
+                    "FPS), OUT/fig8_jf_vs_reuse.png (J&F vs reuse rate) and OUT/ablation.md (the table for the "
+                    "docs). Each finished sequence x setting is appended to OUT/partial.jsonl; run the same command "
+                    "again to resume.",
+        epilog="example: reusevos ablation ~/data/DAVIS --split val --out docs/ablation --threads 2")
+    add_davis(ablation, "val", SPLIT_HELP, positional=True, layout=", 2016 or 2017 layout")
+    ablation.add_argument("--out", required=True, metavar="OUT_DIR", help="folder for the results (created)")
+    add_sequences(ablation)
+    ablation.add_argument("--variants", default=",".join(config.variants),
+                          help=f"comma-separated: {', '.join(v for v in VARIANTS if v != 'full')} (and full, the "
+                               "base model, once)")
+    ablation.add_argument("--taus", default=",".join(f"{tau:g}" for tau in config.taus),
+                          help="comma-separated thresholds")
+    ablation.add_argument("--tau2", type=float, default=config.tau2, help="the fusion variant's copy threshold")
+    add_weights(ablation)
+    add_threads(ablation, THREADS_HELP, "N")
+    _add_run_size(ablation, "all", "")
+    ablation.add_argument("--no-plots", dest="plots", action="store_false", help="skip the figures (no matplotlib)")
+    ablation.add_argument("--finished-only", action="store_true",
+                          help="compute nothing: write the outputs from the sequences OUT/partial.jsonl already holds "
+                               "for every setting (to look at a long run while it goes on)")
+    ablation.set_defaults(func=_cmd_ablation)
+
+
+def _check_run_size(args: argparse.Namespace) -> None:
+    if args.max_frames is not None and args.max_frames < 3:
+        raise ReusevosError(f"--max-frames {args.max_frames}: scoring leaves out the first and last frame, give 3 "
+                            "or more")
+    if args.max_size < 0:
+        raise ReusevosError(f"--max-size {args.max_size}: give a number of pixels, or 0 for the stored size")
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _settings_chooser(args: argparse.Namespace):
+    """From --settings or the cross product's flags: a function of ``has_gate`` that returns the settings to run
+    and those skipped. Bad names and values raise here, before the model loads."""
+    from reusevos.bench.settings import build_settings, select_settings
+
+    if args.settings is not None:
+        given = [_flag(name) for name in GRID if getattr(args, name) is not None]
+        if given:
+            raise ReusevosError(f"--settings names every setting in full; drop {', '.join(given)}")
+        choose = functools.partial(select_settings, csv_list(args.settings, "--settings"))
+    else:
+        texts = {name: default if getattr(args, name) is None else getattr(args, name)
+                 for name, default in GRID.items()}
+        lists = {name: csv_list(text, _flag(name), _GRID_KINDS.get(name, str)) for name, text in texts.items()}
+        choose = functools.partial(build_settings, lists["variant"], lists["tau"], lists["tau2"],
+                                   windows=lists["reuse_window"], compute_windows=lists["compute_window"],
+                                   runtimes=lists["backbone_runtime"])
+    choose()
+    return choose
+
+
+def _write_benchmark(report: dict, args: argparse.Namespace) -> None:
+    """The files --json, --markdown and --figure ask for, then the tables on stdout."""
+    from reusevos.bench.figures import plot_figure
+    from reusevos.bench.report import format_header, format_markdown, format_stage_table, format_table
+    from reusevos.io.files import write_json, write_text
+
+    if args.json:
+        write_json(args.json, report)
+    if args.markdown:
+        write_text(args.markdown, format_markdown(report))
+    if args.figure:
+        plot_figure(report, "fps", args.figure)
+    print()
+    print(format_header(report))
+    print(format_table(report))
+    print()
+    print(format_stage_table(report))
+    for label, path in (("JSON", args.json), ("Markdown", args.markdown), ("Figure", args.figure)):
+        if path:
+            print(f"{label}: {path}")
+
+
+def _cmd_benchmark(args: argparse.Namespace) -> int:
+    from reusevos.api import load_model
+    from reusevos.bench.figures import require_matplotlib
+    from reusevos.bench.run import quick_sequences, run_benchmark
+    from reusevos.io.davis import DavisDataset
+
+    _check_run_size(args)
+    if args.figure:
+        require_matplotlib("drop --figure")  # fail before the run, not after
+    choose = _settings_chooser(args)
+    set_threads(args.threads)
+    dataset = DavisDataset(args.davis, split=args.split, sequences=args.sequences)
+    max_frames = args.max_frames
+    if args.quick:
+        if args.sequences is None:
+            dataset = DavisDataset(dataset.root, split=args.split, sequences=quick_sequences(dataset))
+        max_frames = max_frames or QUICK_FRAMES
+    network = load_model(args.weights, device="cpu")
+    settings, skipped = choose(has_gate=network.has_gate)
+    report = run_benchmark(network, dataset, settings, skipped=skipped, max_frames=max_frames,
+                           max_size=args.max_size or None, partial=args.partial, flops=args.flops,
+                           command=command_line(), log=log)
+    _write_benchmark(report, args)
+    return 0
+
+
+def _cmd_ablation(args: argparse.Namespace) -> int:
+    from reusevos.api import load_model
+    from reusevos.bench.ablation import run_ablation
+    from reusevos.bench.report import format_header, format_table
+    from reusevos.bench.settings import build_settings
+    from reusevos.io.davis import DavisDataset
+
+    _check_run_size(args)
+    variants = csv_list(args.variants, "--variants")
+    taus = csv_list(args.taus, "--taus", float)
+    build_settings(variants, taus, [args.tau2])  # bad names and values are refused before the model loads
+    set_threads(args.threads)
+    dataset = DavisDataset(args.davis, split=args.split, sequences=args.sequences)
+    network = load_model(args.weights, device="cpu")
+    report = run_ablation(network, dataset, args.out, variants, taus, args.tau2, max_frames=args.max_frames,
+                          max_size=args.max_size or None, plots=args.plots, finished_only=args.finished_only,
+                          command=command_line(), log=log)
+    print()
+    print(format_header(report))
+    print(format_table(report))
+    print("\nwritten: " + ", ".join(report["files"][k] for k in ("json", "csv", "markdown", "fps", "reuse")
+                                    if k in report["files"]))
+    return 0

@@ -1,0 +1,170 @@
+"""What every command group shares: the parser class and its help formatter, the flags several commands take
+(--davis/--split, --sequences, --weights, --device, --threads, the session flags) and their parsers.
+
+Nothing here imports torch: ``reusevos --help`` builds every sub-parser, so heavy imports wait in the functions
+that run a command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+
+from reusevos.config import BACKBONE_RUNTIMES, VARIANTS, SessionConfig
+from reusevos.errors import ReusevosError
+
+THREADS_HELP = "torch CPU threads (default: torch's choice)"
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows each flag's default, except where there is none to show (None, a switch)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if action.nargs == 0 or action.default is None or action.default == argparse.SUPPRESS or "default" in text:
+            return text
+        return super()._get_help_string(action)
+
+
+class Parser(argparse.ArgumentParser):
+    """Every (sub-)parser uses HelpFormatter; a flag given no help text still shows its default.
+
+    Sub-parsers are made with the class of their parent, so setting it on the top-level parser covers all.
+    """
+
+    def __init__(self, *args, **kwargs):
+        kwargs["formatter_class"] = HelpFormatter
+        super().__init__(*args, **kwargs)
+
+    def add_argument(self, *args, **kwargs):
+        action = super().add_argument(*args, **kwargs)
+        if not action.help and action.nargs != 0 and action.default is not None and action.default != argparse.SUPPRESS:
+            action.help = "default: %(default)s"
+        return action
+
+
+# -- flags several commands take ----------------------------------------------------------------------------------
+
+def add_davis(parser: argparse.ArgumentParser, split: str, split_help: str, *, positional: bool = False,
+              layout: str = "") -> None:
+    """The DAVIS root (``--davis``, or an optional DAVIS_ROOT argument) and ``--split``; ``layout`` names the
+    layouts the command reads (", 2016 layout"), where that matters."""
+    root_help = f"DAVIS root{layout} (default: $REUSEVOS_DAVIS)"
+    if positional:
+        parser.add_argument("davis", metavar="DAVIS_ROOT", nargs="?", default=None, help=root_help)
+    else:
+        parser.add_argument("--davis", default=None, help=root_help)
+    parser.add_argument("--split", default=split, help=split_help)
+
+
+def parse_sequences(text: str) -> list[str] | None:
+    """``--sequences a,b``: the names in order; empty = None, every sequence of the split."""
+    return [name for name in text.split(",") if name] or None
+
+
+def add_sequences(parser: argparse.ArgumentParser, default: str = "all") -> None:
+    """``--sequences``, read into a list by argparse (None when not given); ``default`` says what None means."""
+    parser.add_argument("--sequences", type=parse_sequences, default=None,
+                        help=f"comma-separated subset of the split (default: {default})")
+
+
+def add_weights(parser: argparse.ArgumentParser, what: str = "checkpoint file") -> None:
+    """``--weights FILE``; None loads the shipped weights (reusevos.api.load_model's default)."""
+    parser.add_argument("--weights", default=None, metavar="FILE",
+                        help=f"{what} (default: the weights shipped with reusevos)")
+
+
+def add_device(parser: argparse.ArgumentParser, default: str = "auto", note: str = "") -> None:
+    """``--device``; ``auto`` is named only where it is the default (the commands that resolve it)."""
+    names = "auto (CUDA, else MPS, else CPU), cpu, cuda or mps" if default == "auto" else "cpu, cuda or mps"
+    parser.add_argument("--device", default=default, help=names + note)
+
+
+def add_threads(parser: argparse.ArgumentParser, help: str = THREADS_HELP, metavar: str | None = None) -> None:
+    """``--threads``, applied by :func:`set_threads`."""
+    parser.add_argument("--threads", type=int, default=None, metavar=metavar, help=help)
+
+
+def set_threads(threads: int | None) -> None:
+    """The one place ``--threads`` takes effect: torch's and OpenCV's thread pools; None leaves both alone."""
+    if threads is None:
+        return
+    if threads < 1:
+        raise ReusevosError(f"--threads {threads}: give 1 or more")
+    import cv2
+    import torch
+
+    torch.set_num_threads(threads)
+    cv2.setNumThreads(threads)
+
+
+def csv_list(text: str, flag: str, kind=str) -> list:
+    """A comma-separated flag value as a list; a value ``kind`` cannot read is a ReusevosError."""
+    items = [item.strip() for item in text.split(",") if item.strip()]
+    try:
+        return [kind(item) for item in items]
+    except ValueError:
+        raise ReusevosError(f"{flag} {text!r}: give comma-separated numbers, for example 1,0.7") from None
+
+
+def command_line() -> str:
+    """This run's command, quoted so that it can be pasted back into a shell (for the provenance records)."""
+    return shlex.join(["reusevos", *sys.argv[1:]])
+
+
+def log(message: str) -> None:
+    """Progress lines of long runs, flushed so that they show up at once in a log file."""
+    print(message, flush=True)
+
+
+# -- the session flags (segment, segment-davis) -------------------------------------------------------------------
+
+def add_session_flags(parser: argparse.ArgumentParser) -> None:
+    """--variant, --tau, --tau2, --reuse-window, --compute-window: map one to one onto SessionConfig; none given = the
+    session's own choice. Also --backbone-runtime."""
+    # oracle needs the ground truth: the benchmark's and the ablation's, not a video's
+    parser.add_argument("--variant", default=None, choices=[v for v in VARIANTS if v != "oracle"],
+                        help="reuse: the paper's reuse path; copy: reuse = keep the previous mask; fusion: copy above "
+                             "--tau2, reuse path between --tau and --tau2; full: never reuse (the base model). "
+                             "Default: reuse when the weights include a trained gate, else full")
+    parser.add_argument("--tau", type=float, default=None, metavar="T",
+                        help="reuse a frame when the gate's probability is at least T, in [0, 1]: lower = faster, "
+                             f"less accurate; 1 = never reuse. Default: {SessionConfig.tau:g} (the paper's), with "
+                             "--variant reuse")
+    parser.add_argument("--tau2", type=float, default=None, metavar="T2",
+                        help="--variant fusion only: copy the previous mask when the gate's probability is at least "
+                             "T2 (tau < T2 <= 1)")
+    parser.add_argument("--reuse-window", type=int, default=None, metavar="CELLS",
+                        help="on the reuse path, refine only a box around the object's last mask grown by CELLS "
+                             "cells of 16 pixels, keeping the last mask outside it (faster; see docs/speed.md). "
+                             f"Default: {SessionConfig.reuse_window}, the paper's whole-frame refinement")
+    parser.add_argument("--compute-window", type=int, default=None, metavar="CELLS",
+                        help="on computed frames, refine only a box around where the coarse score and the last mask "
+                             "find the object, grown by CELLS cells of 16 pixels; background outside it (faster on "
+                             "small objects; see docs/speed.md). Default: "
+                             f"{SessionConfig.compute_window}, whole-frame refinement")
+    parser.add_argument("--backbone-runtime", default="auto", choices=BACKBONE_RUNTIMES,
+                        help="what runs the frozen backbone on a CPU: onnxruntime (about 1.5x as fast, the same "
+                             "features up to float rounding), torch, or auto (onnxruntime when installed). GPUs "
+                             "always use torch")
+
+
+def session_options(args: argparse.Namespace) -> SessionConfig | None:
+    """SessionConfig from --variant/--tau/--tau2/--reuse-window/--compute-window, validated; None when none is given
+    (the session decides)."""
+    window, compute_window = args.reuse_window or 0, args.compute_window or 0
+    if args.variant is None and args.tau is None and args.tau2 is None and not window and not compute_window:
+        return None
+    variant = args.variant or SessionConfig.variant
+    if variant == "full":
+        if args.tau not in (None, 1.0):
+            raise ReusevosError(f"--tau {args.tau} has no effect with --variant full, which never reuses; drop "
+                                "one of them")
+        tau = 1.0
+    else:
+        tau = SessionConfig.tau if args.tau is None else args.tau
+    options = SessionConfig(variant=variant, tau=tau, tau2=args.tau2, reuse_window=window,
+                            compute_window=compute_window)
+    options.validate()
+    return options

@@ -1,0 +1,192 @@
+"""``reusevos segment`` (one video or folder of frames) and ``reusevos segment-davis`` (a DAVIS split)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from reusevos.cli.common import (add_davis, add_device, add_sequences, add_session_flags, add_threads, add_weights,
+                                 command_line, log, session_options, set_threads)
+from reusevos.config import DEFAULT_MAX_SIZE
+from reusevos.errors import ReusevosError
+
+OVERLAY_SUFFIXES = (".mp4", ".m4v", ".mov", ".mkv")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Adds ``segment`` and ``segment-davis``."""
+    _register_segment(sub)
+    _register_segment_davis(sub)
+
+
+def _register_segment(sub: argparse._SubParsersAction) -> None:
+    seg = sub.add_parser(
+        "segment", help="segment a video or a folder of frames from its first-frame mask",
+        description="Segments INPUT (a video file: mp4, mov, avi, webm, mkv; or a folder of JPEG/PNG frames) from "
+                    "the mask of its first frame, or from a folder of masks for objects that start later. Writes "
+                    "OUT_DIR/<frame>.png (DAVIS palette, the input's size), OUT_DIR/stats.json (frames, resolution, "
+                    "FPS, initialisation time, reuse rate and gate decisions per object, versions, settings) and, "
+                    "with --overlay, a video of the masks drawn over the frames. Frames are streamed, so a long "
+                    "video runs in constant memory.",
+        epilog="example: reusevos segment clip.mp4 --mask first.png --out masks/ --overlay clip-masks.mp4")
+    seg.add_argument("input", metavar="INPUT", help="video file or folder of frames (named in order: 00000.jpg ...)")
+    seg.add_argument("--mask", required=True, metavar="MASK",
+                     help="first frame's mask: a palette or label PNG (labels 1, 2, ... = objects, 0 = background, "
+                          "255 = void) or a black-and-white 0/255 PNG (one object); or a folder of <frame>.png "
+                          "masks for objects that start later (a video's frames are named 00000, 00001, ...)")
+    seg.add_argument("--out", required=True, metavar="OUT_DIR", help="folder for the masks and stats.json "
+                     "(created if missing; files of the same name are replaced)")
+    seg.add_argument("--overlay", default=None, metavar="OUT.mp4",
+                     help="also write the frames with the masks drawn over them as a video (.mp4, .mov or .mkv)")
+    add_session_flags(seg)
+    seg.add_argument("--max-size", type=int, default=DEFAULT_MAX_SIZE, metavar="PIXELS",
+                     help="run the model on frames whose longer side is at most PIXELS (masks are still written at "
+                          f"the input size); 0 = the input size. {DEFAULT_MAX_SIZE} is DAVIS 480p, the size the "
+                          "model is trained at")
+    add_weights(seg)
+    add_device(seg)
+    add_threads(seg, "CPU threads for torch and OpenCV (default: torch's choice, usually the core count)", "N")
+    seg.add_argument("--no-warmup", dest="warmup", action="store_false",
+                     help="skip the untimed warm-up on the first frame (saves about one frame's initialisation; "
+                          "the FPS then includes start-up costs)")
+    seg.add_argument("--progress", action="store_true",
+                     help="show the progress bar even when stderr is not a terminal (it is shown on terminals)")
+    seg.set_defaults(func=_cmd_segment)
+
+
+def _register_segment_davis(sub: argparse._SubParsersAction) -> None:
+    segdavis = sub.add_parser(
+        "segment-davis", help="segment every sequence of a DAVIS split into RESULTS_DIR (resumable)",
+        description="Runs the model on each sequence of a split from its first-frame annotation and writes "
+                    "RESULTS_DIR/<sequence>/<frame>.png (the layout `reusevos eval` reads) and "
+                    "RESULTS_DIR/stats.json (frames, FPS, initialisation time per sequence). Complete sequences "
+                    "are skipped, so an interrupted run resumes.")
+    add_davis(segdavis, "val", "split to segment", positional=True)
+    segdavis.add_argument("--out", required=True, metavar="RESULTS_DIR", help="output folder")
+    add_sequences(segdavis)
+    segdavis.add_argument("--shard", default="0/1", metavar="I/N", help="process only every N-th sequence from I")
+    add_session_flags(segdavis)
+    add_weights(segdavis)
+    add_device(segdavis)
+    add_threads(segdavis)
+    segdavis.set_defaults(func=_cmd_segment_davis)
+
+
+def _parse_shard(text: str) -> tuple[int, int]:
+    try:
+        index, count = (int(v) for v in text.split("/"))
+    except ValueError:
+        raise ReusevosError(f"--shard {text!r}: write I/N, for example 0/4") from None
+    if count < 1 or not 0 <= index < count:
+        raise ReusevosError(f"--shard {text!r}: need 0 <= I < N")
+    return index, count
+
+
+def _segment_inputs(args: argparse.Namespace):
+    """Everything ``segment`` can check without the model, checked before anything is written; returns the
+    session options, the device, the frames, the start masks and the output folder."""
+    from reusevos.api import resolve_device
+    from reusevos.io.frames import open_frames
+    from reusevos.model.onnx_backbone import check_runtime
+    from reusevos.segment import StartMasks
+
+    options = session_options(args)
+    check_runtime(args.backbone_runtime)
+    if args.max_size < 0:
+        raise ReusevosError(f"--max-size {args.max_size}: give a number of pixels, or 0 for the input size")
+    set_threads(args.threads)
+    device = resolve_device(args.device)
+    frames = open_frames(args.input)
+    masks = StartMasks.from_path(args.mask, frames.names)
+    out = Path(args.out).expanduser()
+    if out.exists() and not out.is_dir():
+        raise ReusevosError(f"output folder {out} is a file; choose a folder name (it is created if missing)")
+    if args.overlay is not None and Path(args.overlay).suffix.lower() not in OVERLAY_SUFFIXES:
+        raise ReusevosError(f"--overlay {args.overlay}: give a file name ending in .mp4 (or .mov, .mkv)")
+    return options, device, frames, masks, out
+
+
+class _ProgressBar:
+    """The frame counter on stderr, made when the first frame starts so that its clock leaves out loading and
+    warm-up; ``on_start`` and ``on_frame`` are segment_video's callbacks."""
+
+    def __init__(self, label: str, always: bool):
+        self.label, self.always, self.bar = label, always, None
+
+    def on_start(self, stats) -> None:
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=stats.total, unit="frame", desc=self.label, file=sys.stderr, dynamic_ncols=True,
+                        disable=False if self.always else None, leave=False)
+
+    def on_frame(self, result, stats) -> None:
+        reuse = f", reuse {stats.reuse_rate:.0%}" if stats.settings.get("variant", "full") != "full" else ""
+        self.bar.set_postfix_str(f"model {stats.fps:.1f} FPS{reuse}", refresh=False)
+        self.bar.update(1)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _segment_summary(stats, out: Path, overlay: str | None) -> str:
+    """The one line ``segment`` ends with: size, speed, threads, device, the gate's share and where the files are."""
+    import torch
+
+    height, width = stats.resolution
+    ph, pw = stats.process_resolution
+    size = f"{width}x{height}" + (f" (model at {pw}x{ph})" if (ph, pw) != (height, width) else "")
+    setting = stats.settings
+    gate = (f"variant {setting.get('variant')} at tau {setting.get('tau')}: {stats.reuse_rate:.0%} of frames reused"
+            if setting.get("variant") not in (None, "full") else "variant full (no reuse)")
+    return (f"{stats.frames} frames {size} in {stats.wall_s:.1f} s: {stats.fps:.2f} FPS model, "
+            f"{stats.fps_wall:.2f} FPS end to end, init {stats.init_s:.2f} s, {torch.get_num_threads()} threads, "
+            f"{setting.get('device')} (backbone: {setting.get('backbone_runtime')}); {gate}; masks and "
+            f"stats.json in {out}"
+            + (f", overlay {overlay}" if overlay else ""))
+
+
+def _cmd_segment(args: argparse.Namespace) -> int:
+    import time
+
+    from reusevos.api import load_model
+    from reusevos.segment import segment_video
+
+    options, device, frames, masks, out = _segment_inputs(args)
+    start = time.perf_counter()
+    network = load_model(args.weights, device=device)
+    network.backbone.runtime = args.backbone_runtime
+    extra = {"command": command_line(), "load_s": round(time.perf_counter() - start, 4)}
+    progress = _ProgressBar(Path(args.input).name, args.progress)
+    try:
+        stats = segment_video(network, frames, masks, out, overlay=args.overlay, options=options,
+                              max_size=args.max_size, warmup=args.warmup, on_start=progress.on_start,
+                              on_frame=progress.on_frame, extra=extra)
+    finally:
+        progress.close()
+    print(_segment_summary(stats, out, args.overlay))
+    return 0
+
+
+def _cmd_segment_davis(args: argparse.Namespace) -> int:
+    import torch
+
+    from reusevos.api import load_model, resolve_device
+    from reusevos.io.davis import DavisDataset
+    from reusevos.model.onnx_backbone import check_runtime
+    from reusevos.segment import segment_davis
+
+    shard = _parse_shard(args.shard)
+    options = session_options(args)
+    check_runtime(args.backbone_runtime)
+    set_threads(args.threads)
+    device = resolve_device(args.device)
+    dataset = DavisDataset(args.davis, split=args.split, sequences=args.sequences)
+    network = load_model(args.weights, device=device)
+    network.backbone.runtime = args.backbone_runtime
+    report = segment_davis(network, dataset, args.out, shard=shard, log=log, options=options)
+    total = report["total"]
+    print(f"{total['sequences']} sequences, {total['frames']} frames, {total['fps']:.2f} FPS "
+          f"({torch.get_num_threads()} threads); results in {args.out}")
+    return 0

@@ -1,0 +1,169 @@
+"""``reusevos train`` (the base model), ``reusevos train-gate`` (the dynamic network on top of it) and
+``reusevos refit-gate`` (the gate alone, fitted again on full frames)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from reusevos.cli.common import (add_davis, add_device, add_sequences, add_threads, add_weights, command_line,
+                                 csv_list, log, set_threads)
+from reusevos.config import GateRefitConfig, GateTrainConfig, TrainConfig
+from reusevos.errors import ReusevosError
+
+TRAIN_SPLIT_HELP = "training split; validation splits are refused"
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Adds ``train``, ``train-gate`` and ``refit-gate``."""
+    train = sub.add_parser(
+        "train", help="train the refinement network on a DAVIS split plus synthetic clips (resumable)",
+        description="Builds the feature/score cache of the training data (skipping what is cached), then trains "
+                    "the refinement network. Run the same command again to resume; under torchrun it trains "
+                    "with DistributedDataParallel.")
+    _add_training_args(train, TrainConfig, "refiner.pt", "crops")
+    train.set_defaults(func=_cmd_train)
+    _register_train_gate(sub)
+    _register_refit_gate(sub)
+
+
+def _add_training_args(parser: argparse.ArgumentParser, config, product: str, unit: str) -> None:
+    """The data, output and optimisation flags that both training stages share; defaults from ``config``."""
+    add_davis(parser, "train", TRAIN_SPLIT_HELP)
+    add_sequences(parser)
+    parser.add_argument("--out", required=True, help=f"run folder: checkpoints, logs, the trained {product}")
+    parser.add_argument("--cache", default=None, help="feature/score cache folder (default: OUT/cache)")
+    parser.add_argument("--synthetic", type=int, default=60, help="number of syn clips made from the split")
+    parser.add_argument("--synthetic-frames", type=int, default=24, help="frames per syn clip")
+    parser.add_argument("--iterations", type=int, default=config.iterations, help="training iterations in all")
+    parser.add_argument("--batch", type=int, default=config.batch, help=f"{unit} per iteration and process")
+    parser.add_argument("--crop", type=int, default=config.crop, help="crop size in pixels (multiple of 32)")
+    parser.add_argument("--lr", type=float, default=config.lr, help="Adam learning rate")
+    parser.add_argument("--seed", type=int, default=config.seed, help="seed of initialisation and sampling")
+    parser.add_argument("--checkpoint-every", type=int, default=config.checkpoint_every,
+                        help="iterations between resumable checkpoints")
+    add_threads(parser)
+    add_device(parser, default="cpu")
+
+
+def _register_train_gate(sub: argparse._SubParsersAction) -> None:
+    gate = sub.add_parser(
+        "train-gate", help="train the reuse gate, delta generator and refine-translator on a trained base model",
+        description="Trains the paper's dynamic network from a base checkpoint written by `reusevos train`; the "
+                    "refinement network stays frozen, so tau = 1 gives the base model's masks. Resumable like "
+                    "`reusevos train`; writes OUT/dynamic.pt.")
+    gate.add_argument("--base", required=True, help="trained base checkpoint (refiner.pt from `reusevos train`)")
+    _add_training_args(gate, GateTrainConfig, "dynamic.pt", "snippets")
+    config = GateTrainConfig
+    gate.add_argument("--snippet", type=int, default=config.snippet, help="frames per snippet")
+    gate.add_argument("--m1", type=float, default=config.m1, help="margin ramp target (0 = no ramp)")
+    gate.add_argument("--m2", type=float, default=config.m2, help="gate-loss dead zone")
+    gate.add_argument("--ep-t", type=float, default=config.ep_t, help="epochs the margin ramps over")
+    gate.add_argument("--gate-loss", choices=("gp", "ngate"), default=config.gate_loss,
+                      help="gp: the paper's gate probability loss; ngate: fixed target rate (ablation)")
+    gate.add_argument("--ngate-rate", type=float, default=config.ngate_rate, help="target reuse rate of the ngate loss")
+    # the extra "%" keeps the rate's percent sign through argparse's own %-formatting of help texts
+    gate.add_argument("--pretrain-iterations", type=int, default=config.pretrain_iterations,
+                      help="teacher-forced warm-up iterations before the paper's training (ours; 0 = none, and the "
+                           f"gate is initialised to reuse {config.gate_init_rate:.0%}% of frames as in the paper)")
+    gate.add_argument("--pretrain-batch", type=int, default=config.pretrain_batch,
+                      help="snippets per warm-up iteration")
+    gate.add_argument("--pretrain-lr", type=float, default=config.pretrain_lr, help="warm-up learning rate")
+    gate.set_defaults(func=_cmd_train_gate)
+
+
+def _register_refit_gate(sub: argparse._SubParsersAction) -> None:
+    refit = sub.add_parser(
+        "refit-gate", help="fit the reuse gate again on full frames of the training split (ours, seconds after "
+                           "the pairs are collected)",
+        description="Runs the trained dynamic model at tau = 1 over every frame of the training sequences and "
+                    "keeps, for each frame t and gap k, the gate's input (D_t from f8_t and the score of frame "
+                    "t-k, max-pooled to 7x7) with the ground-truth IoU of frames t and t-k; then fits only the "
+                    "gate to predict that IoU. Everything else stays as it is, so tau = 1 is unchanged. Pairs are "
+                    "saved per sequence (resumable). Writes OUT/dynamic.pt and OUT/refit.json (the gate on "
+                    "held-out sequences before and after).")
+    config = GateRefitConfig
+    add_weights(refit, "dynamic model to refit")
+    add_davis(refit, "train", TRAIN_SPLIT_HELP, layout=", 2016 layout")
+    add_sequences(refit)
+    refit.add_argument("--out", required=True, help="run folder: pairs/, dynamic.pt, refit.json")
+    refit.add_argument("--gaps", default=",".join(map(str, config.gaps)),
+                       help="comma-separated frame gaps k between frame t and the last computed frame")
+    refit.add_argument("--epochs", type=int, default=config.epochs, help="passes over the pairs")
+    refit.add_argument("--lr", type=float, default=config.lr, help="Adam learning rate")
+    refit.add_argument("--holdout-every", type=int, default=config.holdout_every,
+                       help="every n-th sequence is held out to measure the gate before and after (0 = none)")
+    refit.add_argument("--seed", type=int, default=config.seed, help="seed of the fit")
+    refit.add_argument("--measure-on", default=None, metavar="SPLIT",
+                       help="also report the gate before and after on this split's pairs (e.g. val; never fitted on)")
+    add_threads(refit)
+    add_device(refit, default="cpu", note=" (the collection; the fit runs on the CPU)")
+    refit.set_defaults(func=_cmd_refit_gate)
+
+
+def _training_setup(args: argparse.Namespace) -> None:
+    """Threads, the checks both training commands share, the run folder."""
+    set_threads(args.threads)
+    if args.crop % 32:
+        raise ReusevosError(f"--crop {args.crop} is not a multiple of 32")
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+
+
+def _trained(summary: dict, weights: Path) -> int:
+    print(f"trained {summary['iterations']} iterations in {summary['wall_time_s']} s; weights: {weights}")
+    return 0
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from reusevos.train.run import run_training
+
+    _training_setup(args)
+    config = TrainConfig(iterations=args.iterations, batch=args.batch, crop=args.crop, lr=args.lr, seed=args.seed,
+                         checkpoint_every=args.checkpoint_every)
+    summary = run_training(args.davis, args.split, args.out, args.cache, config, synthetic=args.synthetic,
+                           synthetic_frames=args.synthetic_frames, sequences=args.sequences, device=args.device,
+                           command=command_line(), log=log)
+    return _trained(summary, Path(args.out) / "refiner.pt")
+
+
+def _cmd_train_gate(args: argparse.Namespace) -> int:
+    from reusevos.train.run import run_gate_training
+
+    if args.snippet < 2:
+        raise ReusevosError(f"--snippet {args.snippet}: a snippet needs at least 2 frames")
+    _training_setup(args)
+    config = GateTrainConfig(iterations=args.iterations, batch=args.batch, snippet=args.snippet, crop=args.crop,
+                             lr=args.lr, m1=args.m1, m2=args.m2, ep_t=args.ep_t, gate_loss=args.gate_loss,
+                             ngate_rate=args.ngate_rate, seed=args.seed, checkpoint_every=args.checkpoint_every,
+                             pretrain_iterations=args.pretrain_iterations, pretrain_batch=args.pretrain_batch,
+                             pretrain_lr=args.pretrain_lr)
+    summary = run_gate_training(args.base, args.davis, args.split, args.out, args.cache, config,
+                                synthetic=args.synthetic, synthetic_frames=args.synthetic_frames,
+                                sequences=args.sequences, device=args.device, command=command_line(), log=log)
+    return _trained(summary, Path(args.out) / "dynamic.pt")
+
+
+def _refit_config(args: argparse.Namespace) -> GateRefitConfig:
+    gaps = tuple(sorted(set(csv_list(args.gaps, "--gaps", int))))
+    if not gaps:
+        raise ReusevosError("--gaps is empty")
+    if gaps[0] < 1:
+        raise ReusevosError(f"--gaps: {gaps[0]} must be at least 1")
+    if args.epochs < 1:
+        raise ReusevosError(f"--epochs {args.epochs}: at least 1")
+    return GateRefitConfig(gaps=gaps, epochs=args.epochs, lr=args.lr, holdout_every=max(0, args.holdout_every),
+                           seed=args.seed)
+
+
+def _cmd_refit_gate(args: argparse.Namespace) -> int:
+    from reusevos.api import load_model
+    from reusevos.train.gate_refit import run_gate_refit
+
+    set_threads(args.threads)
+    config = _refit_config(args)
+    network = load_model(args.weights, device=args.device)
+    report = run_gate_refit(args.weights, args.davis, args.split, args.out, config, network=network,
+                            sequences=args.sequences, measure_on=args.measure_on, command=command_line(), log=log)
+    print(f"gate refitted on {len(report['sequences'])} sequences in {report['wall_time_s']} s; weights: "
+          f"{Path(args.out) / 'dynamic.pt'}")
+    return 0
