@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -40,3 +42,34 @@ def backbone():
     from reusevos.model.backbone import load_backbone
 
     return load_backbone("mobilenet_v2", fetch=False)
+
+
+FAST = ["--threads", "1"]
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    """Every file under ``folder`` with its bytes: compare before and after to see what a command touched."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def run_segment(*args, timeout: float = 300) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "-m", "reusevos", "segment", *map(str, args)], capture_output=True,
+                          text=True, env=env, timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def weights(tmp_path_factory) -> dict[str, Path]:
+    """Random checkpoints: ``base`` (no gate) and ``gate`` (with the reuse-path modules)."""
+    folder = tmp_path_factory.mktemp("weights")
+    paths = {}
+    from reusevos.config import ModelConfig
+    from reusevos.model.backbone import Backbone
+    from reusevos.model.network import VOSNetwork, save_checkpoint
+
+    torch.manual_seed(0)
+    for name, gate in (("base", False), ("gate", True)):
+        net = VOSNetwork(ModelConfig(reuse_gate=gate), Backbone("mobilenet_v2"))
+        paths[name] = folder / f"{name}.pt"
+        save_checkpoint(paths[name], net, meta={"name": f"random-{name}"})
+    return paths

@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -21,35 +20,13 @@ import pytest
 import torch
 from PIL import Image
 
-from reusevos.config import ModelConfig, SessionConfig
+from reusevos.config import SessionConfig
 from reusevos.errors import ReusevosError
 from reusevos.io.masks import DAVIS_PALETTE, read_mask, write_mask
 from reusevos.io.writers import VideoWriter, render_overlay
-from reusevos.model.backbone import Backbone
-from reusevos.model.network import VOSNetwork, save_checkpoint
 from reusevos.synthetic import SyntheticConfig, generate_clip, write_clip
 
-FAST = ["--threads", "1"]
-
-
-def run_segment(*args, timeout: float = 300) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, "-m", "reusevos", "segment", *map(str, args)], capture_output=True,
-                          text=True, env=env, timeout=timeout)
-
-
-@pytest.fixture(scope="module")
-def weights(tmp_path_factory) -> dict[str, Path]:
-    """Random checkpoints: ``base`` (no gate) and ``gate`` (with the reuse-path modules)."""
-    folder = tmp_path_factory.mktemp("weights")
-    paths = {}
-    torch.manual_seed(0)
-    for name, gate in (("base", False), ("gate", True)):
-        net = VOSNetwork(ModelConfig(reuse_gate=gate), Backbone("mobilenet_v2"))
-        paths[name] = folder / f"{name}.pt"
-        save_checkpoint(paths[name], net, meta={"name": f"random-{name}"})
-    return paths
-
+from conftest import FAST, run_segment, snapshot
 
 @pytest.fixture(scope="module")
 def blackswan_mp4(blackswan_root, tmp_path_factory) -> tuple[Path, list[np.ndarray], Path]:
@@ -190,7 +167,8 @@ def _bad_inputs(base: Path, video: Path, mask: Path, weights: dict[str, Path]) -
     write_mask(base / "masks" / "00007.png", gt)  # the video has frames 00000..00002
     (base / "a_file").write_text("keep me\n")
     (base / "corrupt.pt").write_bytes(weights["gate"].read_bytes()[:4000])
-    ok = ["--mask", mask, "--out", base / "guard", "--weights", weights["gate"], *FAST]
+    # --overwrite: the guard folder is an earlier run that a failed run must leave as it was
+    ok = ["--mask", mask, "--out", base / "guard", "--weights", weights["gate"], "--overwrite", *FAST]
     return {
         "missing input": ([base / "absent.mp4", *ok], "input not found"),
         "empty folder": ([base / "empty", *ok], "is empty"),
@@ -204,8 +182,8 @@ def _bad_inputs(base: Path, video: Path, mask: Path, weights: dict[str, Path]) -
         "output folder is a file": ([video, *ok[:2], *ok[4:], "--out", base / "a_file"], "is a file"),
         "output under a file": ([video, *ok[:2], *ok[4:], "--out", base / "a_file" / "out"], "is a file"),
         "unwritable output folder": ([video, *ok[:2], *ok[4:], "--out", "/proc/reusevos-test/out"],
-                                     "cannot create folder"),
-        "corrupt weights": ([video, *ok[:4], "--weights", base / "corrupt.pt", *FAST], "damaged"),
+                                     "cannot write --out"),
+        "corrupt weights": ([video, *ok[:4], "--weights", base / "corrupt.pt", "--overwrite", *FAST], "damaged"),
         "tau 1.5": ([video, *ok, "--tau", "1.5"], "tau must lie in [0, 1]"),
         "device cuda without CUDA": ([video, *ok, "--device", "cuda"], "no usable CUDA"),
         "reuse variant on weights without a gate": ([video, *ok, "--weights", weights["base"], "--tau", "0.5"],
@@ -224,10 +202,6 @@ CASES = ["missing input", "empty folder", "text file named .mp4", "mask of the w
          "overlay without a video suffix"]
 
 
-def _snapshot(folder: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("case", CASES)
 def test_bad_input_gives_one_line_and_damages_nothing(case, small_mp4, weights, tmp_path):
@@ -239,20 +213,21 @@ def test_bad_input_gives_one_line_and_damages_nothing(case, small_mp4, weights, 
     guard.mkdir()
     write_mask(guard / "00000.png", np.eye(4, dtype=np.uint8))
     (guard / "stats.json").write_text('{"earlier": true}\n')
-    before = _snapshot(tmp_path)
+    before = snapshot(tmp_path)
     proc = run_segment(*args)
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1, proc.stderr
     assert lines[0].startswith("reusevos segment: error: ") and phrase in lines[0], lines[0]
     assert "Traceback" not in proc.stderr and proc.stdout == ""
-    assert _snapshot(tmp_path) == before  # nothing written, nothing changed
+    assert snapshot(tmp_path) == before  # nothing written, nothing changed
     assert not Path("/proc/reusevos-test").exists()
 
 
 @pytest.mark.slow
-def test_failure_mid_video_keeps_the_earlier_overlay_and_stats(weights, tmp_path):
-    """A frame that cannot be decoded halfway: one error line, the old overlay and stats.json are untouched."""
+def test_unreadable_frame_is_found_before_anything_is_written(weights, tmp_path):
+    """A frame that is no image halfway: one error line before the model loads; the old results are untouched.
+    (A frame that fails only when decoded: tests/test_faults.py.)"""
     clip = generate_clip(SyntheticConfig(size=(96, 160), num_frames=4, num_objects=1, seed=2))
     frames = tmp_path / "frames"
     frames.mkdir()
@@ -265,13 +240,13 @@ def test_failure_mid_video_keeps_the_earlier_overlay_and_stats(weights, tmp_path
     (out / "stats.json").write_text('{"earlier": true}\n')
     overlay.write_bytes(b"an earlier video")
     proc = run_segment(frames, "--mask", tmp_path / "first.png", "--out", out, "--overlay", overlay,
-                       "--weights", weights["base"], "--no-warmup", *FAST)
+                       "--weights", weights["base"], "--no-warmup", "--overwrite", *FAST)
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "cannot read frame" in lines[0] and "00002.jpg" in lines[0]
     assert (out / "stats.json").read_text() == '{"earlier": true}\n'
     assert overlay.read_bytes() == b"an earlier video"
-    assert sorted(p.name for p in out.iterdir()) == ["00000.png", "00001.png", "stats.json"]  # no temporary files
+    assert sorted(p.name for p in out.iterdir()) == ["stats.json"]  # no mask, no temporary file
     assert sorted(p.name for p in tmp_path.iterdir()) == ["first.png", "frames", "old.mp4", "out"]
 
 

@@ -36,7 +36,7 @@ def resolve_device(name: str | torch.device = "cpu") -> torch.device:
         raise ReusevosError(f"unknown device {name!r}; choose one of {', '.join(DEVICES)} (or cuda:N)")
     if kind == "cuda":
         if not torch.cuda.is_available():
-            raise ReusevosError("--device cuda: this machine has no usable CUDA GPU (or this torch build has no "
+            raise ReusevosError(f"--device {text}: this machine has no usable CUDA GPU (or this torch build has no "
                                 "CUDA support); use --device cpu or auto")
         if index and int(index) >= torch.cuda.device_count():
             raise ReusevosError(f"--device {text}: this machine has {torch.cuda.device_count()} CUDA device(s)")

@@ -26,7 +26,8 @@ from reusevos.errors import ReusevosError
 from reusevos.io.davis import VOID_LABEL, DavisDataset
 from reusevos.io.files import write_json
 from reusevos.io.frames import FrameSource, fit_size, natural_key, open_frames, resize_frame
-from reusevos.io.masks import object_ids, read_mask, write_mask
+from reusevos.io.masks import object_ids, read_mask, to_label_map, write_mask
+from reusevos.io.outputs import ResultFolder, probe_writable, refuse_inputs_as_outputs
 from reusevos.io.writers import MaskWriter, OverlayVideoWriter
 from reusevos.model.network import VOSNetwork
 from reusevos.provenance import machine_info, versions, weights_info
@@ -43,17 +44,20 @@ class StartMasks:
     Build one with :meth:`from_path` (a PNG for the first frame, or a folder of PNGs each named after the
     frame it belongs to) or :meth:`from_arrays` (``{frame name: (H, W) label map}``). Label 255 (DAVIS "void")
     counts as background. :meth:`check` reads every mask once and keeps only those that start an object,
-    so a folder holding the ground truth of every frame costs no memory later.
+    so a folder holding the ground truth of every frame costs no memory later. Files and arrays follow
+    one rule (:func:`reusevos.io.masks.to_label_map`); ``threshold`` binarises soft or JPEG masks.
     """
 
-    def __init__(self, entries: Mapping[str, Path | np.ndarray], description: str = "mask"):
+    def __init__(self, entries: Mapping[str, Path | np.ndarray], description: str = "mask",
+                 threshold: int | None = None):
         self._entries: dict[str, Path | np.ndarray] = dict(entries)
         self.description = description
+        self.threshold = threshold
         self.path: Path | None = None  # the file or folder they came from
         self.starts: dict[int, str] = {}  # object id -> name of the frame it starts at (after check)
 
     @classmethod
-    def from_path(cls, path: str | os.PathLike, frame_names: list[str]) -> "StartMasks":
+    def from_path(cls, path: str | os.PathLike, frame_names: list[str], threshold: int | None = None) -> "StartMasks":
         """A mask file (for ``frame_names[0]``) or a folder of ``<frame name>.png`` files.
 
         In a folder, a name matches a frame by its text or, when both are numbers, by value
@@ -63,7 +67,7 @@ class StartMasks:
         if not frame_names:
             raise ReusevosError("the input has no frames")
         if path.is_file():
-            masks = cls({frame_names[0]: path}, f"mask {path}")
+            masks = cls({frame_names[0]: path}, f"mask {path}", threshold)
             masks.path = path
             return masks
         if not path.is_dir():
@@ -89,22 +93,23 @@ class StartMasks:
                 raise ReusevosError(f"masks {entries[frame].name} and {file.name} in {path} are both for frame "
                                     f"{frame}; keep one")
             entries[frame] = file
-        masks = cls(entries, f"mask folder {path}")
+        masks = cls(entries, f"mask folder {path}", threshold)
         masks.path = path
         return masks
 
     @classmethod
-    def from_arrays(cls, masks: Mapping[str, np.ndarray]) -> "StartMasks":
-        return cls({name: np.asarray(m) for name, m in masks.items()}, "masks")
+    def from_arrays(cls, masks: Mapping[str, np.ndarray], threshold: float | None = None) -> "StartMasks":
+        return cls({name: np.asarray(m) for name, m in masks.items()}, "masks", threshold)
 
     def read(self, name: str) -> np.ndarray | None:
         """The ``(H, W)`` uint8 label map given for frame ``name`` (void 255 -> 0), or None."""
         entry = self._entries.get(name)
         if entry is None:
             return None
-        labels = read_mask(entry) if isinstance(entry, Path) else np.asarray(entry)
-        if labels.ndim != 2:
-            raise ReusevosError(f"the mask for frame {name} must be a (H, W) label map; got shape {labels.shape}")
+        if isinstance(entry, Path):
+            labels = read_mask(entry, self.threshold)
+        else:
+            labels = to_label_map(entry, f"the mask for frame {name}", self.threshold)
         labels = labels.astype(np.uint8, copy=True)
         labels[labels == VOID_LABEL] = 0
         return labels
@@ -120,6 +125,7 @@ class StartMasks:
         process_size = process_size or frame_size
         height, width = frame_size
         kept: dict[str, Path | np.ndarray] = {}
+        self.starts = {}  # checking again (at another processing size) starts over
         for name in sorted(self._entries, key=order.__getitem__):
             labels = self.read(name)
             where = self._where(name)
@@ -196,7 +202,7 @@ def segment_video(network: VOSNetwork, source: str | os.PathLike | FrameSource,
                   options: SessionConfig | None = None, max_size: int | None = DEFAULT_MAX_SIZE,
                   warmup: bool = True, on_start: Callable[[VideoStats], None] | None = None,
                   on_frame: Callable[[FrameResult, VideoStats], None] | None = None,
-                  extra: Mapping | None = None) -> VideoStats:
+                  extra: Mapping | None = None, overwrite: bool = False) -> VideoStats:
     """Segment one video and write the results; what ``reusevos segment`` runs.
 
     Args:
@@ -214,9 +220,12 @@ def segment_video(network: VOSNetwork, source: str | os.PathLike | FrameSource,
         on_start: called once all checks and the warm-up are done, just before the first frame.
         on_frame: called after every frame with its result (at the processing size) and the live stats.
         extra: more entries for ``stats.json`` (e.g. the command line).
+        overwrite: replace an ``out_dir`` that holds files (of another run) whole, at the end; without it such
+            a folder is refused. Outputs that are inputs are always refused (see :mod:`reusevos.io.outputs`).
 
-    Returns the statistics, also written to ``out_dir/stats.json``. Raises ReusevosError for bad input,
-    before anything is written when the problem is in the settings, the input, the masks or the output paths.
+    Returns the statistics, also written to ``out_dir/stats.json`` (``"complete": true``). Raises ReusevosError
+    for bad input, before anything is written when the problem is in the settings, the input, the masks or the
+    output paths; a run that stops early leaves its ``stats.json`` saying ``"complete": false``.
     """
     if max_size is not None and max_size < 0:
         raise ReusevosError(f"max_size {max_size}: give a number of pixels, or 0 / None for the input size")
@@ -234,13 +243,13 @@ def segment_video(network: VOSNetwork, source: str | os.PathLike | FrameSource,
     min_pixels = getattr(getattr(network.config, "target", None), "min_object_pixels", 1)
     start_masks.check(names, size, process_size, min_pixels)
 
-    mask_writer = MaskWriter(out_dir) if out_dir is not None else None
-    stats_path = Path(out_dir).expanduser() / "stats.json" if out_dir is not None else None
-    if stats_path is not None and stats_path.is_dir():
-        raise ReusevosError(f"{stats_path} is a folder; remove it or choose another output folder")
+    results = plan_outputs(frames, start_masks, out_dir, overlay, overwrite, getattr(network, "weights_file", None))
     stats = VideoStats(str(frames.path), len(frames), size, process_size,
                        settings=_settings(session, max_size, network, warmup, out_dir, overlay, start_masks),
                        weights=weights_info(network))
+    mask_writer = MaskWriter(results.open()) if results is not None else None
+    record = _Record(results.folder / "stats.json" if results is not None else None, stats, extra)
+    record.write(complete=False)  # from the start, so even a killed run is marked partial
     video = OverlayVideoWriter(overlay, fps=frames.fps or 24.0) if overlay is not None else None
     try:
         if warmup:
@@ -252,15 +261,57 @@ def segment_video(network: VOSNetwork, source: str | os.PathLike | FrameSource,
         _run(session, frames, start_masks, process_size, mask_writer, video, stats, on_frame)
         if video is not None:
             video.close()
-    except BaseException:
+        if stats.frames == 0:
+            raise ReusevosError(f"{frames.path} gave no frames")
+    except BaseException as exc:
         if video is not None:
             video.abort()  # an older file at that path is left as it was
+        record.write(complete=False, quiet=True)
+        if isinstance(exc, ReusevosError) and results is not None and stats.frames:
+            raise ReusevosError(f"{exc} ({_partial_note(results, stats.frames)})") from exc
         raise
-    if stats.frames == 0:
-        raise ReusevosError(f"{frames.path} gave no frames")
-    if stats_path is not None:
-        write_json(stats_path, {**stats.to_dict(), "versions": versions(), "machine": machine_info(), **(extra or {})})
+    record.write(complete=True)
+    if results is not None:
+        results.commit()
     return stats
+
+
+def plan_outputs(frames: FrameSource, masks: StartMasks, out_dir: str | os.PathLike | None,
+                 overlay: str | os.PathLike | None, overwrite: bool = False,
+                 weights: str | os.PathLike | None = None) -> ResultFolder | None:
+    """Check every output of :func:`segment_video` against the rules of :mod:`reusevos.io.outputs` (inputs never
+    overwritten, one run per folder, writable) without writing anything; the results folder, or None."""
+    inputs = [frames.path, masks.path, weights]
+    refuse_inputs_as_outputs({"--out": out_dir, "--overlay": overlay}, inputs)
+    if overlay is not None:
+        if out_dir is not None and Path(overlay).expanduser().resolve() == Path(out_dir).expanduser().resolve():
+            raise ReusevosError(f"--overlay {overlay} is the --out folder; give the overlay a file name of its own")
+        probe_writable(Path(overlay).expanduser().parent, f"--overlay {overlay}")
+    return ResultFolder(out_dir, overwrite) if out_dir is not None else None
+
+
+def _partial_note(results: ResultFolder, frames: int) -> str:
+    """Where a run that stopped early left its frames, and what became of the previous results."""
+    note = f"the {frames} frames done are in {results.folder}, marked partial in its stats.json"
+    return note + (f"; the earlier results in {results.path} are unchanged" if results.staging else "")
+
+
+class _Record:
+    """``stats.json`` of a run: written at the start and at the end, and when a run stops early."""
+
+    def __init__(self, path: Path | None, stats: VideoStats, extra: Mapping | None):
+        self.path, self.stats, self.extra = path, stats, dict(extra or {})
+
+    def write(self, complete: bool, quiet: bool = False) -> None:
+        if self.path is None:
+            return
+        data = {"complete": complete, **self.stats.to_dict(), "versions": versions(), "machine": machine_info(),
+                **self.extra}
+        try:
+            write_json(self.path, data)
+        except ReusevosError:
+            if not quiet:  # while a run is failing already (a full disk), its first error is the one to report
+                raise
 
 
 def _run(session: Session, frames: FrameSource, start_masks: StartMasks, process_size: tuple[int, int],
@@ -309,13 +360,15 @@ def segment_davis(network: VOSNetwork, dataset: DavisDataset, out_root: str | os
     Returns the statistics, also written to ``out_root/stats.json`` (``stats-<i>of<n>.json`` for a shard).
     """
     index, count = shard
-    out_root = Path(out_root)
-    if out_root.exists() and not out_root.is_dir():
-        raise ReusevosError(f"output {out_root} is a file; give a folder")
+    out_root = Path(out_root).expanduser()
+    check_davis_output(dataset, out_root, getattr(network, "weights_file", None))
     chosen = Session(network, options).options  # what the session runs when options is None
     settings = asdict(chosen) if is_dataclass(chosen) else {}
     stats_path = out_root / ("stats.json" if count == 1 else f"stats-{index}of{count}.json")
-    report = json.loads(stats_path.read_text()) if stats_path.is_file() else {}
+    try:
+        report = json.loads(stats_path.read_text()) if stats_path.is_file() else {}
+    except (OSError, ValueError) as exc:
+        raise ReusevosError(f"cannot read {stats_path} ({exc}); remove it to start that folder over") from None
     if report.get("sequences") and report.get("settings", settings) != settings:
         raise ReusevosError(f"{out_root} holds results made with {report['settings']}, not {settings}; "
                             "choose another output folder")
@@ -351,6 +404,17 @@ def segment_davis(network: VOSNetwork, dataset: DavisDataset, out_root: str | os
                        "init_s": round(sum(s["init_s"] for s in done.values()), 3)}
     write_json(stats_path, report)
     return report
+
+
+def check_davis_output(dataset: DavisDataset, out_root: str | os.PathLike,
+                       weights: str | os.PathLike | None = None) -> None:
+    """The rules of :mod:`reusevos.io.outputs` for a split's results folder: not the dataset or the weights (nor
+    holding them), a folder, writable. (Its own earlier results are resumed, not refused.)"""
+    out_root = Path(out_root).expanduser()
+    refuse_inputs_as_outputs({"--out": out_root}, [dataset.root, weights])
+    if out_root.exists() and not out_root.is_dir():
+        raise ReusevosError(f"--out {out_root} is a file; give a folder")
+    probe_writable(out_root, f"--out {out_root}")
 
 
 def segment_sequence(network: VOSNetwork, dataset: DavisDataset, sequence: str, out_dir: str | os.PathLike | None,

@@ -22,7 +22,7 @@ import torch
 from reusevos.config import SessionConfig
 from reusevos.errors import ReusevosError
 from reusevos.evaluation.metrics import region_similarity
-from reusevos.io.masks import object_ids
+from reusevos.io.masks import VOID, object_ids, to_label_map
 from reusevos.model.augment import augment_first_frame
 from reusevos.model.backbone import images_to_tensor
 from reusevos.model.merge import label_slots, soft_aggregate
@@ -210,6 +210,10 @@ class Session:
 
     def __init__(self, network: VOSNetwork, options: SessionConfig | None = None,
                  ground_truth: Sequence[np.ndarray] | None = None):
+        if not isinstance(network, VOSNetwork):
+            raise ReusevosError(f"Session needs a loaded model (reusevos.load_model()), not {type(network).__name__}")
+        if options is not None and not isinstance(options, SessionConfig):
+            raise ReusevosError(f"options must be a reusevos.SessionConfig (or None), not {type(options).__name__}")
         self.network = network.eval()
         self.config = network.config
         has_gate = network.has_gate
@@ -236,7 +240,7 @@ class Session:
         self.frame_index += 1
         timed = StageTimer()
         frame = self._check_frame(frame)
-        new_ids = self._new_objects(mask, frame.shape[:2]) if mask is not None else []
+        mask, new_ids = self._new_objects(mask, frame.shape[:2]) if mask is not None else (None, [])
         with timed(Stage.BACKBONE_TO_F8):
             features = FrameFeatures(*self.network.backbone.to_f8(images_to_tensor(frame, self.device)))
         tracks = [_Track(obj) for obj in self.objects.values() if obj.start_frame < self.frame_index]
@@ -377,10 +381,10 @@ class Session:
         return prob
 
     # -- objects --------------------------------------------------------------------------------
-    def _new_objects(self, mask: np.ndarray, frame_size: tuple[int, int]) -> list[int]:
-        mask = np.asarray(mask)
-        if mask.ndim != 2:
-            raise ReusevosError(f"a mask must be a (H, W) label map; got shape {mask.shape}")
+    def _new_objects(self, mask: np.ndarray, frame_size: tuple[int, int]) -> tuple[np.ndarray, list[int]]:
+        """The mask as a label map (the rule of mask files, void as background) and the ids it starts."""
+        mask = to_label_map(mask, f"the mask for frame {self.frame_index}")
+        mask = np.where(mask == VOID, 0, mask).astype(np.uint8) if (mask == VOID).any() else mask
         if mask.shape != frame_size:
             raise ReusevosError(
                 f"the mask for frame {self.frame_index} is {mask.shape[1]}x{mask.shape[0]} but the frame is "
@@ -395,7 +399,7 @@ class Session:
             if area < minimum:
                 raise ReusevosError(f"object {obj_id} covers only {area} pixels in frame {self.frame_index}; "
                                     f"at least {minimum} are needed to fit its target model")
-        return ids
+        return mask, ids
 
     def _start_object(self, obj_id: int, frame: np.ndarray, mask: np.ndarray, features: FrameFeatures,
                       timed: StageTimer) -> torch.Tensor:

@@ -10,7 +10,9 @@ one line on stderr and exit code 2, never a traceback.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
 
 from reusevos import __version__
 from reusevos.cli import bench, data, segment, train
@@ -31,9 +33,15 @@ def _build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _stop(signum, frame) -> None:
+    raise KeyboardInterrupt  # a polite kill stops as Ctrl-C does: what is done is kept and marked partial
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = _build_parser()
     args = parser.parse_args(argv)
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _stop)
     try:
         return int(args.func(args) or 0)
     except ReusevosError as exc:

@@ -8,6 +8,7 @@ that run a command.
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import sys
 
@@ -92,6 +93,10 @@ def set_threads(threads: int | None) -> None:
         return
     if threads < 1:
         raise ReusevosError(f"--threads {threads}: give 1 or more")
+    cpus = os.cpu_count() or 1
+    if threads > 4 * cpus:
+        raise ReusevosError(f"--threads {threads}: this machine has {cpus} CPUs; more threads than CPUs only slows the "
+                            f"work down (give at most {4 * cpus})")
     import cv2
     import torch
 
@@ -116,6 +121,11 @@ def command_line() -> str:
 def log(message: str) -> None:
     """Progress lines of long runs, flushed so that they show up at once in a log file."""
     print(message, flush=True)
+
+
+def note(message: str) -> None:
+    """A status line on stderr (stdout keeps only the command's result)."""
+    print(f"reusevos: {message}", file=sys.stderr, flush=True)
 
 
 # -- the session flags (segment, segment-davis) -------------------------------------------------------------------

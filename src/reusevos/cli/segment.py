@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from reusevos.cli.common import (add_davis, add_device, add_sequences, add_session_flags, add_threads, add_weights,
-                                 command_line, log, session_options, set_threads)
+                                 command_line, log, note, session_options, set_threads)
 from reusevos.config import DEFAULT_MAX_SIZE
 from reusevos.errors import ReusevosError
 
@@ -36,7 +36,13 @@ def _register_segment(sub: argparse._SubParsersAction) -> None:
                           "255 = void) or a black-and-white 0/255 PNG (one object); or a folder of <frame>.png "
                           "masks for objects that start later (a video's frames are named 00000, 00001, ...)")
     seg.add_argument("--out", required=True, metavar="OUT_DIR", help="folder for the masks and stats.json "
-                     "(created if missing; files of the same name are replaced)")
+                     "(created if missing; a folder holding files is refused unless --overwrite; never an input)")
+    seg.add_argument("--overwrite", action="store_true",
+                     help="replace an OUT_DIR that holds files (another run's) whole, once this run is complete; "
+                          "until then the new run is in OUT_DIR.partial and the old results are untouched")
+    seg.add_argument("--threshold", type=int, default=None, metavar="T",
+                     help="read the masks as one object where their grey level is at least T (0-255): for soft-edged "
+                          "masks from an editor and JPEG masks, which are otherwise refused")
     seg.add_argument("--overlay", default=None, metavar="OUT.mp4",
                      help="also write the frames with the masks drawn over them as a video (.mp4, .mov or .mkv)")
     add_session_flags(seg)
@@ -87,9 +93,10 @@ def _segment_inputs(args: argparse.Namespace):
     """Everything ``segment`` can check without the model, checked before anything is written; returns the
     session options, the device, the frames, the start masks and the output folder."""
     from reusevos.api import resolve_device
-    from reusevos.io.frames import open_frames
+    from reusevos.config import TargetModelConfig
+    from reusevos.io.frames import fit_size, open_frames
     from reusevos.model.onnx_backbone import check_runtime
-    from reusevos.segment import StartMasks
+    from reusevos.segment import StartMasks, plan_outputs
 
     options = session_options(args)
     check_runtime(args.backbone_runtime)
@@ -97,14 +104,17 @@ def _segment_inputs(args: argparse.Namespace):
         raise ReusevosError(f"--max-size {args.max_size}: give a number of pixels, or 0 for the input size")
     set_threads(args.threads)
     device = resolve_device(args.device)
-    frames = open_frames(args.input)
-    masks = StartMasks.from_path(args.mask, frames.names)
-    out = Path(args.out).expanduser()
-    if out.exists() and not out.is_dir():
-        raise ReusevosError(f"output folder {out} is a file; choose a folder name (it is created if missing)")
+    if args.threshold is not None and not 0 < args.threshold <= 255:
+        raise ReusevosError(f"--threshold {args.threshold}: give a grey level from 1 to 255 (128 is the middle)")
     if args.overlay is not None and Path(args.overlay).suffix.lower() not in OVERLAY_SUFFIXES:
         raise ReusevosError(f"--overlay {args.overlay}: give a file name ending in .mp4 (or .mov, .mkv)")
-    return options, device, frames, masks, out
+    frames = open_frames(args.input)
+    masks = StartMasks.from_path(args.mask, frames.names, args.threshold)
+    # Sizes, empty, soft and too small masks, before the model loads (segment_video checks again with its weights).
+    masks.check(frames.names, frames.size, fit_size(frames.size, args.max_size or None),
+                TargetModelConfig().min_object_pixels)
+    results = plan_outputs(frames, masks, args.out, args.overlay, args.overwrite, args.weights)
+    return options, device, frames, masks, results
 
 
 class _ProgressBar:
@@ -153,19 +163,26 @@ def _cmd_segment(args: argparse.Namespace) -> int:
     from reusevos.api import load_model
     from reusevos.segment import segment_video
 
-    options, device, frames, masks, out = _segment_inputs(args)
+    options, device, frames, masks, results = _segment_inputs(args)
     start = time.perf_counter()
+    if sys.stderr.isatty():  # a cold start takes seconds: say what is happening (logs stay one line per error)
+        note("loading the model" + (" and warming up" if args.warmup else "") + " ...")
     network = load_model(args.weights, device=device)
     network.backbone.runtime = args.backbone_runtime
     extra = {"command": command_line(), "load_s": round(time.perf_counter() - start, 4)}
     progress = _ProgressBar(Path(args.input).name, args.progress)
     try:
-        stats = segment_video(network, frames, masks, out, overlay=args.overlay, options=options,
+        stats = segment_video(network, frames, masks, results.path, overlay=args.overlay, options=options,
                               max_size=args.max_size, warmup=args.warmup, on_start=progress.on_start,
-                              on_frame=progress.on_frame, extra=extra)
+                              on_frame=progress.on_frame, extra=extra, overwrite=args.overwrite)
+    except KeyboardInterrupt:
+        progress.close()
+        kept = f"; the earlier results in {results.path} are unchanged" if results.staging else ""
+        note(f"stopped: the frames done are in {results.folder}, marked partial in its stats.json{kept}")
+        raise
     finally:
         progress.close()
-    print(_segment_summary(stats, out, args.overlay))
+    print(_segment_summary(stats, results.path, args.overlay))
     return 0
 
 
@@ -175,7 +192,7 @@ def _cmd_segment_davis(args: argparse.Namespace) -> int:
     from reusevos.api import load_model, resolve_device
     from reusevos.io.davis import DavisDataset
     from reusevos.model.onnx_backbone import check_runtime
-    from reusevos.segment import segment_davis
+    from reusevos.segment import check_davis_output, segment_davis
 
     shard = _parse_shard(args.shard)
     options = session_options(args)
@@ -183,6 +200,7 @@ def _cmd_segment_davis(args: argparse.Namespace) -> int:
     set_threads(args.threads)
     device = resolve_device(args.device)
     dataset = DavisDataset(args.davis, split=args.split, sequences=args.sequences)
+    check_davis_output(dataset, args.out, args.weights)  # before the model loads
     network = load_model(args.weights, device=device)
     network.backbone.runtime = args.backbone_runtime
     report = segment_davis(network, dataset, args.out, shard=shard, log=log, options=options)

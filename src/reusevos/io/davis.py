@@ -66,7 +66,8 @@ class DavisDataset:
             env = os.environ.get(DAVIS_ENV, "")
             if not env:
                 raise ReusevosError(
-                    f"no DAVIS root given; pass its folder (--davis DIR) or set {DAVIS_ENV}=DIR"
+                    f"no DAVIS root given; pass its folder (DAVIS_ROOT or --davis DIR, as the command takes it) or set "
+                    f"{DAVIS_ENV}=DIR"
                 )
             root = env
         self.root = Path(root).expanduser()
@@ -75,7 +76,7 @@ class DavisDataset:
         if not self.root.is_dir():
             raise ReusevosError(
                 f"DAVIS root {self.root} is not a folder; pass the folder that holds ImageSets/, "
-                f"JPEGImages/ and Annotations/ (--davis DIR or {DAVIS_ENV}=DIR)"
+                f"JPEGImages/ and Annotations/ (the command's DAVIS root or {DAVIS_ENV}=DIR)"
             )
         split_2017 = self.root / "ImageSets" / "2017" / f"{split}.txt"
         split_2016 = self.root / "ImageSets" / resolution / f"{split}.txt"
@@ -309,7 +310,7 @@ def write_davis_sequence(
     for folder in (frame_dir, mask_dir):
         if folder.is_dir() and any(folder.iterdir()):
             if not overwrite:
-                raise ReusevosError(f"{folder} already exists and is not empty; pass overwrite=True to replace it")
+                raise ReusevosError(f"{folder} already exists and is not empty; pass --overwrite (overwrite=True in Python) to replace it")
             for old in folder.iterdir():
                 if old.is_file() and old.suffix.lower() in _FRAME_SUFFIXES:
                     old.unlink()

@@ -151,12 +151,20 @@ class FolderFrames(FrameSource):
                 )
             stems[p.stem] = p
         self.paths: list[Path] = files
-        # The first frame's header gives the size without decoding; also an early check it is an image.
-        try:
-            with Image.open(files[0]) as image:
-                width, height = image.size
-        except _PIL_ERRORS as exc:
-            raise _unreadable(files[0], exc) from exc
+        # Every frame's header, read without decoding: an unreadable or different-size frame is found before
+        # the first frame is processed, not when the loop reaches it.
+        sizes = {}
+        for path in files:
+            try:
+                with Image.open(path) as image:
+                    sizes[path] = image.size
+            except _PIL_ERRORS as exc:
+                raise _unreadable(path, exc) from exc
+            if sizes[path] != sizes[files[0]]:
+                (w, h), (w0, h0) = sizes[path], sizes[files[0]]
+                raise ReusevosError(f"frame {path} is {w}x{h} but {files[0].name} is {w0}x{h0}; all frames of a folder "
+                                    "must have the same size")
+        width, height = sizes[files[0]]
         self.source_size = (height, width)
 
     @property

@@ -1,6 +1,9 @@
 """Mask files: reading label maps from the formats found in the wild, writing DAVIS palette PNGs.
 
-A label map is a ``(H, W)`` uint8 array: 0 is background, 1..K are object ids.
+A label map is a ``(H, W)`` uint8 array: 0 is background, 1..K are object ids, 255 is DAVIS "void".
+Files and arrays follow one rule (:func:`to_label_map`): a map holding only 0 and 255 is one object;
+floating-point maps, labels outside 0..255 and soft masks (many grey levels at the edges, as editors
+and JPEG make them) are refused with the fix, unless a ``threshold`` binarises them.
 """
 
 from __future__ import annotations
@@ -32,24 +35,36 @@ def _davis_palette() -> np.ndarray:
 
 
 DAVIS_PALETTE: np.ndarray = _davis_palette()
+VOID = 255
+SOFT_LABELS = 8  # a map with more distinct labels than this, most of them covering few pixels, is a soft mask
+_SOFT_AREA = 0.002  # "few pixels": under 0.2% of the image
+_LOSSY = (".jpg", ".jpeg")
+_THRESHOLD_HINT = "pass --threshold 128 (threshold=128 in Python) to binarise it, or save it as a palette PNG"
 
 
-def read_mask(path: str | os.PathLike) -> np.ndarray:
+def read_mask(path: str | os.PathLike, threshold: int | None = None) -> np.ndarray:
     """Read a mask file as a ``(H, W)`` uint8 label map.
 
     Accepted: palette PNGs (labels are the palette indices), single-channel PNGs holding only 0 and
     255 (one object, DAVIS 2016), single-channel label PNGs (values are labels), 1-bit images, and
-    RGB images whose colours are all DAVIS palette colours. Anything else raises ReusevosError.
+    RGB images whose colours are all DAVIS palette colours. With ``threshold``, any image (a feathered
+    or JPEG mask too) becomes one object where its grey level is at least ``threshold``. Anything else
+    raises ReusevosError.
     """
     path = Path(path)
     if not path.is_file():
         raise ReusevosError(f"mask file not found: {path}")
+    if path.suffix.lower() in _LOSSY and threshold is None:
+        raise ReusevosError(f"mask {path} is a JPEG: JPEG is lossy, so its edges hold many grey levels that would be "
+                            f"read as objects; {_THRESHOLD_HINT}")
     try:
         with Image.open(path) as image:
             image.load()
+            if threshold is not None:
+                return to_label_map(np.array(image.convert("L")), f"mask {path}", threshold)
             mode = image.mode
             if mode in ("P", "PA"):
-                return _labels_from_palette(image)
+                return _refuse_soft(_labels_from_palette(image), f"mask {path}")
             if mode in ("RGB", "RGBA"):
                 return _labels_from_rgb(np.array(image.convert("RGB")), path)
             if mode == "LA":
@@ -60,6 +75,47 @@ def read_mask(path: str | os.PathLike) -> np.ndarray:
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise ReusevosError(f"cannot read mask {path}: {exc}; give a PNG mask (palette or single-channel)") from exc
     return _labels_from_gray(array, path)
+
+
+def to_label_map(mask, where: str = "the mask", threshold: float | None = None) -> np.ndarray:
+    """A ``(H, W)`` uint8 label map from a mask array, by the rule files follow too.
+
+    ``threshold``: one object (1) where the value is at least it. Otherwise bool maps are one object,
+    integer maps are labels (0..255; holding only 0 and 255, one object), and floating-point maps, other
+    values and soft masks (see :data:`SOFT_LABELS`) raise ReusevosError naming the fix.
+    """
+    array = np.asarray(mask)
+    if array.ndim != 2:
+        raise ReusevosError(f"{where} must be a (H, W) label map; got shape {array.shape}")
+    if threshold is not None:
+        return (array >= threshold).astype(np.uint8)
+    if array.dtype == bool:
+        return array.astype(np.uint8)
+    if array.dtype.kind == "f":
+        raise ReusevosError(f"{where} holds floating-point values; give integer labels (0 = background, 1, 2, ... "
+                            "= objects), or binarise it, e.g. (mask >= 0.5).astype(np.uint8)")
+    if array.dtype.kind not in "iu":
+        raise ReusevosError(f"{where} has dtype {array.dtype}; give integer labels (uint8)")
+    if array.size and (array.min() < 0 or array.max() > VOID):
+        raise ReusevosError(f"{where} holds labels from {array.min()} to {array.max()}; labels must be 0..255 "
+                            "(0 = background, 255 = void)")
+    labels = array.astype(np.uint8, copy=False)
+    if set(np.flatnonzero(np.bincount(labels.ravel(), minlength=256)).tolist()) in ({0, VOID}, {VOID}):
+        return (labels > 0).astype(np.uint8)  # black and white: one object (DAVIS 2016)
+    return _refuse_soft(labels, where)
+
+
+def _refuse_soft(labels: np.ndarray, where: str) -> np.ndarray:
+    """``labels`` unless they look like a soft mask: more than :data:`SOFT_LABELS` objects, most of them tiny, or
+    more than three times as many (grey levels, not objects)."""
+    counts = np.bincount(labels.ravel(), minlength=256)  # ~10x cheaper than np.unique on 480p masks
+    objects = [v for v in np.flatnonzero(counts).tolist() if v not in (0, VOID)]
+    small = [v for v in objects if counts[v] < _SOFT_AREA * labels.size]
+    if len(objects) > 3 * SOFT_LABELS or (len(objects) > SOFT_LABELS and len(small) * 2 >= len(objects)):
+        raise ReusevosError(f"{where} looks like a soft mask: {len(objects)} distinct labels, {len(small)} of them on "
+                            f"fewer than {_SOFT_AREA:.1%} of the pixels each (grey levels at the edges); "
+                            f"{_THRESHOLD_HINT}")
+    return labels
 
 
 def _labels_from_palette(image: Image.Image) -> np.ndarray:
@@ -77,18 +133,7 @@ def _labels_from_palette(image: Image.Image) -> np.ndarray:
 def _labels_from_gray(array: np.ndarray, path: Path) -> np.ndarray:
     if array.ndim != 2:
         raise ReusevosError(f"mask {path} has shape {array.shape}; expected a single-channel image")
-    if array.dtype == np.uint8:  # a histogram is ~10x cheaper than np.unique on 480p masks
-        values = np.flatnonzero(np.bincount(array.ravel(), minlength=256))
-    else:
-        values = np.unique(array)
-    if values.size <= 2 and set(values.tolist()) <= {0, 255}:
-        # DAVIS 2016 convention: a 0/255 mask is one object.
-        return (array > 0).astype(np.uint8)
-    if values.max() > 255 or values.min() < 0:
-        raise ReusevosError(
-            f"mask {path} holds values up to {values.max()}; labels must be 0..255 (0 = background)"
-        )
-    return array.astype(np.uint8)
+    return to_label_map(array, f"mask {path}")
 
 
 def _labels_from_rgb(rgb: np.ndarray, path: Path) -> np.ndarray:
@@ -129,9 +174,10 @@ def write_mask(path: str | os.PathLike, labels: np.ndarray) -> None:
     """
     labels = np.asarray(labels)
     if labels.ndim != 2:
-        raise ValueError(f"labels must be (H, W), got {labels.shape}")
+        raise ReusevosError(f"labels must be (H, W), got {labels.shape}")
     if labels.size and (labels.min() < 0 or labels.max() > 255):
-        raise ValueError("labels must lie in 0..255")
+        raise ReusevosError(f"labels must lie in 0..255 to be written as a palette PNG; got {labels.min()} to "
+                            f"{labels.max()}")
     path = Path(path)
     image = Image.fromarray(labels.astype(np.uint8))
     image.putpalette(DAVIS_PALETTE.reshape(-1).tolist())  # turns the "L" image into "P"
