@@ -287,3 +287,16 @@ def test_smaller_messages_name_the_real_flags(clip, weights, tmp_path):
 
     if not torch.cuda.is_available():
         _one_error(_segment(frames, mask, tmp_path / "o", weights, "--device", "cuda:1"), "--device cuda:1")
+
+
+def test_frames_too_small_for_the_model_are_refused(weights, tmp_path):
+    """A 32x32 video used to 'reuse' every frame and write empty masks without a word."""
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for t in range(3):
+        Image.new("RGB", (32, 32), (40 * t, 90, 120)).save(frames / f"{t:05d}.png")
+    square = np.zeros((32, 32), np.uint8)
+    square[8:24, 8:24] = 1
+    write_mask(tmp_path / "m.png", square)
+    _one_error(_segment(frames, tmp_path / "m.png", tmp_path / "o", weights), "32x32 are too small", "48 pixels")
+    assert not (tmp_path / "o").exists()  # refused before anything was written

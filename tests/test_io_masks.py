@@ -215,7 +215,7 @@ def test_write_mask_into_missing_folder_is_an_error(tmp_path):
 
 
 def test_write_mask_rejects_bad_label_arrays(tmp_path):
-    with pytest.raises(ValueError):
+    with pytest.raises(ReusevosError, match=r"must be \(H, W\)"):
         write_mask(tmp_path / "a.png", np.zeros((4, 4, 3), np.uint8))
-    with pytest.raises(ValueError):
+    with pytest.raises(ReusevosError, match="0..255"):
         write_mask(tmp_path / "b.png", np.full((4, 4), 300))

@@ -32,7 +32,7 @@ from reusevos.io.writers import MaskWriter, OverlayVideoWriter
 from reusevos.model.network import VOSNetwork
 from reusevos.provenance import machine_info, versions, weights_info
 from reusevos.runner import VideoStats, timed_steps, warm_up
-from reusevos.session import FrameResult, Session
+from reusevos.session import FrameResult, Session, check_frame_size
 
 MASK_SUFFIXES = (".png",)
 
@@ -233,6 +233,7 @@ def segment_video(network: VOSNetwork, source: str | os.PathLike | FrameSource,
     names = frames.names
     size = frames.size
     process_size = fit_size(size, max_size or None)
+    check_frame_size(process_size)
     session = Session(network, options)  # refuses settings the weights cannot run
     if isinstance(masks, StartMasks):
         start_masks = masks

@@ -31,6 +31,15 @@ from reusevos.model.target_model import TargetModel
 from reusevos.windows import score_box, span, window_box
 
 Box = tuple[int, int, int, int]
+MIN_FRAME_SIDE = 48  # below it the stride-32 features are a single cell and every frame looks unchanged
+
+
+def check_frame_size(size: tuple[int, int]) -> None:
+    """Refuse frames ``(H, W)`` too small for the model to see anything in."""
+    if min(size) < MIN_FRAME_SIDE:
+        raise ReusevosError(f"frames of {size[1]}x{size[0]} are too small: the model needs at least {MIN_FRAME_SIDE} "
+                            "pixels a side (its deepest features are 1/32 of the frame); give a larger video or "
+                            "raise --max-size")
 
 
 class Route(str, Enum):
@@ -464,6 +473,7 @@ class Session:
             raise ReusevosError(f"frame {self.frame_index} must be an (H, W, 3) uint8 RGB array; got "
                                 f"{frame.shape} {frame.dtype}")
         if self.image_size is None:
+            check_frame_size(frame.shape[:2])
             self.image_size = frame.shape[:2]
         elif frame.shape[:2] != self.image_size:
             raise ReusevosError(f"frame {self.frame_index} is {frame.shape[1]}x{frame.shape[0]}, but the video "

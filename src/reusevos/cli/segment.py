@@ -76,6 +76,8 @@ def _register_segment_davis(sub: argparse._SubParsersAction) -> None:
     add_weights(segdavis)
     add_device(segdavis)
     add_threads(segdavis)
+    segdavis.add_argument("--no-warmup", dest="warmup", action="store_false",
+                          help="skip the untimed warm-up on the first sequence's first frames")
     segdavis.set_defaults(func=_cmd_segment_davis)
 
 
@@ -97,6 +99,7 @@ def _segment_inputs(args: argparse.Namespace):
     from reusevos.io.frames import fit_size, open_frames
     from reusevos.model.onnx_backbone import check_runtime
     from reusevos.segment import StartMasks, plan_outputs
+    from reusevos.session import check_frame_size
 
     options = session_options(args)
     check_runtime(args.backbone_runtime)
@@ -109,6 +112,7 @@ def _segment_inputs(args: argparse.Namespace):
     if args.overlay is not None and Path(args.overlay).suffix.lower() not in OVERLAY_SUFFIXES:
         raise ReusevosError(f"--overlay {args.overlay}: give a file name ending in .mp4 (or .mov, .mkv)")
     frames = open_frames(args.input)
+    check_frame_size(fit_size(frames.size, args.max_size or None))
     masks = StartMasks.from_path(args.mask, frames.names, args.threshold)
     # Sizes, empty, soft and too small masks, before the model loads (segment_video checks again with its weights).
     masks.check(frames.names, frames.size, fit_size(frames.size, args.max_size or None),
@@ -203,7 +207,7 @@ def _cmd_segment_davis(args: argparse.Namespace) -> int:
     check_davis_output(dataset, args.out, args.weights)  # before the model loads
     network = load_model(args.weights, device=device)
     network.backbone.runtime = args.backbone_runtime
-    report = segment_davis(network, dataset, args.out, shard=shard, log=log, options=options)
+    report = segment_davis(network, dataset, args.out, shard=shard, warmup=args.warmup, log=log, options=options)
     total = report["total"]
     print(f"{total['sequences']} sequences, {total['frames']} frames, {total['fps']:.2f} FPS "
           f"({torch.get_num_threads()} threads); results in {args.out}")
