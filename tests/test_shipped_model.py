@@ -56,3 +56,17 @@ def test_reuse_rate_rises_as_tau_falls_on_a_slow_clip(shipped, slow_clip):
     assert rates[0] == 0.0
     assert all(a <= b for a, b in zip(rates, rates[1:])), rates
     assert rates[-1] > rates[1] and rates[-1] >= 0.5, rates  # a slow clip is mostly reused at a low tau
+
+
+@pytest.mark.slow
+def test_motion_variant_moves_most_frames_of_a_slow_clip_and_stays_near_the_full_path(shipped, slow_clip):
+    if not shipped.has_gate:
+        pytest.skip("the shipped weights have no trained reuse gate")
+    frames, masks = slow_clip
+    _, full = _run(shipped, SessionConfig("full", 1.0), frames, masks)
+    session, exact = _run(shipped, SessionConfig("motion", 1.0), frames, masks)
+    assert all(np.array_equal(a, b) for a, b in zip(full, exact))  # tau = 1 is the base model exactly
+    session, moved = _run(shipped, SessionConfig("motion", 0.5), frames, masks)
+    assert session.reuse_rates[1] >= 0.5
+    assert session.objects[1].routes["moved"] == round(session.reuse_rates[1] * (len(frames) - 1))
+    assert _mean_iou(moved, masks) > _mean_iou(full, masks) - 0.05  # stated bound: within 5 IoU points

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-VARIANTS = ("full", "reuse", "copy", "fusion", "oracle")
+VARIANTS = ("full", "reuse", "copy", "fusion", "oracle", "motion")
 BACKBONE_RUNTIMES = ("auto", "torch", "onnxruntime")  # what runs the frozen backbone; auto = ONNX Runtime on CPUs
 DEFAULT_MAX_SIZE = 854  # the longer side the model runs at by default: DAVIS 480p, its training size
 BACKBONES = ("mobilenet_v2", "resnet18", "resnet50", "resnet101")
@@ -61,7 +61,8 @@ class SessionConfig:
 
     variant: ``full`` (never reuse, the base model), ``reuse`` (the paper's reuse path), ``copy``
     (reuse = previous mask unchanged), ``fusion`` (copy above ``tau2``, reuse path between ``tau`` and
-    ``tau2``), ``oracle`` (the gate decided by the ground-truth IoU; evaluation only).
+    ``tau2``), ``oracle`` (the gate decided by the ground-truth IoU; evaluation only), ``motion`` (ours:
+    reuse = the previous mask moved by the object's motion, by phase correlation; ``reusevos.motion``).
     tau: reuse when the gate's probability is at least ``tau``; 1 never reuses.
     reuse_window: 0 (the paper) or a margin in stride-16 cells: on the reuse path, the shallow
     refinement levels and the head run only inside the box around the object's last output grown by
@@ -94,7 +95,7 @@ class SessionConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ReusevosError(f"{name} must be a whole number of cells >= 0 (0 = off), got {value!r}")
-        if self.reuse_window and self.variant in ("full", "copy"):
+        if self.reuse_window and self.variant in ("full", "copy", "motion"):
             raise ReusevosError(f"reuse_window applies to the reuse path, which variant {self.variant!r} never takes")
 
 

@@ -18,10 +18,10 @@ from reusevos.config import SessionConfig
 from reusevos.model.network import VOSNetwork
 from reusevos.session import FrameResult, Route, Session
 
-FRAME_KINDS = ("start", "computed", "reoptimised", "reused", "copied", "mixed")
+FRAME_KINDS = ("start", "computed", "reoptimised", "reused", "copied", "moved", "mixed")
 """How a frame is classified: an object started on it (``start``); every tracked object took the full
 path (``computed``), and one re-optimised its target model (``reoptimised``); every tracked object took
-the reuse path (``reused``) or was copied (``copied``); anything else (``mixed``)."""
+the reuse path (``reused``), was copied (``copied``) or moved (``moved``); anything else (``mixed``)."""
 
 
 def frame_kind(result: FrameResult) -> str:

@@ -28,6 +28,7 @@ from reusevos.model.backbone import images_to_tensor
 from reusevos.model.merge import label_slots, soft_aggregate
 from reusevos.model.network import VOSNetwork
 from reusevos.model.target_model import TargetModel
+from reusevos.motion import moved_output, small_grey
 from reusevos.windows import score_box, span, window_box
 
 Box = tuple[int, int, int, int]
@@ -48,6 +49,7 @@ class Route(str, Enum):
     COMPUTED = "computed"  # the full path: backbone past stride 8, target model, deep refinement
     REUSED = "reused"  # the reuse path: S_prev + Delta_t and the refine-translator
     COPIED = "copied"  # the last output unchanged (the copy and fusion variants)
+    MOVED = "moved"  # the last output moved by the object's motion (the motion variant, ours)
 
 
 class Stage(str, Enum):
@@ -69,6 +71,7 @@ class Stage(str, Enum):
     REFINE_LEVEL8 = "refine_level8"
     REFINE_LEVEL4 = "refine_level4"
     REFINE_HEAD = "refine_head"
+    MOTION = "motion"
     INITIALISATION = "initialisation"
     MERGE = "merge"
     TARGET_MODEL_UPDATE = "target_model_update"
@@ -241,6 +244,7 @@ class Session:
         self.objects: dict[int, ObjectState] = {}
         self.frame_index = -1
         self.image_size: tuple[int, int] | None = None
+        self._grey_prev: np.ndarray | None = None  # the previous frame, small and grey: the motion variant's
 
     @torch.no_grad()
     def step(self, frame: np.ndarray, mask: np.ndarray | None = None,
@@ -264,6 +268,8 @@ class Session:
             self.reuse_path(reused, timed)
         if computed or reused:
             self.refine(computed + reused, features, timed)
+        if self.options.variant == "motion":
+            self._move(tracks, frame, timed)
         for track in tracks:
             if track.route is Route.COPIED:
                 track.prob = track.obj.prob_prev  # the last output, unchanged
@@ -304,7 +310,7 @@ class Session:
             if opts.variant == "fusion" and opts.tau2 < 1.0 and p >= opts.tau2:
                 track.route = Route.COPIED
             elif opts.tau < 1.0 and p >= opts.tau:  # tau = 1 never reuses, even if P rounds to 1
-                track.route = Route.COPIED if opts.variant == "copy" else Route.REUSED
+                track.route = {"copy": Route.COPIED, "motion": Route.MOVED}.get(opts.variant, Route.REUSED)
 
     def full_path(self, tracks: list[_Track], features: FrameFeatures, timed: StageTimer) -> None:
         """This frame's scores S from the target models and the deep refinement levels' state R."""
@@ -348,6 +354,17 @@ class Session:
         for track in tracks:
             if track.route is Route.COMPUTED:  # S_prev and R_prev change only on computed frames
                 track.obj.score_prev, track.obj.state_prev = track.score, track.state
+
+    def _move(self, tracks: list[_Track], frame: np.ndarray, timed: StageTimer) -> None:
+        """The motion variant: moved objects take their last output shifted by their motion since the last frame."""
+        with timed(Stage.MOTION):
+            grey = small_grey(frame)
+            for track in tracks:
+                if track.route is Route.MOVED:
+                    prob = track.obj.prob_prev
+                    moved = moved_output(prob.float().cpu().numpy(), self._grey_prev, grey)
+                    track.prob = torch.from_numpy(moved).to(prob.device, prob.dtype)
+            self._grey_prev = grey
 
     def _deep_features(self, features: FrameFeatures, timed: StageTimer) -> None:
         # The rest of the backbone runs once per frame, however many objects need it.
@@ -448,7 +465,7 @@ class Session:
                     with timed(Stage.TARGET_MODEL_REOPTIMISE):
                         obj.target.update()
                     refitted.append(obj.object_id)
-        if self.options.variant in ("copy", "fusion") or self.options.reuse_window or self.options.compute_window:
+        if self.options.variant in ("copy", "fusion", "motion") or self.options.reuse_window or self.options.compute_window:
             for obj_id, prob in soft.items():
                 self.objects[obj_id].prob_prev = prob
         return refitted

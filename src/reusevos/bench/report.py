@@ -72,8 +72,9 @@ def summarise(setting: Setting, results: Sequence[SequenceResult], flops: dict |
 
 
 def _reused_kind(variant: str) -> str:
-    """The frame kind whose cost ``c`` compares: copied frames for the copy variant, else reuse-path frames."""
-    return "copied" if variant == "copy" else "reused"
+    """The frame kind whose cost ``c`` compares: copied frames for the copy variant, moved ones for motion, else
+    reuse-path frames."""
+    return {"copy": "copied", "motion": "moved"}.get(variant, "reused")
 
 
 def sequence_summary(result: SequenceResult) -> dict:
@@ -98,7 +99,8 @@ def _computation(setting: Setting, object_frames: dict[str, int], flops: dict | 
     tracked = sum(object_frames.values())
     saved = 0.0
     if tracked:
-        for path, key in (("reused", "reuse"), ("copied", "copy")):
+        # A moved frame runs no convolution past the gate's, as a copied one: the counter sees the same work.
+        for path, key in (("reused", "reuse"), ("copied", "copy"), ("moved", "copy")):
             if object_frames[path] and g.get(key) is not None:
                 saved += object_frames[path] / tracked * (1 - g[key] / reference)
     return {"gflops_per_frame": round(reference * (1 - saved), 4), "computation_saved": round(saved, 4)}
@@ -202,7 +204,7 @@ def format_stage_table(report: dict) -> str:
         rows.append([label] + [_fmt(v, ".1f") for v in values])
     rows.append(["frame, mean"] + [_fmt(1000 * s["time_s"] / s["frames"] if s["frames"] else None, ".1f")
                                    for s in settings])
-    for kind in ("computed", "reoptimised", "reused", "copied"):
+    for kind in ("computed", "reoptimised", "reused", "copied", "moved"):
         if any(s["frame_ms"].get(kind) is not None for s in settings):
             rows.append([f"{kind} frame, mean"] + [_fmt(s["frame_ms"].get(kind), ".1f") for s in settings])
     return text_table(["ms per frame"] + [s["setting"] for s in settings], rows)

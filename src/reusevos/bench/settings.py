@@ -85,7 +85,8 @@ def build_settings(variants: Iterable[str], taus: Iterable[float], tau2s: Iterab
             continue
         for tau in taus:
             for tau2 in (tau2s if variant == "fusion" else [None]):
-                for window in (windows if variant != "copy" and tau < 1.0 else [0]):  # tau = 1 never reuses
+                # copy and motion have no reuse path to window; tau = 1 never reuses
+                for window in (windows if variant not in ("copy", "motion") and tau < 1.0 else [0]):
                     setting = Setting(variant, float(tau), None if tau2 is None else float(tau2), window,
                                       compute_window, runtime)
                     if not has_gate:

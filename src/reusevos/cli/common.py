@@ -136,7 +136,8 @@ def add_session_flags(parser: argparse.ArgumentParser) -> None:
     # oracle needs the ground truth: the benchmark's and the ablation's, not a video's
     parser.add_argument("--variant", default=None, choices=[v for v in VARIANTS if v != "oracle"],
                         help="reuse: the paper's reuse path; copy: reuse = keep the previous mask; fusion: copy above "
-                             "--tau2, reuse path between --tau and --tau2; full: never reuse (the base model). "
+                             "--tau2, reuse path between --tau and --tau2; motion (ours): reuse = the previous mask "
+                             "moved by the object's motion; full: never reuse (the base model). "
                              "Default: reuse when the weights include a trained gate, else full")
     parser.add_argument("--tau", type=float, default=None, metavar="T",
                         help="reuse a frame when the gate's probability is at least T, in [0, 1]: lower = faster, "
