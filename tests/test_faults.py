@@ -300,3 +300,12 @@ def test_frames_too_small_for_the_model_are_refused(weights, tmp_path):
     write_mask(tmp_path / "m.png", square)
     _one_error(_segment(frames, tmp_path / "m.png", tmp_path / "o", weights), "32x32 are too small", "48 pixels")
     assert not (tmp_path / "o").exists()  # refused before anything was written
+
+
+def test_benchmark_and_ablation_outputs_are_checked_before_the_model_loads(tmp_path):
+    write_clip(tmp_path / "davis", "one", SyntheticConfig(size=(64, 96), num_frames=4, num_objects=1), split="val")
+    davis = tmp_path / "davis"
+    _one_error(_reusevos("benchmark", davis, "--json", "/proc/reusevos-test/b.json", "--no-flops"),
+               "cannot write --json")
+    _one_error(_reusevos("benchmark", davis, "--partial", davis, "--no-flops"), "is the input")
+    _one_error(_reusevos("ablation", davis, "--out", "/proc/reusevos-test/ab", "--no-plots"), "cannot write --out")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+from pathlib import Path
 
 from reusevos.cli.common import (add_davis, add_sequences, add_threads, add_weights, command_line, csv_list, log,
                                  set_threads)
@@ -175,6 +176,18 @@ def _write_benchmark(report: dict, args: argparse.Namespace) -> None:
             print(f"{label}: {path}")
 
 
+def _check_outputs(outputs: dict, inputs: list, files: bool) -> None:
+    """The output rules (reusevos.io.outputs) before the model loads and hours of measuring start: no input is an
+    output, and each output's folder (``files``: each file's folder) can be written."""
+    from reusevos.io.outputs import probe_writable, refuse_inputs_as_outputs
+
+    refuse_inputs_as_outputs(outputs, inputs)
+    for flag, path in outputs.items():
+        if path is not None:
+            folder = Path(path).expanduser().parent if files else Path(path).expanduser()
+            probe_writable(folder, f"{flag} {path}")
+
+
 def _cmd_benchmark(args: argparse.Namespace) -> int:
     from reusevos.api import load_model
     from reusevos.bench.figures import require_matplotlib
@@ -187,6 +200,8 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
     choose = _settings_chooser(args)
     set_threads(args.threads)
     dataset = DavisDataset(args.davis, split=args.split, sequences=args.sequences)
+    _check_outputs({"--json": args.json, "--markdown": args.markdown, "--figure": args.figure,
+                    "--partial": args.partial}, [dataset.root, args.weights], files=True)
     max_frames = args.max_frames
     if args.quick:
         if args.sequences is None:
@@ -214,6 +229,7 @@ def _cmd_ablation(args: argparse.Namespace) -> int:
     build_settings(variants, taus, [args.tau2])  # bad names and values are refused before the model loads
     set_threads(args.threads)
     dataset = DavisDataset(args.davis, split=args.split, sequences=args.sequences)
+    _check_outputs({"--out": args.out}, [dataset.root, args.weights], files=False)
     network = load_model(args.weights, device="cpu")
     report = run_ablation(network, dataset, args.out, variants, taus, args.tau2, max_frames=args.max_frames,
                           max_size=args.max_size or None, plots=args.plots, finished_only=args.finished_only,
