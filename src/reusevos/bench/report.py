@@ -24,7 +24,9 @@ def summarise(setting: Setting, results: Sequence[SequenceResult], flops: dict |
     frames = sum(r.frames for r in results)
     time_s = sum(r.time_s for r in results)
     init_s = sum(r.init_s for r in results)
-    kinds = {k: [sum(r.kinds[k][0] for r in results), sum(r.kinds[k][1] for r in results)] for k in FRAME_KINDS}
+    # .get: a result stored before a kind or route existed (a resumed run) has none of it
+    kinds = {k: [sum(r.kinds.get(k, [0, 0.0])[0] for r in results), sum(r.kinds.get(k, [0, 0.0])[1] for r in results)]
+             for k in FRAME_KINDS}
     tracked_frames = frames - kinds["start"][0]
     tracked_time = time_s - kinds["start"][1]
     started = [o for r in results for o in r.objects.values() if o["started"]]
@@ -32,7 +34,7 @@ def summarise(setting: Setting, results: Sequence[SequenceResult], flops: dict |
     scores = DavisScores([s for r in results for s in r.object_scores()]).global_scores()
     names = list(STAGE_ORDER) + sorted({k for r in results for k in r.stages_s} - set(STAGE_ORDER))
     stages = {k: sum(r.stages_s.get(k, 0.0) for r in results) for k in names}
-    object_frames = {k: sum(r.object_frames[k] for r in results) for k in OBJECT_ROUTES}
+    object_frames = {k: sum(r.object_frames.get(k, 0) for r in results) for k in OBJECT_ROUTES}
 
     def mean_ms(kind: str) -> float | None:
         n, seconds = kinds[kind]
