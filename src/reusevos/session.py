@@ -1,8 +1,8 @@
 """The per-video session: feed frames one at a time, get label maps.
 
 :meth:`Session.step` follows the paper's Fig. 2 from top to bottom: features to stride 8, template
-matching and the gate per object, then each object's route (the full path, the reuse path, or a copy
-of its last output), the shallow refinement levels, the merge of the objects, and what later frames
+matching and the gate per object, then each object's route (the full path, the reuse path, or its last
+output copied or moved), the shallow refinement levels, the merge of the objects, and what later frames
 need remembered. Per video the session holds only what the next frame needs: per object its target
 model (bounded memory), template, last computed score map and refinement state, and last output.
 """
@@ -122,7 +122,7 @@ class ObjectState:
     template: torch.Tensor | None = None  # T, (1, 64, 64), built once at the start frame
     score_prev: torch.Tensor | None = None  # S of the last computed frame, (1, 1, H/16, W/16)
     state_prev: torch.Tensor | None = None  # R of the last computed frame, (1, 64, H/16, W/16)
-    prob_prev: torch.Tensor | None = None  # last output, (H, W); copy, fusion and the windows only
+    prob_prev: torch.Tensor | None = None  # last output, (H, W); copy, fusion, motion and the windows only
     last_computed: int = -1  # index of the last computed frame (the oracle compares with it)
     routes: Counter = field(default_factory=Counter)  # Route -> frames since the start frame
 
