@@ -27,7 +27,7 @@ from reusevos.io.davis import VOID_LABEL, DavisDataset
 from reusevos.io.files import write_json
 from reusevos.io.frames import FrameSource, fit_size, natural_key, open_frames, resize_frame
 from reusevos.io.masks import object_ids, read_mask, to_label_map, write_mask
-from reusevos.io.outputs import ResultFolder, probe_writable, refuse_inputs_as_outputs
+from reusevos.io.outputs import ResultFolder, check_outputs, refuse_inputs_as_outputs
 from reusevos.io.writers import MaskWriter, OverlayVideoWriter
 from reusevos.model.network import VOSNetwork
 from reusevos.provenance import machine_info, versions, weights_info
@@ -283,11 +283,11 @@ def plan_outputs(frames: FrameSource, masks: StartMasks, out_dir: str | os.PathL
     """Check every output of :func:`segment_video` against the rules of :mod:`reusevos.io.outputs` (inputs never
     overwritten, one run per folder, writable) without writing anything; the results folder, or None."""
     inputs = [frames.path, masks.path, weights]
-    refuse_inputs_as_outputs({"--out": out_dir, "--overlay": overlay}, inputs)
-    if overlay is not None:
-        if out_dir is not None and Path(overlay).expanduser().resolve() == Path(out_dir).expanduser().resolve():
-            raise ReusevosError(f"--overlay {overlay} is the --out folder; give the overlay a file name of its own")
-        probe_writable(Path(overlay).expanduser().parent, f"--overlay {overlay}")
+    refuse_inputs_as_outputs({"--out": out_dir}, inputs)
+    if overlay is not None and out_dir is not None and \
+            Path(overlay).expanduser().resolve() == Path(out_dir).expanduser().resolve():
+        raise ReusevosError(f"--overlay {overlay} is the --out folder; give the overlay a file name of its own")
+    check_outputs(inputs, files={"--overlay": overlay})
     return ResultFolder(out_dir, overwrite) if out_dir is not None else None
 
 
@@ -411,11 +411,7 @@ def check_davis_output(dataset: DavisDataset, out_root: str | os.PathLike,
                        weights: str | os.PathLike | None = None) -> None:
     """The rules of :mod:`reusevos.io.outputs` for a split's results folder: not the dataset or the weights (nor
     holding them), a folder, writable. (Its own earlier results are resumed, not refused.)"""
-    out_root = Path(out_root).expanduser()
-    refuse_inputs_as_outputs({"--out": out_root}, [dataset.root, weights])
-    if out_root.exists() and not out_root.is_dir():
-        raise ReusevosError(f"--out {out_root} is a file; give a folder")
-    probe_writable(out_root, f"--out {out_root}")
+    check_outputs([dataset.root, weights], folders={"--out": out_root})
 
 
 def segment_sequence(network: VOSNetwork, dataset: DavisDataset, sequence: str, out_dir: str | os.PathLike | None,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-from pathlib import Path
 
 from reusevos.cli.common import (add_davis, add_sequences, add_threads, add_weights, command_line, csv_list, log,
                                  set_threads)
@@ -176,23 +175,12 @@ def _write_benchmark(report: dict, args: argparse.Namespace) -> None:
             print(f"{label}: {path}")
 
 
-def _check_outputs(outputs: dict, inputs: list, files: bool) -> None:
-    """The output rules (reusevos.io.outputs) before the model loads and hours of measuring start: no input is an
-    output, and each output's folder (``files``: each file's folder) can be written."""
-    from reusevos.io.outputs import probe_writable, refuse_inputs_as_outputs
-
-    refuse_inputs_as_outputs(outputs, inputs)
-    for flag, path in outputs.items():
-        if path is not None:
-            folder = Path(path).expanduser().parent if files else Path(path).expanduser()
-            probe_writable(folder, f"{flag} {path}")
-
-
 def _cmd_benchmark(args: argparse.Namespace) -> int:
     from reusevos.api import load_model
     from reusevos.bench.figures import require_matplotlib
     from reusevos.bench.run import quick_sequences, run_benchmark
     from reusevos.io.davis import DavisDataset
+    from reusevos.io.outputs import check_outputs
 
     _check_run_size(args)
     if args.figure:
@@ -200,8 +188,8 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
     choose = _settings_chooser(args)
     set_threads(args.threads)
     dataset = DavisDataset(args.davis, split=args.split, sequences=args.sequences)
-    _check_outputs({"--json": args.json, "--markdown": args.markdown, "--figure": args.figure,
-                    "--partial": args.partial}, [dataset.root, args.weights], files=True)
+    check_outputs([dataset.root, args.weights], files={"--json": args.json, "--markdown": args.markdown,
+                                                       "--figure": args.figure, "--partial": args.partial})
     max_frames = args.max_frames
     if args.quick:
         if args.sequences is None:
@@ -222,6 +210,7 @@ def _cmd_ablation(args: argparse.Namespace) -> int:
     from reusevos.bench.report import format_header, format_table
     from reusevos.bench.settings import build_settings
     from reusevos.io.davis import DavisDataset
+    from reusevos.io.outputs import check_outputs
 
     _check_run_size(args)
     variants = csv_list(args.variants, "--variants")
@@ -229,7 +218,7 @@ def _cmd_ablation(args: argparse.Namespace) -> int:
     build_settings(variants, taus, [args.tau2])  # bad names and values are refused before the model loads
     set_threads(args.threads)
     dataset = DavisDataset(args.davis, split=args.split, sequences=args.sequences)
-    _check_outputs({"--out": args.out}, [dataset.root, args.weights], files=False)
+    check_outputs([dataset.root, args.weights], folders={"--out": args.out})
     network = load_model(args.weights, device="cpu")
     report = run_ablation(network, dataset, args.out, variants, taus, args.tau2, max_frames=args.max_frames,
                           max_size=args.max_size or None, plots=args.plots, finished_only=args.finished_only,

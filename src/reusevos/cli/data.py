@@ -4,7 +4,6 @@ ImageNet files) and ``reusevos synth`` (synthetic clips)."""
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from reusevos.cli.common import add_davis, add_sequences
 from reusevos.config import BACKBONES, ModelConfig
@@ -81,15 +80,11 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
     from reusevos.evaluation.davis_eval import evaluate_davis
     from reusevos.io.files import write_json
-    from reusevos.io.outputs import probe_writable, refuse_inputs_as_outputs
+    from reusevos.io.outputs import check_outputs
 
     if args.workers < 1:
         raise ReusevosError(f"--workers {args.workers}: give 1 or more")
-    if args.json:  # found before the scoring, not after it
-        refuse_inputs_as_outputs({"--json": args.json}, [args.results, args.davis])
-        if Path(args.json).expanduser().is_dir():
-            raise ReusevosError(f"--json {args.json} is a folder; give a file name such as scores.json")
-        probe_writable(Path(args.json).expanduser().parent, f"--json {args.json}")
+    check_outputs([args.results, args.davis], files={"--json": args.json})  # before the scoring, not after it
     start = time.perf_counter()
     scores = evaluate_davis(args.results, args.davis, args.split, args.sequences, workers=args.workers)
     elapsed = time.perf_counter() - start

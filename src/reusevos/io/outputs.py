@@ -43,6 +43,27 @@ def refuse_inputs_as_outputs(outputs: Mapping[str, str | os.PathLike | None],
                                     f"choose another {flag}")
 
 
+def check_outputs(inputs: Iterable[str | os.PathLike | None],
+                  files: Mapping[str, str | os.PathLike | None] | None = None,
+                  folders: Mapping[str, str | os.PathLike | None] | None = None) -> None:
+    """The rules for output files and folders (``{flag: path}``; None is skipped) before any work starts: none is
+    an input or holds one, a file is not a folder (nor a folder a file), and each can be written."""
+    files, folders = files or {}, folders or {}
+    refuse_inputs_as_outputs({**files, **folders}, inputs)
+    for flag, path in files.items():
+        if path is not None:
+            path = Path(path).expanduser()
+            if path.is_dir():
+                raise ReusevosError(f"{flag} {path} is a folder; give a file name")
+            probe_writable(path.parent, f"{flag} {path}")
+    for flag, path in folders.items():
+        if path is not None:
+            path = Path(path).expanduser()
+            if path.exists() and not path.is_dir():
+                raise ReusevosError(f"{flag} {path} is a file; give a folder")
+            probe_writable(path, f"{flag} {path}")
+
+
 def probe_writable(path: str | os.PathLike, what: str) -> None:
     """Raise unless a file can be created in ``path`` (a folder) or in its nearest existing parent."""
     folder = Path(path).expanduser()
