@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-VARIANTS = ("full", "reuse", "copy", "fusion", "oracle", "motion")
+VARIANTS = ("full", "reuse", "copy", "fusion", "oracle", "motion", "flow")
 BACKBONE_RUNTIMES = ("auto", "torch", "onnxruntime")  # what runs the frozen backbone; auto = ONNX Runtime on CPUs
 DEFAULT_MAX_SIZE = 854  # the longer side the model runs at by default: DAVIS 480p, its training size
 BACKBONES = ("mobilenet_v2", "resnet18", "resnet50", "resnet101")
@@ -62,8 +62,11 @@ class SessionConfig:
     variant: ``full`` (never reuse, the base model), ``reuse`` (the paper's reuse path), ``copy``
     (reuse = previous mask unchanged), ``fusion`` (copy above ``tau2``, reuse path between ``tau`` and
     ``tau2``), ``oracle`` (the gate decided by the ground-truth IoU; evaluation only), ``motion`` (ours:
-    reuse = the previous mask moved by the object's motion, by phase correlation; ``reusevos.motion``).
+    reuse = the previous mask moved by the object's motion, by phase correlation; ``reusevos.motion``),
+    ``flow`` (ours: decided before the backbone by a gate of its own on half-size grey frames; reuse = the
+    last computed output warped by optical flow, no network at all; ``reusevos.flow``).
     tau: reuse when the gate's probability is at least ``tau``; 1 never reuses.
+    flow_gate: the flow variant's gate file (None: the one shipped, ``reusevos/checkpoints/flow_gate.json``).
     reuse_window: 0 (the paper) or a margin in stride-16 cells: on the reuse path, the shallow
     refinement levels and the head run only inside the box around the object's last output grown by
     this margin; outside it the last output is kept (the gate has just said the object barely moved).
@@ -78,9 +81,13 @@ class SessionConfig:
     tau2: float | None = None
     reuse_window: int = 0
     compute_window: int = 0
+    flow_gate: str | None = None
 
     def validate(self) -> None:
         from reusevos.errors import ReusevosError
+
+        if self.flow_gate is not None and self.variant != "flow":
+            raise ReusevosError(f"a flow gate applies to the flow variant only, not {self.variant!r}")
 
         if self.variant not in VARIANTS:
             raise ReusevosError(f"unknown variant {self.variant!r}; choose one of {', '.join(VARIANTS)}")
@@ -95,7 +102,7 @@ class SessionConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ReusevosError(f"{name} must be a whole number of cells >= 0 (0 = off), got {value!r}")
-        if self.reuse_window and self.variant in ("full", "copy", "motion"):
+        if self.reuse_window and self.variant in ("full", "copy", "motion", "flow"):
             raise ReusevosError(f"reuse_window applies to the reuse path, which variant {self.variant!r} never takes")
 
 

@@ -28,6 +28,8 @@ from reusevos.model.backbone import images_to_tensor
 from reusevos.model.merge import label_slots, soft_aggregate
 from reusevos.model.network import VOSNetwork
 from reusevos.model.target_model import TargetModel
+from reusevos.flow import Anchor, FlowWarper, MAX_GAP, load_flow_gate, make_anchor
+from reusevos.flow import small_grey as flow_grey
 from reusevos.motion import moved_output, small_grey
 from reusevos.windows import score_box, span, window_box
 
@@ -49,7 +51,7 @@ class Route(str, Enum):
     COMPUTED = "computed"  # the full path: backbone past stride 8, target model, deep refinement
     REUSED = "reused"  # the reuse path: S_prev + Delta_t and the refine-translator
     COPIED = "copied"  # the last output unchanged (the copy and fusion variants)
-    MOVED = "moved"  # the last output moved by the object's motion (the motion variant, ours)
+    MOVED = "moved"  # an earlier output moved by the object's motion (the motion and flow variants, ours)
 
 
 class Stage(str, Enum):
@@ -124,6 +126,7 @@ class ObjectState:
     state_prev: torch.Tensor | None = None  # R of the last computed frame, (1, 64, H/16, W/16)
     prob_prev: torch.Tensor | None = None  # last output, (H, W); copy, fusion, motion and the windows only
     last_computed: int = -1  # index of the last computed frame (the oracle compares with it)
+    anchor: Anchor | None = None  # the last computed frame and output, small and grey: the flow variant's
     routes: Counter = field(default_factory=Counter)  # Route -> frames since the start frame
 
     @property
@@ -231,7 +234,7 @@ class Session:
         has_gate = network.has_gate
         self.options = options or (SessionConfig() if has_gate else SessionConfig(variant="full", tau=1.0))
         self.options.validate()
-        if not has_gate and self.options.variant != "full":
+        if not has_gate and self.options.variant not in ("full", "flow"):  # the flow gate is a file of its own
             if self.options.tau < 1.0:
                 raise ReusevosError(f"these weights have no trained reuse gate, so variant {self.options.variant!r} "
                                     "cannot run; use variant 'full' (or tau 1) or weights that include the gate")
@@ -245,6 +248,9 @@ class Session:
         self.frame_index = -1
         self.image_size: tuple[int, int] | None = None
         self._grey_prev: np.ndarray | None = None  # the previous frame, small and grey: the motion variant's
+        if self.options.variant == "flow":
+            self.flow_gate = load_flow_gate(self.options.flow_gate)
+            self._warper = FlowWarper()
 
     @torch.no_grad()
     def step(self, frame: np.ndarray, mask: np.ndarray | None = None,
@@ -254,10 +260,18 @@ class Session:
         timed = StageTimer()
         frame = self._check_frame(frame)
         mask, new_ids = self._new_objects(mask, frame.shape[:2]) if mask is not None else (None, [])
-        with timed(Stage.BACKBONE_TO_F8):
-            features = FrameFeatures(*self.network.backbone.to_f8(images_to_tensor(frame, self.device)))
         tracks = [_Track(obj) for obj in self.objects.values() if obj.start_frame < self.frame_index]
-        self.decide(tracks, features.f8, timed)
+        grey = None
+        if self.options.variant == "flow":  # decided before the backbone: moved objects need none of it
+            with timed(Stage.MOTION):
+                grey = flow_grey(frame)
+            self.decide_by_flow(tracks, grey, timed)
+        features = None
+        if new_ids or any(t.route is not Route.MOVED for t in tracks):
+            with timed(Stage.BACKBONE_TO_F8):
+                features = FrameFeatures(*self.network.backbone.to_f8(images_to_tensor(frame, self.device)))
+        if self.options.variant != "flow":
+            self.decide(tracks, features.f8, timed)
         computed = [t for t in tracks if t.route is Route.COMPUTED]
         reused = [t for t in tracks if t.route is Route.REUSED]
         if computed or new_ids:
@@ -281,6 +295,10 @@ class Session:
         with timed(Stage.MERGE):
             labels, soft = self._merge(probs, new_ids)
         reoptimised = self._remember(computed, features, soft, timed)
+        if grey is not None:
+            with timed(Stage.MOTION):
+                for obj_id in [t.obj.object_id for t in computed] + list(new_ids):
+                    self.objects[obj_id].anchor = make_anchor(self.frame_index, grey, soft[obj_id].float().cpu().numpy())
         return FrameResult(
             self.frame_index, labels,
             probabilities={i: p.float().cpu().numpy() for i, p in soft.items()} if return_probabilities else None,
@@ -311,6 +329,24 @@ class Session:
                 track.route = Route.COPIED
             elif opts.tau < 1.0 and p >= opts.tau:  # tau = 1 never reuses, even if P rounds to 1
                 track.route = {"copy": Route.COPIED, "motion": Route.MOVED}.get(opts.variant, Route.REUSED)
+
+    def decide_by_flow(self, tracks: list[_Track], grey: np.ndarray, timed: StageTimer) -> None:
+        """The flow variant: each object's anchor warped onto this frame (``grey``: small and grey) and the flow
+        gate's P, its predicted IoU; objects at P >= tau take the warped output, the others are computed."""
+        tau = self.options.tau
+        for track in tracks:
+            anchor = track.obj.anchor
+            if tau >= 1.0 or anchor is None or self.frame_index - anchor.frame > MAX_GAP:
+                continue
+            with timed(Stage.MOTION):
+                proposal = self._warper.propose(anchor, grey, self.frame_index)
+            if proposal is None:
+                continue
+            with timed(Stage.GATE):
+                track.gate_probability = self.flow_gate(proposal.features)
+            if track.gate_probability >= tau:
+                track.route = Route.MOVED
+                track.prob = torch.from_numpy(proposal.prob).to(self.device)
 
     def full_path(self, tracks: list[_Track], features: FrameFeatures, timed: StageTimer) -> None:
         """This frame's scores S from the target models and the deep refinement levels' state R."""
@@ -443,7 +479,7 @@ class Session:
         target.initialise(torch.cat(f16), torch.from_numpy(masks)[:, None].to(self.device))
         obj = ObjectState(obj_id, self.frame_index, target, last_computed=self.frame_index)
         given = torch.from_numpy(mask.astype(np.float32)).to(self.device)
-        if self.options.variant != "full":
+        if self.options.variant not in ("full", "flow"):
             obj.template = self.network.matcher.template(features.f8, given[None, None])
             obj.score_prev = target.apply(features.f16)
             obj.state_prev = self._deep_state(obj.score_prev, features, timed)
@@ -465,7 +501,7 @@ class Session:
                     with timed(Stage.TARGET_MODEL_REOPTIMISE):
                         obj.target.update()
                     refitted.append(obj.object_id)
-        if self.options.variant in ("copy", "fusion", "motion") or self.options.reuse_window or self.options.compute_window:
+        if self.options.variant in ("copy", "fusion", "motion", "flow") or self.options.reuse_window or self.options.compute_window:
             for obj_id, prob in soft.items():
                 self.objects[obj_id].prob_prev = prob
         return refitted

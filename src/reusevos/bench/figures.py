@@ -21,8 +21,8 @@ def require_matplotlib(instead: str = "pass --no-plots") -> None:
 
 
 _COLOURS = {"reuse": "tab:blue", "copy": "tab:orange", "fusion": "tab:green", "oracle": "tab:red",
-            "motion": "tab:purple", "full": "black"}
-_MARKERS = {"reuse": "o", "copy": "s", "fusion": "^", "oracle": "D", "motion": "v", "full": "*"}
+            "motion": "tab:purple", "flow": "tab:brown", "full": "black"}
+_MARKERS = {"reuse": "o", "copy": "s", "fusion": "^", "oracle": "D", "motion": "v", "flow": "P", "full": "*"}
 _LINESTYLES = {(False, False): "-", (True, False): "--", (False, True): ":", (True, True): "-."}  # (reuse, compute) window
 
 

@@ -185,7 +185,8 @@ def count_flops(network: VOSNetwork, data: SequenceData) -> dict:
 
     Paths: ``full`` (the base model's frame: variant full), and with a reuse gate ``computed`` (the full
     path of the dynamic network: template matching and gate included), ``reuse`` (the reuse path),
-    ``copy`` (the copy variant's reused frame); ``start_frame`` is frame 0 with the target models'
+    ``copy`` (the copy variant's reused frame), and ``flow`` (the flow variant's moved frame: no network at all;
+    its optical flow runs in OpenCV, which the counter cannot see, so its cost is in the timings); ``start_frame`` is frame 0 with the target models'
     initialisation (Gauss-Newton's convolutions and matrix products counted). All objects of the
     sequence take the same path. The counter sees convolutions and matrix products, not element-wise
     operations or resampling. The backbone runs in PyTorch here, since the counter cannot see into ONNX
@@ -193,7 +194,7 @@ def count_flops(network: VOSNetwork, data: SequenceData) -> dict:
     """
     from torch.utils.flop_counter import FlopCounterMode
 
-    paths = [("full", Setting("full", 1.0))]
+    paths = [("full", Setting("full", 1.0)), ("flow", Setting("flow", 0.0))]
     if network.has_gate:
         paths += [("computed", Setting("reuse", 1.0)), ("reuse", Setting("reuse", 0.0)), ("copy", Setting("copy", 0.0))]
     gflops: dict[str, float] = {}

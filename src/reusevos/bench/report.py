@@ -74,9 +74,9 @@ def summarise(setting: Setting, results: Sequence[SequenceResult], flops: dict |
 
 
 def _reused_kind(variant: str) -> str:
-    """The frame kind whose cost ``c`` compares: copied frames for the copy variant, moved ones for motion, else
-    reuse-path frames."""
-    return {"copy": "copied", "motion": "moved"}.get(variant, "reused")
+    """The frame kind whose cost ``c`` compares: copied frames for the copy variant, moved ones for motion and
+    flow, else reuse-path frames."""
+    return {"copy": "copied", "motion": "moved", "flow": "moved"}.get(variant, "reused")
 
 
 def sequence_summary(result: SequenceResult) -> dict:
@@ -95,14 +95,16 @@ def _computation(setting: Setting, object_frames: dict[str, int], flops: dict | 
     if not flops:
         return {"gflops_per_frame": None, "computation_saved": None}
     g = flops["gflops"]
-    reference = g.get("computed") if setting.variant != "full" else g.get("full")
+    # The flow variant's computed frames are the base model's (no template matching); its moved frames run no
+    # network. The motion variant's moved frames run what a copied frame runs (the backbone to f8 and the gate).
+    reference = g.get("computed") if setting.variant not in ("full", "flow") else g.get("full")
     if not reference:
         return {"gflops_per_frame": None, "computation_saved": None}
     tracked = sum(object_frames.values())
     saved = 0.0
     if tracked:
-        # A moved frame runs no convolution past the gate's, as a copied one: the counter sees the same work.
-        for path, key in (("reused", "reuse"), ("copied", "copy"), ("moved", "copy")):
+        moved = "flow" if setting.variant == "flow" else "copy"
+        for path, key in (("reused", "reuse"), ("copied", "copy"), ("moved", moved)):
             if object_frames[path] and g.get(key) is not None:
                 saved += object_frames[path] / tracked * (1 - g[key] / reference)
     return {"gflops_per_frame": round(reference * (1 - saved), 4), "computation_saved": round(saved, 4)}

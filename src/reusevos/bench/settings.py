@@ -12,6 +12,9 @@ from reusevos.errors import ReusevosError
 from reusevos.model.onnx_backbone import check_runtime
 
 
+GATE_FREE = ("full", "flow")  # the variants that run without the dynamic network's reuse gate
+
+
 # -- settings -----------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Setting:
@@ -52,7 +55,7 @@ def build_settings(variants: Iterable[str], taus: Iterable[float], tau2s: Iterab
 
     ``full`` appears once (it has no tau). Combinations that cannot run are returned apart, each as
     ``{"setting", "variant", "tau", "tau2", "reason"}``: fusion with ``tau2 <= tau``, and every variant
-    but ``full`` when the weights have no reuse gate. Raises ReusevosError for an unknown variant or a
+    but ``full`` and ``flow`` when the weights have no reuse gate. Raises ReusevosError for an unknown variant or a
     tau outside [0, 1], or a runtime that cannot run here.
     """
     variants, taus, tau2s = list(dict.fromkeys(variants)), list(dict.fromkeys(taus)), list(dict.fromkeys(tau2s))
@@ -85,11 +88,11 @@ def build_settings(variants: Iterable[str], taus: Iterable[float], tau2s: Iterab
             continue
         for tau in taus:
             for tau2 in (tau2s if variant == "fusion" else [None]):
-                # copy and motion have no reuse path to window; tau = 1 never reuses
-                for window in (windows if variant not in ("copy", "motion") and tau < 1.0 else [0]):
+                # copy, motion and flow have no reuse path to window; tau = 1 never reuses
+                for window in (windows if variant not in ("copy", "motion", "flow") and tau < 1.0 else [0]):
                     setting = Setting(variant, float(tau), None if tau2 is None else float(tau2), window,
                                       compute_window, runtime)
-                    if not has_gate:
+                    if not has_gate and variant not in GATE_FREE:
                         skip(setting, "the weights have no reuse gate")
                     elif variant == "fusion" and not tau < tau2:
                         skip(setting, f"fusion needs tau < tau2 = {tau2:g}")
@@ -135,7 +138,7 @@ def select_settings(keys: Iterable[str], has_gate: bool = True) -> tuple[list[Se
     settings = list(dict.fromkeys(parse_setting(key) for key in keys))
     if not settings:
         raise ReusevosError("give at least one setting")
-    runnable = [s for s in settings if has_gate or s.variant == "full"]
+    runnable = [s for s in settings if has_gate or s.variant in GATE_FREE]
     skipped = [{"setting": s.key, "variant": s.variant, "tau": s.tau, "tau2": s.tau2,
                 "reason": "the weights have no reuse gate"} for s in settings if s not in runnable]
     return runnable, skipped
