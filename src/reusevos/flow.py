@@ -77,10 +77,17 @@ def _region(mask: np.ndarray) -> tuple[int, int, int, int] | None:
 
 @dataclass
 class Proposal:
-    """The anchor's output warped onto the current frame, and what the gate reads off the warp."""
+    """What the gate reads off the warp of an anchor onto the current frame, and the warped output itself,
+    made at full size only when asked for (most rejected proposals never need it)."""
 
-    prob: np.ndarray  # (H, W) float32
+    anchor: Anchor
+    flow: np.ndarray  # (h, w, 2) in the anchor's region: where each pixel of this frame was in the anchor's
     features: np.ndarray  # (len(FEATURES),) float32
+
+    @property
+    def prob(self) -> np.ndarray:
+        """The anchor's output warped onto this frame, ``(H, W)`` float32."""
+        return _warp_full(self.anchor, self.flow)
 
 
 class FlowWarper:
@@ -107,7 +114,7 @@ class FlowWarper:
         warped_grey = cv2.remap(np.ascontiguousarray(then), map_x, map_y, cv2.INTER_LINEAR,
                                 borderMode=cv2.BORDER_REPLICATE)
         features = _features(anchor, now, warped_grey, warped_small, flow, frame_index)
-        return Proposal(_warp_full(anchor, flow), features)
+        return Proposal(anchor, flow, features)
 
 
 def _warp_full(anchor: Anchor, flow: np.ndarray) -> np.ndarray:

@@ -218,8 +218,8 @@ class Session:
     ``mask`` (a ``(H, W)`` label map) introduces objects: the first frame's mask, and later masks for
     objects that appear later. Ids already being tracked are ignored in later masks.
 
-    ``options`` picks the frame loop (variant, tau); by default the paper's reuse path at tau = 0.7
-    when the weights include a trained reuse gate, else the base model (``full``). ``ground_truth``
+    ``options`` picks the frame loop (variant, tau, windows); by default :class:`SessionConfig`'s: the flow
+    variant (ours) at tau 0.92 with a compute window of 2, which needs no trained reuse gate. ``ground_truth``
     (``ground_truth[t]``: frame t's label map) is the oracle variant's, and only its.
     """
 
@@ -232,13 +232,13 @@ class Session:
         self.network = network.eval()
         self.config = network.config
         has_gate = network.has_gate
-        self.options = options or (SessionConfig() if has_gate else SessionConfig(variant="full", tau=1.0))
+        self.options = options or SessionConfig()  # the flow variant, which needs no reuse gate
         self.options.validate()
         if not has_gate and self.options.variant not in ("full", "flow"):  # the flow gate is a file of its own
             if self.options.tau < 1.0:
                 raise ReusevosError(f"these weights have no trained reuse gate, so variant {self.options.variant!r} "
                                     "cannot run; use variant 'full' (or tau 1) or weights that include the gate")
-            self.options = SessionConfig(variant="full", tau=1.0)  # tau = 1 never reuses: the base model
+            self.options = SessionConfig("full", 1.0, compute_window=self.options.compute_window)  # tau = 1 never reuses
         if (self.options.variant == "oracle") != (ground_truth is not None):
             raise ReusevosError("the oracle variant needs the ground truth of every frame (ground_truth=...), "
                                 "and only it takes one")
@@ -254,12 +254,16 @@ class Session:
 
     @torch.no_grad()
     def step(self, frame: np.ndarray, mask: np.ndarray | None = None,
-             return_probabilities: bool = False) -> FrameResult:
-        """Process the next frame ``(H, W, 3)`` uint8 RGB; ``mask`` ``(H, W)`` starts new objects."""
+             return_probabilities: bool = False, reset: bool = False) -> FrameResult:
+        """Process the next frame ``(H, W, 3)`` uint8 RGB; ``mask`` ``(H, W)`` starts new objects.
+
+        ``reset=True`` (a correction): the objects ``mask`` marks that are already tracked start again from it,
+        exactly as new objects do (a new target model, template, last score and state, anchor and route counts);
+        without it their ids in ``mask`` are ignored."""
         self.frame_index += 1
         timed = StageTimer()
         frame = self._check_frame(frame)
-        mask, new_ids = self._new_objects(mask, frame.shape[:2]) if mask is not None else (None, [])
+        mask, new_ids = self._new_objects(mask, frame.shape[:2], reset) if mask is not None else (None, [])
         tracks = [_Track(obj) for obj in self.objects.values() if obj.start_frame < self.frame_index]
         grey = None
         if self.options.variant == "flow":  # decided before the backbone: moved objects need none of it
@@ -346,7 +350,8 @@ class Session:
                 track.gate_probability = self.flow_gate(proposal.features)
             if track.gate_probability >= tau:
                 track.route = Route.MOVED
-                track.prob = torch.from_numpy(proposal.prob).to(self.device)
+                with timed(Stage.MOTION):
+                    track.prob = torch.from_numpy(proposal.prob).to(self.device)
 
     def full_path(self, tracks: list[_Track], features: FrameFeatures, timed: StageTimer) -> None:
         """This frame's scores S from the target models and the deep refinement levels' state R."""
@@ -443,15 +448,17 @@ class Session:
         return prob
 
     # -- objects --------------------------------------------------------------------------------
-    def _new_objects(self, mask: np.ndarray, frame_size: tuple[int, int]) -> tuple[np.ndarray, list[int]]:
-        """The mask as a label map (the rule of mask files, void as background) and the ids it starts."""
+    def _new_objects(self, mask: np.ndarray, frame_size: tuple[int, int],
+                     reset: bool = False) -> tuple[np.ndarray, list[int]]:
+        """The mask as a label map (the rule of mask files, void as background) and the ids it starts; with
+        ``reset`` the tracked objects it marks are dropped, so they start again too."""
         mask = to_label_map(mask, f"the mask for frame {self.frame_index}")
         mask = np.where(mask == VOID, 0, mask).astype(np.uint8) if (mask == VOID).any() else mask
         if mask.shape != frame_size:
             raise ReusevosError(
                 f"the mask for frame {self.frame_index} is {mask.shape[1]}x{mask.shape[0]} but the frame is "
                 f"{frame_size[1]}x{frame_size[0]}; give a mask of the frame's size")
-        ids = [i for i in object_ids(mask) if i not in self.objects]
+        ids = [i for i in object_ids(mask) if reset or i not in self.objects]
         if not ids and not self.objects:
             raise ReusevosError(f"the mask for frame {self.frame_index} has no object (all background); "
                                 "mark each object with a non-zero label")
@@ -461,6 +468,8 @@ class Session:
             if area < minimum:
                 raise ReusevosError(f"object {obj_id} covers only {area} pixels in frame {self.frame_index}; "
                                     f"at least {minimum} are needed to fit its target model")
+        for obj_id in ids:  # only once the mask is known to be good: a refused correction changes nothing
+            self.objects.pop(obj_id, None)
         return mask, ids
 
     def _start_object(self, obj_id: int, frame: np.ndarray, mask: np.ndarray, features: FrameFeatures,

@@ -7,7 +7,7 @@ import functools
 
 from reusevos.cli.common import (add_davis, add_sequences, add_threads, add_weights, command_line, csv_list, log,
                                  set_threads)
-from reusevos.config import QUICK_FRAMES, VARIANTS, AblationConfig, SessionConfig
+from reusevos.config import QUICK_FRAMES, VARIANTS, AblationConfig, SessionConfig, default_tau
 from reusevos.errors import ReusevosError
 
 SPLIT_HELP = "split to run; every frame must be annotated"
@@ -15,7 +15,7 @@ THREADS_HELP = "torch CPU threads (default: torch's choice); stated in the outpu
 
 # The benchmark's cross product when a flag is not given: the base model against the session's default setting.
 # The flags default to None (not these) so that --settings can tell whether one was given.
-GRID = {"variant": f"full,{SessionConfig.variant}", "tau": f"1,{SessionConfig.tau:g}",
+GRID = {"variant": f"full,{SessionConfig.variant}", "tau": f"1,{default_tau(SessionConfig.variant):g}",
         "tau2": f"{AblationConfig.tau2:g}", "reuse_window": str(SessionConfig.reuse_window),
         "compute_window": str(SessionConfig.compute_window), "backbone_runtime": "auto"}
 _GRID_KINDS = {"tau": float, "tau2": float, "reuse_window": int, "compute_window": int}  # the others are names
@@ -80,7 +80,7 @@ def _add_grid_flags(bench: argparse.ArgumentParser) -> None:
                             "variants with a reuse path")
     bench.add_argument("--compute-window", default=None, metavar="CELLS",
                        help="comma-separated computed-frame window margins in stride-16 cells "
-                            f"({GRID['compute_window']}, the default = the paper's whole-frame refinement); each "
+                            f"(default: {GRID['compute_window']}; 0 = the paper's whole-frame refinement); each "
                             "runs as its own setting of every variant")
     bench.add_argument("--backbone-runtime", default=None, metavar="RUNTIMES",
                        help="comma-separated backbone runtimes (torch, onnxruntime; auto = the model's own, the "

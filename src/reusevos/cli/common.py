@@ -12,7 +12,7 @@ import os
 import shlex
 import sys
 
-from reusevos.config import BACKBONE_RUNTIMES, VARIANTS, SessionConfig
+from reusevos.config import BACKBONE_RUNTIMES, VARIANTS, SessionConfig, default_tau
 from reusevos.errors import ReusevosError
 
 THREADS_HELP = "torch CPU threads (default: torch's choice)"
@@ -131,18 +131,20 @@ def note(message: str) -> None:
 # -- the session flags (segment, segment-davis) -------------------------------------------------------------------
 
 def add_session_flags(parser: argparse.ArgumentParser) -> None:
-    """--variant, --tau, --tau2, --reuse-window, --compute-window: map one to one onto SessionConfig; none given = the
-    session's own choice. Also --backbone-runtime."""
+    """--variant, --tau, --tau2, --reuse-window, --compute-window, --flow-gate: map one to one onto SessionConfig;
+    what is not given takes SessionConfig's default. Also --backbone-runtime."""
     # oracle needs the ground truth: the benchmark's and the ablation's, not a video's
     parser.add_argument("--variant", default=None, choices=[v for v in VARIANTS if v != "oracle"],
-                        help="reuse: the paper's reuse path; copy: reuse = keep the previous mask; fusion: copy above "
-                             "--tau2, reuse path between --tau and --tau2; motion (ours): reuse = the previous mask "
-                             "moved by the object's motion; full: never reuse (the base model). "
-                             "Default: reuse when the weights include a trained gate, else full")
+                        help="flow (ours, the default): decide before the backbone and warp the last computed mask "
+                             "by optical flow, no network on reused frames; reuse: the paper's reuse path; copy: "
+                             "reuse = keep the previous mask; fusion: copy above --tau2, reuse path between --tau and "
+                             "--tau2; motion (ours): reuse = the previous mask shifted by the object's translation; "
+                             "full: never reuse (the base model). reuse, copy, fusion and motion need weights with a "
+                             "trained reuse gate (the shipped ones have one)")
     parser.add_argument("--tau", type=float, default=None, metavar="T",
                         help="reuse a frame when the gate's probability is at least T, in [0, 1]: lower = faster, "
-                             f"less accurate; 1 = never reuse. Default: {SessionConfig.tau:g} (the paper's), with "
-                             "--variant reuse")
+                             f"less accurate; 1 = never reuse. Default: {default_tau('flow'):g} for flow (chosen on "
+                             f"held-out training sequences), {default_tau('reuse'):g} (the paper's) for the others")
     parser.add_argument("--tau2", type=float, default=None, metavar="T2",
                         help="--variant fusion only: copy the previous mask when the gate's probability is at least "
                              "T2 (tau < T2 <= 1)")
@@ -152,9 +154,12 @@ def add_session_flags(parser: argparse.ArgumentParser) -> None:
                              f"Default: {SessionConfig.reuse_window}, the paper's whole-frame refinement")
     parser.add_argument("--compute-window", type=int, default=None, metavar="CELLS",
                         help="on computed frames, refine only a box around where the coarse score and the last mask "
-                             "find the object, grown by CELLS cells of 16 pixels; background outside it (faster on "
-                             "small objects; see docs/speed.md). Default: "
-                             f"{SessionConfig.compute_window}, whole-frame refinement")
+                             "find the object, grown by CELLS cells of 16 pixels; background outside it (faster and, "
+                             f"on DAVIS val, more accurate; see docs/speed.md). Default: {SessionConfig.compute_window}"
+                             "; 0 = the paper's whole-frame refinement")
+    parser.add_argument("--flow-gate", default=None, metavar="FILE",
+                        help="--variant flow only: the gate file written by `reusevos fit-flow-gate` (default: the "
+                             "one shipped)")
     parser.add_argument("--backbone-runtime", default="auto", choices=BACKBONE_RUNTIMES,
                         help="what runs the frozen backbone on a CPU: onnxruntime (about 1.5x as fast, the same "
                              "features up to float rounding), torch, or auto (onnxruntime when installed). GPUs "
@@ -162,20 +167,14 @@ def add_session_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def session_options(args: argparse.Namespace) -> SessionConfig | None:
-    """SessionConfig from --variant/--tau/--tau2/--reuse-window/--compute-window, validated; None when none is given
-    (the session decides)."""
-    window, compute_window = args.reuse_window or 0, args.compute_window or 0
-    if args.variant is None and args.tau is None and args.tau2 is None and not window and not compute_window:
+    """SessionConfig from the session flags, validated; what is not given takes SessionConfig's default; None when
+    no flag is given (the session's own default)."""
+    given = {name: getattr(args, name) for name in ("variant", "tau", "tau2", "reuse_window", "compute_window",
+                                                    "flow_gate") if getattr(args, name, None) is not None}
+    if not given:
         return None
-    variant = args.variant or SessionConfig.variant
-    if variant == "full":
-        if args.tau not in (None, 1.0):
-            raise ReusevosError(f"--tau {args.tau} has no effect with --variant full, which never reuses; drop "
-                                "one of them")
-        tau = 1.0
-    else:
-        tau = SessionConfig.tau if args.tau is None else args.tau
-    options = SessionConfig(variant=variant, tau=tau, tau2=args.tau2, reuse_window=window,
-                            compute_window=compute_window)
+    if given.get("variant") == "full" and given.get("tau", 1.0) != 1.0:
+        raise ReusevosError(f"--tau {args.tau} has no effect with --variant full, which never reuses; drop one of them")
+    options = SessionConfig(**given)
     options.validate()
     return options

@@ -1,5 +1,6 @@
-"""``reusevos train`` (the base model), ``reusevos train-gate`` (the dynamic network on top of it) and
-``reusevos refit-gate`` (the gate alone, fitted again on full frames)."""
+"""``reusevos train`` (the base model), ``reusevos train-gate`` (the dynamic network on top of it),
+``reusevos refit-gate`` (the gate alone, fitted again on full frames) and ``reusevos fit-flow-gate`` (the flow
+variant's gate)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ TRAIN_SPLIT_HELP = "training split; validation splits are refused"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    """Adds ``train``, ``train-gate`` and ``refit-gate``."""
+    """Adds ``train``, ``train-gate``, ``refit-gate`` and ``fit-flow-gate``."""
     train = sub.add_parser(
         "train", help="train the refinement network on a DAVIS split plus synthetic clips (resumable)",
         description="Builds the feature/score cache of the training data (skipping what is cached), then trains "
@@ -25,6 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     train.set_defaults(func=_cmd_train)
     _register_train_gate(sub)
     _register_refit_gate(sub)
+    _register_fit_flow_gate(sub)
 
 
 def _add_training_args(parser: argparse.ArgumentParser, config, product: str, unit: str) -> None:
@@ -101,6 +103,32 @@ def _register_refit_gate(sub: argparse._SubParsersAction) -> None:
     refit.set_defaults(func=_cmd_refit_gate)
 
 
+def _register_fit_flow_gate(sub: argparse._SubParsersAction) -> None:
+    from reusevos.train.flow_gate import FlowGateConfig
+
+    fit = sub.add_parser(
+        "fit-flow-gate", help="fit the flow variant's gate on the training split (ours; minutes, no network)",
+        description="For each training sequence, anchor frame a and gap k, warps the ground-truth mask of frame a "
+                    "onto frame a + k by optical flow as the flow variant does, and keeps the gate's features with "
+                    "the warped mask's IoU against the truth; then fits the gate (a small MLP) to predict that IoU, "
+                    "first without every n-th sequence to report them, then on all. Pairs are saved per sequence "
+                    "(resumable). Writes OUT/flow_gate.json (use it with the session's flow_gate option, or copy it "
+                    "over the shipped one), OUT/flow_gate_holdout.json and OUT/fit.json.")
+    config = FlowGateConfig
+    add_davis(fit, "train", TRAIN_SPLIT_HELP)
+    add_sequences(fit)
+    fit.add_argument("--out", required=True, help="run folder: pairs/, flow_gate.json, fit.json")
+    fit.add_argument("--gaps", default=",".join(map(str, config.gaps)),
+                     help="comma-separated frame gaps k between the anchor and the warped frame")
+    fit.add_argument("--stride", type=int, default=config.stride, help="every n-th frame is an anchor")
+    fit.add_argument("--steps", type=int, default=config.steps, help="full-batch Adam steps of the fit")
+    fit.add_argument("--holdout-every", type=int, default=config.holdout_every,
+                     help="every n-th sequence is held out to report the gate on (0 = none)")
+    fit.add_argument("--seed", type=int, default=config.seed, help="seed of the fit")
+    add_threads(fit)
+    fit.set_defaults(func=_cmd_fit_flow_gate)
+
+
 def _training_setup(args: argparse.Namespace) -> None:
     """Threads, the checks both training commands share, the run folder."""
     set_threads(args.threads)
@@ -166,4 +194,28 @@ def _cmd_refit_gate(args: argparse.Namespace) -> int:
                             sequences=args.sequences, measure_on=args.measure_on, command=command_line(), log=log)
     print(f"gate refitted on {len(report['sequences'])} sequences in {report['wall_time_s']} s; weights: "
           f"{Path(args.out) / 'dynamic.pt'}")
+    return 0
+
+
+def _cmd_fit_flow_gate(args: argparse.Namespace) -> int:
+    from reusevos.flow import MAX_GAP
+    from reusevos.train.flow_gate import FlowGateConfig, run_fit_flow_gate
+
+    set_threads(args.threads)
+    gaps = tuple(sorted(set(csv_list(args.gaps, "--gaps", int))))
+    if not gaps or gaps[0] < 1 or gaps[-1] > MAX_GAP:
+        raise ReusevosError(f"--gaps must be frame gaps from 1 to {MAX_GAP} (the flow variant computes an object "
+                            f"at least every {MAX_GAP} frames); got {args.gaps!r}")
+    if args.stride < 1 or args.steps < 1:
+        raise ReusevosError("--stride and --steps must be at least 1")
+    config = FlowGateConfig(gaps=gaps, stride=args.stride, steps=args.steps,
+                            holdout_every=max(0, args.holdout_every), seed=args.seed)
+    report = run_fit_flow_gate(args.davis, args.split, args.out, config, sequences=args.sequences,
+                               command=command_line(), log=log)
+    held = report.get("holdout")
+    if held:
+        print(f"held out {', '.join(held['sequences'])}: Pearson(P, IoU) {held['pearson']}, squared error "
+              f"{held['mse']}")
+    print(f"flow gate fitted on {len(report['sequences'])} sequences in {report['wall_time_s']} s: "
+          f"{Path(args.out) / 'flow_gate.json'}")
     return 0
