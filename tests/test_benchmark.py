@@ -90,7 +90,7 @@ def test_settings_grid_runs_full_once_and_skips_what_cannot_run():
     assert all("tau < tau2" in s["reason"] for s in skipped)
     settings, skipped = build_settings(["full", "reuse"], [0.7], has_gate=False)
     assert [s.key for s in settings] == ["full"] and skipped[0]["reason"] == "the weights have no reuse gate"
-    assert settings[0].options() == SessionConfig("full", 1.0)
+    assert settings[0].options() == SessionConfig("full", 1.0, compute_window=0)
     with pytest.raises(ReusevosError, match="unknown variant"):
         build_settings(["warp"], [0.5])
     with pytest.raises(ReusevosError, match=r"\[0, 1\]"):
@@ -98,7 +98,7 @@ def test_settings_grid_runs_full_once_and_skips_what_cannot_run():
     settings, _ = build_settings(["full", "reuse", "copy"], [1.0, 0.7], windows=[0, 2])
     # copy has no reuse path, and at tau = 1 nothing reuses: a window changes nothing there
     assert [s.key for s in settings] == ["full", "reuse@1", "reuse@0.7", "reuse@0.7+w2", "copy@1", "copy@0.7"]
-    assert settings[3].options() == SessionConfig("reuse", 0.7, reuse_window=2)
+    assert settings[3].options() == SessionConfig("reuse", 0.7, reuse_window=2, compute_window=0)
     with pytest.raises(ReusevosError, match="whole numbers of cells"):
         build_settings(["reuse"], [0.7], windows=[-1])
     settings, _ = build_settings(["full", "reuse"], [0.7], windows=[0, 2], compute_windows=[0, 3])
@@ -112,7 +112,7 @@ def test_settings_grid_runs_full_once_and_skips_what_cannot_run():
     # the backbone's runtime is the innermost choice, so each setting sits next to its twin
     assert [s.key for s in settings] == ["full+torch", "full+ort", "full+c2+torch", "full+c2+ort", "reuse@0.7+torch",
                                          "reuse@0.7+ort", "reuse@0.7+c2+torch", "reuse@0.7+c2+ort"]
-    assert settings[1].runtime == "onnxruntime" and settings[1].options() == SessionConfig("full", 1.0)
+    assert settings[1].runtime == "onnxruntime" and settings[1].options() == SessionConfig("full", 1.0, compute_window=0)
     with pytest.raises(ReusevosError, match="unknown backbone runtime 'tvm'"):
         build_settings(["full"], [0.7], runtimes=["tvm"])
     # auto is the model's own choice: the same setting as naming no runtime
@@ -213,7 +213,8 @@ def test_c_from_the_same_setting_when_both_kinds_of_frame_exist(report, syntheti
 def test_scores_and_reuse_match_the_session_and_the_evaluator_run_directly(report, network, synthetic_root,
                                                                          one_thread):
     dataset = DavisDataset(synthetic_root, "val")
-    for key, options in (("full", SessionConfig("full", 1.0)), ("oracle@0.8", SessionConfig("oracle", 0.8))):
+    for key, options in (("full", SessionConfig("full", 1.0, compute_window=0)),
+                         ("oracle@0.8", SessionConfig("oracle", 0.8, compute_window=0))):
         objects, rates = [], []
         for name in dataset.sequences:
             data = load_sequence(dataset, name)

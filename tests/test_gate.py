@@ -214,7 +214,7 @@ def test_score_box_on_hand_computed_cases():
 def test_compute_window_refines_around_the_score_and_clears_the_rest(networks, small_swan):
     base, gated = networks
     frames, masks = small_swan
-    _assert_whole_frame_box_is_no_window(base, SessionConfig("full", 1.0), "compute_window", frames, masks)
+    _assert_whole_frame_box_is_no_window(base, SessionConfig("full", 1.0, compute_window=0), "compute_window", frames, masks)
     session = Session(base, SessionConfig("full", 1.0, compute_window=1))
     session.step(frames[0], masks[0])
     last = session.objects[1].prob_prev.clone()
@@ -235,7 +235,7 @@ def test_compute_window_refines_around_the_score_and_clears_the_rest(networks, s
 def test_reuse_window_refines_around_the_object_and_keeps_the_rest(networks, small_swan):
     _, gated = networks
     frames, masks = small_swan
-    _assert_whole_frame_box_is_no_window(gated, SessionConfig("reuse", 0.0), "reuse_window", frames, masks)
+    _assert_whole_frame_box_is_no_window(gated, SessionConfig("reuse", 0.0, compute_window=0), "reuse_window", frames, masks)
     session = Session(gated, SessionConfig("reuse", 0.0, reuse_window=1))
     first = session.step(frames[0], masks[0], return_probabilities=True)
     box = window_box(session.objects[1].prob_prev, session.objects[1].score_prev.shape[-2:], 1)

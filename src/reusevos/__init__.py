@@ -42,6 +42,9 @@ _EXPORTS = {
     "OverlayVideoWriter": "reusevos.io.writers",
     "segment_video": "reusevos.segment",
     "StartMasks": "reusevos.segment",
+    "mask_from_box": "reusevos.start",
+    "mask_from_points": "reusevos.start",
+    "Prompt": "reusevos.start",
 }
 
 __all__ = ["ReusevosError", "__version__", *_EXPORTS]
@@ -55,6 +58,7 @@ if TYPE_CHECKING:  # for editors and type checkers; at run time __getattr__ impo
     from reusevos.model.network import VOSNetwork, save_checkpoint
     from reusevos.segment import StartMasks, segment_video
     from reusevos.session import FrameResult, Session
+    from reusevos.start import Prompt, mask_from_box, mask_from_points
 
 
 def __getattr__(name: str):

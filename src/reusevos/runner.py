@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Iterable, Iterator, Sequence
+from typing import Container, Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -136,9 +136,11 @@ class VideoStats:
 
 
 def timed_steps(session: Session, items: Iterable[tuple], stats: VideoStats,
-                return_probabilities: bool = False) -> Iterator[tuple[tuple, FrameResult]]:
+                return_probabilities: bool = False,
+                restarts: Container[str] = ()) -> Iterator[tuple[tuple, FrameResult]]:
     """Step ``session`` through ``items``, each ``(frame name, frame, start mask or None, ...)``, and yield
-    ``(item, result)``; anything after the first three entries rides along for the caller.
+    ``(item, result)``; anything after the first three entries rides along for the caller. On the frames named in
+    ``restarts`` the mask is a correction: the objects it marks start again (``Session.step(..., reset=True)``).
 
     Only the step is model time; producing the next item and the caller's work on a result are I/O.
     """
@@ -147,7 +149,7 @@ def timed_steps(session: Session, items: Iterable[tuple], stats: VideoStats,
         name, frame, mask = item[:3]
         start = time.perf_counter()
         stats.io_s += start - io_start
-        result = session.step(frame, mask, return_probabilities=return_probabilities)
+        result = session.step(frame, mask, return_probabilities=return_probabilities, reset=name in restarts)
         end = time.perf_counter()
         stats.add(name, result, end - start)
         yield item, result

@@ -1,7 +1,8 @@
 """Running a session over whole videos and datasets, writing masks, overlays and statistics.
 
-- :func:`segment_video`: one video file or frame folder plus its start mask(s) -> a palette PNG per
-  frame at the input size, an optional overlay video, ``stats.json``. What ``reusevos segment`` runs.
+- :func:`segment_video`: one video file or frame folder plus its start mask(s), boxes or clicks, and corrections
+  -> a palette PNG per frame at the input size (or the other formats of :mod:`reusevos.io.exports`), an optional
+  overlay video, ``stats.json``. What ``reusevos segment`` runs.
 - :func:`segment_davis`: every sequence of a DAVIS split, resumable and shardable (``reusevos segment-davis``).
 
 Both run :func:`reusevos.runner.timed_steps`, so their timings mean what the benchmark's mean.
@@ -14,7 +15,7 @@ import json
 import os
 from dataclasses import asdict, is_dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Mapping
+from typing import Callable, Iterable, Mapping, Sequence
 
 import cv2
 import numpy as np
@@ -25,6 +26,7 @@ from reusevos.config import DEFAULT_MAX_SIZE, SessionConfig
 from reusevos.errors import ReusevosError
 from reusevos.io.davis import VOID_LABEL, DavisDataset
 from reusevos.io.files import write_json
+from reusevos.io.exports import Exports, check_formats
 from reusevos.io.frames import FrameSource, fit_size, natural_key, open_frames, resize_frame
 from reusevos.io.masks import object_ids, read_mask, to_label_map, write_mask
 from reusevos.io.outputs import ResultFolder, check_outputs, refuse_inputs_as_outputs
@@ -33,6 +35,7 @@ from reusevos.model.network import VOSNetwork
 from reusevos.provenance import machine_info, versions, weights_info
 from reusevos.runner import VideoStats, timed_steps, warm_up
 from reusevos.session import FrameResult, Session, check_frame_size
+from reusevos.start import Prompt, prompt_masks
 
 MASK_SUFFIXES = (".png",)
 
@@ -42,41 +45,57 @@ class StartMasks:
     """The masks that start objects, keyed by frame name and read when their frame comes.
 
     Build one with :meth:`from_path` (a PNG for the first frame, or a folder of PNGs each named after the
-    frame it belongs to) or :meth:`from_arrays` (``{frame name: (H, W) label map}``). Label 255 (DAVIS "void")
-    counts as background. :meth:`check` reads every mask once and keeps only those that start an object,
-    so a folder holding the ground truth of every frame costs no memory later. Files and arrays follow
-    one rule (:func:`reusevos.io.masks.to_label_map`); ``threshold`` binarises soft or JPEG masks.
+    frame it belongs to) or :meth:`from_arrays` (``{frame name: (H, W) label map}``); :meth:`add_prompts` adds
+    objects started from a box or clicks (:mod:`reusevos.start`). Label 255 (DAVIS "void") counts as background.
+    :meth:`check` reads every mask once and keeps only those that start an object, so a folder holding the
+    ground truth of every frame costs no memory later. Files and arrays follow one rule
+    (:func:`reusevos.io.masks.to_label_map`); ``threshold`` binarises soft or JPEG masks.
+
+    With ``restart`` they are corrections: every object each mask marks starts again at its frame
+    (``Session.step(..., reset=True)``), and a mask that marks no object is an error.
     """
 
     def __init__(self, entries: Mapping[str, Path | np.ndarray], description: str = "mask",
-                 threshold: int | None = None):
+                 threshold: int | None = None, restart: bool = False):
         self._entries: dict[str, Path | np.ndarray] = dict(entries)
         self.description = description
         self.threshold = threshold
+        self.restart = restart
         self.path: Path | None = None  # the file or folder they came from
-        self.starts: dict[int, str] = {}  # object id -> name of the frame it starts at (after check)
+        self.starts: dict[int, str] = {}  # object id -> name of the frame it (last) starts at (after check)
+        self.marks: dict[str, list[int]] = {}  # frame name -> the objects its mask starts (after check)
+        self.prompts: dict[int, Prompt] = {}  # object id -> the box or clicks it starts from
+        self._made: set[str] = set()  # frames whose label maps add_prompts made (read as they are)
+        self._files: dict[str, Path] = {}  # frame name -> the mask file a made label map took objects from
 
     @classmethod
-    def from_path(cls, path: str | os.PathLike, frame_names: list[str], threshold: int | None = None) -> "StartMasks":
-        """A mask file (for ``frame_names[0]``) or a folder of ``<frame name>.png`` files.
+    def from_path(cls, path: str | os.PathLike, frame_names: list[str], threshold: int | None = None,
+                  restart: bool = False) -> "StartMasks":
+        """A mask file (for ``frame_names[0]``) or a folder of ``<frame name>.png`` files (corrections, with
+        ``restart``: a folder only).
 
         In a folder, a name matches a frame by its text or, when both are numbers, by value
         (``7.png`` is frame ``00007`` of a video).
         """
         path = Path(path).expanduser()
+        what = "correction" if restart else "mask"
         if not frame_names:
             raise ReusevosError("the input has no frames")
+        if path.is_file() and restart:
+            raise ReusevosError(f"corrections {path} is a file; give a folder of masks named after the frames they "
+                                "correct (00010.png for frame 10)")
         if path.is_file():
             masks = cls({frame_names[0]: path}, f"mask {path}", threshold)
             masks.path = path
             return masks
         if not path.is_dir():
-            raise ReusevosError(f"mask not found: {path}; give the first frame's mask (PNG) or a folder of masks "
-                                "named after their frames")
+            raise ReusevosError(f"{what} not found: {path}; give " + ("a folder of masks named after the frames they "
+                                "correct" if restart else "the first frame's mask (PNG) or a folder of masks named "
+                                "after their frames"))
         files = sorted((p for p in path.iterdir() if p.suffix.lower() in MASK_SUFFIXES and not p.name.startswith(".")
                         and p.is_file()), key=lambda p: natural_key(p.name))
         if not files:
-            raise ReusevosError(f"mask folder {path} holds no PNG masks; put <frame name>.png files in it "
+            raise ReusevosError(f"{what} folder {path} holds no PNG masks; put <frame name>.png files in it "
                                 "(00000.png for a video's first frame)")
         by_name = {name: name for name in frame_names}
         by_number = {int(name): name for name in frame_names if name.isdigit()}
@@ -87,25 +106,61 @@ class StartMasks:
                 frame = by_number.get(int(file.stem))
             if frame is None:
                 shown = frame_names[0] if len(frame_names) == 1 else f"{frame_names[0]} .. {frame_names[-1]}"
-                raise ReusevosError(f"mask {file} is for frame {file.stem!r}, which the input does not have "
+                raise ReusevosError(f"{what} {file} is for frame {file.stem!r}, which the input does not have "
                                     f"({len(frame_names)} frames, named {shown}); rename or remove it")
             if frame in entries:
-                raise ReusevosError(f"masks {entries[frame].name} and {file.name} in {path} are both for frame "
+                raise ReusevosError(f"{what}s {entries[frame].name} and {file.name} in {path} are both for frame "
                                     f"{frame}; keep one")
             entries[frame] = file
-        masks = cls(entries, f"mask folder {path}", threshold)
+        masks = cls(entries, f"{what} folder {path}", threshold, restart)
         masks.path = path
         return masks
 
     @classmethod
-    def from_arrays(cls, masks: Mapping[str, np.ndarray], threshold: float | None = None) -> "StartMasks":
-        return cls({name: np.asarray(m) for name, m in masks.items()}, "masks", threshold)
+    def from_arrays(cls, masks: Mapping[str, np.ndarray], threshold: float | None = None,
+                    restart: bool = False) -> "StartMasks":
+        return cls({name: np.asarray(m) for name, m in masks.items()}, "corrections" if restart else "masks",
+                   threshold, restart)
+
+    def add_prompts(self, prompts: Sequence[Prompt], frames: FrameSource) -> None:
+        """Objects started from a box or clicks, numbered after the masks' objects (``check`` them first): ids
+        ``K + 1, K + 2, ...`` in the order of ``prompts``, K the highest id the masks start (0 without masks). On a
+        frame that has a mask too, a prompt's object takes only the pixels the mask leaves as background."""
+        first = max(self.starts, default=0) + 1
+        names = frames.names
+        given = {n: self.read(n) for n in {names[p.frame] for p in prompts if 0 <= p.frame < len(names)}
+                 if n in self._entries}
+        for name, labels in prompt_masks(prompts, frames, first, given).items():
+            if isinstance(self._entries.get(name), Path):
+                self._files[name] = self._entries[name]
+            self._entries[name] = labels
+            self._made.add(name)
+        self.prompts.update({first + k: p for k, p in enumerate(prompts)})
+
+    @property
+    def made(self) -> list[str]:
+        """The frames whose label maps boxes or clicks made (:meth:`add_prompts`), in order."""
+        return [name for name in self._entries if name in self._made]
+
+    def describe(self) -> dict[str, dict]:
+        """How each object starts, for ``stats.json``: ``{id: {"frame": name, "mask": file} or {"frame": name,
+        "box": [x0, y0, x1, y1]} or {"frame": name, "points": {"foreground": [[x, y]], "background": [...]}}}``."""
+        starts = {}
+        for obj, name in sorted(self.starts.items()):
+            if obj in self.prompts:
+                starts[str(obj)] = {"frame": name, **self.prompts[obj].to_dict()}
+            else:
+                entry = self._files.get(name, self._entries.get(name))
+                starts[str(obj)] = {"frame": name, "mask": str(entry) if isinstance(entry, Path) else "array"}
+        return starts
 
     def read(self, name: str) -> np.ndarray | None:
         """The ``(H, W)`` uint8 label map given for frame ``name`` (void 255 -> 0), or None."""
         entry = self._entries.get(name)
         if entry is None:
             return None
+        if name in self._made:  # made here: labels already, never thresholded
+            return entry.copy()
         if isinstance(entry, Path):
             labels = read_mask(entry, self.threshold)
         else:
@@ -125,14 +180,17 @@ class StartMasks:
         process_size = process_size or frame_size
         height, width = frame_size
         kept: dict[str, Path | np.ndarray] = {}
-        self.starts = {}  # checking again (at another processing size) starts over
+        self.starts, self.marks = {}, {}  # checking again (at another processing size) starts over
         for name in sorted(self._entries, key=order.__getitem__):
             labels = self.read(name)
             where = self._where(name)
             if labels.shape != (height, width):
                 raise ReusevosError(f"{where} is {labels.shape[1]}x{labels.shape[0]} but the frames are "
                                     f"{width}x{height}; give a mask of the frame size")
-            new = [i for i in object_ids(labels) if i not in self.starts]
+            new = [i for i in object_ids(labels) if self.restart or i not in self.starts]
+            if not new and self.restart:
+                raise ReusevosError(f"{where} marks no object: every pixel is background (0) or void (255); a "
+                                    "correction paints each object it restarts with its id")
             if not new:
                 continue
             small = resize_labels(labels, process_size)
@@ -141,9 +199,11 @@ class StartMasks:
                 if area < min_pixels:
                     scale = "" if process_size == frame_size else (
                         f" at the processing size {process_size[1]}x{process_size[0]} (raise --max-size)")
-                    raise ReusevosError(f"object {obj} in {where} covers {area} pixels{scale}; at least "
+                    made = f" ({self.prompts[obj].text or 'from a box or clicks'})" if obj in self.prompts else ""
+                    raise ReusevosError(f"object {obj}{made} in {where} covers {area} pixels{scale}; at least "
                                         f"{min_pixels} are needed to fit its model")
                 self.starts[obj] = name
+            self.marks[name] = new
             kept[name] = self._entries[name]
         if not kept:
             raise ReusevosError(f"{self.description} marks no object: every pixel is background (0) or void (255); "
@@ -156,7 +216,49 @@ class StartMasks:
 
     def _where(self, name: str) -> str:
         entry = self._entries[name]
-        return f"mask {entry}" if isinstance(entry, Path) else f"the mask for frame {name}"
+        what = "correction" if self.restart else "mask"
+        return f"{what} {entry}" if isinstance(entry, Path) else f"the {what} for frame {name}"
+
+
+def make_start_masks(frames: FrameSource, masks: str | os.PathLike | StartMasks | Mapping[str, np.ndarray] | None,
+                     prompts: Sequence[Prompt] = (), process_size: tuple[int, int] | None = None,
+                     min_pixels: int = 1, threshold: int | None = None) -> StartMasks:
+    """The checked start masks of a video from mask files or arrays (see :class:`StartMasks`) and ``prompts``
+    (boxes and clicks, made into masks here by GrabCut); ``threshold`` binarises the mask files."""
+    if isinstance(masks, StartMasks):
+        start_masks = masks
+    elif isinstance(masks, Mapping):
+        start_masks = StartMasks.from_arrays(masks, threshold)
+    elif masks is not None:
+        start_masks = StartMasks.from_path(masks, frames.names, threshold)
+    elif prompts:
+        start_masks = StartMasks({}, "the boxes and clicks")
+    else:
+        raise ReusevosError("nothing starts an object: give the first frame's mask, or a box or clicks on each object")
+    if prompts:
+        if start_masks.names:  # the masks' ids first: the prompts' objects are numbered after them
+            start_masks.check(frames.names, frames.size, process_size, min_pixels)
+        start_masks.add_prompts(prompts, frames)
+    start_masks.check(frames.names, frames.size, process_size, min_pixels)
+    return start_masks
+
+
+def make_corrections(frames: FrameSource, corrections: str | os.PathLike | StartMasks | Mapping[str, np.ndarray] | None,
+                     process_size: tuple[int, int] | None = None, min_pixels: int = 1,
+                     threshold: int | None = None) -> StartMasks | None:
+    """The checked corrections of a video (a folder of masks named after their frames, or arrays), or None."""
+    if corrections is None:
+        return None
+    if isinstance(corrections, StartMasks):
+        fixes = corrections
+    elif isinstance(corrections, Mapping):
+        fixes = StartMasks.from_arrays(corrections, threshold, restart=True)
+    else:
+        fixes = StartMasks.from_path(corrections, frames.names, threshold, restart=True)
+    if not fixes.restart:
+        raise ReusevosError("corrections must be made with restart=True (StartMasks.from_path(..., restart=True))")
+    fixes.check(frames.names, frames.size, process_size, min_pixels)
+    return fixes
 
 
 def resize_labels(labels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -197,8 +299,11 @@ def upscale_labels(probabilities: Mapping[int, np.ndarray], size: tuple[int, int
 
 # -- one video ----------------------------------------------------------------------------------------------------
 def segment_video(network: VOSNetwork, source: str | os.PathLike | FrameSource,
-                  masks: str | os.PathLike | StartMasks | Mapping[str, np.ndarray],
-                  out_dir: str | os.PathLike | None, *, overlay: str | os.PathLike | None = None,
+                  masks: str | os.PathLike | StartMasks | Mapping[str, np.ndarray] | None = None,
+                  out_dir: str | os.PathLike | None = None, *, prompts: Sequence[Prompt] = (),
+                  corrections: str | os.PathLike | StartMasks | Mapping[str, np.ndarray] | None = None,
+                  formats: Sequence[str] = ("davis",), feather: float = 0.0,
+                  overlay: str | os.PathLike | None = None,
                   options: SessionConfig | None = None, max_size: int | None = DEFAULT_MAX_SIZE,
                   warmup: bool = True, on_start: Callable[[VideoStats], None] | None = None,
                   on_frame: Callable[[FrameResult, VideoStats], None] | None = None,
@@ -209,8 +314,17 @@ def segment_video(network: VOSNetwork, source: str | os.PathLike | FrameSource,
         network: a loaded model (:func:`reusevos.load_model`).
         source: a video file or a folder of frames (or an opened :class:`FrameSource`, read at its size).
         masks: the first frame's mask file, a folder of ``<frame name>.png`` masks for objects that start
-            later, a :class:`StartMasks`, or ``{frame name: (H, W) label map}``; at the input size.
-        out_dir: folder for ``<frame name>.png`` (DAVIS palette, input size) and ``stats.json``; None = no files.
+            later, a :class:`StartMasks`, or ``{frame name: (H, W) label map}``; at the input size. None: the
+            objects start from ``prompts`` only.
+        out_dir: folder for the ``formats`` and ``stats.json``, and ``start-masks/<frame name>.png`` (the start
+            masks ``prompts`` made); None = no files.
+        prompts: objects started from a box or clicks (:class:`reusevos.start.Prompt`), numbered after the objects
+            of ``masks`` (see :meth:`StartMasks.add_prompts`).
+        corrections: masks, as ``masks`` (a folder, a :class:`StartMasks` with ``restart``, or arrays), whose
+            objects start again at their frames: ``Session.step(..., reset=True)``.
+        formats: what to write, names from :data:`reusevos.io.exports.FORMATS` (``davis``: ``<frame name>.png``,
+            DAVIS palette, input size).
+        feather: the mattes' (``rgba``, ``webm``, ``mov``) edge blur, pixels.
         overlay: optional video file (``.mp4``) of the frames with the masks drawn over them, at input size.
         options: the session's variant and tau; None lets the session choose (the reuse gate at tau 0.7 when
             the weights have one, else the base model).
@@ -230,26 +344,24 @@ def segment_video(network: VOSNetwork, source: str | os.PathLike | FrameSource,
     if max_size is not None and max_size < 0:
         raise ReusevosError(f"max_size {max_size}: give a number of pixels, or 0 / None for the input size")
     frames = source if isinstance(source, FrameSource) else open_frames(source)
-    names = frames.names
     size = frames.size
     process_size = fit_size(size, max_size or None)
     check_frame_size(process_size)
     session = Session(network, options)  # refuses settings the weights cannot run
-    if isinstance(masks, StartMasks):
-        start_masks = masks
-    elif isinstance(masks, Mapping):
-        start_masks = StartMasks.from_arrays(masks)
-    else:
-        start_masks = StartMasks.from_path(masks, names)
     min_pixels = getattr(getattr(network.config, "target", None), "min_object_pixels", 1)
-    start_masks.check(names, size, process_size, min_pixels)
+    start_masks = make_start_masks(frames, masks, prompts, process_size, min_pixels)
+    fixes = make_corrections(frames, corrections, process_size, min_pixels)
+    formats = check_formats(formats, feather)
 
-    results = plan_outputs(frames, start_masks, out_dir, overlay, overwrite, getattr(network, "weights_file", None))
+    results = plan_outputs(frames, start_masks, out_dir, overlay, overwrite, getattr(network, "weights_file", None),
+                           fixes)
     stats = VideoStats(str(frames.path), len(frames), size, process_size,
-                       settings=_settings(session, max_size, network, warmup, out_dir, overlay, start_masks),
+                       settings=_settings(session, max_size, network, warmup, out_dir, overlay, start_masks,
+                                          fixes, formats, feather),
                        weights=weights_info(network))
-    mask_writer = MaskWriter(results.open()) if results is not None else None
-    record = _Record(results.folder / "stats.json" if results is not None else None, stats, extra)
+    exports = _open_exports(results, start_masks, formats, frames, feather) if results is not None else None
+    record = _Record(results.folder / "stats.json" if results is not None else None, stats,
+                     {"starts": start_masks.describe(), "corrections": fixes.marks if fixes else {}, **(extra or {})})
     record.write(complete=False)  # from the start, so even a killed run is marked partial
     video = OverlayVideoWriter(overlay, fps=frames.fps or 24.0) if overlay is not None else None
     try:
@@ -259,14 +371,18 @@ def segment_video(network: VOSNetwork, source: str | os.PathLike | FrameSource,
             stats.warmup_s = warm_up(network, [first, first], mask, [session.options])
         if on_start is not None:
             on_start(stats)
-        _run(session, frames, start_masks, process_size, mask_writer, video, stats, on_frame)
+        _run(session, frames, start_masks, fixes, process_size, exports, video, stats, on_frame)
         if video is not None:
             video.close()
         if stats.frames == 0:
             raise ReusevosError(f"{frames.path} gave no frames")
+        if exports is not None:
+            exports.close()
     except BaseException as exc:
         if video is not None:
             video.abort()  # an older file at that path is left as it was
+        if exports is not None:
+            exports.finish_partial()  # the frames done, in every format that waits for the end
         record.write(complete=False, quiet=True)
         if isinstance(exc, ReusevosError) and results is not None and stats.frames:
             raise ReusevosError(f"{exc} ({_partial_note(results, stats.frames)})") from exc
@@ -279,10 +395,11 @@ def segment_video(network: VOSNetwork, source: str | os.PathLike | FrameSource,
 
 def plan_outputs(frames: FrameSource, masks: StartMasks, out_dir: str | os.PathLike | None,
                  overlay: str | os.PathLike | None, overwrite: bool = False,
-                 weights: str | os.PathLike | None = None) -> ResultFolder | None:
+                 weights: str | os.PathLike | None = None,
+                 corrections: StartMasks | None = None) -> ResultFolder | None:
     """Check every output of :func:`segment_video` against the rules of :mod:`reusevos.io.outputs` (inputs never
     overwritten, one run per folder, writable) without writing anything; the results folder, or None."""
-    inputs = [frames.path, masks.path, weights]
+    inputs = [frames.path, masks.path, weights, corrections.path if corrections is not None else None]
     refuse_inputs_as_outputs({"--out": out_dir}, inputs)
     if overlay is not None and out_dir is not None and \
             Path(overlay).expanduser().resolve() == Path(out_dir).expanduser().resolve():
@@ -315,38 +432,70 @@ class _Record:
                 raise
 
 
-def _run(session: Session, frames: FrameSource, start_masks: StartMasks, process_size: tuple[int, int],
-         mask_writer: MaskWriter | None, video: OverlayVideoWriter | None, stats: VideoStats,
+def _run(session: Session, frames: FrameSource, start_masks: StartMasks, fixes: StartMasks | None,
+         process_size: tuple[int, int], exports: Exports | None, video: OverlayVideoWriter | None, stats: VideoStats,
          on_frame: Callable | None) -> None:
     scaled = process_size != tuple(stats.resolution)
 
     def inputs():  # what the session sees, then the full-size frame and start mask for the outputs
         for name, frame in frames:
-            given = start_masks.read(name)
+            given = _frame_mask(name, start_masks, fixes)
             small = None if given is None else resize_labels(given, process_size)
             yield name, resize_frame(frame, process_size), small, frame, given
 
-    for (name, _, _, frame, given), result in timed_steps(session, inputs(), stats, return_probabilities=scaled):
+    restarts = set(fixes.names) if fixes is not None else set()
+    for (name, _, _, frame, given), result in timed_steps(session, inputs(), stats, return_probabilities=scaled,
+                                                          restarts=restarts):
         labels = result.labels
         if scaled:
             labels = upscale_labels(result.probabilities or {}, stats.resolution, given, result.started)
             result.probabilities = None  # not kept: a caller wanting them runs the session itself
-        if mask_writer is not None:
-            mask_writer.write(name, labels)
+        if exports is not None:
+            exports.write(name, frame, labels, sorted({*result.routes, *result.started}))
         if video is not None:
             video.write(frame, labels)
         if on_frame is not None:
             on_frame(result, stats)
 
 
-def _settings(session: Session, max_size, network, warmup, out_dir, overlay, masks: StartMasks) -> dict:
+def _frame_mask(name: str, start_masks: StartMasks, fixes: StartMasks | None) -> np.ndarray | None:
+    """What frame ``name`` gives the session: its start mask, or its correction with the objects that start on that
+    frame added where the correction leaves background (the correction restarts every object in it)."""
+    given = start_masks.read(name)
+    fix = fixes.read(name) if fixes is not None else None
+    if fix is None:
+        return given
+    if given is not None:
+        starting = np.isin(given, start_masks.marks.get(name, [])) & (fix == 0)
+        fix[starting] = given[starting]
+    return fix
+
+
+def _open_exports(results: ResultFolder, start_masks: StartMasks, formats: Sequence[str], frames: FrameSource,
+                  feather: float) -> Exports:
+    """Open the run's folder, write the start masks that boxes and clicks made (``start-masks/<frame>.png``) and
+    open the exports."""
+    folder = results.open()
+    if start_masks.made:
+        made = MaskWriter(folder / "start-masks")
+        for name in start_masks.made:
+            made.write(name, start_masks.read(name))
+    path = Path(str(frames.path))
+    video = path.name if path.is_dir() else path.stem
+    return Exports(formats, folder, video, frames.fps or 24.0, feather)
+
+
+def _settings(session: Session, max_size, network, warmup, out_dir, overlay, masks: StartMasks,
+              fixes: StartMasks | None, formats: Sequence[str], feather: float) -> dict:
     options = getattr(session, "options", None)
     settings = asdict(options) if is_dataclass(options) else {}
     settings.update({"max_size": max_size or None, "device": str(network.device), "threads": torch.get_num_threads(),
                      "backbone_runtime": network.backbone.active_runtime(network.device),
                      "warmup": warmup, "out": None if out_dir is None else str(out_dir),
                      "overlay": None if overlay is None else str(overlay),
-                     "mask": None if masks.path is None else str(masks.path)})
+                     "mask": None if masks.path is None else str(masks.path),
+                     "corrections": None if fixes is None or fixes.path is None else str(fixes.path),
+                     "formats": list(formats), "feather": feather})
     return settings
 
 

@@ -5,11 +5,15 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from reusevos.cli.common import (add_davis, add_device, add_sequences, add_session_flags, add_threads, add_weights,
                                  command_line, log, note, session_options, set_threads)
 from reusevos.config import DEFAULT_MAX_SIZE
 from reusevos.errors import ReusevosError
+
+if TYPE_CHECKING:
+    from reusevos.start import Prompt
 
 OVERLAY_SUFFIXES = (".mp4", ".m4v", ".mov", ".mkv")
 
@@ -22,19 +26,34 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _register_segment(sub: argparse._SubParsersAction) -> None:
     seg = sub.add_parser(
-        "segment", help="segment a video or a folder of frames from its first-frame mask",
+        "segment", help="segment a video or a folder of frames from its first-frame mask, or a box or clicks",
         description="Segments INPUT (a video file: mp4, mov, avi, webm, mkv; or a folder of JPEG/PNG frames) from "
-                    "the mask of its first frame, or from a folder of masks for objects that start later. Writes "
-                    "OUT_DIR/<frame>.png (DAVIS palette, the input's size), OUT_DIR/stats.json (frames, resolution, "
-                    "FPS, initialisation time, reuse rate and gate decisions per object, versions, settings) and, "
-                    "with --overlay, a video of the masks drawn over the frames. Frames are streamed, so a long "
-                    "video runs in constant memory.",
-        epilog="example: reusevos segment clip.mp4 --mask first.png --out masks/ --overlay clip-masks.mp4")
+                    "the mask of its first frame, or from a folder of masks for objects that start later, or from a "
+                    "box (--box) or clicks (--points) on each object. Writes OUT_DIR/<frame>.png (DAVIS palette, the "
+                    "input's size; other formats with --format), OUT_DIR/stats.json (frames, resolution, FPS, "
+                    "initialisation time, reuse rate and gate decisions per object, how each object started, "
+                    "versions, settings) and, with --overlay, a video of the masks drawn over the frames. Frames are "
+                    "streamed, so a long video runs in constant memory.",
+        epilog="examples: reusevos segment clip.mp4 --mask first.png --out masks/ --overlay clip-masks.mp4; "
+               "reusevos segment clip.mp4 --box 40,30,200,180 --points 300,120@12 --out masks/ --format davis,webm")
     seg.add_argument("input", metavar="INPUT", help="video file or folder of frames (named in order: 00000.jpg ...)")
-    seg.add_argument("--mask", required=True, metavar="MASK",
+    seg.add_argument("--mask", default=None, metavar="MASK",
                      help="first frame's mask: a palette or label PNG (labels 1, 2, ... = objects, 0 = background, "
                           "255 = void) or a black-and-white 0/255 PNG (one object); or a folder of <frame>.png "
-                          "masks for objects that start later (a video's frames are named 00000, 00001, ...)")
+                          "masks for objects that start later (a video's frames are named 00000, 00001, ...). "
+                          "Needed unless --box or --points starts the objects")
+    seg.add_argument("--box", dest="prompts", action=_AppendPrompt, default=None, metavar="X0,Y0,X1,Y1[@FRAME]",
+                     help="start an object from a box around it (pixels: top-left corner X0,Y0, bottom-right X1,Y1, "
+                          "exclusive) at frame index FRAME (default 0); its mask is made by OpenCV's GrabCut and "
+                          "written to OUT_DIR/start-masks/<frame>.png. Repeat for more objects: each --box and "
+                          "--points is one object, numbered 1, 2, ... in order (after the ids of --mask)")
+    seg.add_argument("--points", dest="prompts", action=_AppendPrompt, default=None, metavar="X,Y[,X,Y...][@FRAME]",
+                     help="start an object from clicks on it at frame index FRAME (default 0), made into a mask by "
+                          "GrabCut; a pair with a - before it is a background click (100,120,-30,40: on the object "
+                          "at 100,120, not at 30,40; write --points=-30,40,... when the first click is background)")
+    seg.add_argument("--corrections", default=None, metavar="DIR",
+                     help="a folder of masks named after frames, read as --mask's are: on each such frame the objects "
+                          "its mask marks start again from it (a fresh start), to put a drifting object right")
     seg.add_argument("--out", required=True, metavar="OUT_DIR", help="folder for the masks and stats.json "
                      "(created if missing; a folder holding files is refused unless --overwrite; never an input)")
     seg.add_argument("--overwrite", action="store_true",
@@ -45,6 +64,15 @@ def _register_segment(sub: argparse._SubParsersAction) -> None:
                           "masks from an editor and JPEG masks, which are otherwise refused")
     seg.add_argument("--overlay", default=None, metavar="OUT.mp4",
                      help="also write the frames with the masks drawn over them as a video (.mp4, .mov or .mkv)")
+    seg.add_argument("--format", dest="formats", default="davis", metavar="LIST",
+                     help="what to write into OUT_DIR, comma-separated: davis (<frame>.png palette PNGs), binary "
+                          "(binary/<id>/<frame>.png, 0/255 per object), rgba (rgba/<frame>.png, the frame with alpha = "
+                          "all objects), webm (matte.webm, VP9 with alpha), mov (matte.mov, ProRes 4444 with alpha), "
+                          "coco (coco.json, COCO RLE per frame and object), youtube (Annotations/<video>/<frame>.png "
+                          "and meta.json, the YouTube-VOS layout)")
+    seg.add_argument("--feather", type=float, default=0.0, metavar="PIXELS",
+                     help="blur the alpha's edge in rgba, webm and mov by a Gaussian of this standard deviation "
+                          "(0 = the mask exactly)")
     add_session_flags(seg)
     seg.add_argument("--max-size", type=int, default=DEFAULT_MAX_SIZE, metavar="PIXELS",
                      help="run the model on frames whose longer side is at most PIXELS (masks are still written at "
@@ -91,14 +119,65 @@ def _parse_shard(text: str) -> tuple[int, int]:
     return index, count
 
 
+class _AppendPrompt(argparse.Action):
+    """--box and --points into one list of ``(flag, text)``, in the order given: the objects' ids follow it."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        setattr(namespace, self.dest, [*(getattr(namespace, self.dest) or []), (option_string, values)])
+
+
+def _parse_box(text: str) -> Prompt:
+    """``--box X0,Y0,X1,Y1[@FRAME]``."""
+    from reusevos.start import Prompt
+
+    fields, frame = _split_frame(text, "--box", "X0,Y0,X1,Y1[@FRAME]")
+    try:
+        box = tuple(int(v) for v in fields)
+    except ValueError:
+        box = ()
+    if len(box) != 4:
+        raise ReusevosError(f"--box {text!r}: write X0,Y0,X1,Y1[@FRAME], whole pixels, the top-left and bottom-right "
+                            "corners (for example --box 40,30,200,180@5)")
+    return Prompt(frame, box=box, text=f"--box {text}")
+
+
+def _parse_points(text: str) -> Prompt:
+    """``--points X,Y[,X,Y...][@FRAME]``, a ``-`` before a pair marking a background click."""
+    from reusevos.start import Prompt
+
+    fields, frame = _split_frame(text, "--points", "X,Y[,X,Y...][@FRAME]")
+    hint = (f"--points {text!r}: write X,Y pairs of whole pixels, a - before a pair for a background click "
+            "(for example --points 100,120,-30,40@5)")
+    if len(fields) % 2:
+        raise ReusevosError(hint)
+    foreground, background = [], []
+    for x, y in zip(fields[::2], fields[1::2]):
+        if not (x.lstrip("-").isdigit() and y.isdigit()):
+            raise ReusevosError(hint)
+        (background if x.startswith("-") else foreground).append((int(x.lstrip("-")), int(y)))
+    if not foreground:
+        raise ReusevosError(f"--points {text!r} has no foreground click; give at least one X,Y on the object")
+    return Prompt(frame, foreground=tuple(foreground), background=tuple(background), text=f"--points {text}")
+
+
+def _split_frame(text: str, flag: str, form: str) -> tuple[list[str], int]:
+    """``A,B,...@FRAME`` as the fields and the frame index (0 without ``@``)."""
+    body, at, frame = text.partition("@")
+    if at and not frame.strip().isdigit():
+        raise ReusevosError(f"{flag} {text!r}: FRAME after @ is a frame index, 0 or more; write {form}")
+    return [f.strip() for f in body.split(",")], int(frame) if at else 0
+
+
 def _segment_inputs(args: argparse.Namespace):
-    """Everything ``segment`` can check without the model, checked before anything is written; returns the
-    session options, the device, the frames, the start masks and the output folder."""
+    """Everything ``segment`` can check without the model, checked before anything is written (the boxes and clicks
+    are made into start masks here); returns the session options, the device, the frames, the start masks, the
+    corrections, the formats and the output folder."""
     from reusevos.api import resolve_device
     from reusevos.config import TargetModelConfig
+    from reusevos.io.exports import check_formats
     from reusevos.io.frames import fit_size, open_frames
     from reusevos.model.onnx_backbone import check_runtime
-    from reusevos.segment import StartMasks, plan_outputs
+    from reusevos.segment import make_corrections, make_start_masks, plan_outputs
     from reusevos.session import check_frame_size
 
     options = session_options(args)
@@ -111,14 +190,21 @@ def _segment_inputs(args: argparse.Namespace):
         raise ReusevosError(f"--threshold {args.threshold}: give a grey level from 1 to 255 (128 is the middle)")
     if args.overlay is not None and Path(args.overlay).suffix.lower() not in OVERLAY_SUFFIXES:
         raise ReusevosError(f"--overlay {args.overlay}: give a file name ending in .mp4 (or .mov, .mkv)")
+    prompts = [_parse_box(text) if flag == "--box" else _parse_points(text) for flag, text in args.prompts or []]
+    if args.mask is None and not prompts:
+        raise ReusevosError("give the first frame's mask (--mask first.png), or a box (--box X0,Y0,X1,Y1) or clicks "
+                            "(--points X,Y) on each object")
+    formats = check_formats(args.formats.split(","), args.feather)
     frames = open_frames(args.input)
-    check_frame_size(fit_size(frames.size, args.max_size or None))
-    masks = StartMasks.from_path(args.mask, frames.names, args.threshold)
+    process_size = fit_size(frames.size, args.max_size or None)
+    check_frame_size(process_size)
     # Sizes, empty, soft and too small masks, before the model loads (segment_video checks again with its weights).
-    masks.check(frames.names, frames.size, fit_size(frames.size, args.max_size or None),
-                TargetModelConfig().min_object_pixels)
-    results = plan_outputs(frames, masks, args.out, args.overlay, args.overwrite, args.weights)
-    return options, device, frames, masks, results
+    masks = make_start_masks(frames, args.mask, prompts, process_size, TargetModelConfig().min_object_pixels,
+                             args.threshold)
+    fixes = make_corrections(frames, args.corrections, process_size, TargetModelConfig().min_object_pixels,
+                             args.threshold)
+    results = plan_outputs(frames, masks, args.out, args.overlay, args.overwrite, args.weights, fixes)
+    return options, device, frames, masks, fixes, formats, results
 
 
 class _ProgressBar:
@@ -167,7 +253,7 @@ def _cmd_segment(args: argparse.Namespace) -> int:
     from reusevos.api import load_model
     from reusevos.segment import segment_video
 
-    options, device, frames, masks, results = _segment_inputs(args)
+    options, device, frames, masks, fixes, formats, results = _segment_inputs(args)
     start = time.perf_counter()
     if sys.stderr.isatty():  # a cold start takes seconds: say what is happening (logs stay one line per error)
         note("loading the model" + (" and warming up" if args.warmup else "") + " ...")
@@ -176,7 +262,8 @@ def _cmd_segment(args: argparse.Namespace) -> int:
     extra = {"command": command_line(), "load_s": round(time.perf_counter() - start, 4)}
     progress = _ProgressBar(Path(args.input).name, args.progress)
     try:
-        stats = segment_video(network, frames, masks, results.path, overlay=args.overlay, options=options,
+        stats = segment_video(network, frames, masks, results.path, corrections=fixes, formats=formats,
+                              feather=args.feather, overlay=args.overlay, options=options,
                               max_size=args.max_size, warmup=args.warmup, on_start=progress.on_start,
                               on_frame=progress.on_frame, extra=extra, overwrite=args.overwrite)
     except KeyboardInterrupt:

@@ -1,0 +1,239 @@
+"""Start masks without a mask file: an object's first mask from a box or from clicks, made by OpenCV's GrabCut.
+
+- :func:`mask_from_box`: GrabCut initialised with the box (inside probably the object, outside background).
+- :func:`mask_from_points`: GrabCut initialised with small disks around the clicks (foreground clicks definitely
+  the object, background clicks definitely not), a generous box around the foreground clicks probably the object
+  and the rest background.
+- :class:`Prompt`: one object's box or clicks at a frame, and :func:`prompt_masks`, which turns prompts into the
+  start label maps of their frames (what ``reusevos segment --box / --points`` does before the model loads).
+
+Frames are ``(H, W, 3)`` uint8 RGB, masks ``(H, W)`` uint8 0/1; coordinates are pixels, x to the right and y down.
+No weights are needed: GrabCut fits colour models to the frame itself, so it finds objects whose colours differ
+from what surrounds them, and needs a box that holds the whole object with some background around it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable, Mapping, Sequence
+
+import cv2
+import numpy as np
+
+from reusevos.errors import ReusevosError
+from reusevos.io.frames import FrameSource
+
+Box = tuple[int, int, int, int]  # x0, y0, x1, y1: x0, y0 inclusive, x1, y1 exclusive
+Point = tuple[int, int]  # x, y
+GRABCUT_ITERATIONS = 5
+CLICK_GROWTH = 0.25  # the box around clicks grows by at least this fraction of the frame's shorter side each way
+
+
+def mask_from_box(frame: np.ndarray, box: Sequence[int], iterations: int = GRABCUT_ITERATIONS) -> np.ndarray:
+    """The object inside ``box = (x0, y0, x1, y1)`` (x1, y1 exclusive) of ``frame`` ``(H, W, 3)``: ``(H, W)`` uint8 0/1.
+
+    Raises ReusevosError when the box is not inside the frame or leaves no background around it, or when
+    GrabCut finds nothing in it.
+    """
+    frame = _check_frame(frame)
+    x0, y0, x1, y1 = check_box(box, frame.shape[:2])
+    if (x1 - x0) * (y1 - y0) >= frame.shape[0] * frame.shape[1]:
+        raise ReusevosError(f"box {x0},{y0},{x1},{y1} covers the whole frame; GrabCut needs background around the "
+                            "object: draw the box just around it")
+    mask = np.zeros(frame.shape[:2], np.uint8)
+    _grabcut(frame, mask, (x0, y0, x1 - x0, y1 - y0), cv2.GC_INIT_WITH_RECT, iterations)
+    return _object_or_error(mask, f"box {x0},{y0},{x1},{y1}", "draw a larger box that holds the whole object "
+                            "with some background around it")
+
+
+def mask_from_points(frame: np.ndarray, foreground: Iterable[Sequence[int]], background: Iterable[Sequence[int]] = (),
+                     iterations: int = GRABCUT_ITERATIONS) -> np.ndarray:
+    """The object under the ``foreground`` clicks ``[(x, y), ...]`` of ``frame`` ``(H, W, 3)``: ``(H, W)`` uint8 0/1.
+
+    Each click is a small disk (radius :func:`click_radius`), definitely the object (``foreground``) or definitely
+    not (``background``). The rest of :func:`click_box`, a box around the foreground clicks grown generously, is
+    probably the object, and everything outside it background: GrabCut then works as from a box, with the clicks
+    fixed (with the rest probably background instead, GrabCut kept little more than the disks of a single click on
+    synthetic clips). Of what GrabCut finds, the parts connected to a foreground click are kept.
+    """
+    frame = _check_frame(frame)
+    size = frame.shape[:2]
+    fg = [check_point(p, size) for p in foreground]
+    bg = [check_point(p, size) for p in background]
+    if not fg:
+        raise ReusevosError("give at least one foreground click on the object (x, y)")
+    x0, y0, x1, y1 = click_box(fg, size)
+    mask = np.full(size, cv2.GC_BGD, np.uint8)
+    mask[y0:y1, x0:x1] = cv2.GC_PR_FGD
+    radius = click_radius(size)
+    for value, points in ((cv2.GC_BGD, bg), (cv2.GC_FGD, fg)):  # foreground last: it wins where disks overlap
+        for x, y in points:
+            cv2.circle(mask, (x, y), radius, int(value), thickness=-1)
+    _grabcut(frame, mask, None, cv2.GC_INIT_WITH_MASK, iterations)
+    found = _object_or_error(mask, f"the clicks at {_points_text(fg)}", "click on the object's middle, or add "
+                             "background clicks (-x,y) around it")
+    return _connected_to(found, fg)
+
+
+def click_radius(size: tuple[int, int]) -> int:
+    """The radius in pixels of a click's disk on a frame of ``size = (H, W)``: 1/60 of the shorter side, at least 3."""
+    return max(3, min(size) // 60)
+
+
+def click_box(points: Sequence[Point], size: tuple[int, int]) -> Box:
+    """The box around ``points`` grown on each side by their extent, and by at least :data:`CLICK_GROWTH` of the
+    frame's shorter side, clipped to the frame ``size = (H, W)``."""
+    xs, ys = [p[0] for p in points], [p[1] for p in points]
+    floor = int(CLICK_GROWTH * min(size))
+    grow_x, grow_y = max(floor, max(xs) - min(xs)), max(floor, max(ys) - min(ys))
+    return (max(0, min(xs) - grow_x), max(0, min(ys) - grow_y),
+            min(size[1], max(xs) + 1 + grow_x), min(size[0], max(ys) + 1 + grow_y))
+
+
+def check_box(box: Sequence[int], size: tuple[int, int]) -> Box:
+    """``box`` as four ints, or a ReusevosError unless ``0 <= x0 < x1 <= W`` and ``0 <= y0 < y1 <= H``."""
+    values = _ints(box, 4, "a box")
+    x0, y0, x1, y1 = values
+    height, width = size
+    if x1 <= x0 or y1 <= y0:
+        raise ReusevosError(f"box {x0},{y0},{x1},{y1} is empty: give X0,Y0,X1,Y1 with X1 > X0 and Y1 > Y0 (the "
+                            "top-left and bottom-right corners)")
+    if x0 < 0 or y0 < 0 or x1 > width or y1 > height:
+        raise ReusevosError(f"box {x0},{y0},{x1},{y1} is not inside the {width}x{height} frame: give corners with "
+                            f"0 <= X0 < X1 <= {width} and 0 <= Y0 < Y1 <= {height}")
+    return values
+
+
+def check_point(point: Sequence[int], size: tuple[int, int]) -> Point:
+    """``point`` as two ints, or a ReusevosError unless it lies in the frame ``size = (H, W)``."""
+    x, y = _ints(point, 2, "a click")
+    if not (0 <= x < size[1] and 0 <= y < size[0]):
+        raise ReusevosError(f"click {x},{y} is not inside the {size[1]}x{size[0]} frame")
+    return x, y
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """One object's start, without a mask: a ``box`` or clicks (``foreground``, ``background``) at frame index
+    ``frame``. ``text`` is what the user wrote (``--box 10,20,90,80@5``), for messages."""
+
+    frame: int = 0
+    box: Box | None = None
+    foreground: tuple[Point, ...] = ()
+    background: tuple[Point, ...] = ()
+    text: str = ""
+
+    def __post_init__(self):
+        if (self.box is None) == (not self.foreground):
+            raise ReusevosError(f"{self.text or 'a prompt'}: give either a box or foreground clicks")
+
+    def mask(self, frame: np.ndarray) -> np.ndarray:
+        """The object's mask in ``frame`` (its start frame): ``(H, W)`` uint8 0/1."""
+        try:
+            if self.box is not None:
+                return mask_from_box(frame, self.box)
+            return mask_from_points(frame, self.foreground, self.background)
+        except ReusevosError as exc:
+            raise ReusevosError(f"{self.text}: {exc}" if self.text else str(exc)) from None
+
+    def to_dict(self) -> dict:
+        """How the object was started, for ``stats.json``."""
+        if self.box is not None:
+            return {"box": list(self.box)}
+        return {"points": {"foreground": [list(p) for p in self.foreground],
+                           "background": [list(p) for p in self.background]}}
+
+
+def prompt_masks(prompts: Sequence[Prompt], frames: FrameSource, first_id: int = 1,
+                 given: Mapping[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+    """The start label maps ``{frame name: (H, W) uint8}`` that ``prompts`` make, object ``first_id + k`` from
+    ``prompts[k]``. ``given`` holds label maps already known for some frames (from mask files): an object made
+    here takes only pixels they leave as background, as it does those of the prompts before it."""
+    names = frames.names
+    for prompt in prompts:
+        if not 0 <= prompt.frame < len(names):
+            raise ReusevosError(f"{prompt.text or 'a prompt'}: frame {prompt.frame} is not in the input, which has "
+                                f"{len(names)} frames (0 to {len(names) - 1})")
+    wanted = frames_at(frames, {p.frame for p in prompts})
+    labels = {name: np.array(m, np.uint8) for name, m in (given or {}).items()}
+    for k, prompt in enumerate(prompts):
+        name = names[prompt.frame]
+        frame = wanted[prompt.frame]
+        found = prompt.mask(frame).astype(bool)
+        mapped = labels.setdefault(name, np.zeros(frame.shape[:2], np.uint8))
+        _refuse_same_object(prompt, found, mapped, name)
+        mapped[found & (mapped == 0)] = first_id + k
+    return {name: labels[name] for name in names if name in labels}
+
+
+def _refuse_same_object(prompt: Prompt, found: np.ndarray, mapped: np.ndarray, name: str) -> None:
+    """Every prompt starts an object of its own: one whose mask lies mostly (over half) on an object already given
+    for that frame (by a mask, or an earlier prompt) names that object again."""
+    under = mapped[found]
+    counts = np.bincount(under, minlength=256)
+    counts[0] = 0
+    if counts.sum() * 2 > under.size:
+        obj = int(counts.argmax())
+        raise ReusevosError(f"{prompt.text or 'a prompt'}: its object lies mostly ({counts.sum() / under.size:.0%}) on "
+                            f"object {obj}, already given for frame {name}; each box or set of clicks starts a new "
+                            "object, so mark another one, or give that object only once")
+
+
+def frames_at(frames: FrameSource, indices: set[int]) -> dict[int, np.ndarray]:
+    """The frames at ``indices``, decoding no further than the last of them."""
+    found: dict[int, np.ndarray] = {}
+    if not indices:
+        return found
+    for index, (_, frame) in enumerate(frames):
+        if index in indices:
+            found[index] = frame
+            if len(found) == len(indices):
+                break  # the generator is dropped: the file is closed
+    missing = sorted(indices - set(found))
+    if missing:
+        raise ReusevosError(f"{frames.path} ended before frame {missing[0]}; give a frame index inside the video")
+    return found
+
+
+def _grabcut(frame: np.ndarray, mask: np.ndarray, rect, mode: int, iterations: int) -> None:
+    if iterations < 1:
+        raise ReusevosError(f"iterations {iterations}: give 1 or more")
+    models = (np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64))
+    cv2.setRNGSeed(0)  # GrabCut's k-means draws from OpenCV's global generator: the same box, the same mask
+    try:
+        cv2.grabCut(frame, mask, rect, *models, int(iterations), mode)
+    except cv2.error as exc:  # e.g. too few pixels on one side to fit a colour model
+        message = str(exc).strip().splitlines()[-1]
+        raise ReusevosError(f"GrabCut could not run ({message}); draw a larger box or add clicks") from None
+
+
+def _object_or_error(mask: np.ndarray, what: str, hint: str) -> np.ndarray:
+    found = ((mask == cv2.GC_FGD) | (mask == cv2.GC_PR_FGD)).astype(np.uint8)
+    if not found.any():
+        raise ReusevosError(f"GrabCut found no object in {what}: the mask is empty; {hint}")
+    return found
+
+
+def _connected_to(mask: np.ndarray, points: Sequence[Point]) -> np.ndarray:
+    """The connected parts of ``mask`` (8-connected) that hold one of ``points``; all of it if none does."""
+    _, parts = cv2.connectedComponents(mask, connectivity=8)
+    keep = {int(parts[y, x]) for x, y in points} - {0}
+    return np.isin(parts, sorted(keep)).astype(np.uint8) if keep else mask
+
+
+def _check_frame(frame: np.ndarray) -> np.ndarray:
+    frame = np.asarray(frame)
+    if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
+        raise ReusevosError(f"the frame must be an (H, W, 3) uint8 RGB array; got {frame.shape} {frame.dtype}")
+    return np.ascontiguousarray(frame)
+
+
+def _ints(values: Sequence[int], count: int, what: str) -> tuple[int, ...]:
+    values = tuple(values)
+    if len(values) != count or not all(isinstance(v, (int, np.integer)) for v in values):
+        raise ReusevosError(f"{what} is {count} whole pixel coordinates (int); got {values}")
+    return tuple(int(v) for v in values)
+
+
+def _points_text(points: Sequence[Point]) -> str:
+    return " ".join(f"{x},{y}" for x, y in points)
