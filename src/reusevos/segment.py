@@ -326,8 +326,8 @@ def segment_video(network: VOSNetwork, source: str | os.PathLike | FrameSource,
             DAVIS palette, input size).
         feather: the mattes' (``rgba``, ``webm``, ``mov``) edge blur, pixels.
         overlay: optional video file (``.mp4``) of the frames with the masks drawn over them, at input size.
-        options: the session's variant and tau; None lets the session choose (the reuse gate at tau 0.7 when
-            the weights have one, else the base model).
+        options: the session's variant and tau; None: the session's default (:class:`SessionConfig`: the flow
+            variant at tau 0.92, compute window 2).
         max_size: the model runs on frames whose longer side is at most this (None or 0: the input size);
             masks are still written at the input size (see :func:`upscale_labels`).
         warmup: run the first frames once untimed so start-up costs do not count in the FPS.

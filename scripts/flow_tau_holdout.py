@@ -1,0 +1,75 @@
+"""How the flow variant's default tau was chosen: a tau sweep on held-out DAVIS 2016 *train* sequences, with the
+flow gate fitted without them (``OUT/flow_gate_holdout.json`` of ``reusevos fit-flow-gate``). Never val.
+
+J&F, reuse rate and FPS per sequence and setting (compute window 2 throughout), one process; writes JSON.
+
+    reusevos fit-flow-gate --davis ~/data/DAVIS --out runs/flow-gate --threads 1
+    python scripts/flow_tau_holdout.py ~/data/DAVIS --gate runs/flow-gate/flow_gate_holdout.json \
+        --out docs/results/flow-gate/tau-holdout.json --threads 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import reusevos
+from reusevos.config import SessionConfig
+from reusevos.evaluation.davis_eval import DavisScores, score_sequence
+from reusevos.io.davis import DavisDataset, load_sequence
+from reusevos.provenance import machine_label, source_commit
+
+TAUS = (1.0, 0.95, 0.92, 0.9, 0.88, 0.85)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("davis")
+    parser.add_argument("--gate", required=True, help="the gate fitted without the held-out sequences")
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    held = json.loads(Path(args.gate).read_text())["info"]["fitted_without"]
+    model = reusevos.load_model(device="cpu")
+    dataset = DavisDataset(args.davis, split="train", sequences=held)
+    rows = []
+    for name in dataset.sequences:
+        data = load_sequence(dataset, name)
+        for tau in TAUS:
+            options = SessionConfig("flow", tau, compute_window=2, flow_gate=args.gate)
+            session = reusevos.Session(model, options)
+            start = time.perf_counter()
+            results = [session.step(f, data.start_masks.get(t)) for t, f in enumerate(data.frames)]
+            seconds = time.perf_counter() - start
+            labels = np.stack([r.labels for r in results])
+            scores = DavisScores(score_sequence(data.ground_truth, labels, name, data.frame_ids)).global_scores()
+            rows.append({"sequence": name, "tau": tau, "J&F": scores["J&F-Mean"], "J": scores["J-Mean"],
+                         "reused": session.reuse_rates[1], "fps": len(data.frames) / seconds})
+            print(json.dumps(rows[-1]), flush=True)
+    summary = {}
+    for tau in TAUS:
+        mine = [r for r in rows if r["tau"] == tau]
+        frames = sum(len(dataset.frame_paths(r["sequence"])) for r in mine)
+        summary[f"{tau:g}"] = {"J&F": float(np.mean([r["J&F"] for r in mine])),
+                               "reused": float(np.mean([r["reused"] for r in mine])),
+                               "fps": frames / sum(len(dataset.frame_paths(r["sequence"])) / r["fps"] for r in mine)}
+    report = {"command": f"python scripts/flow_tau_holdout.py {args.davis} --gate {args.gate} --out {args.out} "
+                         f"--threads {args.threads}", "commit": source_commit(), "machine": machine_label(),
+              "held_out": held, "summary": summary, "rows": rows}
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(report, indent=1) + "\n")
+    base = summary["1"]
+    print("| tau | J&F | vs tau 1 | reused | FPS ratio |\n|---|---:|---:|---:|---:|")
+    for tau, s in summary.items():
+        print(f"| {tau} | {100 * s['J&F']:.1f} | {100 * (s['J&F'] - base['J&F']):+.1f} | {100 * s['reused']:.0f}% | "
+              f"{s['fps'] / base['fps']:.2f}x |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,66 @@
+"""J&F against the speed-up over the same run's ``full+c2``, one line per variant, from one or more benchmark JSONs.
+
+Runs on a noisy machine are compared only through ratios inside each run, so several runs can share one figure.
+
+    python scripts/speedup_curves.py docs/results/speed/flow-val-3ae3097.json docs/results/speed/curves-val-77be73c.json \
+        --out docs/results/speed/flow-curves.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections import defaultdict
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+LABELS = {"flow": "flow (ours)", "reuse": "reuse path (paper), both windows 2", "copy": "copy", "motion": "motion (ours)"}
+
+
+def points(paths: list[str]) -> tuple[dict[str, list[tuple[float, float, float]]], list[float]]:
+    """Per variant, (speed-up, J&F, tau) of every setting with a tau below 1; and the reference J&F of each run."""
+    lines, references = defaultdict(list), []
+    for path in paths:
+        report = json.loads(Path(path).read_text())
+        by_key = {s["setting"]: s for s in report["settings"]}
+        base = by_key["full+c2"]
+        references.append(100 * base["J&F"])
+        for s in report["settings"]:
+            if s["variant"] != "full":
+                lines[s["variant"]].append((s["fps"] / base["fps"], 100 * s["J&F"], s["tau"]))
+    return lines, references
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("reports", nargs="+")
+    parser.add_argument("--out", required=True)
+    args = parser.parse_args()
+    lines, references = points(args.reports)
+    figure, axes = plt.subplots(figsize=(6.4, 4.4))
+    for variant, values in lines.items():
+        values.sort()
+        axes.plot([v[0] for v in values], [v[1] for v in values], marker="o", label=LABELS.get(variant, variant))
+        for x, y, tau in values:
+            axes.annotate(f"{tau:g}", (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
+    for jf in references:
+        axes.axhline(jf, color="black", linewidth=0.8, linestyle=":")
+    axes.plot([1.0], [references[0]], marker="*", color="black", markersize=10, linestyle="none",
+              label="full+c2 (the base model), 1.0x")
+    axes.set_xlabel("speed-up over full+c2 in the same run (FPS ratio)")
+    axes.set_ylabel("J&F-Mean, DAVIS 2016 val (%)")
+    axes.set_title("DAVIS 2016 val, 2 threads, each point labelled with its tau", fontsize=9)
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(args.out, dpi=120)
+    for variant, values in lines.items():
+        print(variant, [(round(x, 2), round(y, 1), t) for x, y, t in sorted(values)])
+
+
+if __name__ == "__main__":
+    main()
