@@ -22,14 +22,14 @@ import torch
 from reusevos.config import SessionConfig
 from reusevos.errors import ReusevosError
 from reusevos.evaluation.metrics import region_similarity
+from reusevos.flow import MAX_GAP, Anchor, FlowWarper, load_flow_gate, make_anchor
+from reusevos.flow import small_grey as flow_grey
 from reusevos.io.masks import VOID, object_ids, to_label_map
 from reusevos.model.augment import augment_first_frame
 from reusevos.model.backbone import images_to_tensor
 from reusevos.model.merge import label_slots, soft_aggregate
 from reusevos.model.network import VOSNetwork
 from reusevos.model.target_model import TargetModel
-from reusevos.flow import Anchor, FlowWarper, MAX_GAP, load_flow_gate, make_anchor
-from reusevos.flow import small_grey as flow_grey
 from reusevos.motion import moved_output, small_grey
 from reusevos.windows import score_box, span, window_box
 
@@ -238,7 +238,8 @@ class Session:
             if self.options.tau < 1.0:
                 raise ReusevosError(f"these weights have no trained reuse gate, so variant {self.options.variant!r} "
                                     "cannot run; use variant 'full' (or tau 1) or weights that include the gate")
-            self.options = SessionConfig("full", 1.0, compute_window=self.options.compute_window)  # tau = 1 never reuses
+            # tau = 1 never reuses: the base model
+            self.options = SessionConfig("full", 1.0, compute_window=self.options.compute_window)
         if (self.options.variant == "oracle") != (ground_truth is not None):
             raise ReusevosError("the oracle variant needs the ground truth of every frame (ground_truth=...), "
                                 "and only it takes one")
@@ -301,8 +302,7 @@ class Session:
         reoptimised = self._remember(computed, features, soft, timed)
         if grey is not None:
             with timed(Stage.MOTION):
-                for obj_id in [t.obj.object_id for t in computed] + list(new_ids):
-                    self.objects[obj_id].anchor = make_anchor(self.frame_index, grey, soft[obj_id].float().cpu().numpy())
+                self._anchor([t.obj.object_id for t in computed] + list(new_ids), grey, soft)
         return FrameResult(
             self.frame_index, labels,
             probabilities={i: p.float().cpu().numpy() for i, p in soft.items()} if return_probabilities else None,
@@ -352,6 +352,11 @@ class Session:
                 track.route = Route.MOVED
                 with timed(Stage.MOTION):
                     track.prob = torch.from_numpy(proposal.prob).to(self.device)
+
+    def _anchor(self, ids: list[int], grey: np.ndarray, soft: dict[int, torch.Tensor]) -> None:
+        """The flow variant: objects computed or started on this frame take it as their anchor."""
+        for obj_id in ids:
+            self.objects[obj_id].anchor = make_anchor(self.frame_index, grey, soft[obj_id].float().cpu().numpy())
 
     def full_path(self, tracks: list[_Track], features: FrameFeatures, timed: StageTimer) -> None:
         """This frame's scores S from the target models and the deep refinement levels' state R."""
@@ -510,7 +515,8 @@ class Session:
                     with timed(Stage.TARGET_MODEL_REOPTIMISE):
                         obj.target.update()
                     refitted.append(obj.object_id)
-        if self.options.variant in ("copy", "fusion", "motion", "flow") or self.options.reuse_window or self.options.compute_window:
+        opts = self.options
+        if opts.variant in ("copy", "fusion", "motion", "flow") or opts.reuse_window or opts.compute_window:
             for obj_id, prob in soft.items():
                 self.objects[obj_id].prob_prev = prob
         return refitted
