@@ -38,11 +38,16 @@ _KERNEL = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5))
 _CHANGED = 24  # grey levels: a pixel of the band whose residual exceeds this counts as changed
 
 
-def small_grey(frame: np.ndarray) -> np.ndarray:
-    """An ``(H, W, 3)`` uint8 RGB frame as a uint8 grey image at 1/:data:`SCALE` of its size."""
+def grey_at(frame: np.ndarray, scale: int) -> np.ndarray:
+    """An ``(H, W, 3)`` uint8 RGB frame as a uint8 grey image at 1/``scale`` of its size (area averaging)."""
     height, width = frame.shape[:2]
     grey = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
-    return cv2.resize(grey, (max(1, width // SCALE), max(1, height // SCALE)), interpolation=cv2.INTER_AREA)
+    return cv2.resize(grey, (max(1, width // scale), max(1, height // scale)), interpolation=cv2.INTER_AREA)
+
+
+def small_grey(frame: np.ndarray) -> np.ndarray:
+    """The frame the flow runs on: grey, at 1/:data:`SCALE` of its size, uint8."""
+    return grey_at(frame, SCALE)
 
 
 @dataclass
@@ -185,12 +190,17 @@ class FlowGate:
         self.mean, self.scale, self.layers, self.info = mean, scale, layers, info or {}
 
     def __call__(self, features: np.ndarray) -> float:
+        """P for one proposal's ``(len(FEATURES),)`` features."""
+        return float(self.probabilities(features))
+
+    def probabilities(self, features: np.ndarray) -> np.ndarray:
+        """P for features ``(..., len(FEATURES))``: ``(...)``."""
         x = (np.asarray(features, np.float32) - self.mean) / self.scale
         for k, (weight, bias) in enumerate(self.layers):
             x = x @ weight.T + bias
             if k < len(self.layers) - 1:
                 x = np.maximum(x, 0.0)
-        return float(1.0 / (1.0 + np.exp(-x[..., 0])))
+        return 1.0 / (1.0 + np.exp(-x[..., 0]))
 
     def to_json(self) -> dict:
         return {"features": list(FEATURES), "mean": self.mean.tolist(), "scale": self.scale.tolist(),

@@ -12,6 +12,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from reusevos.flow import grey_at
+
 SCALE = 4  # the grey images are a quarter of the frame's size
 MIN_SIDE = 16  # a box smaller than this (in the small image) is too little to correlate: the whole image is used
 MARGIN = 8  # pixels of the small image around the object's box
@@ -19,10 +21,7 @@ MARGIN = 8  # pixels of the small image around the object's box
 
 def small_grey(frame: np.ndarray) -> np.ndarray:
     """An ``(H, W, 3)`` uint8 RGB frame as a float32 grey image at 1/:data:`SCALE` of its size."""
-    height, width = frame.shape[:2]
-    grey = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
-    return cv2.resize(grey, (max(1, width // SCALE), max(1, height // SCALE)),
-                      interpolation=cv2.INTER_AREA).astype(np.float32)
+    return grey_at(frame, SCALE).astype(np.float32)
 
 
 def object_box(prob: np.ndarray, shape: tuple[int, int]) -> tuple[int, int, int, int] | None:

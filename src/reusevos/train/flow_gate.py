@@ -127,15 +127,11 @@ def fit(pairs: dict[str, np.ndarray], config: FlowGateConfig) -> FlowGate:
     return FlowGate(mean.float().numpy(), scale.float().numpy(), layers)
 
 
-def predict(gate: FlowGate, features: np.ndarray) -> np.ndarray:
-    return np.array([gate(f) for f in features], np.float32)
-
-
 def quality(gate: FlowGate, pairs: dict[str, np.ndarray], taus: Sequence[float]) -> dict:
     """How well the gate predicts the warped IoU on ``pairs``, and per tau what it would reuse: the share of
     pairs (and of gap-1 pairs), their mean IoU, the share reused although their IoU is below tau, and what
     the oracle (the true IoU >= tau) would reuse."""
-    p, iou, first = predict(gate, pairs["features"]), pairs["iou"], pairs["gap"] == 1
+    p, iou, first = gate.probabilities(pairs["features"]), pairs["iou"], pairs["gap"] == 1
     report = {"pairs": int(len(iou)), "mse": round(float(np.square(p - iou).mean()), 4),
               "pearson": round(float(np.corrcoef(p, iou)[0, 1]), 4) if p.std() > 0 and iou.std() > 0 else None,
               "iou_mean": round(float(iou.mean()), 4), "copy_iou_mean": round(float(pairs["copy_iou"].mean()), 4)}
