@@ -58,6 +58,15 @@ def run_segment(*args, timeout: float = 300) -> subprocess.CompletedProcess:
                           text=True, env=env, timeout=timeout)
 
 
+def one_error(proc: subprocess.CompletedProcess, *phrases: str, code: int = 2) -> str:
+    """The one line a refused command printed (exit ``code``, no traceback), checked to hold every phrase."""
+    assert proc.returncode == code, (proc.returncode, proc.stderr)
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert all(p in lines[0] for p in phrases), lines[0]
+    return lines[0]
+
+
 @pytest.fixture(scope="session")
 def weights(tmp_path_factory) -> dict[str, Path]:
     """Random checkpoints: ``base`` (no gate) and ``gate`` (with the reuse-path modules)."""

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 import reusevos
-from conftest import FAST, run_segment, snapshot
+from conftest import FAST, one_error, run_segment, snapshot
 from reusevos.config import ModelConfig, SessionConfig
 from reusevos.errors import ReusevosError
 from reusevos.evaluation.metrics import region_similarity
@@ -102,14 +102,6 @@ def test_a_correction_and_a_late_start_on_the_same_frame_start_both(random_netwo
 
 
 # -- the command line ---------------------------------------------------------------------------------------------
-def _one_error(proc, *phrases: str) -> str:
-    assert proc.returncode == 2, (proc.returncode, proc.stderr)
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
-    assert all(p in lines[0] for p in phrases), lines[0]
-    return lines[0]
-
-
 @pytest.mark.slow
 def test_bad_corrections_are_refused_before_anything_runs(weights, tmp_path):
     write_clip(tmp_path, "c", SMALL)
@@ -124,15 +116,15 @@ def test_bad_corrections_are_refused_before_anything_runs(weights, tmp_path):
         return run_segment(frames, "--mask", masks / "00000.png", "--out", out, "--weights", weights["base"],
                            "--no-warmup", *flags, *FAST)
 
-    _one_error(segment("--corrections", fixes), "correction", "00006.png", "is for frame '00006', which the input "
+    one_error(segment("--corrections", fixes), "correction", "00006.png", "is for frame '00006', which the input "
                "does not have", "6 frames")
-    _one_error(segment("--corrections", masks / "00000.png"), "is a file; give a folder")
-    _one_error(segment("--corrections", tmp_path / "absent"), "correction not found")
+    one_error(segment("--corrections", masks / "00000.png"), "is a file; give a folder")
+    one_error(segment("--corrections", tmp_path / "absent"), "correction not found")
     (fixes / "00006.png").unlink()
     write_mask(fixes / "00002.png", np.zeros((96, 160), np.uint8))
-    _one_error(segment("--corrections", fixes), "correction", "00002.png marks no object")
+    one_error(segment("--corrections", fixes), "correction", "00002.png marks no object")
     write_mask(fixes / "00002.png", read_mask(masks / "00002.png"))
-    _one_error(run_segment(frames, "--mask", masks / "00000.png", "--corrections", fixes, "--out", fixes, "--weights",
+    one_error(run_segment(frames, "--mask", masks / "00000.png", "--corrections", fixes, "--out", fixes, "--weights",
                            weights["base"], "--no-warmup", *FAST), "--out", "is the input", str(fixes))
     assert not out.exists() and (snapshot(tmp_path / "JPEGImages"), snapshot(tmp_path / "Annotations")) == before
     assert [p.name for p in fixes.iterdir()] == ["00002.png"]  # nothing written into the corrections either

@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import FAST, run_segment, snapshot
+from conftest import FAST, one_error, run_segment, snapshot
 from reusevos.errors import ReusevosError
 from reusevos.io.masks import read_mask, to_label_map, write_mask
 from reusevos.synthetic import SyntheticConfig, generate_clip, write_clip
@@ -45,14 +45,6 @@ def clip(tmp_path):
     return _clip(tmp_path)
 
 
-def _one_error(proc: subprocess.CompletedProcess, *phrases: str, code: int = 2) -> str:
-    assert proc.returncode == code, (proc.returncode, proc.stderr)
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
-    assert all(p in lines[0] for p in phrases), lines[0]
-    return lines[0]
-
-
 def _segment(frames, mask, out, weights, *more):
     return run_segment(frames, "--mask", mask, "--out", out, "--weights", weights["base"], "--no-warmup", *FAST,
                        *map(str, more))
@@ -67,15 +59,15 @@ def _reusevos(*args, env=None) -> subprocess.CompletedProcess:
 def test_out_as_the_frame_folder_is_refused(clip, weights, tmp_path):
     frames, mask = clip
     before = snapshot(tmp_path)
-    _one_error(_segment(frames, mask, frames, weights), "outputs never overwrite inputs", str(frames))
+    one_error(_segment(frames, mask, frames, weights), "outputs never overwrite inputs", str(frames))
     assert snapshot(tmp_path) == before
 
 
 def test_out_as_the_mask_folder_or_a_folder_holding_the_frames_is_refused(clip, weights, tmp_path):
     frames, mask = clip
     before = snapshot(tmp_path)
-    _one_error(_segment(frames, mask, mask.parent, weights), "--out", "holds the input", "outputs never overwrite")
-    _one_error(_segment(frames, mask, tmp_path, weights), "holds the input")
+    one_error(_segment(frames, mask, mask.parent, weights), "--out", "holds the input", "outputs never overwrite")
+    one_error(_segment(frames, mask, tmp_path, weights), "holds the input")
     assert snapshot(tmp_path) == before
 
 
@@ -83,7 +75,7 @@ def test_out_through_a_symbolic_link_to_the_frames_is_refused(clip, weights, tmp
     frames, mask = clip
     (tmp_path / "link").symlink_to(frames, target_is_directory=True)
     before = snapshot(frames)
-    _one_error(_segment(frames, mask, tmp_path / "link", weights), "outputs never overwrite inputs")
+    one_error(_segment(frames, mask, tmp_path / "link", weights), "outputs never overwrite inputs")
     assert snapshot(frames) == before
 
 
@@ -101,8 +93,8 @@ with VideoWriter({str(video)!r}, fps=10) as w:
 """], check=True, timeout=120)
     os.link(video, tmp_path / "hard.mp4")
     before = snapshot(tmp_path)
-    _one_error(_segment(video, mask, tmp_path / "o", weights, "--overlay", video), "--overlay", "is the input")
-    _one_error(_segment(video, mask, tmp_path / "o", weights, "--overlay", tmp_path / "hard.mp4"), "is the input")
+    one_error(_segment(video, mask, tmp_path / "o", weights, "--overlay", video), "--overlay", "is the input")
+    one_error(_segment(video, mask, tmp_path / "o", weights, "--overlay", tmp_path / "hard.mp4"), "is the input")
     assert snapshot(tmp_path) == before
 
 
@@ -114,7 +106,7 @@ def test_a_folder_with_another_run_is_refused_then_replaced_whole_with_overwrite
     assert _segment(long_frames, long_mask, out, weights).returncode == 0
     first = snapshot(out)
     assert sorted(first) == [f"{t:05d}.png" for t in range(6)] + ["stats.json"]
-    _one_error(_segment(short_frames, short_mask, out, weights), "already holds 7 files", "--overwrite")
+    one_error(_segment(short_frames, short_mask, out, weights), "already holds 7 files", "--overwrite")
     assert snapshot(out) == first
     proc = _segment(short_frames, short_mask, out, weights, "--overwrite")
     assert proc.returncode == 0, proc.stderr
@@ -171,7 +163,7 @@ def test_a_frame_that_fails_to_decode_midway_keeps_the_earlier_result(weights, t
     out = tmp_path / "o"
     out.mkdir()
     (out / "stats.json").write_text('{"earlier": true}\n')
-    line = _one_error(_segment(frames, mask, out, weights, "--overwrite"), "cannot read frame", "00003.jpg",
+    line = one_error(_segment(frames, mask, out, weights, "--overwrite"), "cannot read frame", "00003.jpg",
                       "the 3 frames done are in", "unchanged")
     assert str(tmp_path / "o.partial") in line
     assert snapshot(out) == {"stats.json": b'{"earlier": true}\n'}
@@ -186,7 +178,7 @@ def test_a_full_disk_is_one_line_and_the_run_is_marked_partial(clip, weights, tm
     if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24k", "tmpfs", str(disk)], capture_output=True).returncode:
         pytest.skip("cannot mount a small tmpfs here (needs root)")
     try:
-        line = _one_error(_segment(frames, mask, disk / "o", weights), "No space left")
+        line = one_error(_segment(frames, mask, disk / "o", weights), "No space left")
         assert "Traceback" not in line
     finally:
         subprocess.run(["umount", str(disk)], check=True)
@@ -199,7 +191,7 @@ def test_a_feathered_mask_is_refused_and_threshold_binarises_it(clip, weights, t
     feathered = tmp_path / "feathered.png"
     Image.fromarray(cv2.GaussianBlur(hard, (0, 0), 3).round().astype(np.uint8)).save(feathered)
     before = snapshot(tmp_path)
-    _one_error(_segment(frames, feathered, tmp_path / "o", weights), "soft mask", "--threshold 128")
+    one_error(_segment(frames, feathered, tmp_path / "o", weights), "soft mask", "--threshold 128")
     assert snapshot(tmp_path) == before
     proc = _segment(frames, feathered, tmp_path / "o", weights, "--threshold", "128")
     assert proc.returncode == 0, proc.stderr
@@ -210,30 +202,30 @@ def test_a_jpeg_mask_is_refused_as_lossy(clip, weights, tmp_path):
     frames, mask = clip
     Image.fromarray((read_mask(mask) > 0).astype(np.uint8) * 255).save(tmp_path / "mask.jpg", quality=80)
     before = snapshot(tmp_path)
-    _one_error(_segment(frames, tmp_path / "mask.jpg", tmp_path / "o", weights), "JPEG is lossy", "--threshold")
+    one_error(_segment(frames, tmp_path / "mask.jpg", tmp_path / "o", weights), "JPEG is lossy", "--threshold")
     assert snapshot(tmp_path) == before
 
 
 # -- 4. unwritable outputs and bad frames, found before the model loads -----------------------------------------
 def test_an_unwritable_overlay_is_found_before_any_work(clip, weights, tmp_path):
     frames, mask = clip
-    _one_error(_segment(frames, mask, tmp_path / "o", weights, "--overlay", "/proc/reusevos-test/clip.mp4"),
+    one_error(_segment(frames, mask, tmp_path / "o", weights, "--overlay", "/proc/reusevos-test/clip.mp4"),
                "cannot write --overlay")
     assert not (tmp_path / "o").exists()
 
 
 def test_eval_json_and_segment_davis_out_into_unwritable_places(tmp_path):
     write_clip(tmp_path / "davis", "one", SyntheticConfig(size=(64, 96), num_frames=4, num_objects=1), split="val")
-    _one_error(_reusevos("eval", tmp_path, "--davis", tmp_path / "davis", "--json", "/proc/reusevos-test/s.json"),
+    one_error(_reusevos("eval", tmp_path, "--davis", tmp_path / "davis", "--json", "/proc/reusevos-test/s.json"),
                "cannot write --json")
-    _one_error(_reusevos("segment-davis", tmp_path / "davis", "--out", "/proc/reusevos-test/out"), "cannot write --out")
-    _one_error(_reusevos("segment-davis", tmp_path / "davis", "--out", tmp_path / "davis"), "is the input")
+    one_error(_reusevos("segment-davis", tmp_path / "davis", "--out", "/proc/reusevos-test/out"), "cannot write --out")
+    one_error(_reusevos("segment-davis", tmp_path / "davis", "--out", tmp_path / "davis"), "is the input")
 
 
 def test_a_frame_of_another_size_is_found_before_anything_is_written(clip, weights, tmp_path):
     frames, mask = clip
     Image.new("RGB", (80, 48)).save(frames / "00004.png")
-    _one_error(_segment(frames, mask, tmp_path / "o", weights), "00004.png is 80x48", "same size")
+    one_error(_segment(frames, mask, tmp_path / "o", weights), "00004.png is 80x48", "same size")
     assert not (tmp_path / "o").exists()
 
 
@@ -278,15 +270,15 @@ def test_api_misuse_raises_reusevos_error(tmp_path):
 # -- 6. smaller things --------------------------------------------------------------------------------------------
 def test_smaller_messages_name_the_real_flags(clip, weights, tmp_path):
     frames, mask = clip
-    _one_error(_segment(frames, mask, tmp_path / "o", weights, "--threads", "999"), "--threads 999", "CPUs")
+    one_error(_segment(frames, mask, tmp_path / "o", weights, "--threads", "999"), "--threads 999", "CPUs")
     assert _reusevos("synth", tmp_path / "s", "--frames", "3").returncode == 0
-    _one_error(_reusevos("synth", tmp_path / "s", "--frames", "3"), "--overwrite")
+    one_error(_reusevos("synth", tmp_path / "s", "--frames", "3"), "--overwrite")
     env = {k: "" for k in ("REUSEVOS_DAVIS",)}
-    _one_error(_reusevos("segment-davis", "--out", tmp_path / "r", env=env), "DAVIS_ROOT")
+    one_error(_reusevos("segment-davis", "--out", tmp_path / "r", env=env), "DAVIS_ROOT")
     import torch
 
     if not torch.cuda.is_available():
-        _one_error(_segment(frames, mask, tmp_path / "o", weights, "--device", "cuda:1"), "--device cuda:1")
+        one_error(_segment(frames, mask, tmp_path / "o", weights, "--device", "cuda:1"), "--device cuda:1")
 
 
 def test_frames_too_small_for_the_model_are_refused(weights, tmp_path):
@@ -298,14 +290,14 @@ def test_frames_too_small_for_the_model_are_refused(weights, tmp_path):
     square = np.zeros((32, 32), np.uint8)
     square[8:24, 8:24] = 1
     write_mask(tmp_path / "m.png", square)
-    _one_error(_segment(frames, tmp_path / "m.png", tmp_path / "o", weights), "32x32 are too small", "48 pixels")
+    one_error(_segment(frames, tmp_path / "m.png", tmp_path / "o", weights), "32x32 are too small", "48 pixels")
     assert not (tmp_path / "o").exists()  # refused before anything was written
 
 
 def test_benchmark_and_ablation_outputs_are_checked_before_the_model_loads(tmp_path):
     write_clip(tmp_path / "davis", "one", SyntheticConfig(size=(64, 96), num_frames=4, num_objects=1), split="val")
     davis = tmp_path / "davis"
-    _one_error(_reusevos("benchmark", davis, "--json", "/proc/reusevos-test/b.json", "--no-flops"),
+    one_error(_reusevos("benchmark", davis, "--json", "/proc/reusevos-test/b.json", "--no-flops"),
                "cannot write --json")
-    _one_error(_reusevos("benchmark", davis, "--partial", davis, "--no-flops"), "is the input")
-    _one_error(_reusevos("ablation", davis, "--out", "/proc/reusevos-test/ab", "--no-plots"), "cannot write --out")
+    one_error(_reusevos("benchmark", davis, "--partial", davis, "--no-flops"), "is the input")
+    one_error(_reusevos("ablation", davis, "--out", "/proc/reusevos-test/ab", "--no-plots"), "cannot write --out")

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import reusevos
-from conftest import FAST, run_segment, snapshot
+from conftest import FAST, one_error, run_segment, snapshot
 from reusevos.errors import ReusevosError
 from reusevos.evaluation.metrics import region_similarity
 from reusevos.io.masks import read_mask, write_mask
@@ -102,14 +102,6 @@ def test_bad_boxes_and_clicks_are_one_clear_error(clip):
 
 
 # -- the command line: refusals, before anything is written -------------------------------------------------------
-def _one_error(proc, *phrases: str) -> str:
-    assert proc.returncode == 2, (proc.returncode, proc.stderr)
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
-    assert all(p in lines[0] for p in phrases), lines[0]
-    return lines[0]
-
-
 @pytest.mark.slow
 def test_bad_boxes_and_points_on_the_command_line(clip_folder, weights, tmp_path):
     frames, annotations = clip_folder
@@ -119,19 +111,19 @@ def test_bad_boxes_and_points_on_the_command_line(clip_folder, weights, tmp_path
     def segment(*flags):
         return run_segment(frames, *flags, "--out", out, "--weights", weights["base"], "--no-warmup", *FAST)
 
-    _one_error(segment("--box", "10,20,30"), "--box '10,20,30'", "X0,Y0,X1,Y1[@FRAME]")
-    _one_error(segment("--box", "10,20,x,40"), "--box '10,20,x,40'")
-    _one_error(segment("--box", "10,20,60,40@two"), "FRAME after @ is a frame index")
-    _one_error(segment("--box", "10,20,60,40@6"), "--box 10,20,60,40@6", "frame 6 is not in the input", "6 frames")
-    _one_error(segment("--box", "0,0,300,50"), "--box 0,0,300,50", "not inside the 216x120 frame")
-    _one_error(segment("--box", "40,30,40,90"), "is empty")
-    _one_error(segment("--points", "5"), "--points '5'", "X,Y pairs")
-    _one_error(segment("--points=-5,6"), "has no foreground click")
-    _one_error(segment("--points", "5,-6"), "X,Y pairs")
-    _one_error(segment(), "give the first frame's mask", "--box", "--points")
+    one_error(segment("--box", "10,20,30"), "--box '10,20,30'", "X0,Y0,X1,Y1[@FRAME]")
+    one_error(segment("--box", "10,20,x,40"), "--box '10,20,x,40'")
+    one_error(segment("--box", "10,20,60,40@two"), "FRAME after @ is a frame index")
+    one_error(segment("--box", "10,20,60,40@6"), "--box 10,20,60,40@6", "frame 6 is not in the input", "6 frames")
+    one_error(segment("--box", "0,0,300,50"), "--box 0,0,300,50", "not inside the 216x120 frame")
+    one_error(segment("--box", "40,30,40,90"), "is empty")
+    one_error(segment("--points", "5"), "--points '5'", "X,Y pairs")
+    one_error(segment("--points=-5,6"), "has no foreground click")
+    one_error(segment("--points", "5,-6"), "X,Y pairs")
+    one_error(segment(), "give the first frame's mask", "--box", "--points")
     # A box around an object the mask file already gives names it twice.
     mask = annotations / "00000.png"
-    _one_error(segment("--mask", mask, "--box", ",".join(map(str, _box_around(read_mask(mask), 1)))),
+    one_error(segment("--mask", mask, "--box", ",".join(map(str, _box_around(read_mask(mask), 1)))),
                "lies mostly", "on object 1, already given for frame 00000")
     assert not out.exists() and snapshot(frames.parent.parent.parent) == before
 

@@ -23,9 +23,10 @@ import torch
 
 from reusevos.errors import ReusevosError
 from reusevos.evaluation.metrics import region_similarity
-from reusevos.flow import FEATURES, MAX_GAP, FlowGate, FlowWarper, make_anchor, small_grey
-from reusevos.io.davis import DavisDataset, load_sequence
-from reusevos.io.files import write_atomically, write_json
+from reusevos.flow import MAX_GAP, FlowGate, FlowWarper, make_anchor, small_grey
+from reusevos.io.davis import DavisDataset
+from reusevos.io.files import write_json
+from reusevos.train.per_sequence import collect_per_sequence
 
 
 @dataclass
@@ -77,26 +78,14 @@ def sequence_pairs(frames: Sequence[np.ndarray], ground_truth: Sequence[np.ndarr
 def collect_pairs(dataset: DavisDataset, out_dir: str | os.PathLike, config: FlowGateConfig,
                   log: Callable[[str], None] = lambda _: None) -> list[Path]:
     """Pairs of every sequence into ``out_dir/<sequence>.npz``; files already there are kept (resume)."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    files = []
-    for number, name in enumerate(dataset.sequences, start=1):
-        path = out / f"{name}.npz"
-        files.append(path)
-        if path.is_file():
-            continue
-        start = time.perf_counter()
-        data = load_sequence(dataset, name)
-        pairs = sequence_pairs(data.frames, data.ground_truth, config.gaps, config.stride)
 
-        def save(tmp: Path, pairs=pairs) -> None:
-            with open(tmp, "wb") as handle:
-                np.savez(handle, **pairs)
+    def save(pairs: dict[str, np.ndarray], tmp: Path) -> None:
+        with open(tmp, "wb") as handle:
+            np.savez(handle, **pairs)
 
-        write_atomically(path, save)
-        log(f"pairs {name} [{number}/{len(dataset.sequences)}]: {len(pairs['iou'])} pairs, "
-            f"{time.perf_counter() - start:.0f} s")
-    return files
+    return collect_per_sequence(dataset, out_dir, ".npz",
+                                lambda data: sequence_pairs(data.frames, data.ground_truth, config.gaps, config.stride),
+                                save, log)
 
 
 def load_pairs(files: Sequence[Path]) -> dict[str, np.ndarray]:

@@ -35,11 +35,12 @@ import torch.nn.functional as F
 from reusevos.config import GateRefitConfig, SessionConfig
 from reusevos.errors import ReusevosError
 from reusevos.evaluation.metrics import region_similarity
-from reusevos.io.davis import DavisDataset, load_sequence
-from reusevos.io.files import write_atomically, write_json
+from reusevos.io.davis import DavisDataset
+from reusevos.io.files import write_json
 from reusevos.model.backbone import images_to_tensor
 from reusevos.model.gate import Gate
 from reusevos.model.network import VOSNetwork, save_checkpoint
+from reusevos.train.per_sequence import collect_per_sequence
 
 POOL = 7  # the gate's first operation: adaptive max-pool of D_t to 7x7
 
@@ -90,25 +91,15 @@ def collect_pairs(network: VOSNetwork, dataset: DavisDataset, out_dir: str | os.
                   gaps: Sequence[int], log: Callable[[str], None] = lambda _: None) -> list[Path]:
     """Pairs of every sequence of ``dataset`` into ``out_dir/<sequence>.pt``; existing files are kept
     (resume). Sequences with several objects are refused (DAVIS 2016 layout: one object)."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    files = []
-    for number, name in enumerate(dataset.sequences, start=1):
-        path = out / f"{name}.pt"
-        files.append(path)
-        if path.is_file():
-            continue
-        start = time.perf_counter()
-        data = load_sequence(dataset, name)
+
+    def compute(data) -> dict[str, torch.Tensor]:
         ids = set(np.unique(data.ground_truth[0]).tolist()) - {0, 255}
         if len(ids) != 1:
-            raise ReusevosError(f"sequence {name}: the gate refit needs single-object sequences, found ids "
+            raise ReusevosError(f"sequence {data.name}: the gate refit needs single-object sequences, found ids "
                                 f"{sorted(ids)}")
-        pairs = sequence_pairs(network, data.frames, data.ground_truth, gaps)
-        write_atomically(path, lambda tmp: torch.save(pairs, tmp))
-        log(f"pairs {name} [{number}/{len(dataset.sequences)}]: {len(data.frames)} frames, {len(pairs['iou'])} "
-            f"pairs, {time.perf_counter() - start:.0f} s")
-    return files
+        return sequence_pairs(network, data.frames, data.ground_truth, gaps)
+
+    return collect_per_sequence(dataset, out_dir, ".pt", compute, lambda pairs, tmp: torch.save(pairs, tmp), log)
 
 
 def load_pairs(files: Sequence[Path]) -> dict[str, torch.Tensor]:
