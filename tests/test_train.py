@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 import torch
 
@@ -151,3 +152,34 @@ def test_gate_warm_up_runs_first_and_resumes(tiny_davis, base_run, tmp_path):
     again = subprocess.run([*cmd[:cmd.index("--iterations") + 1], "4", *cmd[cmd.index("--iterations") + 2:]],
                            capture_output=True, text=True, timeout=600)
     assert again.returncode == 0 and "at iteration 2" in again.stdout and "warm-up" not in again.stdout, again.stderr
+
+
+def test_tracked_scores_follow_the_models_own_tracking(tmp_path):
+    """The ``tracked`` anchor's target model learns from the network's outputs: until its first re-optimisation
+    (after ``update_every`` computed frames) it is the start frame's model, exactly as the ground-truth-updated
+    anchor's is; after it, the two differ, since one learned from the truth and the other from its own masks."""
+    root = tmp_path / "davis"
+    write_clip(root, "clip", SyntheticConfig(size=(96, 160), num_frames=12, num_objects=2, speed=2.0, seed=1),
+               split="train")
+    cache = tmp_path / "cache"
+    run = _train(root, tmp_path / "run", 1, cache, extra=["--tracked-scores", "default", "--synthetic", "0"])
+    assert run.returncode == 0, run.stderr
+    meta = json.loads((cache / "clip" / "meta.json").read_text())
+    assert meta["anchor_kinds"] == ["updated", "stale", "stale", "tracked"]
+    assert meta["anchors"][-1] == meta["anchors"][0] == 0
+    scores = np.load(cache / "clip" / "scores.npy").astype(np.float32)  # (A, T, K, h, w)
+    assert scores.shape[:3] == (4, 12, 2) and np.isfinite(scores[-1]).all()
+    same = np.abs(scores[0, :9] - scores[-1, :9]).max()  # frames 0-8: no refit has happened yet
+    after = np.abs(scores[0, 9:] - scores[-1, 9:]).reshape(3, 2, -1).max(axis=2)
+    assert same < 0.01  # the same model, up to the backbone runtimes' float rounding
+    assert after.min() > 0.05  # every object's scores change once the memories differ
+    runs = [json.loads(line) for line in (tmp_path / "run" / "runs.jsonl").read_text().splitlines()]
+    assert runs[0]["tracker_weights"] == "default"
+
+
+def test_a_cache_of_another_recipe_is_refused(tiny_davis, tmp_path):
+    cache = tmp_path / "cache"
+    assert _train(tiny_davis, tmp_path / "a", 1, cache).returncode == 0
+    mixed = _train(tiny_davis, tmp_path / "b", 1, cache, extra=["--tracked-scores", "default"])
+    assert mixed.returncode == 2
+    assert "built without tracked scores" in mixed.stderr and "Traceback" not in mixed.stderr

@@ -23,6 +23,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "the refinement network. Run the same command again to resume; under torchrun it trains "
                     "with DistributedDataParallel.")
     _add_training_args(train, TrainConfig, "refiner.pt", "crops")
+    train.add_argument("--tracked-scores", default=None, metavar="WEIGHTS",
+                       help="also train on the scores of target models updated from this trained model's own "
+                            "tracking (a checkpoint, or 'default' for the shipped one); default: none")
+    train.add_argument("--synthetic-speeds", default=None, metavar="PX,PX,...",
+                       help="syn clips' speeds in pixels per frame, one drawn per clip (default: "
+                            "0.5,2,6,12)")
     train.set_defaults(func=_cmd_train)
     _register_train_gate(sub)
     _register_refit_gate(sub)
@@ -148,9 +154,17 @@ def _cmd_train(args: argparse.Namespace) -> int:
     _training_setup(args)
     config = TrainConfig(iterations=args.iterations, batch=args.batch, crop=args.crop, lr=args.lr, seed=args.seed,
                          checkpoint_every=args.checkpoint_every)
+    speeds = None
+    if args.synthetic_speeds is not None:
+        speeds = tuple(csv_list(args.synthetic_speeds, "--synthetic-speeds", float))
+        if not speeds or min(speeds) < 0:
+            raise ReusevosError(f"--synthetic-speeds {args.synthetic_speeds}: give speeds >= 0, e.g. 0.5,2,6,12")
+    if args.tracked_scores not in (None, "default") and not Path(args.tracked_scores).is_file():
+        raise ReusevosError(f"--tracked-scores {args.tracked_scores}: no such checkpoint file")
     summary = run_training(args.davis, args.split, args.out, args.cache, config, synthetic=args.synthetic,
                            synthetic_frames=args.synthetic_frames, sequences=args.sequences, device=args.device,
-                           command=command_line(), log=log)
+                           command=command_line(), log=log, tracker_weights=args.tracked_scores,
+                           synthetic_speeds=speeds)
     return _trained(summary, Path(args.out) / "refiner.pt")
 
 

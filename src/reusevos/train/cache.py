@@ -12,9 +12,11 @@ Layout of one sequence's folder::
                                     of a target model fitted at the anchor frame (NaN before it)
     meta.json                       sizes, anchors, object ids, completion marker
 
-Scores come from two kinds of anchor: the object's first frame with the memory updated every
-``update_every`` frames from the ground truth (as tracking would, with perfect masks), and later
-anchors without updates (a stale model: the harder, noisier scores the refiner must cope with).
+Scores come from up to three kinds of anchor (``meta.json``'s ``anchor_kinds``): the object's first frame
+with the memory updated every ``update_every`` frames from the ground truth (``updated``: as tracking would,
+with perfect masks), later anchors without updates (``stale``: the harder, noisier scores the refiner must
+cope with) and, when a tracker is given, the first frame with the memory updated from a trained model's own
+outputs (``tracked``: the drifting scores of real tracking, ``reusevos.train.tracked``).
 """
 
 from __future__ import annotations
@@ -24,12 +26,13 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 import torch
 
 from reusevos.config import TargetModelConfig
+from reusevos.errors import ReusevosError
 from reusevos.model.augment import augment_first_frame
 from reusevos.model.backbone import Backbone, images_to_tensor
 from reusevos.model.target_model import TargetModel
@@ -56,11 +59,14 @@ class CachedSequence:
 
 def cache_sequence(out_dir: str | os.PathLike, frames: Iterable[np.ndarray], masks: np.ndarray,
                    backbone: Backbone, target_config: TargetModelConfig, extra_anchors: int = 2,
-                   seed: int = 0, batch: int = 4) -> CachedSequence:
+                   seed: int = 0, batch: int = 4,
+                   tracker: Callable[[np.ndarray], np.ndarray] | None = None) -> CachedSequence:
     """Compute and write one sequence's cache; returns it memory-mapped.
 
     frames: the sequence's ``(H, W, 3)`` uint8 RGB frames, in order (streamed); masks: ``(T, H, W)``
-    label maps of every frame. Written to a temporary folder and renamed when complete, so an
+    label maps of every frame. tracker: given the stride-16 features ``(T, C16, h16, w16)``, the
+    ``tracked`` anchor's scores ``(T, K, h16, w16)`` (:func:`reusevos.train.tracked.tracked_scores` with the
+    frames bound); None: no such anchor. Written to a temporary folder and renamed when complete, so an
     interrupted run never leaves a half-written cache that looks finished.
     """
     out_dir = Path(out_dir)
@@ -104,19 +110,26 @@ def cache_sequence(out_dir: str | os.PathLike, frames: Iterable[np.ndarray], mas
         raise ValueError(f"{num_frames} masks but {seen} frames")
 
     f16 = torch.from_numpy(np.asarray(arrays["f16"]))
-    scores = np.full((len(anchors), num_frames, max(1, len(ids))) + tuple(f16.shape[-2:]), np.nan, np.float16)
+    kinds = ["updated"] + ["stale"] * (len(anchors) - 1)
+    if tracker is not None and ids:
+        kinds.append("tracked")
+    scores = np.full((len(kinds), num_frames, max(1, len(ids))) + tuple(f16.shape[-2:]), np.nan, np.float16)
     for a, (anchor, anchor_frame) in enumerate(zip(anchors, kept)):
         for k, obj_id in enumerate(ids):
             if first[obj_id] > anchor or not (masks[anchor] == obj_id).sum() >= target_config.min_object_pixels:
                 continue
             scores[a, :, k] = _track_scores(anchor, anchor_frame, masks, obj_id, f16, backbone, target_config,
                                             updates=(a == 0))
+    if kinds[-1] == "tracked":
+        scores[-1] = tracker(np.asarray(arrays["f16"]))
+        anchors.append(anchors[0])
     np.save(tmp / "masks.npy", masks.astype(np.uint8))
     np.save(tmp / "scores.npy", scores)
     for array in arrays.values():
         array.flush()
     arrays.clear()  # close the memory maps before the folder is renamed
-    meta = {"num_frames": num_frames, "size": list(masks.shape[1:]), "anchors": anchors, "object_ids": ids,
+    meta = {"num_frames": num_frames, "size": list(masks.shape[1:]), "anchors": anchors, "anchor_kinds": kinds,
+            "object_ids": ids,
             "target_config": {k: getattr(target_config, k) for k in ("channels", "label_stride", "update_every")},
             "complete": True}
     (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
@@ -168,9 +181,21 @@ def load_cached_sequence(path: str | os.PathLike, in_memory: bool = False) -> Ca
                           np.load(path / "scores.npy", mmap_mode=mode), meta["anchors"], meta["object_ids"])
 
 
-def is_cached(path: str | os.PathLike) -> bool:
-    meta = Path(path) / "meta.json"
-    return meta.is_file() and json.loads(meta.read_text()).get("complete", False)
+def is_cached(path: str | os.PathLike, tracked: bool | None = None) -> bool:
+    """Whether ``path`` holds a complete cached sequence; with ``tracked`` True or False, a complete one
+    whose ``tracked`` anchor is present or absent as asked is required, and the other kind is an error (a
+    cache built for another recipe must not be mixed in silently)."""
+    meta_path = Path(path) / "meta.json"
+    if not meta_path.is_file():
+        return False
+    meta = json.loads(meta_path.read_text())
+    if not meta.get("complete", False):
+        return False
+    has = "tracked" in meta.get("anchor_kinds", [])
+    if tracked is not None and has != tracked and meta.get("object_ids"):
+        raise ReusevosError(f"the cache {path} was built {'with' if has else 'without'} tracked scores, but this "
+                            f"run asks {'for' if tracked else 'not for'} them; use another --cache folder")
+    return True
 
 
 def iter_cache(root: str | os.PathLike) -> Iterator[CachedSequence]:

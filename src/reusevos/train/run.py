@@ -14,7 +14,7 @@ import subprocess
 import sys
 from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable
 
 import numpy as np
 import torch
@@ -49,44 +49,62 @@ def _load_frames(paths):
     return (read_image(path) for path in paths)  # one at a time; unreadable files are a clear error
 
 
+def _tracker(network, frames: Callable[[], Iterable[np.ndarray]], masks: np.ndarray):
+    """The cache's ``tracker``: ``network`` tracks the frames again (None: no tracked anchor)."""
+    if network is None:
+        return None
+    from reusevos.train.tracked import tracked_scores
+
+    return lambda f16: tracked_scores(network, frames(), masks, f16)
+
+
 def build_davis_cache(dataset: DavisDataset, cache_dir: Path, backbone, model_config: ModelConfig,
                       seed: int, rank: int = 0, world: int = 1,
-                      log: Callable[[str], None] = lambda _: None) -> list[str]:
-    """Cache every sequence of the split (this process's share of them under torchrun); returns the names."""
+                      log: Callable[[str], None] = lambda _: None, tracker_network=None,
+                      tracked: bool | None = None) -> list[str]:
+    """Cache every sequence of the split (this process's share of them under torchrun); returns the names.
+    With ``tracker_network`` each sequence also gets the ``tracked`` anchor (that model's own tracking);
+    ``tracked``: whether a cached sequence must have that anchor (None: either will do)."""
     names = []
     for i, name in enumerate(dataset.sequences):
         names.append(name)
         target = cache_dir / name
-        if i % world != rank or is_cached(target):
+        if i % world != rank or is_cached(target, tracked):
             continue
         masks = dataset.read_masks(name)
-        cache_sequence(target, _load_frames(dataset.frame_paths(name)), masks, backbone, model_config.target,
-                       seed=seed + i)
+        paths = dataset.frame_paths(name)
+        cache_sequence(target, _load_frames(paths), masks, backbone, model_config.target, seed=seed + i,
+                       tracker=_tracker(tracker_network, lambda: _load_frames(paths), masks))
         log(f"cached {name} ({masks.shape[0]} frames)")
     return names
 
 
 def build_synthetic_cache(dataset: DavisDataset, cache_dir: Path, backbone, model_config: ModelConfig,
                           count: int, frames: int, seed: int, rank: int = 0, world: int = 1,
-                          log: Callable[[str], None] = lambda _: None) -> list[str]:
-    """Cache ``count`` syn clips made from the split's objects and backgrounds; returns their names."""
-    from reusevos.train.syn import syn_clip
+                          log: Callable[[str], None] = lambda _: None, tracker_network=None,
+                          speeds: tuple[float, ...] | None = None, tracked: bool | None = None) -> list[str]:
+    """Cache ``count`` syn clips made from the split's objects and backgrounds; returns their names.
+    ``speeds``: the clips' speeds to draw from (None: :data:`reusevos.train.syn.SPEEDS`); ``tracker_network``
+    and ``tracked`` as for :func:`build_davis_cache`."""
+    from reusevos.train.syn import SPEEDS, syn_clip
 
     names = []
     for i in range(count):
         name = f"syn-{seed}-{i:04d}"
         names.append(name)
         target = cache_dir / name
-        if i % world != rank or is_cached(target):
+        if i % world != rank or is_cached(target, tracked):
             continue
-        clip_frames, clip_masks = syn_clip(dataset, frames, seed=seed * 100003 + i)
-        cache_sequence(target, iter(clip_frames), clip_masks, backbone, model_config.target, seed=seed + i)
+        clip_frames, clip_masks = syn_clip(dataset, frames, seed=seed * 100003 + i, speeds=speeds or SPEEDS)
+        cache_sequence(target, iter(clip_frames), clip_masks, backbone, model_config.target, seed=seed + i,
+                       tracker=_tracker(tracker_network, lambda: iter(clip_frames), clip_masks))
         log(f"cached {name}")
     return names
 
 
 def _prepare(davis_root, split, run_dir, cache_dir, seed, synthetic, synthetic_frames, sequences, device,
-             command, settings: dict, log):
+             command, settings: dict, log, tracker_weights: str | None = None,
+             synthetic_speeds: tuple[float, ...] | None = None, tracked: bool | None = None):
     """Checks, provenance record, and the cache of the training data; returns what training needs."""
     if "val" in split.lower() or "test" in split.lower():
         raise ReusevosError(f"refusing to train on the split {split!r}: scores are reported on validation data, "
@@ -109,13 +127,19 @@ def _prepare(davis_root, split, run_dir, cache_dir, seed, synthetic, synthetic_f
                     "threads": torch.get_num_threads()}
         with open(run_dir / "runs.jsonl", "a") as handle:  # one line per start or resume of this run
             handle.write(json.dumps(run_info, default=str) + "\n")
-    names = build_davis_cache(dataset, cache_root, backbone, model_config, seed, rank, world, log)
+    tracker = None
+    if tracker_weights is not None:
+        from reusevos.api import load_model
+
+        tracker = load_model(None if tracker_weights == "default" else tracker_weights, device=device)
+    names = build_davis_cache(dataset, cache_root, backbone, model_config, seed, rank, world, log, tracker, tracked)
     names += build_synthetic_cache(dataset, cache_root, backbone, model_config, synthetic, synthetic_frames,
-                                   seed, rank, world, log)
+                                   seed, rank, world, log, tracker, synthetic_speeds, tracked)
     if world > 1:
         torch.distributed.barrier()
     cached: list[CachedSequence] = [load_cached_sequence(cache_root / n, in_memory=True) for n in names]
-    meta = {"data": {"davis_split": split, "davis_sequences": dataset.sequences, "synthetic_clips": synthetic},
+    meta = {"data": {"davis_split": split, "davis_sequences": dataset.sequences, "synthetic_clips": synthetic,
+                     "synthetic_speeds": synthetic_speeds, "tracked_scores": tracker_weights},
             "command": command, "commit": git_commit()}
     return backbone, cached, meta
 
@@ -123,13 +147,19 @@ def _prepare(davis_root, split, run_dir, cache_dir, seed, synthetic, synthetic_f
 def run_training(davis_root: str | None, split: str, run_dir: str | os.PathLike, cache_dir: str | None,
                  train_config: TrainConfig, synthetic: int = 60, synthetic_frames: int = 24,
                  sequences: list[str] | None = None, device: str = "cpu", command: str = "",
-                 log: Callable[[str], None] = lambda _: None) -> dict:
-    """``reusevos train``: the refinement network of the base model; returns the training summary."""
+                 log: Callable[[str], None] = lambda _: None, tracker_weights: str | None = None,
+                 synthetic_speeds: tuple[float, ...] | None = None) -> dict:
+    """``reusevos train``: the refinement network of the base model; returns the training summary.
+
+    tracker_weights: a trained checkpoint (``"default"``: the shipped one) whose own tracking adds the cache's
+    ``tracked`` scores (None: none); synthetic_speeds: the syn clips' speeds (None: the default set).
+    """
     run_dir = Path(run_dir)
+    settings = {"train_config": asdict(train_config), "model_config": ModelConfig().to_dict(),
+                "tracker_weights": tracker_weights, "synthetic_speeds": synthetic_speeds}
     backbone, cached, meta = _prepare(davis_root, split, run_dir, cache_dir, train_config.seed, synthetic,
-                                      synthetic_frames, sequences, device, command,
-                                      {"train_config": asdict(train_config), "model_config": ModelConfig().to_dict()},
-                                      log)
+                                      synthetic_frames, sequences, device, command, settings, log,
+                                      tracker_weights, synthetic_speeds, tracked=tracker_weights is not None)
     sampler = RefinerSampler(cached, crop=train_config.crop)
     log(f"{len(cached)} sequences, {len(sampler)} training samples")
     torch.manual_seed(train_config.seed)  # the refiner's initial weights

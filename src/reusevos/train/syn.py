@@ -19,11 +19,12 @@ def _cutouts(root: str, split: str, sequences: tuple[str, ...]) -> tuple[Cutout,
     return tuple(cutouts_from_davis(root, split, sequences))
 
 
-def syn_clip(dataset: DavisDataset, num_frames: int, seed: int) -> tuple[list[np.ndarray], np.ndarray]:
+def syn_clip(dataset: DavisDataset, num_frames: int, seed: int,
+             speeds: tuple[float, ...] = SPEEDS) -> tuple[list[np.ndarray], np.ndarray]:
     """One clip at the split's frame size: frames ``T x (H, W, 3)`` uint8 and labels ``(T, H, W)`` uint8.
 
     One to three objects from the split, a background frame from another place in the split, a speed
-    drawn from ``SPEEDS`` and sometimes a slow camera pan. Deterministic from ``seed``.
+    drawn from ``speeds`` and sometimes a slow camera pan. Deterministic from ``seed`` (and ``speeds``).
     """
     rng = np.random.default_rng(seed)
     cutouts = _cutouts(str(dataset.root), dataset.split, tuple(dataset.sequences))
@@ -32,7 +33,7 @@ def syn_clip(dataset: DavisDataset, num_frames: int, seed: int) -> tuple[list[np
     background = read_image(paths[int(rng.integers(len(paths)))])
     config = SyntheticConfig(
         size=background.shape[:2], num_frames=num_frames, num_objects=int(rng.integers(1, 4)),
-        speed=float(rng.choice(SPEEDS)), seed=int(rng.integers(2**31)),
+        speed=float(rng.choice(speeds)), seed=int(rng.integers(2**31)),
         background_speed=float(rng.choice([0.0, 0.0, 1.0, 3.0])), object_size=(0.2, 0.6), cutout_fraction=1.0)
     clip = generate_clip(config, cutouts, background)
     frames, labels = zip(*clip)
