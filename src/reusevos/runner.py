@@ -8,9 +8,10 @@ after one untimed :func:`warm_up`. :class:`VideoStats` is what every command rec
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
-from typing import Container, Iterable, Iterator, Sequence
+from typing import Container, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -36,6 +37,23 @@ def frame_kind(result: FrameResult) -> str:
     if len(routes) == 1:
         return routes.pop().value  # "reused" or "copied"
     return "mixed"
+
+
+def frames_per_second(frames: int, seconds: float) -> float:
+    """Frames over seconds, 0 when nothing was timed: the one definition of FPS, for a video and for a dataset."""
+    return frames / seconds if seconds else 0.0
+
+
+def totals(entries: Iterable[Mapping]) -> dict:
+    """A dataset run's ``total`` from its sequences' ``stats.json`` entries: sequences, frames, model seconds, FPS
+    (the summed frames over the summed model seconds) and initialisation seconds. The sums are exact
+    (``math.fsum``), so the entries' order (one run, or shards merged) never changes them."""
+    entries = list(entries)
+    frames = sum(entry["frames"] for entry in entries)
+    process = math.fsum(entry["process_s"] for entry in entries)
+    return {"sequences": len(entries), "frames": frames, "process_s": round(process, 3),
+            "fps": round(frames_per_second(frames, process), 4),
+            "init_s": round(math.fsum(entry["init_s"] for entry in entries), 3)}
 
 
 @dataclass
@@ -105,12 +123,12 @@ class VideoStats:
     @property
     def fps(self) -> float:
         """Frames per second of model time."""
-        return self.frames / self.process_s if self.process_s else 0.0
+        return frames_per_second(self.frames, self.process_s)
 
     @property
     def fps_wall(self) -> float:
         """Frames per second end to end, decoding and writing included."""
-        return self.frames / self.wall_s if self.wall_s else 0.0
+        return frames_per_second(self.frames, self.wall_s)
 
     @property
     def reuse_rates(self) -> dict[int, float]:

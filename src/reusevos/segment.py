@@ -3,7 +3,8 @@
 - :func:`segment_video`: one video file or frame folder plus its start mask(s), boxes or clicks, and corrections
   -> a palette PNG per frame at the input size (or the other formats of :mod:`reusevos.io.exports`), an optional
   overlay video, ``stats.json``. What ``reusevos segment`` runs.
-- :func:`segment_davis`: every sequence of a DAVIS split, resumable and shardable (``reusevos segment-davis``).
+- :func:`segment_davis`: every sequence of a DAVIS split or a YouTube-VOS folder, resumable and shardable
+  (``reusevos segment-davis``; :mod:`reusevos.shards` joins the shards' statistics).
 
 Both run :func:`reusevos.runner.timed_steps`, so their timings mean what the benchmark's mean.
 Frames stream: nothing here holds more than the current frame, its masks and one line of log per frame.
@@ -25,6 +26,7 @@ from reusevos import __version__
 from reusevos.config import DEFAULT_MAX_SIZE, SessionConfig
 from reusevos.errors import ReusevosError
 from reusevos.io.davis import VOID_LABEL, DavisDataset
+from reusevos.io.youtube import YoutubeDataset, annotations_folder, write_submission_zip
 from reusevos.io.files import write_json
 from reusevos.io.exports import Exports, check_formats
 from reusevos.io.frames import FrameSource, fit_size, natural_key, open_frames, resize_frame
@@ -33,7 +35,8 @@ from reusevos.io.outputs import ResultFolder, check_outputs, refuse_inputs_as_ou
 from reusevos.io.writers import MaskWriter, OverlayVideoWriter
 from reusevos.model.network import VOSNetwork
 from reusevos.provenance import machine_info, versions, weights_info
-from reusevos.runner import VideoStats, timed_steps, warm_up
+from reusevos.runner import VideoStats, timed_steps, totals, warm_up
+from reusevos.shards import Shard
 from reusevos.session import FrameResult, Session, check_frame_size
 from reusevos.start import Prompt, prompt_masks
 
@@ -499,22 +502,29 @@ def _settings(session: Session, max_size, network, warmup, out_dir, overlay, mas
     return settings
 
 
-# -- DAVIS splits -------------------------------------------------------------------------------------------------
-def segment_davis(network: VOSNetwork, dataset: DavisDataset, out_root: str | os.PathLike,
-                  shard: tuple[int, int] = (0, 1), warmup: bool = True,
-                  log: Callable[[str], None] = lambda _: None, options: SessionConfig | None = None) -> dict:
-    """Segment every sequence of ``dataset`` (those of shard ``i`` of ``n``) into ``out_root/<seq>/``.
+# -- dataset runs (DAVIS splits, YouTube-VOS folders) ---------------------------------------------------------------
+def segment_davis(network: VOSNetwork, dataset: DavisDataset | YoutubeDataset, out_root: str | os.PathLike,
+                  shard: Shard | tuple[int, int] = Shard(), warmup: bool = True,
+                  log: Callable[[str], None] = lambda _: None, options: SessionConfig | None = None,
+                  zip_path: str | os.PathLike | None = None) -> dict:
+    """Segment every sequence of ``dataset`` (shard ``shard``'s share of them, see :mod:`reusevos.shards`).
 
-    A sequence whose folder holds every frame's PNG and whose entry is in ``stats.json`` is skipped,
-    so an interrupted run resumes; resuming with other session settings (variant, tau) is refused.
-    Returns the statistics, also written to ``out_root/stats.json`` (``stats-<i>of<n>.json`` for a shard).
+    A DAVIS split's masks go to ``out_root/<seq>/<frame>.png`` (what ``reusevos eval`` reads); a YouTube-VOS folder's
+    to ``out_root/Annotations/<video>/<frame>.png`` (the submission layout), its objects starting on their first
+    annotations, and with ``zip_path`` (an unsharded run) into the submission zip at the end. A sequence whose folder
+    holds every frame's PNG and whose entry is in the statistics is skipped, so an interrupted run resumes; resuming
+    with other session settings (variant, tau) or another layout is refused. Returns the statistics, also written to
+    ``out_root/stats.json`` (``stats-<i>of<n>.json`` for a shard: :func:`reusevos.shards.merge_shards` joins them),
+    ``"complete": false`` until every sequence of the share is done.
     """
-    index, count = shard
+    shard = shard if isinstance(shard, Shard) else Shard(*shard)
     out_root = Path(out_root).expanduser()
-    check_davis_output(dataset, out_root, getattr(network, "weights_file", None))
+    check_davis_output(dataset, out_root, getattr(network, "weights_file", None), shard, zip_path)
     chosen = Session(network, options).options  # what the session runs when options is None
     settings = asdict(chosen) if is_dataclass(chosen) else {}
-    stats_path = out_root / ("stats.json" if count == 1 else f"stats-{index}of{count}.json")
+    described = {"root": str(Path(dataset.root).resolve()), "layout": dataset.layout, "split": dataset.split,
+                 "sequences": dataset.sequences}
+    stats_path = out_root / shard.stats_name
     try:
         report = json.loads(stats_path.read_text()) if stats_path.is_file() else {}
     except (OSError, ValueError) as exc:
@@ -522,50 +532,86 @@ def segment_davis(network: VOSNetwork, dataset: DavisDataset, out_root: str | os
     if report.get("sequences") and report.get("settings", settings) != settings:
         raise ReusevosError(f"{out_root} holds results made with {report['settings']}, not {settings}; "
                             "choose another output folder")
+    held = (report.get("dataset") or {}).get("layout", dataset.layout)
+    if report.get("sequences") and _results_layout(held) != _results_layout(dataset.layout):
+        raise ReusevosError(f"{out_root} holds results of a {held} dataset, not of this {dataset.layout} one; "
+                            "choose another output folder")
     out_root.mkdir(parents=True, exist_ok=True)
     done = report.get("sequences", {})
-    report.update({"reusevos": __version__, "torch": torch.__version__, "threads": torch.get_num_threads(),
-                   "device": str(network.device), "machine": machine_info(),
+    report.pop("merged", None)  # a merged file resumed by an unsharded run is that run's from now on
+    report.update({"complete": False, "reusevos": __version__, "torch": torch.__version__,
+                   "threads": torch.get_num_threads(), "device": str(network.device), "machine": machine_info(),
                    "backbone_runtime": network.backbone.active_runtime(network.device),
-                   "weights": getattr(network, "meta", {}).get("name", ""), "settings": settings})
-    if warmup and dataset.sequences:
-        first = dataset.sequences[0]
+                   "weights": getattr(network, "meta", {}).get("name", ""), "settings": settings,
+                   "dataset": described, "shard": shard.to_dict(), "sequences": done})
+    write_json(stats_path, report)  # from the start, so a stopped run is marked partial
+    share = shard.take(dataset.sequences)
+    if warmup and share:
+        first = share[0]
         frames = [frame for _, (_, frame) in zip(range(3), dataset.frames(first))]
         warm_up(network, frames, next(iter(dataset.start_masks(first).values())), [options])
-    for i, sequence in enumerate(dataset.sequences):
-        if i % count != index:
-            continue
-        seq_dir = out_root / sequence
+    for sequence in share:
+        seq_dir = sequence_folder(out_root, dataset.layout, sequence)
         expected = len(dataset.frame_paths(sequence))
         if sequence in done and seq_dir.is_dir() and len(list(seq_dir.glob("*.png"))) == expected:
             log(f"{sequence}: already complete, skipped")
             continue
-        seq_dir.mkdir(exist_ok=True)
+        seq_dir.mkdir(parents=True, exist_ok=True)
         stats = segment_sequence(network, dataset, sequence, seq_dir, options)
         done[sequence] = stats.to_dict()
-        report["sequences"] = done
         write_json(stats_path, report)
         log(f"{sequence}: {stats.frames} frames, {stats.fps:.2f} FPS, init {stats.init_s:.2f} s")
-    frames = sum(s["frames"] for s in done.values())
-    process = sum(s["process_s"] for s in done.values())
-    report["sequences"] = done
-    report["total"] = {"sequences": len(done), "frames": frames, "process_s": round(process, 3),
-                       "fps": round(frames / process, 4) if process else 0.0,
-                       "init_s": round(sum(s["init_s"] for s in done.values()), 3)}
+    report["total"] = totals(done.values())
+    report["complete"] = set(share) <= set(done)
     write_json(stats_path, report)
+    if zip_path is not None:
+        write_submission_zip(out_root, zip_path, dataset.sequences)
     return report
 
 
-def check_davis_output(dataset: DavisDataset, out_root: str | os.PathLike,
-                       weights: str | os.PathLike | None = None) -> None:
-    """The rules of :mod:`reusevos.io.outputs` for a split's results folder: not the dataset or the weights (nor
-    holding them), a folder, writable. (Its own earlier results are resumed, not refused.)"""
+def sequence_folder(out_root: str | os.PathLike, layout: str, sequence: str) -> Path:
+    """Where a dataset run writes a sequence's masks: ``<seq>/`` for DAVIS, ``Annotations/<video>/`` for
+    YouTube-VOS (``layout`` is the dataset's)."""
+    if _results_layout(layout) == "youtube":
+        return annotations_folder(out_root, sequence)
+    return Path(out_root) / sequence
+
+
+def _results_layout(layout: str) -> str:
+    """``youtube`` or ``davis`` (a DAVIS dataset's layout is its year)."""
+    return "youtube" if layout == "youtube" else "davis"
+
+
+def check_davis_output(dataset: DavisDataset | YoutubeDataset, out_root: str | os.PathLike,
+                       weights: str | os.PathLike | None = None, shard: Shard = Shard(),
+                       zip_path: str | os.PathLike | None = None) -> None:
+    """The rules of :mod:`reusevos.io.outputs` for a dataset run's results folder and zip: not the dataset or the
+    weights (nor holding them), writable; a zip only of a YouTube-VOS run, and only unsharded (the shards' zip is
+    made by ``reusevos merge``). (Its own earlier results are resumed, not refused.)"""
+    if zip_path is not None:
+        check_zip(dataset.layout, shard, dataset.root, zip_path)
     check_outputs([dataset.root, weights], folders={"--out": out_root})
 
 
-def segment_sequence(network: VOSNetwork, dataset: DavisDataset, sequence: str, out_dir: str | os.PathLike | None,
-                     options: SessionConfig | None = None) -> VideoStats:
-    """Segment one DAVIS sequence from its first annotation; ``out_dir/<frame name>.png`` per frame when given."""
+def check_zip(layout: str, shard: Shard | None, dataset_root: str | os.PathLike | None,
+              zip_path: str | os.PathLike) -> None:
+    """Whether ``--zip`` can be written for a run of a ``layout`` dataset: YouTube-VOS results only, of the whole
+    run, into a file that is not the dataset's (nor a folder)."""
+    if _results_layout(layout) != "youtube":
+        raise ReusevosError(f"--zip {zip_path}: the submission zip is YouTube-VOS's; this is a DAVIS run, scored by "
+                            "`reusevos eval` (drop --zip)")
+    if shard is not None and shard.count > 1:
+        raise ReusevosError(f"--zip {zip_path}: this is shard {shard.index} of {shard.count} (from {shard.source}); "
+                            "make the zip once every shard is done, with `reusevos merge RESULTS_DIR --zip FILE`")
+    if Path(zip_path).suffix.lower() != ".zip":
+        raise ReusevosError(f"--zip {zip_path}: give a file name ending in .zip")
+    check_outputs([dataset_root], files={"--zip": zip_path})
+
+
+def segment_sequence(network: VOSNetwork, dataset: DavisDataset | YoutubeDataset, sequence: str,
+                     out_dir: str | os.PathLike | None, options: SessionConfig | None = None) -> VideoStats:
+    """Segment one sequence of a dataset from its start masks (DAVIS: the first annotation; YouTube-VOS: each
+    object's first); ``out_dir/<frame name>.png`` per frame when given."""
     session = Session(network, options)
     starts = dataset.start_masks(sequence)
     paths = dataset.frame_paths(sequence)

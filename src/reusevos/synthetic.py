@@ -241,19 +241,29 @@ def generate_clip(config: SyntheticConfig, cutouts: Sequence[Cutout] | None = No
 
 def write_clip(root: str | os.PathLike, name: str, config: SyntheticConfig,
                cutouts: Sequence[Cutout] | None = None, background: np.ndarray | None = None, *,
-               split: str = "train", jpeg_quality: int = 95, overwrite: bool = False) -> SyntheticClip:
-    """Generate a clip and write it in the DAVIS 2017 layout under ``root``; returns the clip.
+               split: str = "train", jpeg_quality: int = 95, overwrite: bool = False,
+               layout: str = "davis") -> SyntheticClip:
+    """Generate a clip and write it under ``root``; returns the clip.
 
-    Writes ``JPEGImages/480p/<name>/00000.jpg ...``, ``Annotations/480p/<name>/00000.png ...`` (DAVIS
-    palette PNGs, a mask for every frame) and appends ``name`` to ``ImageSets/2017/<split>.txt``.
-    Frames stream from the generator to disk one at a time.
+    ``layout="davis"`` (DAVIS 2017): ``JPEGImages/480p/<name>/00000.jpg ...``, ``Annotations/480p/<name>/00000.png
+    ...`` (DAVIS palette PNGs, a mask for every frame) and ``name`` appended to ``ImageSets/2017/<split>.txt``.
+    ``layout="youtube"`` (a YouTube-VOS split's folder, ``split`` unused): ``JPEGImages/<name>/`` every frame,
+    ``Annotations/<name>/`` every 5th frame's mask only (so a late object starts on the first 5th frame that shows
+    it) and the clip's objects in ``meta.json``. Frames stream from the generator to disk one at a time.
     """
     from reusevos.io.davis import write_davis_sequence
+    from reusevos.io.youtube import write_youtube_video
 
+    if layout not in ("davis", "youtube"):
+        raise ReusevosError(f"layout {layout!r}: choose davis or youtube")
     clip = generate_clip(config, cutouts, background)
     a, b = itertools.tee(iter(clip))  # frames and masks are consumed alternately: tee holds one pair
-    write_davis_sequence(root, name, (frame for frame, _ in a), (labels for _, labels in b), split=split,
-                         jpeg_quality=jpeg_quality, overwrite=overwrite)
+    frames, labels = (frame for frame, _ in a), (labels for _, labels in b)
+    if layout == "youtube":
+        write_youtube_video(root, name, frames, labels, category="synthetic", jpeg_quality=jpeg_quality,
+                            overwrite=overwrite)
+    else:
+        write_davis_sequence(root, name, frames, labels, split=split, jpeg_quality=jpeg_quality, overwrite=overwrite)
     return clip
 
 

@@ -53,9 +53,11 @@ def _register_weights(sub: argparse._SubParsersAction) -> None:
 def _register_synth(sub: argparse._SubParsersAction) -> None:
     # The defaults are SyntheticConfig's; that module needs OpenCV and NumPy, too slow to import for --help.
     synth = sub.add_parser(
-        "synth", help="write synthetic clips with exact ground truth in the DAVIS 2017 layout",
+        "synth", help="write synthetic clips with exact ground truth in the DAVIS 2017 or the YouTube-VOS layout",
         description="Writes OUT_ROOT/JPEGImages/480p/<name>/, Annotations/480p/<name>/ and lists the names in "
-                    "OUT_ROOT/ImageSets/2017/<split>.txt. Clip i uses seed SEED + i.")
+                    "OUT_ROOT/ImageSets/2017/<split>.txt; with --layout youtube, a YouTube-VOS split's folder: "
+                    "OUT_ROOT/JPEGImages/<name>/ (every frame), Annotations/<name>/ (every 5th frame's mask only) "
+                    "and OUT_ROOT/meta.json. Clip i uses seed SEED + i.")
     synth.add_argument("root", metavar="OUT_ROOT", help="dataset root to write into (created if needed)")
     synth.add_argument("--num", type=int, default=1, help="number of clips")
     synth.add_argument("--frames", type=int, default=30, help="frames per clip")
@@ -69,7 +71,10 @@ def _register_synth(sub: argparse._SubParsersAction) -> None:
                        help="cut objects out of this DAVIS root's annotated frames (see --cutouts-split); "
                             "default: procedural shapes only")
     synth.add_argument("--cutouts-split", default="train", help="split of --cutouts to take objects from")
-    synth.add_argument("--split", default="train", help="split file the clip names are appended to")
+    synth.add_argument("--split", default="train", help="split file the clip names are appended to (DAVIS layout)")
+    synth.add_argument("--layout", default="davis", metavar="LAYOUT",
+                       help="davis (DAVIS 2017) or youtube (a YouTube-VOS split's folder: objects that start late "
+                            "start on the first annotated frame that shows them)")
     synth.add_argument("--prefix", default="synth", help="clip names are <prefix><seed>")
     synth.add_argument("--overwrite", action="store_true", help="replace clips of the same name")
     synth.set_defaults(func=_cmd_synth)
@@ -121,6 +126,8 @@ def _cmd_synth(args: argparse.Namespace) -> int:
 
     if args.num < 1:
         raise ReusevosError(f"--num {args.num}: give 1 or more clips")
+    if args.layout not in ("davis", "youtube"):
+        raise ReusevosError(f"--layout {args.layout!r}: choose davis or youtube")
     base = SyntheticConfig(size=parse_size(args.size), num_frames=args.frames, num_objects=args.objects,
                            speed=args.speed, seed=args.seed, late_objects=args.late,
                            background_speed=args.background_speed)
@@ -129,8 +136,8 @@ def _cmd_synth(args: argparse.Namespace) -> int:
     for i in range(args.num):
         seed = args.seed + i
         write_clip(args.root, f"{args.prefix}{seed:05d}", replace(base, seed=seed), cutouts,
-                   split=args.split, overwrite=args.overwrite)
+                   split=args.split, overwrite=args.overwrite, layout=args.layout)
     first, last = f"{args.prefix}{args.seed:05d}", f"{args.prefix}{args.seed + args.num - 1:05d}"
-    print(f"wrote {args.num} clips of {args.frames} frames to {args.root} "
-          f"(ImageSets/2017/{args.split}.txt, names {first}..{last})")
+    listed = "meta.json" if args.layout == "youtube" else f"ImageSets/2017/{args.split}.txt"
+    print(f"wrote {args.num} clips of {args.frames} frames to {args.root} ({listed}, names {first}..{last})")
     return 0

@@ -1,4 +1,5 @@
-"""``reusevos segment`` (one video or folder of frames) and ``reusevos segment-davis`` (a DAVIS split)."""
+"""``reusevos segment`` (one video or folder of frames), ``reusevos segment-davis`` (a DAVIS split or a YouTube-VOS
+folder) and ``reusevos merge`` (the shards of a segment-davis run)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from reusevos.cli.common import (add_davis, add_device, add_sequences, add_session_flags, add_threads, add_weights,
+from reusevos.cli.common import (add_device, add_sequences, add_session_flags, add_threads, add_weights,
                                  command_line, log, note, session_options, set_threads)
 from reusevos.config import DEFAULT_MAX_SIZE
 from reusevos.errors import ReusevosError
@@ -19,9 +20,10 @@ OVERLAY_SUFFIXES = (".mp4", ".m4v", ".mov", ".mkv")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    """Adds ``segment`` and ``segment-davis``."""
+    """Adds ``segment``, ``segment-davis`` and ``merge``."""
     _register_segment(sub)
     _register_segment_davis(sub)
+    _register_merge(sub)
 
 
 def _register_segment(sub: argparse._SubParsersAction) -> None:
@@ -91,32 +93,61 @@ def _register_segment(sub: argparse._SubParsersAction) -> None:
 
 def _register_segment_davis(sub: argparse._SubParsersAction) -> None:
     segdavis = sub.add_parser(
-        "segment-davis", help="segment every sequence of a DAVIS split into RESULTS_DIR (resumable)",
-        description="Runs the model on each sequence of a split from its first-frame annotation and writes "
-                    "RESULTS_DIR/<sequence>/<frame>.png (the layout `reusevos eval` reads) and "
-                    "RESULTS_DIR/stats.json (frames, FPS, initialisation time per sequence). Complete sequences "
-                    "are skipped, so an interrupted run resumes.")
-    add_davis(segdavis, "val", "split to segment", positional=True)
+        "segment-davis", help="segment every sequence of a DAVIS split or a YouTube-VOS folder into RESULTS_DIR "
+                              "(resumable, shardable)",
+        description="Runs the model on each sequence of a DAVIS split from its first-frame annotation and writes "
+                    "RESULTS_DIR/<sequence>/<frame>.png (the layout `reusevos eval` reads); or on each video of a "
+                    "YouTube-VOS split's folder (JPEGImages/, Annotations/, meta.json), every object starting on the "
+                    "first annotation that names it (later annotations are not given to the model), and writes the "
+                    "submission layout RESULTS_DIR/Annotations/<video>/<frame>.png (every frame, the annotations' "
+                    "object ids) and, with --zip, the zip the evaluation server takes. RESULTS_DIR/stats.json holds "
+                    "frames, FPS and initialisation time per sequence. Complete sequences are skipped, so an "
+                    "interrupted run resumes. Under torchrun (RANK/WORLD_SIZE) or as a Slurm array job "
+                    "(SLURM_ARRAY_TASK_ID/SLURM_ARRAY_TASK_COUNT) each process takes its share of the sequences and "
+                    "writes RESULTS_DIR/stats-IofN.json; `reusevos merge RESULTS_DIR` then joins them.",
+        epilog="examples: reusevos segment-davis ~/data/DAVIS --split val --out results/; "
+               "reusevos segment-davis ~/data/youtube-vos/valid --out yt/ --zip yt.zip; "
+               "torchrun --nproc-per-node 4 -m reusevos segment-davis ~/data/youtube-vos/valid --out yt/")
+    segdavis.add_argument("davis", metavar="DATASET_ROOT", nargs="?", default=None,
+                          help="a DAVIS root (2016 or 2017 layout; default: $REUSEVOS_DAVIS) or the folder of one "
+                               "YouTube-VOS split (e.g. valid/)")
+    segdavis.add_argument("--split", default=None,
+                          help="DAVIS: the split to segment (default: val); YouTube-VOS: a split's folder under "
+                               "DATASET_ROOT (e.g. valid), when DATASET_ROOT is the download's top folder")
+    segdavis.add_argument("--layout", default="auto", metavar="LAYOUT",
+                          help="davis, youtube, or auto: a root holding ImageSets/ is DAVIS, one holding JPEGImages/ "
+                               "without ImageSets/ is YouTube-VOS")
     segdavis.add_argument("--out", required=True, metavar="RESULTS_DIR", help="output folder")
     add_sequences(segdavis)
-    segdavis.add_argument("--shard", default="0/1", metavar="I/N", help="process only every N-th sequence from I")
+    segdavis.add_argument("--shard", default=None, metavar="I/N",
+                          help="process only every N-th sequence from the I-th (0-based), writing stats-IofN.json; "
+                               "wins over the launcher's environment (default: torchrun's RANK/WORLD_SIZE or the Slurm "
+                               "array task, else the whole run)")
+    segdavis.add_argument("--zip", default=None, metavar="FILE.zip",
+                          help="YouTube-VOS, unsharded: also write the submission zip (top level Annotations/) at the "
+                               "end; a sharded run makes it with `reusevos merge RESULTS_DIR --zip FILE.zip`")
     add_session_flags(segdavis)
     add_weights(segdavis)
-    add_device(segdavis)
+    add_device(segdavis, note=" (under torchrun, cuda means cuda:LOCAL_RANK)")
     add_threads(segdavis)
     segdavis.add_argument("--no-warmup", dest="warmup", action="store_false",
                           help="skip the untimed warm-up on the first sequence's first frames")
     segdavis.set_defaults(func=_cmd_segment_davis)
 
 
-def _parse_shard(text: str) -> tuple[int, int]:
-    try:
-        index, count = (int(v) for v in text.split("/"))
-    except ValueError:
-        raise ReusevosError(f"--shard {text!r}: write I/N, for example 0/4") from None
-    if count < 1 or not 0 <= index < count:
-        raise ReusevosError(f"--shard {text!r}: need 0 <= I < N")
-    return index, count
+def _register_merge(sub: argparse._SubParsersAction) -> None:
+    merge = sub.add_parser(
+        "merge", help="join the shards of a segment-davis run into RESULTS_DIR/stats.json",
+        description="Joins RESULTS_DIR/stats-IofN.json, written by the N shards of a segment-davis run, into "
+                    "RESULTS_DIR/stats.json as an unsharded run writes it: the sequences' entries together, the "
+                    "total recomputed (FPS = all frames over all model seconds), complete only when every shard is "
+                    "complete and every sequence is there. A missing shard, shards of two different runs, a "
+                    "sequence in two shards or shards with other settings are refused. Run it again once more "
+                    "shards are done: it replaces its own stats.json.")
+    merge.add_argument("out", metavar="RESULTS_DIR", help="the folder the shards wrote to")
+    merge.add_argument("--zip", default=None, metavar="FILE.zip",
+                       help="also write the YouTube-VOS submission zip (the merged run must be complete)")
+    merge.set_defaults(func=_cmd_merge)
 
 
 class _AppendPrompt(argparse.Action):
@@ -278,24 +309,57 @@ def _cmd_segment(args: argparse.Namespace) -> int:
 
 
 def _cmd_segment_davis(args: argparse.Namespace) -> int:
+    import os
+
     import torch
 
     from reusevos.api import load_model, resolve_device
-    from reusevos.io.davis import DavisDataset
+    from reusevos.io.datasets import open_dataset
     from reusevos.model.onnx_backbone import check_runtime
     from reusevos.segment import check_davis_output, segment_davis
+    from reusevos.shards import parse_shard, shard_from_environment
 
-    shard = _parse_shard(args.shard)
+    shard = parse_shard(args.shard) if args.shard is not None else shard_from_environment(os.environ)
     options = session_options(args)
     check_runtime(args.backbone_runtime)
     set_threads(args.threads)
     device = resolve_device(args.device)
-    dataset = DavisDataset(args.davis, split=args.split, sequences=args.sequences)
-    check_davis_output(dataset, args.out, args.weights)  # before the model loads
+    if shard.source == "torchrun" and device.type == "cuda" and device.index is None and "LOCAL_RANK" in os.environ:
+        device = resolve_device(f"cuda:{os.environ['LOCAL_RANK']}")  # one GPU per process
+    dataset = open_dataset(args.davis, args.split, args.sequences, args.layout)
+    check_davis_output(dataset, args.out, args.weights, shard, args.zip)  # before the model loads
     network = load_model(args.weights, device=device)
     network.backbone.runtime = args.backbone_runtime
-    report = segment_davis(network, dataset, args.out, shard=shard, warmup=args.warmup, log=log, options=options)
+    report = segment_davis(network, dataset, args.out, shard=shard, warmup=args.warmup, log=log, options=options,
+                           zip_path=args.zip)
     total = report["total"]
-    print(f"{total['sequences']} sequences, {total['frames']} frames, {total['fps']:.2f} FPS "
-          f"({torch.get_num_threads()} threads); results in {args.out}")
+    part = f"shard {shard.index} of {shard.count} (from {shard.source}): " if shard.count > 1 else ""
+    after = (f"; when every shard is done: reusevos merge {args.out}" if shard.count > 1
+             else f"; submission zip {args.zip}" if args.zip else "")
+    print(f"{part}{total['sequences']} sequences, {total['frames']} frames, {total['fps']:.2f} FPS "
+          f"({torch.get_num_threads()} threads); results in {args.out}{after}")
+    return 0
+
+
+def _cmd_merge(args: argparse.Namespace) -> int:
+    from reusevos.io.youtube import write_submission_zip
+    from reusevos.segment import check_zip
+    from reusevos.shards import merge_shards, write_merged
+
+    merged = merge_shards(args.out)
+    dataset = merged.get("dataset") or {}
+    if args.zip is not None:  # checked before anything is written
+        check_zip(dataset.get("layout", ""), None, dataset.get("root"), args.zip)
+        if not merged["complete"]:
+            raise ReusevosError(f"--zip {args.zip}: the merged run is not complete ({len(merged['sequences'])} of "
+                                f"{len(dataset.get('sequences', []))} sequences, shards complete: "
+                                f"{sum(s['complete'] for s in merged['merged'])} of {len(merged['merged'])}); finish "
+                                "the shards, then merge again")
+    path = write_merged(args.out, merged)
+    if args.zip is not None:
+        write_submission_zip(args.out, args.zip, dataset.get("sequences", []))
+    total = merged["total"]
+    state = "complete" if merged["complete"] else "NOT complete"
+    print(f"{len(merged['merged'])} shards: {total['sequences']} sequences, {total['frames']} frames, "
+          f"{total['fps']:.2f} FPS; {state}; {path}" + (f"; submission zip {args.zip}" if args.zip else ""))
     return 0

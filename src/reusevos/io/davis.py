@@ -303,10 +303,32 @@ def write_davis_sequence(
     Files are named ``00000.jpg`` / ``00000.png`` by frame index. Returns the number of frames written.
     """
     root = Path(root)
+    check_sequence_name(name)
+    count = write_sequence_files(root / "JPEGImages" / resolution / name, root / "Annotations" / resolution / name,
+                                 frames, masks, jpeg_quality=jpeg_quality, overwrite=overwrite)
+
+    split_file = root / "ImageSets" / "2017" / f"{split}.txt"
+    split_file.parent.mkdir(parents=True, exist_ok=True)
+    names = split_file.read_text(encoding="utf-8").split() if split_file.is_file() else []
+    if name not in names:
+        text = split_file.read_text(encoding="utf-8") if split_file.is_file() else ""
+        lead = "\n" if text and not text.endswith("\n") else ""
+        with open(split_file, "a", encoding="utf-8") as handle:
+            handle.write(f"{lead}{name}\n")
+    return count
+
+
+def check_sequence_name(name: str) -> None:
+    """A sequence name is one folder name."""
     if not name or "/" in name or "\\" in name or name in (".", ".."):
         raise ValueError(f"invalid sequence name {name!r}")
-    frame_dir = root / "JPEGImages" / resolution / name
-    mask_dir = root / "Annotations" / resolution / name
+
+
+def write_sequence_files(frame_dir: Path, mask_dir: Path, frames: Iterable[np.ndarray],
+                         masks: Iterable[np.ndarray | None], *, jpeg_quality: int = 95, overwrite: bool = False) -> int:
+    """One sequence's files in either dataset layout: ``frame_dir/00000.jpg ...`` and, where ``masks`` gives a
+    ``(H, W)`` label map rather than None, ``mask_dir/00000.png`` (a DAVIS palette PNG). Folders holding files are
+    refused unless ``overwrite`` (their frames and masks are removed first). Returns the number of frames."""
     for folder in (frame_dir, mask_dir):
         if folder.is_dir() and any(folder.iterdir()):
             if not overwrite:
@@ -339,15 +361,6 @@ def write_davis_sequence(
         count += 1
     if next(mask_iter, _END) is not _END:
         raise ValueError(f"more masks than the {count} frames given")
-
-    split_file = root / "ImageSets" / "2017" / f"{split}.txt"
-    split_file.parent.mkdir(parents=True, exist_ok=True)
-    names = split_file.read_text(encoding="utf-8").split() if split_file.is_file() else []
-    if name not in names:
-        text = split_file.read_text(encoding="utf-8") if split_file.is_file() else ""
-        lead = "\n" if text and not text.endswith("\n") else ""
-        with open(split_file, "a", encoding="utf-8") as handle:
-            handle.write(f"{lead}{name}\n")
     return count
 
 

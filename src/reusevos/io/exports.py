@@ -32,6 +32,7 @@ from PIL import Image
 from reusevos.errors import ReusevosError
 from reusevos.io.files import write_atomically, write_json
 from reusevos.io.writers import MaskWriter, MatteVideoWriter, check_matte_video, make_folder
+from reusevos.io.youtube import annotations_folder
 
 FORMATS = ("davis", "binary", "rgba", "webm", "mov", "coco", "youtube")
 MATTES = ("rgba", "webm", "mov")  # the formats --feather changes
@@ -187,7 +188,7 @@ class CocoExport(Export):
 
 class YoutubeExport(Export):
     def __init__(self, folder: Path, video: str):
-        self.masks = MaskWriter(folder / "Annotations" / video)
+        self.masks = MaskWriter(annotations_folder(folder, video))
         self.path, self.video = folder / "meta.json", video
         self.seen: dict[int, list[str]] = {}  # object id -> the frames it is seen on
 
