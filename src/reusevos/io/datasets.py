@@ -1,16 +1,68 @@
-"""Opening a dataset folder of either layout a dataset run reads: a DAVIS root or a YouTube-VOS split's folder."""
+"""Datasets as a dataset run reads them: :class:`SequenceIndex`, what every layout offers (its sequences, each with its
+frame and annotation files), and :func:`open_dataset`, which opens a DAVIS root or a YouTube-VOS split's folder."""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
 
 from reusevos.errors import ReusevosError
-from reusevos.io.davis import DavisDataset
-from reusevos.io.youtube import YoutubeDataset, is_youtube_folder
+from reusevos.io.frames import read_image
+
+if TYPE_CHECKING:
+    from reusevos.io.davis import DavisDataset
+    from reusevos.io.youtube import YoutubeDataset
 
 LAYOUTS = ("davis", "youtube")
+
+
+class SequenceIndex:
+    """A dataset's sequences in order, each with its frame files and annotation files (``_index``, filled by the
+    layout's class, ``{name: (frame paths, mask paths)}``, both in temporal order)."""
+
+    root: Path
+    _index: dict[str, tuple[list[Path], list[Path]]]
+
+    @property
+    def sequences(self) -> list[str]:
+        """The sequence names, in the dataset's order (or the order asked for)."""
+        return list(self._index)
+
+    def __len__(self) -> int:
+        return len(self._index)
+
+    def __iter__(self):
+        return iter(self._index)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._index
+
+    def frame_paths(self, sequence: str) -> list[Path]:
+        """The sequence's frame files, in temporal order."""
+        return list(self._entry(sequence)[0])
+
+    def mask_paths(self, sequence: str) -> list[Path]:
+        """The sequence's annotation files, in temporal order (annotated frames only: test splits may annotate
+        only the first, YouTube-VOS every 5th)."""
+        return list(self._entry(sequence)[1])
+
+    def frames(self, sequence: str) -> Iterator[tuple[str, np.ndarray]]:
+        """``(frame name, (H, W, 3) uint8 RGB)`` of the sequence, decoded one at a time."""
+        for path in self.frame_paths(sequence):
+            yield path.stem, read_image(path)
+
+    def _entry(self, sequence: str) -> tuple[list[Path], list[Path]]:
+        try:
+            return self._index[sequence]
+        except KeyError:
+            raise ReusevosError(self._unknown(sequence)) from None
+
+    def _unknown(self, sequence: str) -> str:
+        return f"sequence '{sequence}' is not among the selected sequences of {self.root}"
 DAVIS_SPLIT = "val"
 """The DAVIS split read when none is named."""
 
@@ -23,6 +75,9 @@ def open_dataset(root: str | os.PathLike | None, split: str | None = None, seque
     ``split`` is the DAVIS split (default ``val``); for YouTube-VOS, a split's folder under ``root`` (``valid``),
     or nothing when ``root`` is that folder. ``root`` None is ``$REUSEVOS_DAVIS`` (DAVIS only).
     """
+    from reusevos.io.davis import DavisDataset  # they build on SequenceIndex, so they are imported here
+    from reusevos.io.youtube import YoutubeDataset, is_youtube_folder
+
     if layout not in ("auto", *LAYOUTS):
         raise ReusevosError(f"--layout {layout!r}: choose auto, {' or '.join(LAYOUTS)}")
     if root is None:

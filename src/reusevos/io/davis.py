@@ -19,7 +19,7 @@ The dataset lists files and reads them on request (:meth:`DavisDataset.frames` s
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +28,7 @@ import numpy as np
 from PIL import Image
 
 from reusevos.errors import ReusevosError
+from reusevos.io.datasets import SequenceIndex
 from reusevos.io.frames import read_image
 from reusevos.io.masks import read_mask, write_mask
 
@@ -41,7 +42,7 @@ _FRAME_SUFFIXES = (".jpg", ".jpeg", ".png")
 _END = object()
 
 
-class DavisDataset:
+class DavisDataset(SequenceIndex):
     """A DAVIS root in the 2017 or the 2016 layout, restricted to one split.
 
     Args:
@@ -102,38 +103,11 @@ class DavisDataset:
                 f"{split_2016}; {self._available_splits()}"
             )
 
-    @property
-    def sequences(self) -> list[str]:
-        """The sequence names, in split-file order (or the order asked for)."""
-        return list(self._index)
-
-    def __len__(self) -> int:
-        return len(self._index)
-
-    def __iter__(self):
-        return iter(self._index)
-
-    def __contains__(self, name: object) -> bool:
-        return name in self._index
-
     def __repr__(self) -> str:
         return (
             f"DavisDataset(root={str(self.root)!r}, split={self.split!r}, layout={self.layout!r}, "
             f"{len(self)} sequences)"
         )
-
-    def frame_paths(self, sequence: str) -> list[Path]:
-        """The sequence's frame files, in temporal order."""
-        return list(self._entry(sequence)[0])
-
-    def mask_paths(self, sequence: str) -> list[Path]:
-        """The sequence's annotation files, in temporal order (test splits may annotate only frame 0)."""
-        return list(self._entry(sequence)[1])
-
-    def frames(self, sequence: str) -> Iterator[tuple[str, np.ndarray]]:
-        """``(frame name, (H, W, 3) uint8 RGB)`` of the sequence, decoded one at a time."""
-        for path in self.frame_paths(sequence):
-            yield path.stem, read_image(path)
 
     def start_masks(self, sequence: str) -> dict[str, np.ndarray]:
         """What the semi-supervised protocol gives: the first annotation (void as background), nothing later."""
@@ -184,14 +158,8 @@ class DavisDataset:
 
     # --- internals ---------------------------------------------------------------------------
 
-    def _entry(self, sequence: str) -> tuple[list[Path], list[Path]]:
-        try:
-            return self._index[sequence]
-        except KeyError:
-            raise ReusevosError(
-                f"sequence '{sequence}' is not among the selected sequences of split '{self.split}' "
-                f"in {self.split_file}"
-            ) from None
+    def _unknown(self, sequence: str) -> str:
+        return f"sequence '{sequence}' is not among the selected sequences of split '{self.split}' in {self.split_file}"
 
     def _mask_dir(self, sequence: str) -> Path:
         return self.root / "Annotations" / self.resolution / sequence

@@ -26,9 +26,10 @@ from pathlib import Path
 import numpy as np
 
 from reusevos.errors import ReusevosError
+from reusevos.io.datasets import SequenceIndex
 from reusevos.io.davis import VOID_LABEL, check_sequence_name, write_sequence_files
 from reusevos.io.files import write_atomically, write_json
-from reusevos.io.frames import natural_key, read_image
+from reusevos.io.frames import natural_key
 from reusevos.io.masks import read_mask
 
 ANNOTATION_EVERY = 5
@@ -48,7 +49,7 @@ def is_youtube_folder(root: str | os.PathLike) -> bool:
     return (root / "JPEGImages").is_dir() and not (root / "ImageSets").is_dir()
 
 
-class YoutubeDataset:
+class YoutubeDataset(SequenceIndex):
     """One YouTube-VOS split's folder (see the module's docstring), with the interface ``segment_davis`` runs.
 
     Args:
@@ -81,32 +82,8 @@ class YoutubeDataset:
                 raise ReusevosError(f"video(s) {', '.join(missing)} not in {self.root}; it holds: {shown}")
         self._index = {name: self._list(name) for name in wanted}
 
-    @property
-    def sequences(self) -> list[str]:
-        """The video names, sorted (or in the order asked for)."""
-        return list(self._index)
-
-    def __len__(self) -> int:
-        return len(self._index)
-
-    def __contains__(self, name: object) -> bool:
-        return name in self._index
-
     def __repr__(self) -> str:
         return f"YoutubeDataset(root={str(self.root)!r}, {len(self)} videos)"
-
-    def frame_paths(self, sequence: str) -> list[Path]:
-        """The video's frame files, in temporal order."""
-        return list(self._entry(sequence)[0])
-
-    def mask_paths(self, sequence: str) -> list[Path]:
-        """The video's annotation files, in temporal order (annotated frames only)."""
-        return list(self._entry(sequence)[1])
-
-    def frames(self, sequence: str) -> Iterator[tuple[str, np.ndarray]]:
-        """``(frame name, (H, W, 3) uint8 RGB)`` of the video, decoded one at a time."""
-        for path in self.frame_paths(sequence):
-            yield path.stem, read_image(path)
 
     def start_masks(self, sequence: str) -> dict[str, np.ndarray]:
         """``{frame name: (H, W) uint8 label map}`` of the frames where objects start, in temporal order: each
@@ -127,11 +104,8 @@ class YoutubeDataset:
         return starts
 
     # --- internals ---------------------------------------------------------------------------
-    def _entry(self, sequence: str) -> tuple[list[Path], list[Path]]:
-        try:
-            return self._index[sequence]
-        except KeyError:
-            raise ReusevosError(f"video '{sequence}' is not among the selected videos of {self.root}") from None
+    def _unknown(self, sequence: str) -> str:
+        return f"video '{sequence}' is not among the selected videos of {self.root}"
 
     def _list(self, name: str) -> tuple[list[Path], list[Path]]:
         frame_dir = self.root / "JPEGImages" / name
