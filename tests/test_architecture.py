@@ -50,6 +50,12 @@ def test_nothing_in_the_library_imports_the_measurement_tools_or_the_command_lin
     assert _importers("reusevos.cli") == ["reusevos.__main__"]  # python -m reusevos
 
 
+def test_nothing_in_the_library_imports_the_web_app_and_only_its_page_imports_gradio():
+    assert _importers("reusevos.app") == ["reusevos.cli.app"]  # `reusevos app`, lazily inside the command
+    gradio = sorted(m for m, imports in MODULES.items() if any(i == "gradio" or i.startswith("gradio.") for i in imports))
+    assert gradio == ["reusevos.app.page"]
+
+
 def test_training_never_imports_measurement():
     assert _importers("reusevos.bench", among="reusevos.train") == []
 

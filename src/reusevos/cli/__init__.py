@@ -2,9 +2,9 @@
 
 One module per command group, each with a ``register(subparsers)`` that adds its commands and the ``_cmd_<name>``
 functions that run them: :mod:`~reusevos.cli.train` (train, train-gate, refit-gate), :mod:`~reusevos.cli.data`
-(eval, weights, synth), :mod:`~reusevos.cli.segment` (segment, segment-davis) and :mod:`~reusevos.cli.bench`
-(benchmark, ablation); the flags they share are in :mod:`~reusevos.cli.common`. User errors (ReusevosError) become
-one line on stderr and exit code 2, never a traceback.
+(eval, weights, synth), :mod:`~reusevos.cli.segment` (segment, segment-davis), :mod:`~reusevos.cli.bench`
+(benchmark, ablation) and :mod:`~reusevos.cli.app` (app, the web app); the flags they share are in
+:mod:`~reusevos.cli.common`. User errors (ReusevosError) become one line on stderr and exit code 2, never a traceback.
 """
 
 from __future__ import annotations
@@ -15,11 +15,11 @@ import sys
 import threading
 
 from reusevos import __version__
-from reusevos.cli import bench, data, segment, train
+from reusevos.cli import app, bench, data, segment, train
 from reusevos.cli.common import Parser
 from reusevos.errors import ReusevosError
 
-GROUPS = (train, data, segment, bench)  # in this order in `reusevos --help`
+GROUPS = (train, data, segment, bench, app)  # in this order in `reusevos --help`
 
 
 def _build_parser() -> argparse.ArgumentParser:
