@@ -2,7 +2,7 @@
 
 One module per command group, each with a ``register(subparsers)`` that adds its commands and the ``_cmd_<name>``
 functions that run them: :mod:`~reusevos.cli.train` (train, train-gate, refit-gate), :mod:`~reusevos.cli.data`
-(eval, weights, synth), :mod:`~reusevos.cli.segment` (segment, segment-davis), :mod:`~reusevos.cli.bench`
+(eval, weights, synth), :mod:`~reusevos.cli.segment` (segment, segment-davis, merge), :mod:`~reusevos.cli.bench`
 (benchmark, ablation) and :mod:`~reusevos.cli.app` (app, the web app); the flags they share are in
 :mod:`~reusevos.cli.common`. User errors (ReusevosError) become one line on stderr and exit code 2, never a traceback.
 """
