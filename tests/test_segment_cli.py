@@ -255,7 +255,8 @@ def test_help_explains_every_flag_with_its_default_and_version():
     from reusevos.cli import _build_parser
 
     parser = _build_parser()
-    commands = ["train", "train-gate", "eval", "synth", "segment", "segment-davis", "weights fetch", "weights path"]
+    commands = ["train", "train-gate", "eval", "synth", "segment", "segment-davis", "merge", "weights fetch",
+                "weights path"]
     for command in commands:
         sub = parser
         for word in command.split():
