@@ -1,8 +1,8 @@
 """YouTube-VOS folders: reading one split's folder, writing a video into one, and the submission zip.
 
-The layout of one split (the folder ``valid/``, ``train/`` or ``valid_all_frames/`` of the download)::
+The layout of one split (the folder ``valid/`` or ``train/`` of the download)::
 
-    ROOT/JPEGImages/<video>/<frame>.jpg    the frames (valid: every 5th frame of the video; *_all_frames: all)
+    ROOT/JPEGImages/<video>/<frame>.jpg    the frames (every 5th frame of the video; valid_all_frames/ has all)
     ROOT/Annotations/<video>/<frame>.png   palette PNGs, index = object id, on annotated frames only (every 5th
                                            frame; valid annotates each object only on the frame it first appears)
     ROOT/meta.json                         {"videos": {video: {"objects": {id: {"category": ..., "frames": [...]}}}}}
