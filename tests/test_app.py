@@ -9,11 +9,9 @@ import importlib.util
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 import urllib.request
 import zipfile
 from pathlib import Path
@@ -24,6 +22,7 @@ import torch
 from PIL import Image
 
 from conftest import FAST, one_error, run_segment
+from reusevos.app.headless import CHROMIUM, CHROMIUM_ARGS, running_app
 from reusevos.app.job import Job
 from reusevos.errors import ReusevosError
 from reusevos.io.masks import write_mask
@@ -32,9 +31,6 @@ from reusevos.synthetic import SyntheticConfig, generate_clip
 
 # The demo clip the tests open, as `reusevos synth DIR --frames 12 --objects 1 --size 120x216 --seed 0` writes it.
 DEMO = {"frames": 12, "size": (120, 216), "objects": 1, "seed": 0}
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 
 @pytest.fixture(scope="module")
@@ -244,31 +240,6 @@ def _browser_or_skip():
     return sync_playwright
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _serve(log: Path) -> tuple[subprocess.Popen, str]:
-    """``reusevos app`` on a free local port, once it answers."""
-    port = _free_port()
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    server = subprocess.Popen([sys.executable, "-m", "reusevos", "app", "--port", str(port), *FAST],
-                              stdout=log.open("w"), stderr=subprocess.STDOUT, env=env)
-    url = f"http://127.0.0.1:{port}/"
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        assert server.poll() is None, log.read_text()
-        try:
-            with urllib.request.urlopen(url, timeout=2):
-                return server, url
-        except OSError:
-            time.sleep(0.5)
-    server.kill()
-    raise AssertionError(f"reusevos app did not answer at {url}: {log.read_text()}")
-
-
 def _message(page, phrase: str) -> str:
     page.wait_for_function("p => document.querySelector('#message').innerText.includes(p)", arg=phrase)
     return page.locator("#message").inner_text()
@@ -277,77 +248,72 @@ def _message(page, phrase: str) -> str:
 @pytest.mark.slow
 def test_the_page_in_a_browser_segments_a_box_as_segment_does(truth, demo_folder, tmp_path):
     sync_playwright = _browser_or_skip()
-    server, url = _serve(tmp_path / "server.log")
-    try:
-        with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-            page = browser.new_page(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
-            page.set_default_timeout(120_000)
-            page.goto(url)
-            page.locator("#demo-frames input").fill(str(DEMO["frames"]))
-            page.locator("#demo-size textarea").fill("x".join(map(str, DEMO["size"])))
-            page.locator("#demo-objects input").fill(str(DEMO["objects"]))
-            page.click("#demo")
-            assert _message(page, "demo clip") == \
-                "the demo clip synth00000 (12 frames, 120x216, seed 0): 12 frames of 216x120"
+    with running_app(tmp_path / "server.log", threads=1) as app, sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=list(CHROMIUM_ARGS))
+        page = browser.new_page(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
+        page.set_default_timeout(120_000)
+        page.goto(app.url)
+        page.locator("#demo-frames input").fill(str(DEMO["frames"]))
+        page.locator("#demo-size textarea").fill("x".join(map(str, DEMO["size"])))
+        page.locator("#demo-objects input").fill(str(DEMO["objects"]))
+        page.click("#demo")
+        assert _message(page, "demo clip") == \
+            "the demo clip synth00000 (12 frames, 120x216, seed 0): 12 frames of 216x120"
 
-            # Draw a box: two clicks on the frame, at opposite corners (the image may be shown scaled).
-            viewer = page.locator("#viewer img")
-            shown = viewer.bounding_box()
-            scale = shown["width"] / DEMO["size"][1]
-            x0, y0, x1, y1 = _box_around(truth[0][1])
-            viewer.click(position={"x": (x0 + 0.5) * scale, "y": (y0 + 0.5) * scale})
-            _message(page, "click the opposite corner")
-            viewer.click(position={"x": (x1 + 0.5) * scale, "y": (y1 + 0.5) * scale})
-            _message(page, "object 1: box")
-            listed = page.locator("#objects").inner_text()
-            box = re.search(r"object 1: box (\d+,\d+,\d+,\d+), from frame 00000", listed).group(1)
-            assert abs(np.array(box.split(","), int) - [x0, y0, x1, y1]).max() <= 1
+        # Draw a box: two clicks on the frame, at opposite corners (the image may be shown scaled).
+        viewer = page.locator("#viewer img")
+        shown = viewer.bounding_box()
+        scale = shown["width"] / DEMO["size"][1]
+        x0, y0, x1, y1 = _box_around(truth[0][1])
+        viewer.click(position={"x": (x0 + 0.5) * scale, "y": (y0 + 0.5) * scale})
+        _message(page, "click the opposite corner")
+        viewer.click(position={"x": (x1 + 0.5) * scale, "y": (y1 + 0.5) * scale})
+        _message(page, "object 1: box")
+        listed = page.locator("#objects").inner_text()
+        box = re.search(r"object 1: box (\d+,\d+,\d+,\d+), from frame 00000", listed).group(1)
+        assert abs(np.array(box.split(","), int) - [x0, y0, x1, y1]).max() <= 1
 
-            page.click("#run")
-            page.wait_for_selector("#run-progress[data-state=done]")
-            assert "12 / 12 frames" in page.locator("#progress").inner_text()
-            assert _message(page, "done").startswith("done: 12 frames")
-            assert f"--box {box} --tau 0.92 --max-size 854" in page.locator("#command").inner_text()
+        page.click("#run")
+        page.wait_for_selector("#run-progress[data-state=done]")
+        assert "12 / 12 frames" in page.locator("#progress").inner_text()
+        assert _message(page, "done").startswith("done: 12 frames")
+        assert f"--box {box} --tau 0.92 --max-size 854" in page.locator("#command").inner_text()
 
-            # The command line, for the same clip, box and settings.
-            cli = tmp_path / "cli"
-            _segment(demo_folder, cli, "--box", box)
+        # The command line, for the same clip, box and settings.
+        cli = tmp_path / "cli"
+        _segment(demo_folder, cli, "--box", box)
 
-            # The preview: the last frame, with the mask drawn where the command line puts it.
-            with urllib.request.urlopen(viewer.get_attribute("src")) as answer:
-                preview = np.array(Image.open(answer).convert("RGB")).astype(int)
-            frame, labels = truth[11][0].astype(int), _labels(cli / "00011.png")
-            assert preview.shape == frame.shape
-            assert np.abs(preview - render_overlay(truth[11][0], labels)).mean() < 3
-            assert np.abs(preview - frame)[labels == 1].mean() > 20  # the mask is drawn, not the bare frame
+        # The preview: the last frame, with the mask drawn where the command line puts it.
+        with urllib.request.urlopen(viewer.get_attribute("src")) as answer:
+            preview = np.array(Image.open(answer).convert("RGB")).astype(int)
+        frame, labels = truth[11][0].astype(int), _labels(cli / "00011.png")
+        assert preview.shape == frame.shape
+        assert np.abs(preview - render_overlay(truth[11][0], labels)).mean() < 3
+        assert np.abs(preview - frame)[labels == 1].mean() > 20  # the mask is drawn, not the bare frame
 
-            # The download: the masks, byte-equal labels with the command line's.
-            with page.expect_download() as download:
-                page.locator("#downloads a[download='synth00000-masks.zip']").click()
-            archive = tmp_path / "masks.zip"
-            download.value.save_as(archive)
-            with zipfile.ZipFile(archive) as masks:
-                masks.extractall(tmp_path / "page")
-            names = [f"{i:05d}" for i in range(DEMO["frames"])]
-            _same_labels(tmp_path / "page", cli, names)
-            assert json.loads((tmp_path / "page" / "stats.json").read_text())["complete"] is True
-            assert page.locator("#downloads a[download='overlay.mp4']").count() == 1
+        # The download: the masks, byte-equal labels with the command line's.
+        with page.expect_download() as download:
+            page.locator("#downloads a[download='synth00000-masks.zip']").click()
+        archive = tmp_path / "masks.zip"
+        download.value.save_as(archive)
+        with zipfile.ZipFile(archive) as masks:
+            masks.extractall(tmp_path / "page")
+        names = [f"{i:05d}" for i in range(DEMO["frames"])]
+        _same_labels(tmp_path / "page", cli, names)
+        assert json.loads((tmp_path / "page" / "stats.json").read_text())["complete"] is True
+        assert page.locator("#downloads a[download='overlay.mp4']").count() == 1
 
-            # Bad input: a file that is not a video, then an empty box; the page says so and goes on.
-            bad = tmp_path / "notes.mp4"
-            bad.write_text("not a video")
-            page.locator("#upload input[type=file]").set_input_files(str(bad))
-            said = _message(page, "Error")
-            assert said.startswith("Error: cannot read video notes.mp4: ") and "give a valid video file" in said
-            assert "Traceback" not in said and tempfile.gettempdir() not in said  # no server paths
-            viewer.click(position={"x": 50 * scale, "y": 40 * scale})
-            _message(page, "click the opposite corner")
-            viewer.click(position={"x": 50 * scale, "y": 40 * scale})
-            assert "is empty" in _message(page, "is empty")
-            assert server.poll() is None  # still serving
-            browser.close()
-    finally:
-        server.terminate()
-        server.wait(60)
+        # Bad input: a file that is not a video, then an empty box; the page says so and goes on.
+        bad = tmp_path / "notes.mp4"
+        bad.write_text("not a video")
+        page.locator("#upload input[type=file]").set_input_files(str(bad))
+        said = _message(page, "Error")
+        assert said.startswith("Error: cannot read video notes.mp4: ") and "give a valid video file" in said
+        assert "Traceback" not in said and tempfile.gettempdir() not in said  # no server paths
+        viewer.click(position={"x": 50 * scale, "y": 40 * scale})
+        _message(page, "click the opposite corner")
+        viewer.click(position={"x": 50 * scale, "y": 40 * scale})
+        assert "is empty" in _message(page, "is empty")
+        assert app.process.poll() is None  # still serving
+        browser.close()
 

@@ -283,8 +283,7 @@ class Job:
         lines = []
         for obj, start in self.start_masks().describe().items():
             how = ("box " + ",".join(map(str, start["box"])) if "box" in start else
-                   f"{len(start['points']['foreground'])} object and {len(start['points']['background'])} background "
-                   "click(s)" if "points" in start else "an uploaded mask")
+                   _clicks(start["points"]) if "points" in start else "an uploaded mask")
             lines.append(f"object {obj}: {how}, from frame {start['frame']}")
         fixes = self.corrections()
         for name, objs in (fixes.marks.items() if fixes else ()):
@@ -546,3 +545,9 @@ def _prompt_text(prompt: Prompt) -> str:
     pairs = [f"{x},{y}" for x, y in prompt.foreground] + [f"-{x},{y}" for x, y in prompt.background]
     return "--points " + ",".join(pairs) + at
 
+
+def _clicks(points: dict) -> str:
+    """``{"foreground": [[x, y]], "background": [...]}`` in words."""
+    text = "clicks on it at " + " ".join(f"{x},{y}" for x, y in points["foreground"])
+    return text + ("; beside it at " + " ".join(f"{x},{y}" for x, y in points["background"])
+                   if points["background"] else "")

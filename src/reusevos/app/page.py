@@ -85,7 +85,7 @@ def build(network, root: str | Path) -> gr.Blocks:
                                                elem_id="fix-object")
                         clear_fixes = gr.Button("Clear corrections", size="sm", elem_id="clear-corrections")
                     mask_upload = gr.File(None, file_types=[".png"], label="Or upload a mask (PNG) for this frame",
-                                          height=90, elem_id="mask-upload")
+                                          height=120, elem_id="mask-upload")
                     objects = gr.Markdown("No object yet.", elem_id="objects")
                 with gr.Accordion("3. Settings", open=True):
                     tau = gr.Slider(0.5, 1.0, value=FLOW_TAU, step=0.01, label="tau", info=TAU_INFO, elem_id="tau")
@@ -185,7 +185,8 @@ def build(network, root: str | Path) -> gr.Blocks:
                       show_progress="hidden")
         demo.click(on_demo, [state, demo_frames, demo_size, demo_objects], [*shown, progress, downloads, command])
         viewer.select(on_click, [state, frame, tool, target, fix_object], shown, show_progress="hidden")
-        frame.release(lambda job, i: act(job, i, lambda j, _: ""), [state, frame], shown, show_progress="hidden")
+        frame.input(lambda job, i: act(job, i, lambda j, _: ""), [state, frame], shown, show_progress="hidden",
+                    trigger_mode="always_last")  # scrubbing: only the frame where the slider rests is shown
         next_object.click(lambda job, i: act(job, i, lambda j, _: j.next_object()), [state, frame], shown)
         remove.click(lambda job, i: act(job, i, lambda j, _: j.remove_object()), [state, frame], shown)
         clear_fixes.click(lambda job, i: act(job, i, lambda j, _: j.clear_corrections()), [state, frame], shown)
