@@ -46,7 +46,7 @@ def build(network, root: str | Path) -> gr.Blocks:
     def new_job(job: Job | None) -> Job:
         return job if job is not None else Job(network, root / uuid.uuid4().hex)
 
-    with gr.Blocks(title="reusevos", analytics_enabled=False, delete_cache=(1800, 7200)) as page:
+    with gr.Blocks(title="reusevos", analytics_enabled=False, delete_cache=(3600, 43200)) as page:
         state = gr.State(None, delete_callback=lambda job: job.close() if job is not None else None)
         gr.Markdown(INTRO)
         message = gr.Markdown("", elem_id="message")
