@@ -118,6 +118,7 @@ class Job:
     def open_upload(self, paths: Sequence[str | Path]) -> str:
         """A video file, or the images of one folder (several JPEG/PNG files, in natural order of their names),
         copied into the job's folder: the input from now on. Returns what was opened, in words."""
+        self._refuse_while_running("opening another input")
         paths = [Path(p) for p in paths]
         if not paths:
             raise ReusevosError("nothing was uploaded; choose a video file, or all the frames of a folder")
@@ -126,41 +127,46 @@ class Job:
         if others and not video:
             raise ReusevosError(f"{others[0]} is not a JPEG or PNG frame; upload a video file alone, or only the "
                                 "frames of a folder")
-        folder = self._fresh("input")
-        try:
+        def copy(folder: Path) -> FrameSource:
             for path in paths:
                 shutil.copyfile(path, folder / path.name)
-            frames = open_frames(folder / paths[0].name if video else folder)
-        except BaseException:
-            shutil.rmtree(folder, ignore_errors=True)
-            raise
-        self._set_input(frames, folder, paths[0].name if video else f"{len(paths)} frames")
-        return self.describe_input()
+            return open_frames(folder / paths[0].name if video else folder)
+
+        return self._set_input(copy, paths[0].name if video else f"{len(paths)} frames")
 
     def open_demo(self, frames: int = 40, size: tuple[int, int] = (240, 432), objects: int = 2,
                   seed: int = 0) -> str:
         """A synthetic clip (:mod:`reusevos.synthetic`), the same as ``reusevos synth DIR --frames F --objects K
         --size HxW --seed S`` writes to ``DIR/JPEGImages/480p/synth<S>``."""
+        self._refuse_while_running("opening another input")
         config = SyntheticConfig(size=tuple(size), num_frames=int(frames), num_objects=int(objects), seed=int(seed))
         config.validate()
         name = f"synth{config.seed:05d}"
-        folder = self._fresh("input")
-        write_clip(folder, name, config)
-        self._set_input(open_frames(folder / "JPEGImages" / "480p" / name), folder,
-                        f"the demo clip {name} ({frames} frames, {size[0]}x{size[1]}, seed {seed})")
-        return self.describe_input()
 
-    def _set_input(self, frames: FrameSource, folder: Path, name: str) -> None:
-        if self.progress.active:
+        def write(folder: Path) -> FrameSource:
+            write_clip(folder, name, config)
+            return open_frames(folder / "JPEGImages" / "480p" / name)
+
+        return self._set_input(write, f"the demo clip {name} ({frames} frames, {size[0]}x{size[1]}, seed {seed})")
+
+    def _set_input(self, make, name: str) -> str:
+        """``make(folder)`` fills a fresh folder and opens it as the new input (a failure leaves the old one); the
+        starts, corrections and runs of the old input go."""
+        folder = self._fresh("input")
+        try:
+            frames = make(folder)
+        except BaseException:
             shutil.rmtree(folder, ignore_errors=True)
-            raise ReusevosError("a run is going on: press Stop before opening another input")
+            raise
         if self._input_folder is not None:
             shutil.rmtree(self._input_folder, ignore_errors=True)
         self.frames, self._input_folder, self.input_name = frames, folder, name
         self.masks, self.prompts, self.fix_masks, self.fix_prompts = {}, [], {}, {}
-        self.corner, self.new_object, self._starts, self._fixes, self._frame = None, True, None, None, None
+        self.corner, self.new_object, self.stale = None, True, False
+        self._starts, self._fixes, self._frame = None, None, None
         self.progress = Progress(total=len(frames))
         self._drop_run()
+        return self.describe_input()
 
     def describe_input(self) -> str:
         frames = self._need_input()
@@ -248,6 +254,7 @@ class Job:
                 store[name] = before
             self._starts, self._fixes = None, None
             raise
+        self.stale = self.stale or (not correct and self.run_folder is not None)
         what = "a correction of" if correct else "the start of"
         ids = ", ".join(map(str, object_ids(labels)))
         return f"mask for frame {name}: {what} object(s) {ids}"
@@ -338,7 +345,7 @@ class Job:
         except ReusevosError:
             self.prompts, self._starts = before, None
             raise
-        self.new_object = False
+        self.new_object, self.stale = False, self.run_folder is not None
         obj = max(self._starts.prompts)  # the prompts' objects are numbered last, in order
         return f"object {obj}: {prompt.text.removeprefix('--')}"
 
@@ -359,7 +366,7 @@ class Job:
         return f"correction of object {obj} at frame {self.names[index]}: {how}"
 
     def _refresh_starts(self) -> None:
-        self._starts, self.stale = None, self.run_folder is not None
+        self._starts = None
         self._starts = make_start_masks(self._need_input(), dict(self.masks) or None, self.prompts,
                                         self.process_size, self.min_pixels)
 
@@ -375,7 +382,8 @@ class Job:
     # -- what the viewer shows ------------------------------------------------------------------------------------
     def view(self, index: int) -> np.ndarray | Path:
         """Frame ``index`` as the viewer shows it, ``(h, w, 3)`` uint8 at :attr:`view_size` or a JPEG's path: the
-        frame with its correction, else its result (the run's overlay), else its start masks drawn over it."""
+        frame with its correction, else its result (the latest run's overlay, unless the starts changed since), else
+        its start masks drawn over it."""
         name = self.names[self._check_index(index)]
         fixes = self.corrections()
         labels = fixes.read(name) if fixes is not None else None
@@ -414,8 +422,7 @@ class Job:
         """Start a run in a worker thread: :func:`segment_video` with the starts, the corrections and these
         settings into a fresh folder (the previous run's is removed). Read :attr:`progress`; :meth:`stop` ends it
         after the frame at hand, keeping the frames done."""
-        if self.progress.active:
-            raise ReusevosError("a run is going on: wait for it, or press Stop")
+        self._refuse_while_running("running again")
         frames = self._need_input()
         options = SessionConfig(tau=float(tau))
         options.validate()
@@ -457,28 +464,29 @@ class Job:
         return None if self.run_folder is None else self.run_folder / "masks"
 
     def _work(self, starts, fixes, options, formats, warmup) -> None:
-        progress = self.progress
+        progress, outcome = self.progress, ("failed", "unexpected error; see the server's log")
         try:
             stats = segment_video(self.network, self._watched, starts, self.results, corrections=fixes,
                                   formats=formats, overlay=self.run_folder / "overlay.mp4", options=options,
                                   max_size=self.max_size or None, warmup=warmup, on_start=self._on_start,
                                   on_frame=self._on_frame, extra={"made_by": "reusevos app"})
-            progress.state, progress.message = "done", (
-                f"done: {stats.frames} frames, {stats.fps:.1f} FPS (model), {stats.reuse_rate:.0%} reused")
+            outcome = "done", f"done: {stats.frames} frames, {stats.fps:.1f} FPS (model), {stats.reuse_rate:.0%} reused"
         except _Stopped:
-            progress.state, progress.message = "stopped", (
-                f"stopped after {progress.done} of {progress.total} frames: their masks are in the download "
-                "(its stats.json says complete: false); the overlay video is made by complete runs only")
+            outcome = "stopped", (f"stopped after {progress.done} of {progress.total} frames: their masks are in the "
+                                  "download (its stats.json says complete: false); the overlay video is made by "
+                                  "complete runs only")
         except ReusevosError as exc:
-            progress.state, progress.message = "failed", self.public(str(exc))
-        except Exception as exc:  # a bug: the page says so in a line, the log keeps the traceback
+            outcome = "failed", self.public(str(exc))
+        except Exception:  # a bug: the page says so in a line, the log keeps the traceback
             log.exception("run failed")
-            progress.state = "failed"
-            progress.message = f"unexpected error ({type(exc).__name__}); see the server's log"
         finally:
             self._watched = None
-        if progress.done:
-            shutil.make_archive(str(self.run_folder / f"{self._stem()}-masks"), "zip", self.results)
+            try:
+                if progress.done:
+                    shutil.make_archive(str(self.run_folder / f"{self._stem()}-masks"), "zip", self.results)
+            except OSError as exc:
+                outcome = "failed", f"cannot make the download: {exc.strerror or exc}"
+            progress.state, progress.message = outcome  # last: the page waits for this
 
     def _on_start(self, stats) -> None:
         self.progress.state, self.progress.message = "running", "running"
@@ -510,6 +518,10 @@ class Job:
         self.stop()
         self.wait(30)
         shutil.rmtree(self.folder, ignore_errors=True)
+
+    def _refuse_while_running(self, what: str) -> None:
+        if self.progress.active:
+            raise ReusevosError(f"a run is going on: wait for it, or press Stop, before {what}")
 
     def _need_input(self) -> FrameSource:
         if self.frames is None:
