@@ -104,15 +104,10 @@ def build(network, root: str | Path) -> gr.Blocks:
             return {state: job, viewer: job.view(index), objects: listed, message: said}
 
         def act(job: Job | None, index: float | None, action, uploads=()) -> dict:
-            job = new_job(job)
-            index = int(index or 0)
-            try:
-                return show(job, index, action(job, index))
-            except ReusevosError as exc:
-                return {state: job, message: _error(job.public(str(exc), uploads))}
-            except Exception as exc:  # a bug: one line here, the traceback in the log
-                log.exception("page event failed")
-                return {state: job, message: _error(f"unexpected error ({type(exc).__name__}); see the server's log")}
+            """``action(job, frame index)``, then the page as the job shows it; or the message of its error."""
+            job, index = new_job(job), int(index or 0)
+            ok, result = _attempt(job, lambda: show(job, index, action(job, index)), uploads)
+            return result if ok else {state: job, message: result}
 
         def opened(job: Job, said: str) -> dict:
             last = len(job.names) - 1
@@ -145,12 +140,10 @@ def build(network, root: str | Path) -> gr.Blocks:
             return act(job, index, lambda j, _: _set_max_size(j, value))
 
         def on_run(job, tau_value, size, chosen):
-            job = new_job(job)
-            try:
-                job.max_size = int(size or 0)
-                job.run(float(tau_value), chosen or ["davis"])
-            except ReusevosError as exc:
-                yield {state: job, message: _error(job.public(str(exc)))}
+            job, chosen = new_job(job), chosen or []
+            ok, said = _attempt(job, lambda: _start_run(job, tau_value, size, chosen))
+            if not ok:
+                yield {state: job, message: said}
                 return
             said = f"The same from the command line (INPUT: what is open here): `{job.command(tau_value, chosen)}`"
             yield {state: job, run: gr.Button(interactive=False), stop: gr.Button(interactive=True), downloads: None,
@@ -184,7 +177,8 @@ def build(network, root: str | Path) -> gr.Blocks:
         upload.upload(on_upload, [state, upload], [*shown, upload, progress, downloads, command],
                       show_progress="hidden")
         demo.click(on_demo, [state, demo_frames, demo_size, demo_objects], [*shown, progress, downloads, command])
-        viewer.select(on_click, [state, frame, tool, target, fix_object], shown, show_progress="hidden")
+        viewer.select(on_click, [state, frame, tool, target, fix_object], shown, show_progress="hidden",
+                      trigger_mode="multiple")  # a box's second corner, clicked at once, is not dropped
         frame.input(lambda job, i: act(job, i, lambda j, _: ""), [state, frame], shown, show_progress="hidden",
                     trigger_mode="always_last")  # scrubbing: only the frame where the slider rests is shown
         next_object.click(lambda job, i: act(job, i, lambda j, _: j.next_object()), [state, frame], shown)
@@ -210,6 +204,23 @@ def serve(network, host: str = "127.0.0.1", port: int = 7860, quiet: bool = Fals
                     footer_links=[], max_file_size="4gb", enable_monitoring=False)
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+def _attempt(job: Job, action, uploads=()) -> tuple[bool, object]:
+    """``(True, action())``, or ``(False, the page's message)`` when it raises: a ReusevosError's text without the
+    server's folders, or, for a bug, one line here and the traceback in the log."""
+    try:
+        return True, action()
+    except ReusevosError as exc:
+        return False, _error(job.public(str(exc), uploads))
+    except Exception as exc:
+        log.exception("page event failed")
+        return False, _error(f"unexpected error ({type(exc).__name__}); see the server's log")
+
+
+def _start_run(job: Job, tau, size, formats) -> None:
+    job.max_size = int(size or 0)
+    job.run(float(tau), formats)
 
 
 def _set_max_size(job: Job, value) -> str:
