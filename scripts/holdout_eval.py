@@ -1,0 +1,95 @@
+"""The base model on held-out DAVIS 2016 *train* sequences: how training and test-time choices are made for the
+accuracy work (never on val). J&F, J, F and J-Decay per sequence and over them, one JSON per call.
+
+The held-out sequences are those the flow gate's fit leaves out (every fifth of the sorted train split): a refiner
+trained with ``--sequences`` set to the other 24 has never seen them. The shipped weights were trained on all 30,
+so their scores here are optimistic: a candidate trained without these sequences that still beats them is better.
+
+    python scripts/holdout_eval.py --weights runs/r17-tracked/refiner.pt --davis ~/data/DAVIS \
+        --out docs/results/accuracy/holdout-r17-tracked.json --threads 2
+    python scripts/holdout_eval.py --davis ~/data/DAVIS --target update_every=4 --out ... # a test-time change
+
+Settings: the base model as shipped (variant full, compute window 2); ``--target KEY=VALUE`` overrides a field of
+the target model's configuration (``reusevos.config.TargetModelConfig``) for this run only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import fields, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import reusevos
+from reusevos.config import SessionConfig, TargetModelConfig
+from reusevos.evaluation.davis_eval import DavisScores, score_sequence
+from reusevos.io.davis import DavisDataset, load_sequence
+from reusevos.provenance import machine_label, source_commit
+
+HELD_OUT = ("bear", "car-turn", "flamingo", "lucia", "paragliding", "stroller")
+
+
+def target_overrides(items: list[str]) -> dict:
+    """``["update_every=4", ...]`` as typed values of :class:`TargetModelConfig` fields."""
+    kinds = {f.name: type(getattr(TargetModelConfig(), f.name)) for f in fields(TargetModelConfig)}
+    out = {}
+    for item in items:
+        key, _, value = item.partition("=")
+        if key not in kinds:
+            raise SystemExit(f"--target {item}: no such field; choose one of {', '.join(kinds)}")
+        kind = kinds[key]
+        out[key] = tuple(int(v) for v in value.split(",")) if kind is tuple else kind(value)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--davis", required=True)
+    parser.add_argument("--weights", default=None, help="a checkpoint (default: the shipped one)")
+    parser.add_argument("--sequences", default=",".join(HELD_OUT), help="train sequences to score")
+    parser.add_argument("--target", action="append", default=[], metavar="KEY=VALUE",
+                        help="a target-model setting for this run (repeatable)")
+    parser.add_argument("--compute-window", type=int, default=2)
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    model = reusevos.load_model(args.weights, device="cpu")
+    overrides = target_overrides(args.target)
+    model.config.target = replace(model.config.target, **overrides)
+    dataset = DavisDataset(args.davis, split="train", sequences=args.sequences.split(","))
+    rows, objects = [], []
+    for name in dataset.sequences:
+        data = load_sequence(dataset, name)
+        session = reusevos.Session(model, SessionConfig("full", compute_window=args.compute_window))
+        start = time.perf_counter()
+        labels = np.stack([session.step(f, data.start_masks.get(t)).labels for t, f in enumerate(data.frames)])
+        seconds = time.perf_counter() - start
+        scored = score_sequence(data.ground_truth, labels, name, data.frame_ids)
+        objects += scored
+        g = DavisScores(scored).global_scores()
+        rows.append({"sequence": name, "J&F": g["J&F-Mean"], "J": g["J-Mean"], "F": g["F-Mean"],
+                     "J-Decay": g["J-Decay"], "frames": len(data.frames), "seconds": round(seconds, 2)})
+        print(json.dumps(rows[-1]), flush=True)
+    overall = DavisScores(objects).global_scores()
+    weights = args.weights or "default"
+    report = {"command": "python scripts/holdout_eval.py " + " ".join(
+                  [f"--davis {args.davis}", f"--weights {weights}" if args.weights else "",
+                   *[f"--target {t}" for t in args.target], f"--out {args.out}", f"--threads {args.threads}"]),
+              "commit": source_commit(), "machine": machine_label(), "weights": weights,
+              "weights_meta": {k: model.meta.get(k) for k in ("data", "train_config", "commit") if k in model.meta},
+              "split": "train", "sequences": dataset.sequences, "session": {"variant": "full",
+                                                                           "compute_window": args.compute_window},
+              "target_overrides": overrides, "global": overall, "rows": rows}
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(report, indent=1, default=str) + "\n")
+    print(f"{weights} {overrides or ''}: J&F {100 * overall['J&F-Mean']:.1f}  J {100 * overall['J-Mean']:.1f}  "
+          f"F {100 * overall['F-Mean']:.1f}  J-Decay {100 * overall['J-Decay']:.1f}")
+
+
+if __name__ == "__main__":
+    main()
