@@ -9,6 +9,7 @@ import importlib.util
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 import tempfile
@@ -228,6 +229,17 @@ def test_reusevos_app_without_gradio_says_how_to_install_it():
     code = "import sys; sys.modules['gradio'] = None; from reusevos.cli import main; sys.exit(main(['app']))"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     one_error(proc, "reusevos app: error: the web app needs Gradio", "pip install 'reusevos[app]'")
+
+
+def test_reusevos_app_on_a_taken_port_is_one_line():
+    pytest.importorskip("gradio", reason="the app extra is not installed (pip install '.[app]')")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        proc = subprocess.run([sys.executable, "-m", "reusevos", "app", "--port", str(port), *FAST],
+                              capture_output=True, text=True, timeout=180)
+    one_error(proc, f"reusevos app: error: cannot listen on 127.0.0.1:{port}", "give another --port")
 
 
 # -- the page, in a browser ---------------------------------------------------------------------------------------

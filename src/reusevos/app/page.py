@@ -17,6 +17,7 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
+from typing import Callable
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # nothing leaves the machine
 
@@ -193,15 +194,23 @@ def build(network, root: str | Path) -> gr.Blocks:
     return page
 
 
-def serve(network, host: str = "127.0.0.1", port: int = 7860, quiet: bool = False) -> None:
-    """Serve the page at ``http://host:port/`` until interrupted; the sessions' files live in a temporary folder,
-    removed at the end."""
+def serve(network, host: str = "127.0.0.1", port: int = 7860, on_ready: Callable[[str], None] | None = None) -> None:
+    """Serve the page at ``http://host:port/`` until interrupted (Ctrl-C, SIGTERM); ``on_ready(url)`` once it
+    listens. The sessions' files live in a temporary folder, removed at the end. A port that cannot be had is a
+    ReusevosError."""
     root = Path(tempfile.mkdtemp(prefix="reusevos-app-"))
     try:
         page = build(network, root)
         page.queue(default_concurrency_limit=1, max_size=64)
-        page.launch(server_name=host, server_port=port, ssr_mode=False, show_error=False, quiet=quiet,
-                    footer_links=[], max_file_size="4gb", enable_monitoring=False)
+        try:
+            page.launch(server_name=host, server_port=port, ssr_mode=False, show_error=False, quiet=True,
+                        footer_links=[], max_file_size="4gb", enable_monitoring=False, prevent_thread_lock=True)
+        except OSError as exc:
+            raise ReusevosError(f"cannot listen on {host}:{port} ({str(exc).split('.')[0]}); give another --port, or "
+                                "stop what uses it") from None
+        if on_ready is not None:
+            on_ready(page.local_url)
+        page.block_thread()
     finally:
         shutil.rmtree(root, ignore_errors=True)
 

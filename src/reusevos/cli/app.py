@@ -45,7 +45,5 @@ def _cmd_app(args: argparse.Namespace) -> int:
 
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         note(f"listening on {args.host}: other machines that reach it can open the page and upload files")
-    note(f"serving the page at http://{'127.0.0.1' if args.host == '0.0.0.0' else args.host}:{args.port}/ "
-         "(Ctrl-C stops it)")
-    serve(network, args.host, args.port, quiet=True)
+    serve(network, args.host, args.port, on_ready=lambda url: note(f"serving the page at {url} (Ctrl-C stops it)"))
     return 0
