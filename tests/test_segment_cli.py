@@ -256,7 +256,7 @@ def test_help_explains_every_flag_with_its_default_and_version():
 
     parser = _build_parser()
     commands = ["train", "train-gate", "eval", "synth", "segment", "segment-davis", "merge", "weights fetch",
-                "weights path"]
+                "weights path", "app"]
     for command in commands:
         sub = parser
         for word in command.split():
