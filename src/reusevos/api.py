@@ -46,13 +46,15 @@ def resolve_device(name: str | torch.device = "cpu") -> torch.device:
 
 
 def load_model(weights: str | os.PathLike | None = None, device: str | torch.device = "cpu",
-               fetch_backbone: bool = True):
+               fetch_backbone: bool = True, model: str | None = None):
     """The network with trained weights, in eval mode, on ``device`` (``"auto"`` allowed, see :func:`resolve_device`).
 
-    ``weights`` is a checkpoint file (from ``reusevos train``); None loads the default shipped with the package.
-    The backbone's ImageNet weights are found, or fetched if ``fetch_backbone``, by ``reusevos.weights``.
-    Returns a :class:`reusevos.model.network.VOSNetwork`; its ``meta`` dict says how it was trained.
+    ``weights`` is a checkpoint file (from ``reusevos train``) or a base model's name, ``"frtm"`` or ``"ttvos"``,
+    for the weights shipped for it; None loads the default shipped with the package (FRTM's). ``model``, when
+    given, is the base model the weights must hold. The backbone's ImageNet weights are found, or fetched if
+    ``fetch_backbone``, by ``reusevos.weights``. Returns a :class:`reusevos.model.network.VOSNetwork`; its
+    ``base`` says which base model it is, its ``meta`` dict how it was trained.
     """
     from reusevos.model import network
 
-    return network.load_model(weights, device=resolve_device(device), fetch_backbone=fetch_backbone)
+    return network.load_model(weights, device=resolve_device(device), fetch_backbone=fetch_backbone, model=model)

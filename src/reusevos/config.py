@@ -9,6 +9,7 @@ VARIANTS = ("full", "reuse", "copy", "fusion", "oracle", "motion", "flow")
 BACKBONE_RUNTIMES = ("auto", "torch", "onnxruntime")  # what runs the frozen backbone; auto = ONNX Runtime on CPUs
 DEFAULT_MAX_SIZE = 854  # the longer side the model runs at by default: DAVIS 480p, its training size
 BACKBONES = ("mobilenet_v2", "resnet18", "resnet50", "resnet101")
+BASE_MODELS = ("frtm", "ttvos")  # the base models a checkpoint can hold (ModelConfig.base)
 QUICK_SEQUENCES = 3  # benchmark --quick: blackswan (when the split has it) and the next ones in split order
 QUICK_FRAMES = 20  # benchmark --quick: the first frames of each
 
@@ -34,13 +35,25 @@ class TargetModelConfig:
 
 
 @dataclass
+class TtvosConfig:
+    """The TTVOS base model (Park, Venkatesh and Kwak, arXiv 2011.04445) on our backbone; widths are ours
+    (docs/method.md)."""
+
+    channels: int = 64  # the decoder's width at strides 16, 8 and 4 (FRTM's refinement network is 64 wide too)
+    feature_channels: int = 128  # the frame's stride-16 feature: f16 and f32 reduced, kept for the next frame
+    history: int = 3  # estimated masks of the frames t-1, t-2, t-3 given to both matchings
+
+
+@dataclass
 class ModelConfig:
-    """The network: backbone and refinement widths."""
+    """The network: which base model (``frtm`` or ``ttvos``), its backbone and widths."""
 
     backbone: str = "mobilenet_v2"
     refine_channels: int = 64
     reuse_gate: bool = False  # template matcher, gate, delta generator and refine-translator
     target: TargetModelConfig = field(default_factory=TargetModelConfig)
+    base: str = "frtm"  # one of BASE_MODELS; checkpoints written before TTVOS existed hold FRTM
+    ttvos: TtvosConfig = field(default_factory=TtvosConfig)  # used when base is "ttvos"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -48,11 +61,13 @@ class ModelConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ModelConfig":
         data = dict(data)
-        target = data.pop("target", {})
-        known = {f.name for f in fields(TargetModelConfig)}
-        target = {k: (tuple(v) if isinstance(v, list) else v) for k, v in target.items() if k in known}
+        nested = {}
+        for name, kind in (("target", TargetModelConfig), ("ttvos", TtvosConfig)):
+            known = {f.name for f in fields(kind)}
+            values = data.pop(name, {})
+            nested[name] = kind(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in values.items() if k in known})
         known_model = {f.name for f in fields(cls)}
-        return cls(target=TargetModelConfig(**target), **{k: v for k, v in data.items() if k in known_model})
+        return cls(**nested, **{k: v for k, v in data.items() if k in known_model})
 
 
 PAPER_TAU = 0.7  # the paper's default tau, for its variants (reuse, copy, fusion, oracle) and motion
@@ -177,6 +192,27 @@ class GateTrainConfig:
 
     def epoch(self, iteration: int) -> float:
         return iteration / self.iterations * self.epochs
+
+
+@dataclass
+class TtvosTrainConfig:
+    """Offline training of the TTVOS base model on snippets of cached frames (``batch`` snippets per iteration
+    and process): the first frame's ground truth starts each snippet, the later frames run on the model's own
+    estimates, as at test time. Loss = cross-entropy + ``tc_weight`` * the temporal consistency loss (the
+    authors' code weighs both 1)."""
+
+    iterations: int = 6000
+    batch: int = 4
+    snippet: int = 6  # frames per snippet, the first one given
+    crop: int = 256
+    max_gaps: tuple[int, ...] = (1, 2, 4)  # each snippet's largest frame gap is one of these
+    lr: float = 5e-4
+    lr_drops: tuple[float, ...] = (0.6, 0.85)
+    tc_weight: float = 1.0
+    weight_decay: float = 0.0
+    seed: int = 0
+    checkpoint_every: int = 50
+    log_every: int = 10
 
 
 @dataclass(frozen=True)

@@ -81,9 +81,11 @@ def source_fingerprint() -> str:
 
 
 def weights_info(network) -> dict:
-    """The weights file a network was loaded from, its sha256, whether it has a reuse gate, and its meta."""
+    """The weights file a network was loaded from, its sha256, its base model (``frtm`` or ``ttvos``), whether it has
+    a reuse gate, and its meta."""
     path = getattr(network, "weights_file", None)
-    info = {"file": path, "has_gate": bool(getattr(network, "has_gate", False)), "meta": getattr(network, "meta", {})}
+    info = {"file": path, "model": getattr(network, "base", None), "has_gate": bool(getattr(network, "has_gate", False)),
+            "meta": getattr(network, "meta", {})}
     if path and Path(path).is_file():
         info["sha256"] = hashlib.sha256(Path(path).read_bytes()).hexdigest()
     return info

@@ -532,6 +532,9 @@ def segment_davis(network: VOSNetwork, dataset: DavisDataset | YoutubeDataset, o
     if report.get("sequences") and report.get("settings", settings) != settings:
         raise ReusevosError(f"{out_root} holds results made with {report['settings']}, not {settings}; "
                             "choose another output folder")
+    if report.get("sequences") and report.get("model", "frtm") != network.base:  # written before TTVOS: FRTM's
+        raise ReusevosError(f"{out_root} holds results of the {report.get('model', 'frtm')} model, not {network.base}; "
+                            "choose another output folder")
     held = (report.get("dataset") or {}).get("layout", dataset.layout)
     if report.get("sequences") and _results_layout(held) != _results_layout(dataset.layout):
         raise ReusevosError(f"{out_root} holds results of a {held} dataset, not of this {dataset.layout} one; "
@@ -542,7 +545,8 @@ def segment_davis(network: VOSNetwork, dataset: DavisDataset | YoutubeDataset, o
     report.update({"complete": False, "reusevos": __version__, "torch": torch.__version__,
                    "threads": torch.get_num_threads(), "device": str(network.device), "machine": machine_info(),
                    "backbone_runtime": network.backbone.active_runtime(network.device),
-                   "weights": getattr(network, "meta", {}).get("name", ""), "settings": settings,
+                   "weights": getattr(network, "meta", {}).get("name", ""), "model": network.base,
+                   "settings": settings,
                    "dataset": described, "shard": shard.to_dict(), "sequences": done})
     write_json(stats_path, report)  # from the start, so a stopped run is marked partial
     share = shard.take(dataset.sequences)

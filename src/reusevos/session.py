@@ -3,34 +3,37 @@
 :meth:`Session.step` follows the paper's Fig. 2 from top to bottom: features to stride 8, template
 matching and the gate per object, then each object's route (the full path, the reuse path, or its last
 output copied or moved), the shallow refinement levels, the merge of the objects, and what later frames
-need remembered. Per video the session holds only what the next frame needs: per object its target
-model (bounded memory), template, last computed score map and refinement state, and last output.
+need remembered. Where a frame needs the base model itself (an object's start, the full path, what it
+remembers) the session calls its base model, FRTM's or TTVOS's (:mod:`reusevos.base_models`). Per video the
+session holds only what the next frame needs: per object its base model's state (FRTM: the target model,
+with bounded memory; TTVOS: its memory), template, last computed score map and refinement state, and last
+output.
 """
 
 from __future__ import annotations
 
-import time
-from collections import Counter, defaultdict
-from contextlib import contextmanager
+from collections import Counter
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Iterator, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
 
-from reusevos.config import SessionConfig
+from reusevos.base_models import base_model
 from reusevos.errors import ReusevosError
 from reusevos.evaluation.metrics import region_similarity
 from reusevos.flow import MAX_GAP, Anchor, FlowWarper, load_flow_gate, make_anchor
 from reusevos.flow import small_grey as flow_grey
 from reusevos.io.masks import VOID, object_ids, to_label_map
-from reusevos.model.augment import augment_first_frame
+from reusevos.config import SessionConfig
 from reusevos.model.backbone import images_to_tensor
 from reusevos.model.merge import label_slots, soft_aggregate
 from reusevos.model.network import VOSNetwork
 from reusevos.model.target_model import TargetModel
+from reusevos.model.ttvos import TTVOSMemory
 from reusevos.motion import moved_output, small_grey
+from reusevos.stages import SUB_STAGES, Stage, StageTimer  # noqa: F401  (SUB_STAGES: the session's names)
 from reusevos.windows import score_box, span, window_box
 
 Box = tuple[int, int, int, int]
@@ -54,73 +57,14 @@ class Route(str, Enum):
     MOVED = "moved"  # an earlier output moved by the object's motion (the motion and flow variants, ours)
 
 
-class Stage(str, Enum):
-    """The timed stages of a frame, in the order of the paper's Fig. 2; see :data:`SUB_STAGES`."""
-
-    BACKBONE_TO_F8 = "backbone_to_f8"
-    BACKBONE_F8_TO_F32 = "backbone_f8_to_f32"
-    TEMPLATE_MATCH = "template_match"
-    GATE = "gate"
-    TARGET_MODEL_APPLY = "target_model_apply"
-    REFINE_REDUCE_DEEP = "refine_reduce_deep"
-    REFINE_DEEP = "refine_deep"
-    REFINE_LEVEL32 = "refine_level32"
-    REFINE_LEVEL16 = "refine_level16"
-    DELTA = "delta"
-    TRANSLATOR = "translator"
-    REFINE_REDUCE_SHALLOW = "refine_reduce_shallow"
-    REFINE_SHALLOW = "refine_shallow"
-    REFINE_LEVEL8 = "refine_level8"
-    REFINE_LEVEL4 = "refine_level4"
-    REFINE_HEAD = "refine_head"
-    MOTION = "motion"
-    INITIALISATION = "initialisation"
-    MERGE = "merge"
-    TARGET_MODEL_UPDATE = "target_model_update"
-    TARGET_MODEL_ADD_SAMPLE = "target_model_add_sample"
-    TARGET_MODEL_REOPTIMISE = "target_model_reoptimise"
-
-
-SUB_STAGES = {Stage.REFINE_DEEP: (Stage.REFINE_LEVEL32, Stage.REFINE_LEVEL16),
-              Stage.REFINE_SHALLOW: (Stage.REFINE_LEVEL8, Stage.REFINE_LEVEL4, Stage.REFINE_HEAD),
-              Stage.TARGET_MODEL_UPDATE: (Stage.TARGET_MODEL_ADD_SAMPLE, Stage.TARGET_MODEL_REOPTIMISE)}
-"""The parts a stage is measured in, each counted inside its parent too. The other stages never overlap:
-together they add up to the frame's time, and work inside an object's start counts as initialisation only."""
-_PARENT = {child: parent for parent, children in SUB_STAGES.items() for child in children}
-
-
-class StageTimer:
-    """Seconds per stage of one frame: a stage counts when no other stage is open, a sub-stage when just its
-    parent is (so nothing is counted twice, and nothing inside an initialisation but the initialisation)."""
-
-    def __init__(self):
-        self.seconds: dict[str, float] = defaultdict(float)
-        self._open: list[Stage] = []
-
-    @contextmanager
-    def __call__(self, stage: Stage) -> Iterator[None]:
-        counted = not self._open or (len(self._open) == 1 and _PARENT.get(stage) is self._open[0])
-        self._open.append(stage)
-        start = time.perf_counter()
-        try:
-            yield
-        finally:
-            self._open.pop()
-            if counted:
-                self.seconds[stage.value] += time.perf_counter() - start
-
-    def refiner_part(self, part: str):
-        """The context for the refiner's own part ``part`` (``level8``, ``head``, ...)."""
-        return self(Stage(f"refine_{part}"))
-
-
 @dataclass
 class ObjectState:
     """What the session keeps for one object between frames."""
 
     object_id: int
     start_frame: int
-    target: TargetModel
+    target: TargetModel | None = None  # FRTM's target model, fitted at the start frame
+    memory: TTVOSMemory | None = None  # TTVOS's memory of the object (template, mask history, last feature)
     template: torch.Tensor | None = None  # T, (1, 64, 64), built once at the start frame
     score_prev: torch.Tensor | None = None  # S of the last computed frame, (1, 1, H/16, W/16)
     state_prev: torch.Tensor | None = None  # R of the last computed frame, (1, 64, H/16, W/16)
@@ -134,6 +78,10 @@ class ObjectState:
         return sum(self.routes.values())
 
     @property
+    def computed_frames(self) -> int:
+        return self.routes[Route.COMPUTED]
+
+    @property
     def reuse_rate(self) -> float:
         """Frames that skipped the full path (reused or copied) / frames since the start frame."""
         tracked = self.tracked_frames
@@ -143,13 +91,15 @@ class ObjectState:
 @dataclass
 class FrameFeatures:
     """One frame's backbone features, computed once and shared by every object; f16 and f32 only
-    when some object needs the full path, ``deep`` (the refiner's reduced f16 and f32) with them."""
+    when some object needs the full path, ``deep`` with them: the base model's object-independent
+    reduction of f16 and f32 (FRTM: the refiner's reduced pair; TTVOS: its stride-16 feature)."""
 
+    size: tuple[int, int]  # (H, W) of the frame the model runs on
     f4: torch.Tensor
     f8: torch.Tensor
     f16: torch.Tensor | None = None
     f32: torch.Tensor | None = None
-    deep: tuple[torch.Tensor, torch.Tensor] | None = None
+    deep: tuple[torch.Tensor, torch.Tensor] | torch.Tensor | None = None
 
 
 @dataclass
@@ -164,6 +114,7 @@ class _Track:
     state: torch.Tensor | None = None  # R or R_hat, (1, 64, H/16, W/16)
     box: Box | None = None  # the refinement window; None = the whole frame
     prob: torch.Tensor | None = None  # the object's probabilities, (H, W)
+    update_weight: torch.Tensor | None = None  # TTVOS: how much of this frame the template takes in, (1,)
 
 
 @dataclass
@@ -231,15 +182,8 @@ class Session:
             raise ReusevosError(f"options must be a reusevos.SessionConfig (or None), not {type(options).__name__}")
         self.network = network.eval()
         self.config = network.config
-        has_gate = network.has_gate
-        self.options = options or SessionConfig()  # the flow variant, which needs no reuse gate
-        self.options.validate()
-        if not has_gate and self.options.variant not in ("full", "flow"):  # the flow gate is a file of its own
-            if self.options.tau < 1.0:
-                raise ReusevosError(f"these weights have no trained reuse gate, so variant {self.options.variant!r} "
-                                    "cannot run; use variant 'full' (or tau 1) or weights that include the gate")
-            # tau = 1 never reuses: the base model
-            self.options = SessionConfig("full", 1.0, compute_window=self.options.compute_window)
+        self.base = base_model(network)
+        self.options = self.base.runnable(options)  # validated; None: the base model's default
         if (self.options.variant == "oracle") != (ground_truth is not None):
             raise ReusevosError("the oracle variant needs the ground truth of every frame (ground_truth=...), "
                                 "and only it takes one")
@@ -274,7 +218,8 @@ class Session:
         features = None
         if new_ids or any(t.route is not Route.MOVED for t in tracks):
             with timed(Stage.BACKBONE_TO_F8):
-                features = FrameFeatures(*self.network.backbone.to_f8(images_to_tensor(frame, self.device)))
+                features = FrameFeatures(self.image_size,
+                                         *self.network.backbone.to_f8(images_to_tensor(frame, self.device)))
         if self.options.variant != "flow":
             self.decide(tracks, features.f8, timed)
         computed = [t for t in tracks if t.route is Route.COMPUTED]
@@ -282,11 +227,12 @@ class Session:
         if computed or new_ids:
             self._deep_features(features, timed)
         if computed:
-            self.full_path(computed, features, timed)
+            self.base.full_path(computed, features, timed)
         if reused:
             self.reuse_path(reused, timed)
-        if computed or reused:
-            self.refine(computed + reused, features, timed)
+        unrefined = [t for t in computed + reused if t.prob is None]  # TTVOS's full path ends in probabilities
+        if unrefined:
+            self.refine(unrefined, features, timed)
         if self.options.variant == "motion":
             self._move(tracks, frame, timed)
         for track in tracks:
@@ -358,14 +304,6 @@ class Session:
         for obj_id in ids:
             self.objects[obj_id].anchor = make_anchor(self.frame_index, grey, soft[obj_id].float().cpu().numpy())
 
-    def full_path(self, tracks: list[_Track], features: FrameFeatures, timed: StageTimer) -> None:
-        """This frame's scores S from the target models and the deep refinement levels' state R."""
-        with timed(Stage.TARGET_MODEL_APPLY):
-            scores = torch.cat([t.obj.target.apply(features.f16) for t in tracks])
-        states = self._deep_state(scores, features, timed)
-        for row, track in enumerate(tracks):
-            track.score, track.state = scores[row:row + 1], states[row:row + 1]
-
     def reuse_path(self, tracks: list[_Track], timed: StageTimer) -> None:
         """S_hat = S_prev + Delta_t and R_hat = translator(R_prev, Delta_t), without the deep network."""
         score_prev = torch.cat([t.obj.score_prev for t in tracks])
@@ -416,15 +354,6 @@ class Session:
         # The rest of the backbone runs once per frame, however many objects need it.
         with timed(Stage.BACKBONE_F8_TO_F32):
             features.f16, features.f32 = self.network.backbone.f8_to_f32(features.f8)
-
-    def _deep_state(self, scores: torch.Tensor, features: FrameFeatures, timed: StageTimer) -> torch.Tensor:
-        """The deep refinement levels on scores ``(B, 1, H/16, W/16)``: R ``(B, 64, H/16, W/16)``."""
-        refiner = self.network.refiner
-        if features.deep is None:  # the object-independent part, once per frame
-            with timed(Stage.REFINE_REDUCE_DEEP):
-                features.deep = refiner.reduce_deep(features.f16, features.f32)
-        with timed(Stage.REFINE_DEEP):
-            return refiner.deep(*features.deep, scores, timed=timed.refiner_part)
 
     def _refine_shallow(self, state, f4, f8, scores, size: tuple[int, int], timed: StageTimer) -> torch.Tensor:
         """The stride-8 and stride-4 levels and the head: logits ``(B, 1, *size)``."""
@@ -479,42 +408,29 @@ class Session:
 
     def _start_object(self, obj_id: int, frame: np.ndarray, mask: np.ndarray, features: FrameFeatures,
                       timed: StageTimer) -> torch.Tensor:
-        """Fit a target model on the start frame and its augmented copies; the output is the given mask.
+        """Start the object's base model from its mask (FRTM: a target model fitted on the start frame and its
+        augmented copies; TTVOS: its memory); the output is the given mask.
 
-        The start frame counts as computed: its score and refinement state are the first S_prev, R_prev.
+        The start frame counts as computed: under the paper's variants its score and refinement state are the
+        first S_prev, R_prev.
         """
-        cfg = self.config.target
-        copies = augment_first_frame(frame, mask, cfg.num_augmented)
-        f16 = [features.f16]
-        if copies:
-            f16.append(self.network.backbone.to_f16(images_to_tensor(np.stack([c[0] for c in copies]), self.device)))
-        masks = np.stack([mask] + [c[1] for c in copies]).astype(np.float32)
-        target = TargetModel(cfg)
-        target.initialise(torch.cat(f16), torch.from_numpy(masks)[:, None].to(self.device))
-        obj = ObjectState(obj_id, self.frame_index, target, last_computed=self.frame_index)
+        obj = ObjectState(obj_id, self.frame_index, last_computed=self.frame_index)
         given = torch.from_numpy(mask.astype(np.float32)).to(self.device)
-        if self.options.variant not in ("full", "flow"):
+        self.base.start(obj, frame, mask, given, features, timed)
+        if self.options.variant not in ("full", "flow"):  # the reuse path starts from here (FRTM with a gate)
             obj.template = self.network.matcher.template(features.f8, given[None, None])
-            obj.score_prev = target.apply(features.f16)
-            obj.state_prev = self._deep_state(obj.score_prev, features, timed)
+            obj.score_prev = obj.target.apply(features.f16)
+            obj.state_prev = self.base.deep_state(obj.score_prev, features, timed)
         self.objects[obj_id] = obj
         return given
 
     def _remember(self, computed: list[_Track], features: FrameFeatures, soft: dict[int, torch.Tensor],
                   timed: StageTimer) -> list[int]:
-        """Keep what later frames need: target-model samples and refits for computed objects, the
-        output for the copy variants and the windows. Returns the ids of the re-optimised objects."""
-        refitted = []
-        with timed(Stage.TARGET_MODEL_UPDATE):
-            for track in computed:
-                obj = track.obj
-                obj.last_computed = self.frame_index
-                with timed(Stage.TARGET_MODEL_ADD_SAMPLE):
-                    obj.target.add_sample(features.f16, soft[obj.object_id][None, None])
-                if obj.routes[Route.COMPUTED] % self.config.target.update_every == 0:
-                    with timed(Stage.TARGET_MODEL_REOPTIMISE):
-                        obj.target.update()
-                    refitted.append(obj.object_id)
+        """Keep what later frames need: the base model's (FRTM: target-model samples and refits), the output for
+        the copy variants and the windows. Returns the ids of the re-optimised objects."""
+        for track in computed:
+            track.obj.last_computed = self.frame_index
+        refitted = self.base.remember(computed, features, soft, timed)
         opts = self.options
         if opts.variant in ("copy", "fusion", "motion", "flow") or opts.reuse_window or opts.compute_window:
             for obj_id, prob in soft.items():

@@ -32,7 +32,7 @@ from reusevos.io.files import write_json
 from reusevos.runner import totals
 
 SHARD_FILE = re.compile(r"stats-(\d+)of(\d+)\.json")
-SHARED = ("reusevos", "torch", "backbone_runtime", "weights", "settings", "dataset")
+SHARED = ("reusevos", "torch", "backbone_runtime", "weights", "model", "settings", "dataset")
 """The fields every shard of one run must agree on."""
 PER_SHARD = ("device", "threads", "machine")
 """The fields that may differ between shards (kept per shard under ``merged``)."""

@@ -20,6 +20,7 @@ from reusevos.io.davis import SequenceData
 from reusevos.io.masks import DAVIS_PALETTE
 from reusevos.model.network import VOSNetwork
 from reusevos.runner import VideoStats, timed_steps
+from reusevos.base_models import base_model
 from reusevos.session import SUB_STAGES, Route, Session, Stage
 from reusevos.bench.settings import Setting
 
@@ -197,6 +198,8 @@ def count_flops(network: VOSNetwork, data: SequenceData) -> dict:
     paths = [("full", Setting("full", 1.0)), ("flow", Setting("flow", 0.0))]
     if network.has_gate:
         paths += [("computed", Setting("reuse", 1.0)), ("reuse", Setting("reuse", 0.0)), ("copy", Setting("copy", 0.0))]
+    runs = base_model(network).variants
+    paths = [(name, setting) for name, setting in paths if setting.variant in runs]  # TTVOS: full only
     gflops: dict[str, float] = {}
     for name, setting in paths:
         session = Session(network, setting.options())

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Iterable
 
 from reusevos.config import VARIANTS, SessionConfig
@@ -142,3 +142,24 @@ def select_settings(keys: Iterable[str], has_gate: bool = True) -> tuple[list[Se
     skipped = [{"setting": s.key, "variant": s.variant, "tau": s.tau, "tau2": s.tau2,
                 "reason": "the weights have no reuse gate"} for s in settings if s not in runnable]
     return runnable, skipped
+
+
+def runnable_settings(settings: list[Setting], skipped: list[dict], network) -> tuple[list[Setting], list[dict]]:
+    """``settings`` as ``network``'s base model runs them (:meth:`reusevos.base_models.BaseModel.runnable`), in
+    order and each once; those it refuses join ``skipped``. FRTM's run as they are; TTVOS runs variant ``full``
+    only, without windows (they window FRTM's refinement), so ``full+c2`` runs, and is named, as ``full``."""
+    from reusevos.base_models import base_model
+
+    base = base_model(network)
+    skipped, kept = list(skipped), []
+    for setting in settings:
+        try:
+            runs = base.runnable(setting.options())
+        except ReusevosError as exc:
+            skipped.append({"setting": setting.key, "variant": setting.variant, "tau": setting.tau,
+                            "tau2": setting.tau2, "reason": str(exc)})
+            continue
+        kept.append(replace(setting, variant=runs.variant, tau=runs.tau, tau2=runs.tau2, window=runs.reuse_window,
+                            compute_window=runs.compute_window))
+    return list(dict.fromkeys(kept)), skipped
+

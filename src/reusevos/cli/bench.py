@@ -48,7 +48,7 @@ def _register_benchmark(sub: argparse._SubParsersAction) -> None:
     add_davis(bench, "val", SPLIT_HELP, positional=True, layout=", 2016 or 2017 layout")
     add_sequences(bench, default="all, or --quick's")
     _add_grid_flags(bench)
-    add_weights(bench)
+    add_weights(bench, model=True)
     add_threads(bench, THREADS_HELP, "N")
     bench.add_argument("--json", default=None, metavar="OUT.json", help="also write the report as JSON")
     bench.add_argument("--markdown", default=None, metavar="OUT.md",
@@ -179,6 +179,7 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
     from reusevos.api import load_model
     from reusevos.bench.figures import require_matplotlib
     from reusevos.bench.run import quick_sequences, run_benchmark
+    from reusevos.bench.settings import runnable_settings
     from reusevos.io.davis import DavisDataset
     from reusevos.io.outputs import check_outputs
 
@@ -195,8 +196,8 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
         if args.sequences is None:
             dataset = DavisDataset(dataset.root, split=args.split, sequences=quick_sequences(dataset))
         max_frames = max_frames or QUICK_FRAMES
-    network = load_model(args.weights, device="cpu")
-    settings, skipped = choose(has_gate=network.has_gate)
+    network = load_model(args.weights, device="cpu", model=args.model)
+    settings, skipped = runnable_settings(*choose(has_gate=network.has_gate), network)
     report = run_benchmark(network, dataset, settings, skipped=skipped, max_frames=max_frames,
                            max_size=args.max_size or None, partial=args.partial, flops=args.flops,
                            command=command_line(), log=log)

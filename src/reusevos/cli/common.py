@@ -12,7 +12,7 @@ import os
 import shlex
 import sys
 
-from reusevos.config import BACKBONE_RUNTIMES, VARIANTS, SessionConfig, default_tau
+from reusevos.config import BACKBONE_RUNTIMES, BASE_MODELS, VARIANTS, SessionConfig, default_tau
 from reusevos.errors import ReusevosError
 
 THREADS_HELP = "torch CPU threads (default: torch's choice)"
@@ -70,10 +70,17 @@ def add_sequences(parser: argparse.ArgumentParser, default: str = "all") -> None
                         help=f"comma-separated subset of the split (default: {default})")
 
 
-def add_weights(parser: argparse.ArgumentParser, what: str = "checkpoint file") -> None:
-    """``--weights FILE``; None loads the shipped weights (reusevos.api.load_model's default)."""
+def add_weights(parser: argparse.ArgumentParser, what: str = "checkpoint file", model: bool = False) -> None:
+    """``--weights FILE``; None loads the shipped weights (reusevos.api.load_model's default). With ``model``, also
+    ``--model NAME`` (None: whichever base model the weights hold, FRTM when none are given): pass both to
+    ``load_model(args.weights, model=args.model)``."""
     parser.add_argument("--weights", default=None, metavar="FILE",
-                        help=f"{what} (default: the weights shipped with reusevos)")
+                        help=f"{what} (default: the weights shipped with reusevos for --model)")
+    if model:
+        parser.add_argument("--model", default=None, choices=BASE_MODELS,
+                            help="the base model: frtm (the default, FRTM with the paper's reuse gate) or ttvos "
+                                 "(TTVOS, variant full only for now), with the weights shipped for it; with "
+                                 "--weights, the model the file must hold")
 
 
 def add_device(parser: argparse.ArgumentParser, default: str = "auto", note: str = "") -> None:

@@ -80,7 +80,7 @@ def _register_segment(sub: argparse._SubParsersAction) -> None:
                      help="run the model on frames whose longer side is at most PIXELS (masks are still written at "
                           f"the input size); 0 = the input size. {DEFAULT_MAX_SIZE} is DAVIS 480p, the size the "
                           "model is trained at")
-    add_weights(seg)
+    add_weights(seg, model=True)
     add_device(seg)
     add_threads(seg, "CPU threads for torch and OpenCV (default: torch's choice, usually the core count)", "N")
     seg.add_argument("--no-warmup", dest="warmup", action="store_false",
@@ -127,7 +127,7 @@ def _register_segment_davis(sub: argparse._SubParsersAction) -> None:
                           help="YouTube-VOS, unsharded: also write the submission zip (top level Annotations/) at the "
                                "end; a sharded run makes it with `reusevos merge RESULTS_DIR --zip FILE.zip`")
     add_session_flags(segdavis)
-    add_weights(segdavis)
+    add_weights(segdavis, model=True)
     add_device(segdavis, note=" (under torchrun, cuda means cuda:LOCAL_RANK)")
     add_threads(segdavis)
     segdavis.add_argument("--no-warmup", dest="warmup", action="store_false",
@@ -288,7 +288,7 @@ def _cmd_segment(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     if sys.stderr.isatty():  # a cold start takes seconds: say what is happening (logs stay one line per error)
         note("loading the model" + (" and warming up" if args.warmup else "") + " ...")
-    network = load_model(args.weights, device=device)
+    network = load_model(args.weights, device=device, model=args.model)
     network.backbone.runtime = args.backbone_runtime
     extra = {"command": command_line(), "load_s": round(time.perf_counter() - start, 4)}
     progress = _ProgressBar(Path(args.input).name, args.progress)
@@ -328,7 +328,7 @@ def _cmd_segment_davis(args: argparse.Namespace) -> int:
         device = resolve_device(f"cuda:{os.environ['LOCAL_RANK']}")  # one GPU per process
     dataset = open_dataset(args.davis, args.split, args.sequences, args.layout)
     check_davis_output(dataset, args.out, args.weights, shard, args.zip)  # before the model loads
-    network = load_model(args.weights, device=device)
+    network = load_model(args.weights, device=device, model=args.model)
     network.backbone.runtime = args.backbone_runtime
     report = segment_davis(network, dataset, args.out, shard=shard, warmup=args.warmup, log=log, options=options,
                            zip_path=args.zip)

@@ -1,4 +1,4 @@
-"""``reusevos train`` (the base model), ``reusevos train-gate`` (the dynamic network on top of it),
+"""``reusevos train`` (the base model: FRTM's refinement network, or TTVOS with ``--model ttvos``), ``reusevos train-gate`` (the dynamic network on top of it),
 ``reusevos refit-gate`` (the gate alone, fitted again on full frames) and ``reusevos fit-flow-gate`` (the flow
 variant's gate)."""
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 from reusevos.cli.common import (add_davis, add_device, add_sequences, add_threads, add_weights, command_line,
                                  csv_list, log, set_threads)
-from reusevos.config import GateRefitConfig, GateTrainConfig, TrainConfig
+from reusevos.config import BASE_MODELS, GateRefitConfig, GateTrainConfig, TrainConfig, TtvosTrainConfig
 from reusevos.errors import ReusevosError
 
 TRAIN_SPLIT_HELP = "training split; validation splits are refused"
@@ -18,11 +18,21 @@ TRAIN_SPLIT_HELP = "training split; validation splits are refused"
 def register(sub: argparse._SubParsersAction) -> None:
     """Adds ``train``, ``train-gate``, ``refit-gate`` and ``fit-flow-gate``."""
     train = sub.add_parser(
-        "train", help="train the refinement network on a DAVIS split plus synthetic clips (resumable)",
+        "train", help="train a base model (FRTM's refinement network, or TTVOS) on a DAVIS split plus synthetic clips "
+                      "(resumable)",
         description="Builds the feature/score cache of the training data (skipping what is cached), then trains "
-                    "the refinement network. Run the same command again to resume; under torchrun it trains "
-                    "with DistributedDataParallel.")
-    _add_training_args(train, TrainConfig, "refiner.pt", "crops")
+                    "the base model: FRTM's refinement network on crops (OUT/refiner.pt), or with --model ttvos TTVOS "
+                    "on snippets of frames, each started from its first frame's mask and run on its own estimates "
+                    "(OUT/ttvos.pt). Run the same command again to resume; under torchrun it trains with "
+                    "DistributedDataParallel.")
+    train.add_argument("--model", default="frtm", choices=BASE_MODELS,
+                       help="the base model to train (the defaults of --batch and --lr are "
+                            f"{TrainConfig.batch} and {TrainConfig.lr:g} for frtm, {TtvosTrainConfig.batch} and "
+                            f"{TtvosTrainConfig.lr:g} for ttvos)")
+    _add_training_args(train, TrainConfig, "refiner.pt or ttvos.pt", "crops (frtm) or snippets (ttvos)")
+    train.set_defaults(batch=None, lr=None)  # the model's own (see --model)
+    train.add_argument("--snippet", type=int, default=TtvosTrainConfig.snippet,
+                       help="--model ttvos: frames per snippet, the first one's mask given")
     train.add_argument("--tracked-scores", default=None, metavar="WEIGHTS",
                        help="also train on the scores of target models updated from this trained model's own "
                             "tracking (a checkpoint, or 'default' for the shipped one); default: none")
@@ -148,17 +158,37 @@ def _trained(summary: dict, weights: Path) -> int:
     return 0
 
 
-def _cmd_train(args: argparse.Namespace) -> int:
-    from reusevos.train.run import run_training
+def _given(value, default):
+    """A flag's value, or the model's default when the flag was not given."""
+    return default if value is None else value
 
-    _training_setup(args)
-    config = TrainConfig(iterations=args.iterations, batch=args.batch, crop=args.crop, lr=args.lr, seed=args.seed,
-                         checkpoint_every=args.checkpoint_every)
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from reusevos.train.run import run_training, run_ttvos_training
+
     speeds = None
     if args.synthetic_speeds is not None:
         speeds = tuple(csv_list(args.synthetic_speeds, "--synthetic-speeds", float))
         if not speeds or min(speeds) < 0:
             raise ReusevosError(f"--synthetic-speeds {args.synthetic_speeds}: give speeds >= 0, e.g. 0.5,2,6,12")
+    if args.model == "ttvos":
+        if args.tracked_scores is not None:
+            raise ReusevosError("--tracked-scores: TTVOS uses no target-model scores; drop it with --model ttvos")
+        if args.snippet < 2:
+            raise ReusevosError(f"--snippet {args.snippet}: a snippet needs at least 2 frames")
+        _training_setup(args)
+        config = TtvosTrainConfig(iterations=args.iterations, batch=_given(args.batch, TtvosTrainConfig.batch),
+                                  snippet=args.snippet, crop=args.crop, lr=_given(args.lr, TtvosTrainConfig.lr),
+                                  seed=args.seed, checkpoint_every=args.checkpoint_every)
+        summary = run_ttvos_training(args.davis, args.split, args.out, args.cache, config, synthetic=args.synthetic,
+                                     synthetic_frames=args.synthetic_frames, sequences=args.sequences,
+                                     device=args.device, command=command_line(), log=log, synthetic_speeds=speeds)
+        return _trained(summary, Path(args.out) / "ttvos.pt")
+    if args.snippet != TtvosTrainConfig.snippet:
+        raise ReusevosError("--snippet applies to --model ttvos; FRTM's refinement network trains on single frames")
+    _training_setup(args)
+    config = TrainConfig(iterations=args.iterations, batch=_given(args.batch, TrainConfig.batch), crop=args.crop,
+                         lr=_given(args.lr, TrainConfig.lr), seed=args.seed, checkpoint_every=args.checkpoint_every)
     if args.tracked_scores not in (None, "default") and not Path(args.tracked_scores).is_file():
         raise ReusevosError(f"--tracked-scores {args.tracked_scores}: no such checkpoint file")
     summary = run_training(args.davis, args.split, args.out, args.cache, config, synthetic=args.synthetic,

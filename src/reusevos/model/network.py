@@ -1,8 +1,9 @@
 """The assembled network and its checkpoints.
 
 A checkpoint holds only the trained modules (never the frozen backbone, whose ImageNet weights come
-from ``reusevos.weights``), the model configuration, and free-form metadata (how it was trained).
-Loading is strict: a missing, extra or mis-shaped tensor is an error.
+from ``reusevos.weights``), the model configuration (``ModelConfig.base`` says which base model: FRTM or
+TTVOS), and free-form metadata (how it was trained). Loading is strict: a missing, extra or mis-shaped tensor
+is an error.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from reusevos.config import ModelConfig
+from reusevos.config import BASE_MODELS, ModelConfig
 from reusevos.errors import ReusevosError
 from reusevos.model.backbone import SPECS, Backbone
 from reusevos.model.delta import DeltaGenerator
@@ -22,16 +23,21 @@ from reusevos.model.gate import Gate
 from reusevos.model.refiner import Refiner
 from reusevos.model.template import TemplateMatcher
 from reusevos.model.translator import RefineTranslator
+from reusevos.model.ttvos import TTVOS
 
 CHECKPOINT_FORMAT = "reusevos-checkpoint"
 CHECKPOINT_VERSION = 1
-DEFAULT_CHECKPOINT = Path(__file__).resolve().parent.parent / "checkpoints" / "default.pt"
+CHECKPOINTS = Path(__file__).resolve().parent.parent / "checkpoints"
+DEFAULT_CHECKPOINT = CHECKPOINTS / "default.pt"
+SHIPPED = {"frtm": DEFAULT_CHECKPOINT, "ttvos": CHECKPOINTS / "ttvos.pt"}
+"""The weights shipped for each base model, by the name ``load_model`` takes."""
 
 
 class VOSNetwork(nn.Module):
-    """Backbone (frozen) + refinement network, and with ``config.reuse_gate`` the reuse-path modules.
+    """Backbone (frozen) + the base model's trained modules: FRTM's refinement network (and with
+    ``config.reuse_gate`` the reuse-path modules) or TTVOS (``config.base == "ttvos"``).
 
-    The per-object target models live in the session.
+    The per-object state (FRTM's target models, TTVOS's memories) lives in the session.
     """
 
     def __init__(self, config: ModelConfig | None = None, backbone: Backbone | None = None):
@@ -39,7 +45,14 @@ class VOSNetwork(nn.Module):
         self.config = config or ModelConfig()
         if self.config.backbone not in SPECS:
             raise ReusevosError(f"unknown backbone {self.config.backbone!r}; choose one of {', '.join(SPECS)}")
+        if self.config.base not in BASE_MODELS:
+            raise ReusevosError(f"unknown base model {self.config.base!r}; choose one of {', '.join(BASE_MODELS)}")
+        if self.config.base == "ttvos" and self.config.reuse_gate:
+            raise ReusevosError("G-TTVOS (the reuse gate on TTVOS) is not built yet; use TTVOS weights without a gate")
         self.backbone = backbone if backbone is not None else Backbone(self.config.backbone)
+        if self.config.base == "ttvos":
+            self.ttvos = TTVOS(self.backbone.channels, self.config.ttvos)
+            return
         self.refiner = Refiner(self.backbone.channels, self.config.refine_channels)
         if self.config.reuse_gate:
             self.matcher = TemplateMatcher(self.backbone.channels[1])
@@ -48,12 +61,17 @@ class VOSNetwork(nn.Module):
             self.translator = RefineTranslator(self.config.refine_channels)
 
     @property
+    def base(self) -> str:
+        """The base model these weights hold: ``frtm`` or ``ttvos``."""
+        return self.config.base
+
+    @property
     def has_gate(self) -> bool:
         return self.config.reuse_gate
 
     @property
     def device(self) -> torch.device:
-        return next(self.refiner.parameters()).device
+        return next(self.parameters()).device  # the frozen backbone's: every module moves together
 
     def trained_state(self) -> dict[str, torch.Tensor]:
         """The trained modules' tensors (everything but the backbone)."""
@@ -105,23 +123,41 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     return payload
 
 
-def load_model(weights: str | os.PathLike | None = None, device: str | torch.device = "cpu",
-               fetch_backbone: bool = True) -> VOSNetwork:
-    """The network with trained weights (the shipped default when ``weights`` is None), in eval mode.
+def shipped_weights(model: str) -> Path:
+    """The weights file shipped for the base model ``model`` (``frtm`` or ``ttvos``)."""
+    if model not in SHIPPED:
+        raise ReusevosError(f"unknown model {model!r}; choose one of {', '.join(SHIPPED)} (or give a weights file)")
+    path = SHIPPED[model]
+    if not path.is_file():
+        if model == "ttvos":
+            raise ReusevosError("no TTVOS weights are shipped yet; train them with `reusevos train --model ttvos` "
+                                "and pass the file they write (--weights OUT/ttvos.pt)")
+        raise ReusevosError(f"the default weights are missing from the package ({path}); reinstall reusevos "
+                            "or pass --weights FILE")
+    return path
 
-    The backbone's ImageNet weights are found (or fetched, if allowed) by ``reusevos.weights``.
+
+def load_model(weights: str | os.PathLike | None = None, device: str | torch.device = "cpu",
+               fetch_backbone: bool = True, model: str | None = None) -> VOSNetwork:
+    """The network with trained weights, in eval mode.
+
+    ``weights``: a checkpoint file, or the name of a base model (``frtm``, ``ttvos``) for the weights shipped for
+    it; None: the shipped FRTM weights (or those of ``model``). ``model``: the base model the weights must hold
+    (None: whichever they hold). The backbone's ImageNet weights are found (or fetched, if allowed) by
+    ``reusevos.weights``.
     """
     from reusevos.weights import backbone_weights
 
-    path = Path(weights) if weights is not None else DEFAULT_CHECKPOINT
-    if weights is None and not path.is_file():
-        raise ReusevosError(f"the default weights are missing from the package ({path}); reinstall reusevos "
-                            "or pass --weights FILE")
+    named = weights is None or str(weights) in SHIPPED
+    path = shipped_weights(str(weights) if weights is not None else model or "frtm") if named else Path(weights)
     payload = read_checkpoint(path)
     try:
         config = ModelConfig.from_dict(payload["config"])
     except (TypeError, KeyError, ValueError) as exc:
         raise ReusevosError(f"{path} has an unreadable model configuration: {exc}") from exc
+    if model is not None and config.base != model:
+        raise ReusevosError(f"{path} holds a {config.base} model, not {model}; give {model} weights or drop the "
+                            "model's name")
     backbone = Backbone(config.backbone, str(backbone_weights(config.backbone, fetch=fetch_backbone)))
     network = VOSNetwork(config, backbone)
     state = {k: v.float() if v.is_floating_point() else v for k, v in payload["state_dict"].items()}

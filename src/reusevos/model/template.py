@@ -28,14 +28,20 @@ def _branch(in_channels: int, groups: int) -> nn.Sequential:
 
 class TemplateMatcher(nn.Module):
     """``template``: f8 ``(B, C8, H/8, W/8)`` + mask ``(B, 1, H/8, W/8)`` -> T ``(B, 64, 64)``.
-    ``forward``: T, f8, S_prev ``(B, 1, H/16, W/16)`` -> D_t ``(B, 64, H/8, W/8)``."""
+    ``forward``: T, f8, S_prev ``(B, 1, H/16, W/16)`` -> D_t ``(B, 64, H/8, W/8)``.
 
-    def __init__(self, f8_channels: int, groups: int = 8):
+    Underneath, both take f8 with ``guide_channels`` maps of guidance concatenated (``template_of`` and
+    ``match``): the last mask or score here, TTVOS's coordinates and estimated masks in its template attention
+    (``reusevos.model.template_attention``), the same module the paper's authors took from TTVOS.
+    """
+
+    def __init__(self, f8_channels: int, groups: int = 8, guide_channels: int = 1):
         super().__init__()
-        self.template_key = _branch(f8_channels + 1, groups)
-        self.template_value = _branch(f8_channels + 1, groups)
-        self.query_key = _branch(f8_channels + 1, groups)
-        self.query_feature = _branch(f8_channels + 1, groups)
+        inputs = f8_channels + guide_channels
+        self.template_key = _branch(inputs, groups)
+        self.template_value = _branch(inputs, groups)
+        self.query_key = _branch(inputs, groups)
+        self.query_feature = _branch(inputs, groups)
         self.blend = nn.Sequential(
             nn.Conv2d(2 * CHANNELS, 2 * CHANNELS, 5, padding=2, groups=groups),
             nn.Conv2d(2 * CHANNELS, CHANNELS, 1),
@@ -45,15 +51,21 @@ class TemplateMatcher(nn.Module):
     def template(self, f8: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """The object's template: a 64x64 channel-affinity matrix, softmax-normalised per row."""
         mask = F.interpolate(mask, size=f8.shape[-2:], mode="area") if mask.shape[-2:] != f8.shape[-2:] else mask
-        x = torch.cat([f8, mask], dim=1)
-        key = self.template_key(x).flatten(2)  # (B, 64, HW)
-        value = self.template_value(x).flatten(2)
+        return self.template_of(torch.cat([f8, mask], dim=1))
+
+    def template_of(self, guided: torch.Tensor) -> torch.Tensor:
+        """T ``(B, 64, 64)`` from f8 and its guidance ``(B, C8 + guide_channels, H/8, W/8)``."""
+        key = self.template_key(guided).flatten(2)  # (B, 64, HW)
+        value = self.template_value(guided).flatten(2)
         return torch.softmax(value @ key.transpose(1, 2) / math.sqrt(key.shape[-1]), dim=-1)
 
     def forward(self, template: torch.Tensor, f8: torch.Tensor, score_prev: torch.Tensor) -> torch.Tensor:
         """The change feature D_t for ``B`` objects (``f8`` may have batch 1, shared by all objects)."""
         score = F.interpolate(score_prev, size=f8.shape[-2:], mode="bilinear", align_corners=False)
-        x = torch.cat([f8.expand(score.shape[0], -1, -1, -1), score], dim=1)
-        key = self.query_key(x)
+        return self.match(template, torch.cat([f8.expand(score.shape[0], -1, -1, -1), score], dim=1))
+
+    def match(self, template: torch.Tensor, guided: torch.Tensor) -> torch.Tensor:
+        """T ``(B, 64, 64)`` applied to the query's key, blended with its feature: ``(B, 64, H/8, W/8)``."""
+        key = self.query_key(guided)
         similarity = (template @ key.flatten(2)).view_as(key)
-        return self.blend(torch.cat([similarity, self.query_feature(x)], dim=1))
+        return self.blend(torch.cat([similarity, self.query_feature(guided)], dim=1))

@@ -1,4 +1,4 @@
-"""Losses of the dynamic network: Loss = Loss_gp + Loss_delta + BCE(mask)."""
+"""Losses of the dynamic network (Loss = Loss_gp + Loss_delta + BCE(mask)) and TTVOS's temporal consistency loss."""
 
 from __future__ import annotations
 
@@ -47,3 +47,17 @@ def straight_through(p_gate: torch.Tensor, threshold: float) -> torch.Tensor:
     """Hard decisions (1 = reuse) in the forward pass, the gradient of P_gate in the backward pass."""
     hard = (p_gate >= threshold).to(p_gate.dtype)
     return hard + p_gate - p_gate.detach()
+
+
+def temporal_consistency_loss(transition: torch.Tensor, mask: torch.Tensor, previous: torch.Tensor) -> torch.Tensor:
+    """TTVOS's temporal consistency loss: the predicted transition ``(B, 1, h, w)`` against the change from the
+    previous frame's estimate ``previous`` to this frame's ground truth ``mask`` (both ``(B, 1, H, W)`` in [0, 1],
+    averaged down to the transition's size), ``mean((T_hat - (y_t - y_hat_{t-1}))^2)``.
+
+    The transition matrix turns the last estimate into this frame's truth; for a binary mask it is this
+    difference (+1 where the object arrives, -1 where it leaves). The estimate keeps its gradient, as in the
+    authors' code: the loss also pulls y_hat_{t-1} towards y_t - T_hat, which ties neighbouring outputs together.
+    """
+    size = transition.shape[-2:]
+    change = F.adaptive_avg_pool2d(mask, size) - F.adaptive_avg_pool2d(previous, size)
+    return F.mse_loss(transition, change)

@@ -1,4 +1,5 @@
-"""``reusevos train``: build the cache for the training data, then train the refinement network.
+"""``reusevos train``: build the cache for the training data, then train the refinement network (FRTM) or
+TTVOS (``--model ttvos``).
 
 Data: a DAVIS split (never a validation split) plus "syn" clips, objects cut from that split's
 frames pasted on other frames of the split and moved by affine motion. Everything is resumable:
@@ -20,7 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from reusevos.config import GateTrainConfig, ModelConfig, TrainConfig
+from reusevos.config import GateTrainConfig, ModelConfig, TrainConfig, TtvosTrainConfig
 from reusevos.errors import ReusevosError
 from reusevos.io.davis import DavisDataset
 from reusevos.io.frames import read_image
@@ -30,6 +31,7 @@ from reusevos.train.cache import CachedSequence, cache_sequence, is_cached, load
 from reusevos.train.loop import distributed_context, train_loop
 from reusevos.train.dynamic import DynamicTrainer, calibrate_gate
 from reusevos.train.samples import RefinerSampler, SnippetSampler
+from reusevos.train.ttvos import TTVOSTrainer
 
 
 def git_commit() -> str:
@@ -172,6 +174,34 @@ def run_training(davis_root: str | None, split: str, run_dir: str | os.PathLike,
     return summary
 
 
+def run_ttvos_training(davis_root: str | None, split: str, run_dir: str | os.PathLike, cache_dir: str | None,
+                       config: TtvosTrainConfig, synthetic: int = 60, synthetic_frames: int = 24,
+                       sequences: list[str] | None = None, device: str = "cpu", command: str = "",
+                       log: Callable[[str], None] = lambda _: None,
+                       synthetic_speeds: tuple[float, ...] | None = None) -> dict:
+    """``reusevos train --model ttvos``: the TTVOS base model on snippets of the cached training data; writes
+    ``RUN_DIR/ttvos.pt`` and returns the training summary. The cache is the one FRTM's training builds (its
+    target-model scores go unused), so a cache of the same data can be shared with ``--cache``."""
+    run_dir = Path(run_dir)
+    model_config = ModelConfig(base="ttvos")
+    settings = {"model": "ttvos", "train_config": asdict(config), "model_config": model_config.to_dict(),
+                "synthetic_speeds": synthetic_speeds}
+    backbone, cached, meta = _prepare(davis_root, split, run_dir, cache_dir, config.seed, synthetic,
+                                      synthetic_frames, sequences, device, command, settings, log,
+                                      synthetic_speeds=synthetic_speeds)
+    sampler = SnippetSampler(cached, length=config.snippet, crop=config.crop, max_gaps=config.max_gaps)
+    log(f"{len(cached)} sequences, {len(sampler)} snippet starts")
+    torch.manual_seed(config.seed)  # TTVOS's initial weights
+    network = VOSNetwork(model_config, backbone).to(device)
+    trainer = TTVOSTrainer(network, config)
+    summary = train_loop(trainer, lambda rng: sampler.draw(rng, config.batch), _module_loss, run_dir, config, log=log,
+                         resume_keys=("batch", "crop", "seed", "snippet"))
+    if summary["rank"] == 0:
+        save_checkpoint(run_dir / "ttvos.pt", network, half=True,
+                        meta={**meta, "training": summary, "train_config": asdict(config)})
+    return summary
+
+
 def run_gate_training(base_weights: str, davis_root: str | None, split: str, run_dir: str | os.PathLike,
                       cache_dir: str | None, config: GateTrainConfig, synthetic: int = 60,
                       synthetic_frames: int = 24, sequences: list[str] | None = None, device: str = "cpu",
@@ -190,7 +220,6 @@ def run_gate_training(base_weights: str, davis_root: str | None, split: str, run
     refiner_state = {k[len("refiner."):]: v.float() for k, v in base["state_dict"].items() if k.startswith("refiner.")}
     network.refiner.load_state_dict(refiner_state, strict=True)
     trainer = DynamicTrainer(network, config)
-    forward = lambda model, batch, it: model(batch, it)  # noqa: E731  (a module call, for DDP)
     pretrained = None
     started = (run_dir / "last.pt").is_file()  # the main stage has begun: no warm-up or initialisation again
     if config.pretrain_iterations and not started:
@@ -200,14 +229,15 @@ def run_gate_training(base_weights: str, davis_root: str | None, split: str, run
         (run_dir / "pretrain").mkdir(exist_ok=True)
         trainer.stage = "pretrain"
         log(f"warm-up: {warmup.iterations} teacher-forced iterations of {warmup.batch} snippets")
-        pretrained = train_loop(trainer, lambda rng: sampler.draw(rng, warmup.batch), forward,
+        pretrained = train_loop(trainer, lambda rng: sampler.draw(rng, warmup.batch), _module_loss,
                                 run_dir / "pretrain", warmup, log=log)
         trainer.stage = "full"
     elif not started:
         rng = np.random.default_rng([config.seed, 999])
         rate = calibrate_gate(trainer, [sampler.draw(rng, config.batch) for _ in range(8)], config.gate_init_rate)
         log(f"gate initialised: {rate:.1%} of calibration frames reuse at tau {config.threshold}")
-    summary = train_loop(trainer, lambda rng: sampler.draw(rng, config.batch), forward, run_dir, config, log=log)
+    summary = train_loop(trainer, lambda rng: sampler.draw(rng, config.batch), _module_loss, run_dir, config,
+                         log=log)
     if pretrained is not None:
         summary["pretrain"] = pretrained
     if summary["rank"] == 0:
@@ -215,6 +245,11 @@ def run_gate_training(base_weights: str, davis_root: str | None, split: str, run
                                 meta={**meta, "base": base.get("meta", {}), "base_weights": str(base_weights),
                               "gate_training": summary, "gate_config": asdict(config)})
     return summary
+
+
+def _module_loss(model, batch, iteration: int):
+    """The loss of a trainer module that computes it in ``forward`` (a module call, for DDP)."""
+    return model(batch, iteration)
 
 
 def refiner_loss(model, batch, iteration: int):

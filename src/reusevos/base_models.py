@@ -1,0 +1,181 @@
+"""The base models the frame loop runs, behind one interface: FRTM's part of a frame and TTVOS's.
+
+:class:`reusevos.session.Session` runs one loop for both (the backbone, each object's route, the merge, what
+later frames need) and calls its base model where a frame needs the model itself:
+
+- ``runnable(options)``: the session settings these weights can run;
+- ``start(obj, frame, mask, given, features, timed)``: an object's start frame, from its given mask;
+- ``full_path(tracks, features, timed)``: the computed objects of a frame. FRTM's ends in each object's score S
+  and deep refinement state R, which the session's shallow refinement (shared with the paper's reuse path)
+  turns into probabilities; TTVOS's ends in the probabilities;
+- ``remember(computed, features, soft, timed)``: after the merge, what the computed objects keep of this frame;
+  returns the ids of objects whose model was re-optimised.
+
+Per-object state lives on the session's ``ObjectState`` (FRTM: ``target``; TTVOS: ``memory``).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Protocol
+
+import numpy as np
+import torch
+
+from reusevos.config import VARIANTS, SessionConfig
+from reusevos.errors import ReusevosError
+from reusevos.model.augment import augment_first_frame
+from reusevos.model.backbone import images_to_tensor
+from reusevos.model.network import VOSNetwork
+from reusevos.model.target_model import TargetModel
+from reusevos.model.ttvos import TTVOSMemory
+from reusevos.stages import Stage, StageTimer
+
+if TYPE_CHECKING:
+    from reusevos.session import FrameFeatures, ObjectState, _Track
+
+
+class BaseModel(Protocol):
+    name: str
+    variants: tuple[str, ...]  # the session variants these weights can run
+
+    def runnable(self, options: SessionConfig | None) -> SessionConfig: ...
+
+    def start(self, obj: ObjectState, frame: np.ndarray, mask: np.ndarray, given: torch.Tensor,
+              features: FrameFeatures, timed: StageTimer) -> None: ...
+
+    def full_path(self, tracks: list[_Track], features: FrameFeatures, timed: StageTimer) -> None: ...
+
+    def remember(self, computed: list[_Track], features: FrameFeatures, soft: dict[int, torch.Tensor],
+                 timed: StageTimer) -> list[int]: ...
+
+
+def base_model(network: VOSNetwork) -> BaseModel:
+    """The frame loop's interface to ``network``'s base model."""
+    return {"frtm": FrtmBase, "ttvos": TtvosBase}[network.base](network)
+
+
+class FrtmBase:
+    """FRTM: per object a target model, fitted at its start frame on the frame and its augmented copies, given
+    each computed frame's output as a sample and re-optimised every ``update_every``-th computed frame; the deep
+    refinement levels."""
+
+    name = "frtm"
+
+    def __init__(self, network: VOSNetwork):
+        self.network = network
+        self.config = network.config.target
+        self.device = network.device
+        # without a reuse gate: the base model, and the flow variant (its gate is a file of its own)
+        self.variants = VARIANTS if network.has_gate else ("full", "flow")
+
+    def runnable(self, options: SessionConfig | None) -> SessionConfig:
+        """``options`` (None: :class:`SessionConfig`'s default, the flow variant), validated; without a reuse gate,
+        a variant that needs one runs as the base model at tau = 1 and is refused below it."""
+        options = options or SessionConfig()
+        options.validate()
+        if options.variant not in self.variants:
+            if options.tau < 1.0:
+                raise ReusevosError(f"these weights have no trained reuse gate, so variant {options.variant!r} "
+                                    "cannot run; use variant 'full' (or tau 1) or weights that include the gate")
+            return SessionConfig("full", 1.0, compute_window=options.compute_window)  # tau = 1 never reuses
+        return options
+
+    def start(self, obj: ObjectState, frame: np.ndarray, mask: np.ndarray, given: torch.Tensor,
+              features: FrameFeatures, timed: StageTimer) -> None:
+        """The object's target model, fitted on the start frame and its augmented copies."""
+        cfg = self.config
+        copies = augment_first_frame(frame, mask, cfg.num_augmented)
+        f16 = [features.f16]
+        if copies:
+            f16.append(self.network.backbone.to_f16(images_to_tensor(np.stack([c[0] for c in copies]), self.device)))
+        masks = np.stack([mask] + [c[1] for c in copies]).astype(np.float32)
+        obj.target = TargetModel(cfg)
+        obj.target.initialise(torch.cat(f16), torch.from_numpy(masks)[:, None].to(self.device))
+
+    def full_path(self, tracks: list[_Track], features: FrameFeatures, timed: StageTimer) -> None:
+        """This frame's scores S from the target models and the deep refinement levels' state R."""
+        with timed(Stage.TARGET_MODEL_APPLY):
+            scores = torch.cat([t.obj.target.apply(features.f16) for t in tracks])
+        states = self.deep_state(scores, features, timed)
+        for row, track in enumerate(tracks):
+            track.score, track.state = scores[row:row + 1], states[row:row + 1]
+
+    def deep_state(self, scores: torch.Tensor, features: FrameFeatures, timed: StageTimer) -> torch.Tensor:
+        """The deep refinement levels on scores ``(B, 1, H/16, W/16)``: R ``(B, 64, H/16, W/16)``."""
+        refiner = self.network.refiner
+        if features.deep is None:  # the object-independent part, once per frame
+            with timed(Stage.REFINE_REDUCE_DEEP):
+                features.deep = refiner.reduce_deep(features.f16, features.f32)
+        with timed(Stage.REFINE_DEEP):
+            return refiner.deep(*features.deep, scores, timed=timed.refiner_part)
+
+    def remember(self, computed: list[_Track], features: FrameFeatures, soft: dict[int, torch.Tensor],
+                 timed: StageTimer) -> list[int]:
+        """Each computed object's output as a target-model sample; a refit every ``update_every``-th computed frame."""
+        refitted = []
+        with timed(Stage.TARGET_MODEL_UPDATE):
+            for track in computed:
+                obj = track.obj
+                with timed(Stage.TARGET_MODEL_ADD_SAMPLE):
+                    obj.target.add_sample(features.f16, soft[obj.object_id][None, None])
+                if obj.computed_frames % self.config.update_every == 0:
+                    with timed(Stage.TARGET_MODEL_REOPTIMISE):
+                        obj.target.update()
+                    refitted.append(obj.object_id)
+        return refitted
+
+
+class TtvosBase:
+    """TTVOS: per object a memory (template, mask history, last stride-16 feature), started from the given mask
+    and moved on by every frame's estimate. Nothing is optimised at test time. Variant ``full`` only, until
+    G-TTVOS (the reuse gate on it) exists."""
+
+    name = "ttvos"
+    variants = ("full",)
+
+    def __init__(self, network: VOSNetwork):
+        self.model = network.ttvos
+
+    def runnable(self, options: SessionConfig | None) -> SessionConfig:
+        """Variant ``full``, without windows (they window FRTM's refinement; TTVOS decodes the whole frame)."""
+        if options is not None:
+            options.validate()
+            if options.variant not in self.variants and options.tau < 1.0:
+                raise ReusevosError(f"TTVOS weights run variant 'full' only (G-TTVOS, the reuse gate on TTVOS, is "
+                                    f"not built yet), so variant {options.variant!r} cannot run; use variant 'full' "
+                                    "(or tau 1) or FRTM weights")
+        return SessionConfig("full", 1.0, compute_window=0)
+
+    def start(self, obj: ObjectState, frame: np.ndarray, mask: np.ndarray, given: torch.Tensor,
+              features: FrameFeatures, timed: StageTimer) -> None:
+        """The object's memory from its given mask ``(H, W)``: template, mask history and this frame's feature."""
+        obj.memory = self.model.start(features.f8, self._feature16(features), given[None, None])
+
+    def full_path(self, tracks: list[_Track], features: FrameFeatures, timed: StageTimer) -> None:
+        """Short-term and long-term matching and the decoder for every computed object at once: probabilities."""
+        with timed(Stage.SHORT_TERM):
+            feature16 = self._feature16(features)
+        memory = TTVOSMemory.stack([t.obj.memory for t in tracks])
+        out = self.model(memory, features.f4, features.f8, feature16, features.size,
+                         timed=lambda part: timed(Stage(part)))
+        for row, track in enumerate(tracks):
+            track.prob = torch.sigmoid(out.logits[row, 0])
+            track.update_weight = out.update_weight[row:row + 1]
+
+    def remember(self, computed: list[_Track], features: FrameFeatures, soft: dict[int, torch.Tensor],
+                 timed: StageTimer) -> list[int]:
+        """Each computed object's memory takes in its merged output."""
+        if computed:
+            with timed(Stage.MEMORY_UPDATE):
+                memory = self.model.remember(
+                    TTVOSMemory.stack([t.obj.memory for t in computed]),
+                    torch.cat([t.update_weight for t in computed]), features.f8, features.deep,
+                    torch.stack([soft[t.obj.object_id] for t in computed])[:, None])
+            for track, row in zip(computed, memory.rows()):
+                track.obj.memory = row
+        return []  # nothing is re-optimised
+
+    def _feature16(self, features: FrameFeatures) -> torch.Tensor:
+        if features.deep is None:  # object-independent: once per frame
+            features.deep = self.model.frame_feature(features.f16, features.f32)
+        return features.deep
