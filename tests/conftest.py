@@ -44,6 +44,18 @@ def backbone():
     return load_backbone("mobilenet_v2", fetch=False)
 
 
+@pytest.fixture(scope="module")
+def tiny_davis(tmp_path_factory):
+    """A tiny DAVIS root for training runs: two 5-frame 64x96 clips (1 and 2 objects) in its train split."""
+    from reusevos.synthetic import SyntheticConfig, write_clip
+
+    root = tmp_path_factory.mktemp("davis")
+    for i in range(2):
+        write_clip(root, f"clip{i}", SyntheticConfig(size=(64, 96), num_frames=5, num_objects=1 + i, speed=2.0,
+                                                      seed=i), split="train")
+    return root
+
+
 FAST = ["--threads", "1"]
 
 

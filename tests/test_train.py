@@ -17,15 +17,6 @@ TRAIN_ARGS = ["--split", "train", "--synthetic", "1", "--synthetic-frames", "4",
               "--checkpoint-every", "1", "--threads", "1"]
 
 
-@pytest.fixture(scope="module")
-def tiny_davis(tmp_path_factory):
-    root = tmp_path_factory.mktemp("davis")
-    for i in range(2):
-        write_clip(root, f"clip{i}", SyntheticConfig(size=(64, 96), num_frames=5, num_objects=1 + i, speed=2.0,
-                                                      seed=i), split="train")
-    return root
-
-
 def _train(root, out, iterations, cache, extra=(), **kw):
     cmd = [sys.executable, "-m", "reusevos", "train", "--davis", str(root), "--out", str(out), "--cache", str(cache),
            "--iterations", str(iterations), *TRAIN_ARGS, *extra]

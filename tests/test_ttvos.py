@@ -29,7 +29,7 @@ from reusevos.model.template_attention import TemplateAttention, coordinates
 from reusevos.model.ttvos import TTVOS, TTVOSMemory
 from reusevos.model.ttvos_decoder import TTVOSDecoder
 from reusevos.session import Route, Session
-from reusevos.synthetic import SyntheticConfig, generate_clip, write_clip
+from reusevos.synthetic import SyntheticConfig, generate_clip
 from reusevos.train.losses import temporal_consistency_loss
 
 from conftest import FAST, one_error, run_segment
@@ -219,15 +219,6 @@ def test_ttvos_refuses_the_variants_it_cannot_run(ttvos_weights):
 # -- training ---------------------------------------------------------------------------------------------------------
 TRAIN_ARGS = ["--model", "ttvos", "--split", "train", "--synthetic", "1", "--synthetic-frames", "4", "--batch", "2",
               "--crop", "64", "--snippet", "3", "--checkpoint-every", "1", "--threads", "1"]
-
-
-@pytest.fixture(scope="module")
-def tiny_davis(tmp_path_factory):
-    root = tmp_path_factory.mktemp("davis")
-    for i in range(2):
-        write_clip(root, f"clip{i}", SyntheticConfig(size=(64, 96), num_frames=5, num_objects=1 + i, speed=2.0,
-                                                      seed=i), split="train")
-    return root
 
 
 def _train(root, out, iterations, cache, *extra):

@@ -21,19 +21,19 @@ import numpy as np
 import torch
 
 from reusevos.base_models import base_model
+from reusevos.config import SessionConfig
 from reusevos.errors import ReusevosError
 from reusevos.evaluation.metrics import region_similarity
 from reusevos.flow import MAX_GAP, Anchor, FlowWarper, load_flow_gate, make_anchor
 from reusevos.flow import small_grey as flow_grey
 from reusevos.io.masks import VOID, object_ids, to_label_map
-from reusevos.config import SessionConfig
 from reusevos.model.backbone import images_to_tensor
 from reusevos.model.merge import label_slots, soft_aggregate
 from reusevos.model.network import VOSNetwork
 from reusevos.model.target_model import TargetModel
 from reusevos.model.ttvos import TTVOSMemory
 from reusevos.motion import moved_output, small_grey
-from reusevos.stages import SUB_STAGES, Stage, StageTimer  # noqa: F401  (SUB_STAGES: the session's names)
+from reusevos.stages import SUB_STAGES, Stage, StageTimer  # noqa: F401  (SUB_STAGES: imported from here too)
 from reusevos.windows import score_box, span, window_box
 
 Box = tuple[int, int, int, int]
@@ -170,7 +170,8 @@ class Session:
     objects that appear later. Ids already being tracked are ignored in later masks.
 
     ``options`` picks the frame loop (variant, tau, windows); by default :class:`SessionConfig`'s: the flow
-    variant (ours) at tau 0.92 with a compute window of 2, which needs no trained reuse gate. ``ground_truth``
+    variant (ours) at tau 0.92 with a compute window of 2, which needs no trained reuse gate (TTVOS weights: variant
+    ``full``, the only one they run for now; see :meth:`reusevos.base_models.BaseModel.runnable`). ``ground_truth``
     (``ground_truth[t]``: frame t's label map) is the oracle variant's, and only its.
     """
 

@@ -233,6 +233,7 @@ def format_header(report: dict) -> str:
         RUNTIME_NAMES[r] + (f" {report.get('onnxruntime')}" if r == "onnxruntime" else "") for r in runtimes)
     return (f"{machine['cpu_model']}, {report['threads']} threads, torch {report['torch']}{backbone}, commit "
             f"{commit}{mixed}\n"
+            f"{(report.get('weights') or {}).get('model') or 'frtm'} model; "  # reports before TTVOS: FRTM's
             f"{data['split']}: {len(data['sequences'])} sequences, {data['frames']} frames at {', '.join(sizes)}"
             + (f" (first {data['max_frames']} frames)" if data["max_frames"] else "") + gflops)
 

@@ -26,9 +26,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "(OUT/ttvos.pt). Run the same command again to resume; under torchrun it trains with "
                     "DistributedDataParallel.")
     train.add_argument("--model", default="frtm", choices=BASE_MODELS,
-                       help="the base model to train (the defaults of --batch and --lr are "
+                       help="the base model to train; --batch and --lr take its own values unless given: "
                             f"{TrainConfig.batch} and {TrainConfig.lr:g} for frtm, {TtvosTrainConfig.batch} and "
-                            f"{TtvosTrainConfig.lr:g} for ttvos)")
+                            f"{TtvosTrainConfig.lr:g} for ttvos")
     _add_training_args(train, TrainConfig, "refiner.pt or ttvos.pt", "crops (frtm) or snippets (ttvos)")
     train.set_defaults(batch=None, lr=None)  # the model's own (see --model)
     train.add_argument("--snippet", type=int, default=TtvosTrainConfig.snippet,
