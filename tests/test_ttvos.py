@@ -283,3 +283,23 @@ def test_segment_with_model_ttvos(ttvos_weights, tmp_path):
                           ttvos_weights["ttvos"], "--variant", "reuse", *FAST)
     one_error(variant, "TTVOS weights run variant 'full' only")
     assert not (tmp_path / "o2").exists() and not (tmp_path / "o3").exists()
+    if not SHIPPED["ttvos"].is_file():
+        unshipped = run_segment(folder, "--mask", tmp_path / "first.png", "--out", tmp_path / "o4", "--model", "ttvos",
+                                *FAST)
+        one_error(unshipped, "no TTVOS weights are shipped yet", "--weights OUT/ttvos.pt")
+
+
+def test_segment_davis_names_the_model_and_refuses_to_mix_models(ttvos_weights, tiny_davis, tmp_path):
+    from reusevos.io.davis import DavisDataset
+    from reusevos.segment import segment_davis
+
+    dataset = DavisDataset(tiny_davis, split="train", sequences=["clip0"])
+    ttvos = load_model(ttvos_weights["ttvos"], fetch_backbone=False)
+    report = segment_davis(ttvos, dataset, tmp_path, warmup=False)
+    assert report["model"] == "ttvos" and report["settings"]["variant"] == "full" and report["complete"]
+    # FRTM at the same settings (full, no window) into the same folder: refused, nothing changed
+    frtm = load_model(ttvos_weights["frtm"], fetch_backbone=False)
+    before = (tmp_path / "stats.json").read_bytes()
+    with pytest.raises(ReusevosError, match="holds results of the ttvos model, not frtm"):
+        segment_davis(frtm, dataset, tmp_path, warmup=False, options=SessionConfig("full", compute_window=0))
+    assert (tmp_path / "stats.json").read_bytes() == before
