@@ -38,7 +38,7 @@ from reusevos.provenance import machine_info, versions, weights_info
 from reusevos.runner import VideoStats, timed_steps, totals, warm_up
 from reusevos.shards import Shard
 from reusevos.session import FrameResult, Session, check_frame_size
-from reusevos.start import Prompt, prompt_masks
+from reusevos.start import Prompt, check_box_method, prompt_masks
 
 MASK_SUFFIXES = (".png",)
 
@@ -68,6 +68,7 @@ class StartMasks:
         self.starts: dict[int, str] = {}  # object id -> name of the frame it (last) starts at (after check)
         self.marks: dict[str, list[int]] = {}  # frame name -> the objects its mask starts (after check)
         self.prompts: dict[int, Prompt] = {}  # object id -> the box or clicks it starts from
+        self.box_method: str | None = None  # how add_prompts made boxes into masks (reusevos.start.BOX_METHODS)
         self._made: set[str] = set()  # frames whose label maps add_prompts made (read as they are)
         self._files: dict[str, Path] = {}  # frame name -> the mask file a made label map took objects from
 
@@ -125,15 +126,20 @@ class StartMasks:
         return cls({name: np.asarray(m) for name, m in masks.items()}, "corrections" if restart else "masks",
                    threshold, restart)
 
-    def add_prompts(self, prompts: Sequence[Prompt], frames: FrameSource) -> None:
+    def add_prompts(self, prompts: Sequence[Prompt], frames: FrameSource, box_method: str | None = None,
+                    network: VOSNetwork | None = None) -> None:
         """Objects started from a box or clicks, numbered after the masks' objects (``check`` them first): ids
         ``K + 1, K + 2, ...`` in the order of ``prompts``, K the highest id the masks start (0 without masks). On a
-        frame that has a mask too, a prompt's object takes only the pixels the mask leaves as background."""
+        frame that has a mask too, a prompt's object takes only the pixels the mask leaves as background. Boxes
+        are made into masks by ``box_method`` (:func:`reusevos.start.mask_from_box`: None is ``"model"`` with a
+        ``network``, else ``"grabcut"``)."""
         first = max(self.starts, default=0) + 1
         names = frames.names
         given = {n: self.read(n) for n in {names[p.frame] for p in prompts if 0 <= p.frame < len(names)}
                  if n in self._entries}
-        for name, labels in prompt_masks(prompts, frames, first, given).items():
+        boxes = any(p.box is not None for p in prompts)
+        self.box_method = check_box_method(box_method, network) if boxes else None
+        for name, labels in prompt_masks(prompts, frames, first, given, self.box_method, network).items():
             if isinstance(self._entries.get(name), Path):
                 self._files[name] = self._entries[name]
             self._entries[name] = labels
@@ -147,11 +153,14 @@ class StartMasks:
 
     def describe(self) -> dict[str, dict]:
         """How each object starts, for ``stats.json``: ``{id: {"frame": name, "mask": file} or {"frame": name,
-        "box": [x0, y0, x1, y1]} or {"frame": name, "points": {"foreground": [[x, y]], "background": [...]}}}``."""
+        "box": [x0, y0, x1, y1], "method": "model" or "grabcut"} or {"frame": name, "points": {"foreground": [[x, y]],
+        "background": [...]}}}``."""
         starts = {}
         for obj, name in sorted(self.starts.items()):
             if obj in self.prompts:
-                starts[str(obj)] = {"frame": name, **self.prompts[obj].to_dict()}
+                prompt = self.prompts[obj]
+                method = {"method": self.box_method} if prompt.box is not None else {}
+                starts[str(obj)] = {"frame": name, **prompt.to_dict(), **method}
             else:
                 entry = self._files.get(name, self._entries.get(name))
                 starts[str(obj)] = {"frame": name, "mask": str(entry) if isinstance(entry, Path) else "array"}
@@ -225,9 +234,11 @@ class StartMasks:
 
 def make_start_masks(frames: FrameSource, masks: str | os.PathLike | StartMasks | Mapping[str, np.ndarray] | None,
                      prompts: Sequence[Prompt] = (), process_size: tuple[int, int] | None = None,
-                     min_pixels: int = 1, threshold: int | None = None) -> StartMasks:
+                     min_pixels: int = 1, threshold: int | None = None, box_method: str | None = None,
+                     network: VOSNetwork | None = None) -> StartMasks:
     """The checked start masks of a video from mask files or arrays (see :class:`StartMasks`) and ``prompts``
-    (boxes and clicks, made into masks here by GrabCut); ``threshold`` binarises the mask files."""
+    (boxes and clicks, made into masks here: boxes by ``box_method`` with ``network``, see
+    :meth:`StartMasks.add_prompts`; clicks by GrabCut); ``threshold`` binarises the mask files."""
     if isinstance(masks, StartMasks):
         start_masks = masks
     elif isinstance(masks, Mapping):
@@ -241,7 +252,7 @@ def make_start_masks(frames: FrameSource, masks: str | os.PathLike | StartMasks 
     if prompts:
         if start_masks.names:  # the masks' ids first: the prompts' objects are numbered after them
             start_masks.check(frames.names, frames.size, process_size, min_pixels)
-        start_masks.add_prompts(prompts, frames)
+        start_masks.add_prompts(prompts, frames, box_method, network)
     start_masks.check(frames.names, frames.size, process_size, min_pixels)
     return start_masks
 
@@ -304,6 +315,7 @@ def upscale_labels(probabilities: Mapping[int, np.ndarray], size: tuple[int, int
 def segment_video(network: VOSNetwork, source: str | os.PathLike | FrameSource,
                   masks: str | os.PathLike | StartMasks | Mapping[str, np.ndarray] | None = None,
                   out_dir: str | os.PathLike | None = None, *, prompts: Sequence[Prompt] = (),
+                  box_method: str | None = None,
                   corrections: str | os.PathLike | StartMasks | Mapping[str, np.ndarray] | None = None,
                   formats: Sequence[str] = ("davis",), feather: float = 0.0,
                   overlay: str | os.PathLike | None = None,
@@ -323,6 +335,8 @@ def segment_video(network: VOSNetwork, source: str | os.PathLike | FrameSource,
             masks ``prompts`` made); None = no files.
         prompts: objects started from a box or clicks (:class:`reusevos.start.Prompt`), numbered after the objects
             of ``masks`` (see :meth:`StartMasks.add_prompts`).
+        box_method: how ``prompts``' boxes become masks, one of :data:`reusevos.start.BOX_METHODS`; None (the
+            default) is ``"model"``, with ``network`` (see :func:`reusevos.start.mask_from_box`).
         corrections: masks, as ``masks`` (a folder, a :class:`StartMasks` with ``restart``, or arrays), whose
             objects start again at their frames: ``Session.step(..., reset=True)``.
         formats: what to write, names from :data:`reusevos.io.exports.FORMATS` (``davis``: ``<frame name>.png``,
@@ -352,7 +366,8 @@ def segment_video(network: VOSNetwork, source: str | os.PathLike | FrameSource,
     check_frame_size(process_size)
     session = Session(network, options)  # refuses settings the weights cannot run
     min_pixels = getattr(getattr(network.config, "target", None), "min_object_pixels", 1)
-    start_masks = make_start_masks(frames, masks, prompts, process_size, min_pixels)
+    start_masks = make_start_masks(frames, masks, prompts, process_size, min_pixels, box_method=box_method,
+                                   network=network)
     fixes = make_corrections(frames, corrections, process_size, min_pixels)
     formats = check_formats(formats, feather)
 

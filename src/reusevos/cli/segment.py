@@ -46,9 +46,13 @@ def _register_segment(sub: argparse._SubParsersAction) -> None:
                           "Needed unless --box or --points starts the objects")
     seg.add_argument("--box", dest="prompts", action=_AppendPrompt, default=None, metavar="X0,Y0,X1,Y1[@FRAME]",
                      help="start an object from a box around it (pixels: top-left corner X0,Y0, bottom-right X1,Y1, "
-                          "exclusive) at frame index FRAME (default 0); its mask is made by OpenCV's GrabCut and "
+                          "exclusive) at frame index FRAME (default 0); its mask is made as --box-method says and "
                           "written to OUT_DIR/start-masks/<frame>.png. Repeat for more objects: each --box and "
                           "--points is one object, numbered 1, 2, ... in order (after the ids of --mask)")
+    seg.add_argument("--box-method", default="model", metavar="METHOD",
+                     help="how a --box becomes a mask: model (the model's own features and refinement network, then "
+                          "GrabCut seeded by their mask, then the network again; made once the model has loaded) or "
+                          "grabcut (OpenCV's GrabCut from the box alone)")
     seg.add_argument("--points", dest="prompts", action=_AppendPrompt, default=None, metavar="X,Y[,X,Y...][@FRAME]",
                      help="start an object from clicks on it at frame index FRAME (default 0), made into a mask by "
                           "GrabCut; a pair with a - before it is a background click (100,120,-30,40: on the object "
@@ -208,8 +212,9 @@ def _segment_inputs(args: argparse.Namespace):
     from reusevos.io.exports import check_formats
     from reusevos.io.frames import fit_size, open_frames
     from reusevos.model.onnx_backbone import check_runtime
-    from reusevos.segment import make_corrections, make_start_masks, plan_outputs
+    from reusevos.segment import StartMasks, make_corrections, make_start_masks, plan_outputs
     from reusevos.session import check_frame_size
+    from reusevos.start import BOX_METHODS, check_prompts
 
     options = session_options(args)
     check_runtime(args.backbone_runtime)
@@ -222,6 +227,9 @@ def _segment_inputs(args: argparse.Namespace):
     if args.overlay is not None and Path(args.overlay).suffix.lower() not in OVERLAY_SUFFIXES:
         raise ReusevosError(f"--overlay {args.overlay}: give a file name ending in .mp4 (or .mov, .mkv)")
     prompts = [_parse_box(text) if flag == "--box" else _parse_points(text) for flag, text in args.prompts or []]
+    if args.box_method not in BOX_METHODS:
+        raise ReusevosError(f"--box-method {args.box_method!r}: choose model (the model's features, then GrabCut; the "
+                            "default) or grabcut (GrabCut alone)")
     if args.mask is None and not prompts:
         raise ReusevosError("give the first frame's mask (--mask first.png), or a box (--box X0,Y0,X1,Y1) or clicks "
                             "(--points X,Y) on each object")
@@ -230,12 +238,18 @@ def _segment_inputs(args: argparse.Namespace):
     process_size = fit_size(frames.size, args.max_size or None)
     check_frame_size(process_size)
     # Sizes, empty, soft and too small masks, before the model loads (segment_video checks again with its weights).
-    masks = make_start_masks(frames, args.mask, prompts, process_size, TargetModelConfig().min_object_pixels,
-                             args.threshold)
+    # Boxes made by the model wait for it: their frames and corners are checked here, their masks made by segment_video.
+    later = prompts if args.box_method == "model" and any(p.box is not None for p in prompts) else []
+    check_prompts(later, frames)
+    if args.mask is None and later:
+        masks = StartMasks({}, "the boxes and clicks")
+    else:
+        masks = make_start_masks(frames, args.mask, [] if later else prompts, process_size,
+                                 TargetModelConfig().min_object_pixels, args.threshold, box_method=args.box_method)
     fixes = make_corrections(frames, args.corrections, process_size, TargetModelConfig().min_object_pixels,
                              args.threshold)
     results = plan_outputs(frames, masks, args.out, args.overlay, args.overwrite, args.weights, fixes)
-    return options, device, frames, masks, fixes, formats, results
+    return options, device, frames, masks, later, fixes, formats, results
 
 
 class _ProgressBar:
@@ -284,7 +298,7 @@ def _cmd_segment(args: argparse.Namespace) -> int:
     from reusevos.api import load_model
     from reusevos.segment import segment_video
 
-    options, device, frames, masks, fixes, formats, results = _segment_inputs(args)
+    options, device, frames, masks, prompts, fixes, formats, results = _segment_inputs(args)
     start = time.perf_counter()
     if sys.stderr.isatty():  # a cold start takes seconds: say what is happening (logs stay one line per error)
         note("loading the model" + (" and warming up" if args.warmup else "") + " ...")
@@ -293,7 +307,8 @@ def _cmd_segment(args: argparse.Namespace) -> int:
     extra = {"command": command_line(), "load_s": round(time.perf_counter() - start, 4)}
     progress = _ProgressBar(Path(args.input).name, args.progress)
     try:
-        stats = segment_video(network, frames, masks, results.path, corrections=fixes, formats=formats,
+        stats = segment_video(network, frames, masks, results.path, prompts=prompts, box_method=args.box_method,
+                              corrections=fixes, formats=formats,
                               feather=args.feather, overlay=args.overlay, options=options,
                               max_size=args.max_size, warmup=args.warmup, on_start=progress.on_start,
                               on_frame=progress.on_frame, extra=extra, overwrite=args.overwrite)
