@@ -122,7 +122,8 @@ def test_a_run_writes_what_segment_writes_for_the_same_box(model, truth, demo_fo
     theirs = _segment(demo_folder, tmp_path / "cli", "--box", box, "--format", "davis,coco")
     _same_labels(job.results, tmp_path / "cli", job.names)
     ours = json.loads((job.results / "stats.json").read_text())
-    assert ours["complete"] and ours["starts"] == theirs["starts"] == {"1": {"frame": "00000", "box": [x0, y0, x1, y1]}}
+    assert ours["complete"] and ours["starts"] == theirs["starts"] == {"1": {"frame": "00000", "box": [x0, y0, x1, y1],
+                                                                          "method": "model"}}
     assert json.loads((job.results / "coco.json").read_text())["annotations"] == \
         json.loads((tmp_path / "cli" / "coco.json").read_text())["annotations"]
     zipped, overlay = job.downloads()

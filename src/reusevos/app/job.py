@@ -3,7 +3,7 @@ the runs and their files. :mod:`reusevos.app.page` turns the page's events into 
 
 A :class:`Job` owns a private folder (the uploaded frames, the demo clip, the latest run's results and previews) and
 reads no files but the uploads it is handed. Everything it computes comes from the library, by the command line's
-rules: starts are :func:`reusevos.segment.make_start_masks` (boxes and clicks by GrabCut, numbered after the uploaded
+rules: starts are :func:`reusevos.segment.make_start_masks` (boxes by the model's default box method, clicks by GrabCut, numbered after the uploaded
 masks' objects), corrections :func:`reusevos.segment.make_corrections`, and a run is one
 :func:`reusevos.segment.segment_video` in a worker thread, so its files are those ``reusevos segment`` writes for
 the same input, starts and settings (:meth:`Job.command` says which command). Frames stream as on the command line:
@@ -279,7 +279,7 @@ class Job:
             for (index, obj), prompt in sorted(self.fix_prompts.items()):
                 labels = fixes.setdefault(self.names[index], np.zeros(self._need_input().size, np.uint8))
                 labels[labels == obj] = 0
-                labels[prompt.mask(self.frame(index)) > 0] = obj
+                labels[prompt.mask(self.frame(index), network=self.network) > 0] = obj
             self._fixes = make_corrections(self._need_input(), fixes, self.process_size, self.min_pixels)
         return self._fixes
 
@@ -368,7 +368,7 @@ class Job:
     def _refresh_starts(self) -> None:
         self._starts = None
         self._starts = make_start_masks(self._need_input(), dict(self.masks) or None, self.prompts,
-                                        self.process_size, self.min_pixels)
+                                        self.process_size, self.min_pixels, network=self.network)
 
     def _check_object(self, obj: int) -> None:
         known = sorted(self.start_masks().starts) if (self.masks or self.prompts) else []
