@@ -263,3 +263,15 @@ def test_segment_video_takes_prompts_in_python(clip_folder, weights):
     # Object 1, the box's object, exactly: by the model's method (segment_video's default), with the model it was given.
     assert np.array_equal(outputs[0], mask_from_box(first, box, method="model", network=model))
     assert np.array_equal(outputs[3] == 2, mask_from_points(later, prompts[1].foreground) == 1)
+
+
+def test_the_model_box_method_is_frtms_only():
+    from types import SimpleNamespace
+
+    from reusevos.start import check_box_method
+
+    frtm, ttvos = SimpleNamespace(base="frtm"), SimpleNamespace(base="ttvos")
+    assert check_box_method(None, frtm) == "model" and check_box_method(None, ttvos) == "grabcut"
+    assert check_box_method(None) == "grabcut" and check_box_method("grabcut", ttvos) == "grabcut"
+    with pytest.raises(ReusevosError, match="ttvos weights do not have"):
+        check_box_method("model", ttvos)

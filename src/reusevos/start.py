@@ -49,15 +49,20 @@ BOX_REFITS = 1  # rounds of target model + refinement network from the last mask
 
 def check_box_method(method: str | None, network: VOSNetwork | None = None) -> str:
     """The box method to use: ``method`` if it is one of :data:`BOX_METHODS`; None (the default) is ``"model"`` when
-    a loaded ``network`` is given and ``"grabcut"`` otherwise. ``"model"`` without a network is refused."""
+    a loaded FRTM ``network`` is given and ``"grabcut"`` otherwise. ``"model"`` needs FRTM's target model and
+    refinement network, so it is refused without a network or with another base model (TTVOS)."""
+    frtm = network is not None and getattr(network, "base", "frtm") == "frtm"
     if method is None:
-        return "grabcut" if network is None else "model"
+        return "model" if frtm else "grabcut"
     if method not in BOX_METHODS:
         raise ReusevosError(f"box method {method!r} is not one of {', '.join(BOX_METHODS)}: model (the default with "
                             "weights) or grabcut (no weights)")
     if method == "model" and network is None:
         raise ReusevosError("box method 'model' needs the loaded model: pass network=reusevos.load_model(), or use "
                             "method='grabcut' (no weights)")
+    if method == "model" and not frtm:
+        raise ReusevosError(f"box method 'model' uses FRTM's target model and refinement network, which the "
+                            f"{network.base} weights do not have; use the box method grabcut")
     return method
 
 
