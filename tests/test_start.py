@@ -217,7 +217,7 @@ def test_segment_makes_boxes_by_the_model_by_default(clip, clip_folder, shipped,
     box = _box_around(first, 1)
     out = tmp_path / "o"
     help_text = run_segment("--help").stdout
-    assert "--box-method METHOD" in help_text and "(default: model)" in " ".join(help_text.split())
+    assert "--box-method METHOD" in help_text and "Default: model, or grabcut with weights" in " ".join(help_text.split())
     proc = run_segment(frames, "--box", ",".join(map(str, box)), "--out", out, "--no-warmup", *FAST)  # shipped weights
     assert proc.returncode == 0, proc.stderr
     start = read_mask(out / "start-masks" / "00000.png")

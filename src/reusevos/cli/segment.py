@@ -49,10 +49,11 @@ def _register_segment(sub: argparse._SubParsersAction) -> None:
                           "exclusive) at frame index FRAME (default 0); its mask is made as --box-method says and "
                           "written to OUT_DIR/start-masks/<frame>.png. Repeat for more objects: each --box and "
                           "--points is one object, numbered 1, 2, ... in order (after the ids of --mask)")
-    seg.add_argument("--box-method", default="model", metavar="METHOD",
+    seg.add_argument("--box-method", default=None, metavar="METHOD",
                      help="how a --box becomes a mask: model (the model's own features and refinement network, then "
                           "GrabCut seeded by their mask, then the network again; made once the model has loaded) or "
-                          "grabcut (OpenCV's GrabCut from the box alone)")
+                          "grabcut (OpenCV's GrabCut from the box alone). Default: model, or grabcut with weights that "
+                          "have no FRTM target model (--model ttvos)")
     seg.add_argument("--points", dest="prompts", action=_AppendPrompt, default=None, metavar="X,Y[,X,Y...][@FRAME]",
                      help="start an object from clicks on it at frame index FRAME (default 0), made into a mask by "
                           "GrabCut; a pair with a - before it is a background click (100,120,-30,40: on the object "
@@ -227,7 +228,7 @@ def _segment_inputs(args: argparse.Namespace):
     if args.overlay is not None and Path(args.overlay).suffix.lower() not in OVERLAY_SUFFIXES:
         raise ReusevosError(f"--overlay {args.overlay}: give a file name ending in .mp4 (or .mov, .mkv)")
     prompts = [_parse_box(text) if flag == "--box" else _parse_points(text) for flag, text in args.prompts or []]
-    if args.box_method not in BOX_METHODS:
+    if args.box_method is not None and args.box_method not in BOX_METHODS:
         raise ReusevosError(f"--box-method {args.box_method!r}: choose model (the model's features, then GrabCut; the "
                             "default) or grabcut (GrabCut alone)")
     if args.mask is None and not prompts:
@@ -238,8 +239,9 @@ def _segment_inputs(args: argparse.Namespace):
     process_size = fit_size(frames.size, args.max_size or None)
     check_frame_size(process_size)
     # Sizes, empty, soft and too small masks, before the model loads (segment_video checks again with its weights).
-    # Boxes made by the model wait for it: their frames and corners are checked here, their masks made by segment_video.
-    later = prompts if args.box_method == "model" and any(p.box is not None for p in prompts) else []
+    # Boxes wait for the model unless --box-method grabcut (its method, and which method is the default, need it):
+    # their frames and corners are checked here, their masks made by segment_video.
+    later = prompts if args.box_method != "grabcut" and any(p.box is not None for p in prompts) else []
     check_prompts(later, frames)
     if args.mask is None and later:
         masks = StartMasks({}, "the boxes and clicks")
