@@ -141,6 +141,20 @@ def test_setting_names_read_back():
         select_settings([])
 
 
+def test_flow_settings_name_their_longest_gap_unless_it_is_the_limit():
+    grid, _ = build_settings(["full", "flow"], [1.0, 0.9], compute_windows=[2], flow_max_gaps=[3, 12])
+    assert [s.key for s in grid] == ["full+c2", "flow@1+c2", "flow@0.9+g3+c2", "flow@0.9+c2"]
+    assert all(parse_setting(s.key) == s for s in grid)
+    assert [s.options().flow_max_gap for s in grid] == [None, 12, 3, 12]
+    assert parse_setting("flow@0.9+c2").options().flow_max_gap == 12  # a name keeps its meaning
+    for bad, message in [("reuse@0.7+g3", "flow variant only"), ("flow@0.9+g13", "from 1 to 12"),
+                         ("flow@0.9+g0", "from 1 to 12")]:
+        with pytest.raises(ReusevosError, match=message):
+            parse_setting(bad)
+    with pytest.raises(ReusevosError, match="at least one longest gap"):
+        build_settings(["flow"], [0.9], flow_max_gaps=[])
+
+
 def test_report_has_every_setting_with_every_field(report):
     settings = _by_key(report)
     expected, skipped = build_settings(*SETTINGS)

@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 import pytest
 
-from reusevos.config import SessionConfig
+from reusevos.config import FLOW_MAX_GAP, SessionConfig
 from reusevos.errors import ReusevosError
 from reusevos.flow import FEATURES, MAX_GAP, FlowGate, FlowWarper, load_flow_gate, make_anchor, small_grey
 from reusevos.synthetic import SyntheticConfig, generate_clip, write_clip
@@ -145,6 +145,24 @@ def test_session_moves_objects_without_the_network_and_is_the_base_model_at_tau_
     assert session.objects[1].routes["moved"] == len(moved)
     ious = [np.mean([_iou(r.labels == 1, m == 1) for r, m in zip(run_[1:], masks[1:])]) for run_ in (full, flowed)]
     assert ious[1] > ious[0] - 0.05, ious  # stated bound: within 5 IoU points of the base model
+
+
+def test_the_longest_gap_computes_an_object_again_whatever_the_gate_says(weights):
+    import reusevos
+
+    model = reusevos.load_model(weights["base"], device="cpu")
+    clip = list(generate_clip(SyntheticConfig(size=(96, 128), num_frames=10, num_objects=1, speed=0.0, seed=4)))
+    for gap in (1, 3):
+        session = reusevos.Session(model, SessionConfig("flow", 0.0, flow_max_gap=gap))  # tau 0: the gate never says no
+        routes = [session.step(f, m if t == 0 else None).routes.get(1) for t, (f, m) in enumerate(clip)]
+        computed = [t for t, route in enumerate(routes) if route == "computed"]
+        assert computed == list(range(gap + 1, 10, gap + 1)) and routes.count("moved") == 9 - len(computed), routes
+    assert SessionConfig("flow").flow_max_gap == FLOW_MAX_GAP and SessionConfig("full").flow_max_gap is None
+    for options, message in [(SessionConfig("reuse", 0.7, flow_max_gap=3), "flow variant only"),
+                             (SessionConfig("flow", flow_max_gap=MAX_GAP + 1), "from 1 to 12"),
+                             (SessionConfig("flow", flow_max_gap=2.5), "from 1 to 12")]:
+        with pytest.raises(ReusevosError, match=message):
+            options.validate()
 
 
 def test_flow_runs_on_weights_without_a_reuse_gate(weights):

@@ -73,6 +73,8 @@ class ModelConfig:
 PAPER_TAU = 0.7  # the paper's default tau, for its variants (reuse, copy, fusion, oracle) and motion
 FLOW_TAU = 0.92  # the flow variant's: chosen on held-out DAVIS train sequences (docs/speed.md), never on val
 DEFAULT_VARIANT = "flow"  # ours: on a CPU it is both faster and more accurate than the paper's reuse path
+FLOW_GAP_LIMIT = 12  # the longest gap (frames since the anchor) the flow gate is fitted on and may be asked about
+FLOW_MAX_GAP = 12  # the flow variant's default longest gap; past it an object is computed again
 DEFAULT_COMPUTE_WINDOW = 2  # ours: faster and more accurate than whole-frame refinement on DAVIS val (docs/speed.md)
 
 
@@ -95,6 +97,10 @@ class SessionConfig:
     tau: reuse when the gate's probability is at least ``tau``; 1 never reuses. None (the default): the
     variant's own, :func:`default_tau`.
     flow_gate: the flow variant's gate file (None: the one shipped, ``reusevos/checkpoints/flow_gate.json``).
+    flow_max_gap: the flow variant's longest gap, in frames, between an object's last computed frame and a frame
+    that takes its warped output; past it the object is computed whatever the gate says. 1 to
+    :data:`FLOW_GAP_LIMIT` (the gaps the gate was fitted on); shorter = fewer frames reused, each closer to its anchor.
+    None (the default): :data:`FLOW_MAX_GAP` for ``flow``; the other variants take none.
     reuse_window: 0 (the paper) or a margin in stride-16 cells: on the reuse path, the shallow
     refinement levels and the head run only inside the box around the object's last output grown by
     this margin; outside it the last output is kept (the gate has just said the object barely moved).
@@ -110,10 +116,13 @@ class SessionConfig:
     reuse_window: int = 0
     compute_window: int = DEFAULT_COMPUTE_WINDOW
     flow_gate: str | None = None
+    flow_max_gap: int | None = None
 
     def __post_init__(self):
         if self.tau is None:
             self.tau = default_tau(self.variant)
+        if self.flow_max_gap is None and self.variant == "flow":
+            self.flow_max_gap = FLOW_MAX_GAP
 
     def validate(self) -> None:
         from reusevos.errors import ReusevosError
@@ -133,6 +142,13 @@ class SessionConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ReusevosError(f"{name} must be a whole number of cells >= 0 (0 = off), got {value!r}")
+        gap = self.flow_max_gap
+        if self.variant != "flow" and gap is not None:
+            raise ReusevosError(f"flow_max_gap applies to the flow variant only, not {self.variant!r}")
+        if self.variant == "flow" and (isinstance(gap, bool) or not isinstance(gap, int)
+                                       or not 1 <= gap <= FLOW_GAP_LIMIT):
+            raise ReusevosError(f"flow_max_gap must be a whole number of frames from 1 to {FLOW_GAP_LIMIT} (the gaps "
+                                f"the flow gate was fitted on), got {gap!r}")
         if self.reuse_window and self.variant in ("full", "copy", "motion", "flow"):
             raise ReusevosError(f"reuse_window applies to the reuse path, which variant {self.variant!r} never takes")
 

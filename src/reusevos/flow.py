@@ -27,10 +27,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from reusevos.config import FLOW_GAP_LIMIT as MAX_GAP  # the gate's gap feature is the gap over it
 from reusevos.errors import ReusevosError
 
 SCALE = 2  # the flow runs on frames at 1/SCALE of their size
-MAX_GAP = 12  # frames since the anchor beyond which an object is always computed (the gate was fitted up to it)
 FEATURES = ("band_residual", "inside_residual", "band_changed", "band_texture", "relative_residual",
             "motion", "motion_spread", "moved_iou", "log_area", "gap", "area_kept", "anchor_uncertainty",
             "at_border")

@@ -24,7 +24,7 @@ from reusevos.base_models import base_model
 from reusevos.config import SessionConfig
 from reusevos.errors import ReusevosError
 from reusevos.evaluation.metrics import region_similarity
-from reusevos.flow import MAX_GAP, Anchor, FlowWarper, load_flow_gate, make_anchor
+from reusevos.flow import Anchor, FlowWarper, load_flow_gate, make_anchor
 from reusevos.flow import small_grey as flow_grey
 from reusevos.io.masks import VOID, object_ids, to_label_map
 from reusevos.model.backbone import images_to_tensor
@@ -287,7 +287,7 @@ class Session:
         tau = self.options.tau
         for track in tracks:
             anchor = track.obj.anchor
-            if tau >= 1.0 or anchor is None or self.frame_index - anchor.frame > MAX_GAP:
+            if tau >= 1.0 or anchor is None or self.frame_index - anchor.frame > self.options.flow_max_gap:
                 continue
             with timed(Stage.MOTION):
                 proposal = self._warper.propose(anchor, grey, self.frame_index)

@@ -7,7 +7,7 @@ import re
 from dataclasses import dataclass, replace
 from typing import Iterable
 
-from reusevos.config import VARIANTS, SessionConfig
+from reusevos.config import FLOW_GAP_LIMIT, VARIANTS, SessionConfig
 from reusevos.errors import ReusevosError
 from reusevos.model.onnx_backbone import check_runtime
 
@@ -19,8 +19,9 @@ GATE_FREE = ("full", "flow")  # the variants that run without the dynamic networ
 @dataclass(frozen=True)
 class Setting:
     """One frame-loop setting: a :class:`SessionConfig` with a short name (``full``, ``reuse@0.7``,
-    ``fusion@0.5/0.9``, ``reuse@0.7+w2+c2``), and the backbone's runtime when the setting fixes it
-    (``+torch``, ``+ort``; None runs the model's own choice)."""
+    ``fusion@0.5/0.9``, ``reuse@0.7+w2+c2``, ``flow@0.9+g3+c2``), and the backbone's runtime when the setting
+    fixes it (``+torch``, ``+ort``; None runs the model's own choice). A flow setting's name shows its longest gap
+    (``+g3``) unless it is :data:`FLOW_GAP_LIMIT`, so a name keeps its meaning when the session's default changes."""
 
     variant: str
     tau: float
@@ -28,18 +29,25 @@ class Setting:
     window: int = 0  # SessionConfig.reuse_window
     compute_window: int = 0  # SessionConfig.compute_window
     runtime: str | None = None  # Backbone.runtime while the setting runs (a key of _RUNTIME_SUFFIXES)
+    flow_max_gap: int | None = None  # SessionConfig.flow_max_gap: flow only, where None means FLOW_GAP_LIMIT
+
+    def __post_init__(self):
+        if self.variant == "flow" and self.flow_max_gap is None:
+            object.__setattr__(self, "flow_max_gap", FLOW_GAP_LIMIT)
 
     @property
     def key(self) -> str:
         name = "full" if self.variant == "full" else (
             f"{self.variant}@{self.tau:g}" + (f"/{self.tau2:g}" if self.tau2 is not None else "")
-            + (f"+w{self.window}" if self.window else ""))
+            + (f"+w{self.window}" if self.window else "")
+            + (f"+g{self.flow_max_gap}" if self.flow_max_gap not in (None, FLOW_GAP_LIMIT) else ""))
         runtime = f"+{_RUNTIME_SUFFIXES[self.runtime]}" if self.runtime else ""
         return name + (f"+c{self.compute_window}" if self.compute_window else "") + runtime
 
     def options(self) -> SessionConfig:
         options = SessionConfig(self.variant, self.tau, self.tau2, reuse_window=self.window,
-                                compute_window=self.compute_window)
+                                compute_window=self.compute_window,
+                                flow_max_gap=self.flow_max_gap)
         options.validate()
         return options
 
@@ -47,11 +55,12 @@ class Setting:
 def build_settings(variants: Iterable[str], taus: Iterable[float], tau2s: Iterable[float] = (0.9,),
                    has_gate: bool = True, windows: Iterable[int] = (0,),
                    compute_windows: Iterable[int] = (0,),
-                   runtimes: Iterable[str | None] = (None,)) -> tuple[list[Setting], list[dict]]:
+                   runtimes: Iterable[str | None] = (None,),
+                   flow_max_gaps: Iterable[int] = (SessionConfig.flow_max_gap,)) -> tuple[list[Setting], list[dict]]:
     """The cross product of ``variants`` and ``taus`` (``fusion`` also with each ``tau2``; the variants with a
     reuse path, at tau < 1, also with each ``reuse_window`` in ``windows``), then each with every
     ``compute_window`` in ``compute_windows``, in that order, each of them with every backbone runtime in
-    ``runtimes`` in turn (None: the model's own).
+    ``runtimes`` in turn (None: the model's own). ``flow`` at tau < 1 runs at each longest gap in ``flow_max_gaps``.
 
     ``full`` appears once (it has no tau). Combinations that cannot run are returned apart, each as
     ``{"setting", "variant", "tau", "tau2", "reason"}``: fusion with ``tau2 <= tau``, and every variant
@@ -62,9 +71,14 @@ def build_settings(variants: Iterable[str], taus: Iterable[float], tau2s: Iterab
     # auto is what the model does anyway: the same setting as None, with the same name
     runtimes = list(dict.fromkeys(None if r in (None, "auto") else check_runtime(r) for r in runtimes)) or [None]
     windows, compute_windows = list(dict.fromkeys(windows)), list(dict.fromkeys(compute_windows))
+    flow_max_gaps = list(dict.fromkeys(flow_max_gaps))
     for name, values in (("reuse", windows), ("compute", compute_windows)):
         if any(isinstance(w, bool) or not isinstance(w, int) or w < 0 for w in values) or not values:
             raise ReusevosError(f"{name} windows must be whole numbers of cells >= 0 (0 = off), got {values}")
+    if not flow_max_gaps:
+        raise ReusevosError("give at least one longest gap for the flow variant")
+    for gap in flow_max_gaps:
+        SessionConfig("flow", flow_max_gap=gap).validate()
     if not variants:
         raise ReusevosError("give at least one variant")
     for variant in variants:
@@ -89,9 +103,11 @@ def build_settings(variants: Iterable[str], taus: Iterable[float], tau2s: Iterab
         for tau in taus:
             for tau2 in (tau2s if variant == "fusion" else [None]):
                 # copy, motion and flow have no reuse path to window; tau = 1 never reuses
-                for window in (windows if variant not in ("copy", "motion", "flow") and tau < 1.0 else [0]):
+                for window, gap in itertools.product(
+                        windows if variant not in ("copy", "motion", "flow") and tau < 1.0 else [0],
+                        flow_max_gaps if variant == "flow" and tau < 1.0 else [None]):
                     setting = Setting(variant, float(tau), None if tau2 is None else float(tau2), window,
-                                      compute_window, runtime)
+                                      compute_window, runtime, gap)
                     if not has_gate and variant not in GATE_FREE:
                         skip(setting, "the weights have no reuse gate")
                     elif variant == "fusion" and not tau < tau2:
@@ -104,12 +120,12 @@ def build_settings(variants: Iterable[str], taus: Iterable[float], tau2s: Iterab
 _RUNTIME_SUFFIXES = {"torch": "torch", "onnxruntime": "ort"}  # Setting.runtime -> its part of the name
 _SUFFIX_RUNTIMES = {suffix: runtime for runtime, suffix in _RUNTIME_SUFFIXES.items()}
 _KEY = re.compile(r"(?P<variant>[a-z]+)(?:@(?P<tau>[0-9.e-]+)(?:/(?P<tau2>[0-9.e-]+))?)?(?:\+w(?P<window>\d+))?"
-                  r"(?:\+c(?P<compute>\d+))?(?:\+(?P<runtime>" + "|".join(_SUFFIX_RUNTIMES) + "))?")
+                  r"(?:\+g(?P<gap>\d+))?(?:\+c(?P<compute>\d+))?(?:\+(?P<runtime>" + "|".join(_SUFFIX_RUNTIMES) + "))?")
 
 
 def parse_setting(key: str) -> Setting:
     """The setting a name of :attr:`Setting.key` stands for (``full+c2+ort``, ``reuse@0.7+w2+c2``,
-    ``fusion@0.5/0.9``, ``full+torch``): the inverse of ``key``. Raises ReusevosError for anything else."""
+    ``fusion@0.5/0.9``, ``flow@0.9+g3+c2``, ``full+torch``): the inverse of ``key``. Raises ReusevosError for anything else."""
     match = _KEY.fullmatch(key.strip())
     example = "full, full+c2+ort, reuse@0.7+w2+c2 or fusion@0.5/0.9"
     if match is None:
@@ -127,7 +143,8 @@ def parse_setting(key: str) -> Setting:
         raise ReusevosError(f"setting {key!r}: tau must be a number, as in {variant}@0.7") from None
     runtime = _SUFFIX_RUNTIMES.get(match["runtime"])
     setting = Setting(variant, tau_value, tau2_value, int(match["window"] or 0), int(match["compute"] or 0),
-                      None if runtime is None else check_runtime(runtime))
+                      None if runtime is None else check_runtime(runtime),
+                      int(match["gap"]) if match["gap"] else None)
     setting.options()  # tau in [0, 1], fusion's tau < tau2, a reuse window only where there is a reuse path
     return setting
 

@@ -7,7 +7,7 @@ import functools
 
 from reusevos.cli.common import (add_davis, add_sequences, add_threads, add_weights, command_line, csv_list, log,
                                  set_threads)
-from reusevos.config import QUICK_FRAMES, VARIANTS, AblationConfig, SessionConfig, default_tau
+from reusevos.config import FLOW_MAX_GAP, QUICK_FRAMES, VARIANTS, AblationConfig, SessionConfig, default_tau
 from reusevos.errors import ReusevosError
 
 SPLIT_HELP = "split to run; every frame must be annotated"
@@ -17,8 +17,10 @@ THREADS_HELP = "torch CPU threads (default: torch's choice); stated in the outpu
 # The flags default to None (not these) so that --settings can tell whether one was given.
 GRID = {"variant": f"full,{SessionConfig.variant}", "tau": f"1,{default_tau(SessionConfig.variant):g}",
         "tau2": f"{AblationConfig.tau2:g}", "reuse_window": str(SessionConfig.reuse_window),
-        "compute_window": str(SessionConfig.compute_window), "backbone_runtime": "auto"}
-_GRID_KINDS = {"tau": float, "tau2": float, "reuse_window": int, "compute_window": int}  # the others are names
+        "compute_window": str(SessionConfig.compute_window), "flow_max_gap": str(FLOW_MAX_GAP),
+        "backbone_runtime": "auto"}
+_GRID_KINDS = {"tau": float, "tau2": float, "reuse_window": int, "compute_window": int,
+               "flow_max_gap": int}  # the others are names
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -82,12 +84,16 @@ def _add_grid_flags(bench: argparse.ArgumentParser) -> None:
                        help="comma-separated computed-frame window margins in stride-16 cells "
                             f"(default: {GRID['compute_window']}; 0 = the paper's whole-frame refinement); each "
                             "runs as its own setting of every variant")
+    bench.add_argument("--flow-max-gap", default=None, metavar="FRAMES",
+                       help="comma-separated longest gaps of the flow variant (default: "
+                            f"{GRID['flow_max_gap']}); each runs as its own setting of flow at tau < 1 (names show "
+                            "+gN unless N is 12)")
     bench.add_argument("--backbone-runtime", default=None, metavar="RUNTIMES",
                        help="comma-separated backbone runtimes (torch, onnxruntime; auto = the model's own, the "
                             "default), each its own setting of every other choice (names end in +torch, +ort)")
     bench.add_argument("--settings", default=None, metavar="NAMES",
                        help="comma-separated settings by the names the tables print (full+torch, full+c2+ort, "
-                            "reuse@0.7+w2+c2, fusion@0.5/0.9): exactly these, in this order, instead of the cross "
+                            "reuse@0.7+w2+c2, fusion@0.5/0.9, flow@0.9+g3+c2): exactly these, in this order, instead of the cross "
                             "product of --variant, --tau, --tau2 and the window and runtime flags")
 
 
@@ -148,7 +154,7 @@ def _settings_chooser(args: argparse.Namespace):
         lists = {name: csv_list(text, _flag(name), _GRID_KINDS.get(name, str)) for name, text in texts.items()}
         choose = functools.partial(build_settings, lists["variant"], lists["tau"], lists["tau2"],
                                    windows=lists["reuse_window"], compute_windows=lists["compute_window"],
-                                   runtimes=lists["backbone_runtime"])
+                                   runtimes=lists["backbone_runtime"], flow_max_gaps=lists["flow_max_gap"])
     choose()
     return choose
 

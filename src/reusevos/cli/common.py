@@ -12,7 +12,8 @@ import os
 import shlex
 import sys
 
-from reusevos.config import BACKBONE_RUNTIMES, BASE_MODELS, VARIANTS, SessionConfig, default_tau
+from reusevos.config import (BACKBONE_RUNTIMES, BASE_MODELS, FLOW_GAP_LIMIT, FLOW_MAX_GAP, VARIANTS, SessionConfig,
+                             default_tau)
 from reusevos.errors import ReusevosError
 
 THREADS_HELP = "torch CPU threads (default: torch's choice)"
@@ -138,7 +139,8 @@ def note(message: str) -> None:
 # -- the session flags (segment, segment-davis) -------------------------------------------------------------------
 
 def add_session_flags(parser: argparse.ArgumentParser) -> None:
-    """--variant, --tau, --tau2, --reuse-window, --compute-window, --flow-gate: map one to one onto SessionConfig;
+    """--variant, --tau, --tau2, --reuse-window, --compute-window, --flow-gate, --flow-max-gap: map one to one onto
+    SessionConfig;
     what is not given takes SessionConfig's default. Also --backbone-runtime."""
     # oracle needs the ground truth: the benchmark's and the ablation's, not a video's
     parser.add_argument("--variant", default=None, choices=[v for v in VARIANTS if v != "oracle"],
@@ -167,6 +169,10 @@ def add_session_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--flow-gate", default=None, metavar="FILE",
                         help="--variant flow only: the gate file written by `reusevos fit-flow-gate` (default: the "
                              "one shipped)")
+    parser.add_argument("--flow-max-gap", type=int, default=None, metavar="FRAMES",
+                        help="--variant flow only: compute an object again at the latest FRAMES frames after its last "
+                             f"computed frame, whatever the gate says (1 to {FLOW_GAP_LIMIT}; default: "
+                             f"{FLOW_MAX_GAP}, chosen on held-out training sequences)")
     parser.add_argument("--backbone-runtime", default="auto", choices=BACKBONE_RUNTIMES,
                         help="what runs the frozen backbone on a CPU: onnxruntime (about 1.5x as fast, the same "
                              "features up to float rounding), torch, or auto (onnxruntime when installed). GPUs "
@@ -177,7 +183,7 @@ def session_options(args: argparse.Namespace) -> SessionConfig | None:
     """SessionConfig from the session flags, validated; what is not given takes SessionConfig's default; None when
     no flag is given (the session's own default)."""
     given = {name: getattr(args, name) for name in ("variant", "tau", "tau2", "reuse_window", "compute_window",
-                                                    "flow_gate") if getattr(args, name, None) is not None}
+                                                    "flow_gate", "flow_max_gap") if getattr(args, name, None) is not None}
     if not given:
         return None
     if given.get("variant") == "full" and given.get("tau", 1.0) != 1.0:
