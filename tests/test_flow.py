@@ -16,7 +16,7 @@ from reusevos.config import FLOW_MAX_GAP, SessionConfig
 from reusevos.errors import ReusevosError
 from reusevos.flow import FEATURES, MAX_GAP, FlowGate, FlowWarper, load_flow_gate, make_anchor, small_grey
 from reusevos.synthetic import SyntheticConfig, generate_clip, write_clip
-from reusevos.train.flow_gate import FlowGateConfig, fit, quality, sequence_pairs
+from reusevos.train.flow_gate import FlowGateConfig, fit, quality, sequence_pairs, target_values
 
 
 def _iou(a, b) -> float:
@@ -102,6 +102,14 @@ def test_fit_learns_a_learnable_target():
     report = quality(fit(pairs, FlowGateConfig(steps=400)), pairs, (0.7,))
     assert report["pearson"] > 0.97 and report["mse"] < 0.005, report
     assert report["tau=0.7"]["oracle_reused"] == pytest.approx(float((iou >= 0.7).mean()), abs=1e-4)
+    f = 1 / (1 + np.exp(features[:, 1]))  # boundary F: another function; the jf target is the mean of both
+    pairs["f"] = f.astype(np.float32)
+    np.testing.assert_allclose(target_values(pairs, "jf"), (iou + f) / 2, rtol=1e-6)
+    report = quality(fit(pairs, FlowGateConfig(steps=400, target="jf")), pairs, (0.7,), "jf")
+    assert report["pearson"] > 0.97 and report["iou_mean"] == pytest.approx(float((iou + f).mean() / 2), abs=1e-4)
+    del pairs["f"]
+    with pytest.raises(ReusevosError, match="without boundary F"):
+        fit(pairs, FlowGateConfig(target="jf"))
 
 
 def test_pairs_are_warps_of_the_ground_truth_scored_against_the_truth():
@@ -114,6 +122,7 @@ def test_pairs_are_warps_of_the_ground_truth_scored_against_the_truth():
     first = np.flatnonzero((pairs["frame"] == 1) & (pairs["gap"] == 1))[0]  # object 1, anchor 0, gap 1
     a, b = truth[0] == 1, truth[1] == 1
     assert pairs["copy_iou"][first] == pytest.approx((a & b).sum() / (a | b).sum(), abs=1e-6)
+    assert ((pairs["f"] >= 0) & (pairs["f"] <= 1)).all() and pairs["f"].shape == (n,)
 
 
 @pytest.fixture(scope="module")

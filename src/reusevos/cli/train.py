@@ -141,6 +141,9 @@ def _register_fit_flow_gate(sub: argparse._SubParsersAction) -> None:
     fit.add_argument("--holdout-every", type=int, default=config.holdout_every,
                      help="every n-th sequence is held out to report the gate on (0 = none)")
     fit.add_argument("--seed", type=int, default=config.seed, help="seed of the fit")
+    fit.add_argument("--target", default=config.target, choices=("iou", "jf"),
+                     help="what the gate's P predicts: the warped mask's IoU (the shipped gate's) or the mean of its "
+                          "IoU and boundary F (jf, DAVIS's per-frame measure)")
     add_threads(fit)
     fit.set_defaults(func=_cmd_fit_flow_gate)
 
@@ -253,7 +256,7 @@ def _cmd_fit_flow_gate(args: argparse.Namespace) -> int:
     if args.stride < 1 or args.steps < 1:
         raise ReusevosError("--stride and --steps must be at least 1")
     config = FlowGateConfig(gaps=gaps, stride=args.stride, steps=args.steps,
-                            holdout_every=max(0, args.holdout_every), seed=args.seed)
+                            holdout_every=max(0, args.holdout_every), seed=args.seed, target=args.target)
     report = run_fit_flow_gate(args.davis, args.split, args.out, config, sequences=args.sequences,
                                command=command_line(), log=log)
     held = report.get("holdout")

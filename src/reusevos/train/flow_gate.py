@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from reusevos.errors import ReusevosError
-from reusevos.evaluation.metrics import region_similarity
+from reusevos.evaluation.metrics import boundary_f_measure, region_similarity
 from reusevos.flow import MAX_GAP, FlowGate, FlowWarper, make_anchor, small_grey
 from reusevos.io.davis import DavisDataset
 from reusevos.io.files import write_json
@@ -40,17 +40,18 @@ class FlowGateConfig:
     holdout_every: int = 5
     seed: int = 0
     taus: tuple[float, ...] = (0.95, 0.9, 0.85, 0.8, 0.7)
+    target: str = "iou"  # what P predicts: "iou" (J of the warped mask) or "jf" ((J + boundary F) / 2, the metric's)
 
 
 def sequence_pairs(frames: Sequence[np.ndarray], ground_truth: Sequence[np.ndarray], gaps: Sequence[int],
                    stride: int) -> dict[str, np.ndarray]:
-    """The gate's pairs of one sequence: ``features`` ``(N, F)``, ``iou`` ``(N,)`` (the warped anchor mask
-    against the truth), ``copy_iou`` ``(N,)`` (the unwarped one), ``gap`` and ``frame`` ``(N,)``. Objects are
+    """The gate's pairs of one sequence: ``features`` ``(N, F)``, ``iou`` and ``f`` ``(N,)`` (the warped anchor mask
+    against the truth: IoU and boundary F), ``copy_iou`` ``(N,)`` (the unwarped one), ``gap`` and ``frame`` ``(N,)``. Objects are
     the ground truth's non-zero labels, each on its own (255 = void counts as background)."""
     greys = [small_grey(np.ascontiguousarray(f)) for f in frames]
     warper = FlowWarper()
     ids = sorted(set(np.unique(np.stack(ground_truth)).tolist()) - {0, 255})
-    rows: dict[str, list] = {"features": [], "iou": [], "copy_iou": [], "gap": [], "frame": []}
+    rows: dict[str, list] = {"features": [], "iou": [], "f": [], "copy_iou": [], "gap": [], "frame": []}
     for obj in ids:
         masks = [np.asarray(g) == obj for g in ground_truth]
         for a in range(0, len(frames), stride):
@@ -65,13 +66,16 @@ def sequence_pairs(frames: Sequence[np.ndarray], ground_truth: Sequence[np.ndarr
                 if proposal is None:
                     continue
                 rows["features"].append(proposal.features)
-                rows["iou"].append(float(region_similarity(proposal.prob > 0.5, masks[t])))
+                warped = proposal.prob > 0.5
+                rows["iou"].append(float(region_similarity(warped, masks[t])))
+                rows["f"].append(float(boundary_f_measure(masks[t], warped)))
                 rows["copy_iou"].append(float(region_similarity(masks[a], masks[t])))
                 rows["gap"].append(k)
                 rows["frame"].append(t)
     if not rows["iou"]:
         raise ReusevosError("the sequence gave no pair (too short, or no object in it)")
     return {"features": np.stack(rows["features"]).astype(np.float32), "iou": np.float32(rows["iou"]),
+            "f": np.float32(rows["f"]),
             "copy_iou": np.float32(rows["copy_iou"]), "gap": np.int16(rows["gap"]), "frame": np.int32(rows["frame"])}
 
 
@@ -95,12 +99,26 @@ def load_pairs(files: Sequence[Path]) -> dict[str, np.ndarray]:
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
+def target_values(pairs: dict[str, np.ndarray], target: str) -> np.ndarray:
+    """What the gate is fitted to predict for each pair: the warped mask's IoU (``iou``) or the mean of its IoU
+    and boundary F (``jf``, the DAVIS measure of one frame)."""
+    if target == "iou":
+        return pairs["iou"]
+    if target != "jf":
+        raise ReusevosError(f"unknown flow gate target {target!r}; choose iou or jf")
+    if "f" not in pairs:
+        raise ReusevosError("these pairs were collected without boundary F (an older version); delete the run's "
+                            "pairs/ folder and fit again")
+    return (pairs["iou"] + pairs["f"]) / 2
+
+
 def fit(pairs: dict[str, np.ndarray], config: FlowGateConfig) -> FlowGate:
-    """An MLP (one hidden layer of ``config.hidden``) fitted to predict ``pairs['iou']`` (squared error)."""
+    """An MLP (one hidden layer of ``config.hidden``) fitted to predict the pairs' ``config.target`` (squared
+    error)."""
     x = torch.from_numpy(pairs["features"]).double()
     mean, scale = x.mean(0), x.std(0).clamp_min(1e-6)
     x = ((x - mean) / scale).float()
-    y = torch.from_numpy(pairs["iou"]).float()
+    y = torch.from_numpy(target_values(pairs, config.target)).float()
     torch.manual_seed(config.seed)
     net = torch.nn.Sequential(torch.nn.Linear(x.shape[1], config.hidden), torch.nn.ReLU(),
                               torch.nn.Linear(config.hidden, 1))
@@ -116,11 +134,11 @@ def fit(pairs: dict[str, np.ndarray], config: FlowGateConfig) -> FlowGate:
     return FlowGate(mean.float().numpy(), scale.float().numpy(), layers)
 
 
-def quality(gate: FlowGate, pairs: dict[str, np.ndarray], taus: Sequence[float]) -> dict:
-    """How well the gate predicts the warped IoU on ``pairs``, and per tau what it would reuse: the share of
-    pairs (and of gap-1 pairs), their mean IoU, the share reused although their IoU is below tau, and what
-    the oracle (the true IoU >= tau) would reuse."""
-    p, iou, first = gate.probabilities(pairs["features"]), pairs["iou"], pairs["gap"] == 1
+def quality(gate: FlowGate, pairs: dict[str, np.ndarray], taus: Sequence[float], target: str = "iou") -> dict:
+    """How well the gate predicts its target (the warped IoU, or J&F) on ``pairs``, and per tau what it would
+    reuse: the share of pairs (and of gap-1 pairs), their mean target, the share reused although their target is
+    below tau, and what the oracle (the true target >= tau) would reuse. The keys say iou whatever the target."""
+    p, iou, first = gate.probabilities(pairs["features"]), target_values(pairs, target), pairs["gap"] == 1
     report = {"pairs": int(len(iou)), "mse": round(float(np.square(p - iou).mean()), 4),
               "pearson": round(float(np.corrcoef(p, iou)[0, 1]), 4) if p.std() > 0 and iou.std() > 0 else None,
               "iou_mean": round(float(iou.mean()), 4), "copy_iou_mean": round(float(pairs["copy_iou"].mean()), 4)}
@@ -154,13 +172,14 @@ def run_fit_flow_gate(davis_root: str | os.PathLike | None, split: str, out_dir:
         held = files[::config.holdout_every]
         held_pairs = load_pairs(held)
         gate = fit(load_pairs([f for f in files if f not in held]), config)
-        report["holdout"] = {"sequences": [f.stem for f in held], **quality(gate, held_pairs, config.taus)}
+        report["holdout"] = {"sequences": [f.stem for f in held],
+                             **quality(gate, held_pairs, config.taus, config.target)}
         gate.info = {"fitted_without": report["holdout"]["sequences"], "split": split}
         gate.save(out / "flow_gate_holdout.json")  # for choices made on the held-out sequences
         log(f"held-out sequences {report['holdout']['sequences']}: {report['holdout']}")
     pairs = load_pairs(files)
     gate = fit(pairs, config)
-    report["fitted"] = quality(gate, pairs, config.taus)
+    report["fitted"] = quality(gate, pairs, config.taus, config.target)
     report["wall_time_s"] = round(time.time() - started, 1)
     gate.info = {k: report[k] for k in ("command", "config", "split", "sequences")}
     gate.info["holdout"] = report.get("holdout")
