@@ -74,7 +74,7 @@ PAPER_TAU = 0.7  # the paper's default tau, for its variants (reuse, copy, fusio
 FLOW_TAU = 0.92  # the flow variant's: chosen on held-out DAVIS train sequences (docs/speed.md), never on val
 DEFAULT_VARIANT = "flow"  # ours: on a CPU it is both faster and more accurate than the paper's reuse path
 FLOW_GAP_LIMIT = 12  # the longest gap (frames since the anchor) the flow gate is fitted on and may be asked about
-FLOW_MAX_GAP = 12  # the flow variant's default longest gap; past it an object is computed again
+FLOW_MAX_GAP = 2  # the flow variant's default longest gap: chosen with FLOW_TAU on held-out train sequences (docs/speed.md)
 DEFAULT_COMPUTE_WINDOW = 2  # ours: faster and more accurate than whole-frame refinement on DAVIS val (docs/speed.md)
 
 
@@ -86,7 +86,8 @@ def default_tau(variant: str) -> float:
 @dataclass
 class SessionConfig:
     """Per-video settings: which frame loop to run. The default is ours, built for CPUs: the flow variant at
-    tau 0.92 with a compute window of 2; ``SessionConfig("reuse", compute_window=0)`` is the paper's.
+    tau 0.92, moving an object for at most 2 frames in a row, with a compute window of 2;
+    ``SessionConfig("reuse", compute_window=0)`` is the paper's.
 
     variant: ``full`` (never reuse, the base model), ``reuse`` (the paper's reuse path), ``copy``
     (reuse = previous mask unchanged), ``fusion`` (copy above ``tau2``, reuse path between ``tau`` and
