@@ -1,15 +1,17 @@
-"""J&F against the speed-up over the same run's ``full+c2``, one line per variant, from one or more benchmark JSONs.
+"""J&F against the speed-up over the same run's ``full+c2``, one line per variant (flow: per longest gap), from one or
+more benchmark JSONs.
 
 Runs on a noisy machine are compared only through ratios inside each run, so several runs can share one figure.
 
-    python scripts/speedup_curves.py docs/results/speed/flow-val-3ae3097.json docs/results/speed/curves-val-77be73c.json \
-        --out docs/results/speed/flow-curves.png
+    python scripts/speedup_curves.py docs/results/speed/flow-val-3ae3097.json docs/results/speed/curves-val-607eb48.json \
+        docs/results/speed/gap-val-e56dd59.json --out docs/results/speed/flow-curves.png
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 from collections import defaultdict
 from pathlib import Path
 
@@ -18,7 +20,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-LABELS = {"flow": "flow (ours)", "reuse": "reuse path (paper), both windows 2", "copy": "copy", "motion": "motion (ours)"}
+LABELS = {"flow": "flow (ours), longest gap 12", "flow+g2": "flow (ours), longest gap 2 (the default)", "reuse": "reuse path (paper), both windows 2", "copy": "copy", "motion": "motion (ours)"}
 
 
 def points(paths: list[str]) -> tuple[dict[str, list[tuple[float, float, float]]], list[float]]:
@@ -31,7 +33,8 @@ def points(paths: list[str]) -> tuple[dict[str, list[tuple[float, float, float]]
         references.append(100 * base["J&F"])
         for s in report["settings"]:
             if s["variant"] != "full":
-                lines[s["variant"]].append((s["fps"] / base["fps"], 100 * s["J&F"], s["tau"]))
+                gap = re.search(r"\+g\d+", s["setting"])
+                lines[s["variant"] + (gap.group(0) if gap else "")].append((s["fps"] / base["fps"], 100 * s["J&F"], s["tau"]))
     return lines, references
 
 

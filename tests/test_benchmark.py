@@ -141,6 +141,21 @@ def test_setting_names_read_back():
         select_settings([])
 
 
+def test_flow_lines_are_drawn_per_longest_gap():
+    def summary(key):
+        setting = parse_setting(key)
+        return {"setting": key, "variant": setting.variant, "tau": setting.tau, "compute_window": 2,
+                "flow_max_gap": setting.flow_max_gap}
+
+    report = {"settings": [summary(k) for k in ("full+c2", "flow@0.9+c2", "flow@0.8+g2+c2", "flow@0.92+c2",
+                                                  "flow@0.92+g2+c2")]}
+    assert [(label, [p["setting"] for p in points]) for _, label, points in figure_lines(report)] == [
+        ("full, compute window 2", ["full+c2"]), ("flow, compute window 2", ["flow@0.92+c2", "flow@0.9+c2"]),
+        ("flow, compute window 2, longest gap 2", ["flow@0.92+g2+c2", "flow@0.8+g2+c2"])]
+    del report["settings"][1]["flow_max_gap"]  # a report from before the option: its flow settings are gap 12
+    assert len(figure_lines(report)) == 3
+
+
 def test_flow_settings_name_their_longest_gap_unless_it_is_the_limit():
     grid, _ = build_settings(["full", "flow"], [1.0, 0.9], compute_windows=[2], flow_max_gaps=[3, 12])
     assert [s.key for s in grid] == ["full+c2", "flow@1+c2", "flow@0.9+g3+c2", "flow@0.9+c2"]

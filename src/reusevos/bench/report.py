@@ -48,7 +48,8 @@ def summarise(setting: Setting, results: Sequence[SequenceResult], flops: dict |
     increases = [r.rss_increase_mb for r in results if r.rss_increase_mb is not None]
     summary = {
         "setting": setting.key, "variant": setting.variant, "tau": setting.tau, "tau2": setting.tau2,
-        "reuse_window": setting.window, "compute_window": setting.compute_window, "sequences": len(results),
+        "reuse_window": setting.window, "compute_window": setting.compute_window,
+        "flow_max_gap": setting.flow_max_gap, "sequences": len(results),
         "frames": frames, "objects": len(started),
         "time_s": round(time_s, 4), "init_s": round(init_s, 4),
         "fps": round(frames / time_s, 4) if time_s else None,
