@@ -38,7 +38,8 @@ def simulate(frames: list[np.ndarray], truth: np.ndarray, gate, tau: float, max_
             proposal = warper.propose(anchor, greys[t], t)
         if proposal is not None and gate(proposal.features) >= tau:
             warped = proposal.prob > 0.5
-            scores.append((float(region_similarity(truth[t], warped)) + float(boundary_f_measure(truth[t], warped))) / 2)
+            j, f = float(region_similarity(truth[t], warped)), float(boundary_f_measure(truth[t], warped))
+            scores.append((j + f) / 2)
             reused += 1
         else:
             scores.append(1.0)
@@ -67,7 +68,8 @@ def main() -> None:
                 n, s = simulate(list(seq.frames), seq.ground_truth > 0, gate, tau, gap)
                 reused, scores, per[name] = reused + n, scores + s, round(1 - float(np.mean(s)), 4)
             r = reused / len(scores)
-            rows.append({"tau": tau, "max_gap": gap, "reused": round(r, 4), "jf_lost": round(1 - float(np.mean(scores)), 4),
+            rows.append({"tau": tau, "max_gap": gap, "reused": round(r, 4),
+                         "jf_lost": round(1 - float(np.mean(scores)), 4),
                          "speedup_at_c": round(1 / ((1 - r) + C * r), 2), "per_sequence_lost": per})
             print(json.dumps(rows[-1]), flush=True)
     command = (f"python scripts/flow_policy_sim.py {args.davis} --gate {args.gate} --taus {args.taus} "

@@ -64,11 +64,13 @@ def main() -> None:
     for tau, gap in settings:
         mine = [r for r in rows if r["tau"] == tau and r["max_gap"] == gap]
         frames = sum(len(dataset.frame_paths(r["sequence"])) for r in mine)
-        summary[f"{tau:g}" + (f"+g{gap}" if gap != FLOW_GAP_LIMIT else "")] = {"J&F": float(np.mean([r["J&F"] for r in mine])),
-                               "reused": float(np.mean([r["reused"] for r in mine])),
-                               "fps": frames / sum(len(dataset.frame_paths(r["sequence"])) / r["fps"] for r in mine)}
-    report = {"command": f"python scripts/flow_tau_holdout.py {args.davis} --gate {args.gate} --out {args.out} "
-                         f"--threads {args.threads} --taus {args.taus} --max-gaps {args.max_gaps}", "commit": source_commit(), "machine": machine_label(),
+        name = f"{tau:g}" + (f"+g{gap}" if gap != FLOW_GAP_LIMIT else "")
+        summary[name] = {"J&F": float(np.mean([r["J&F"] for r in mine])),
+                         "reused": float(np.mean([r["reused"] for r in mine])),
+                         "fps": frames / sum(len(dataset.frame_paths(r["sequence"])) / r["fps"] for r in mine)}
+    command = (f"python scripts/flow_tau_holdout.py {args.davis} --gate {args.gate} --out {args.out} "
+               f"--threads {args.threads} --taus {args.taus} --max-gaps {args.max_gaps}")
+    report = {"command": command, "commit": source_commit(), "machine": machine_label(),
               "held_out": held, "summary": summary, "rows": rows}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=1) + "\n")

@@ -74,7 +74,7 @@ PAPER_TAU = 0.7  # the paper's default tau, for its variants (reuse, copy, fusio
 FLOW_TAU = 0.92  # the flow variant's: chosen on held-out DAVIS train sequences (docs/speed.md), never on val
 DEFAULT_VARIANT = "flow"  # ours: on a CPU it is both faster and more accurate than the paper's reuse path
 FLOW_GAP_LIMIT = 12  # the longest gap (frames since the anchor) the flow gate is fitted on and may be asked about
-FLOW_MAX_GAP = 2  # the flow variant's default longest gap: chosen with FLOW_TAU on held-out train sequences (docs/speed.md)
+FLOW_MAX_GAP = 2  # the flow variant's default longest gap: chosen with FLOW_TAU on held-out train sequences
 DEFAULT_COMPUTE_WINDOW = 2  # ours: faster and more accurate than whole-frame refinement on DAVIS val (docs/speed.md)
 
 

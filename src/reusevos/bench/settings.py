@@ -125,7 +125,8 @@ _KEY = re.compile(r"(?P<variant>[a-z]+)(?:@(?P<tau>[0-9.e-]+)(?:/(?P<tau2>[0-9.e
 
 def parse_setting(key: str) -> Setting:
     """The setting a name of :attr:`Setting.key` stands for (``full+c2+ort``, ``reuse@0.7+w2+c2``,
-    ``fusion@0.5/0.9``, ``flow@0.9+g3+c2``, ``full+torch``): the inverse of ``key``. Raises ReusevosError for anything else."""
+    ``fusion@0.5/0.9``, ``flow@0.9+g3+c2``, ``full+torch``): the inverse of ``key``. Raises ReusevosError for
+    anything else."""
     match = _KEY.fullmatch(key.strip())
     example = "full, full+c2+ort, reuse@0.7+w2+c2 or fusion@0.5/0.9"
     if match is None:

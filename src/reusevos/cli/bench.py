@@ -93,8 +93,8 @@ def _add_grid_flags(bench: argparse.ArgumentParser) -> None:
                             "default), each its own setting of every other choice (names end in +torch, +ort)")
     bench.add_argument("--settings", default=None, metavar="NAMES",
                        help="comma-separated settings by the names the tables print (full+torch, full+c2+ort, "
-                            "reuse@0.7+w2+c2, fusion@0.5/0.9, flow@0.9+g3+c2): exactly these, in this order, instead of the cross "
-                            "product of --variant, --tau, --tau2 and the window and runtime flags")
+                            "reuse@0.7+w2+c2, fusion@0.5/0.9, flow@0.9+g3+c2): exactly these, in this order, "
+                            "instead of the cross product of --variant, --tau, --tau2 and the window and runtime flags")
 
 
 def _register_ablation(sub: argparse._SubParsersAction) -> None:

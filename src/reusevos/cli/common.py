@@ -140,8 +140,7 @@ def note(message: str) -> None:
 
 def add_session_flags(parser: argparse.ArgumentParser) -> None:
     """--variant, --tau, --tau2, --reuse-window, --compute-window, --flow-gate, --flow-max-gap: map one to one onto
-    SessionConfig;
-    what is not given takes SessionConfig's default. Also --backbone-runtime."""
+    SessionConfig; what is not given takes SessionConfig's default. Also --backbone-runtime."""
     # oracle needs the ground truth: the benchmark's and the ablation's, not a video's
     parser.add_argument("--variant", default=None, choices=[v for v in VARIANTS if v != "oracle"],
                         help="flow (ours, the default): decide before the backbone and warp the last computed mask "
@@ -182,8 +181,8 @@ def add_session_flags(parser: argparse.ArgumentParser) -> None:
 def session_options(args: argparse.Namespace) -> SessionConfig | None:
     """SessionConfig from the session flags, validated; what is not given takes SessionConfig's default; None when
     no flag is given (the session's own default)."""
-    given = {name: getattr(args, name) for name in ("variant", "tau", "tau2", "reuse_window", "compute_window",
-                                                    "flow_gate", "flow_max_gap") if getattr(args, name, None) is not None}
+    names = ("variant", "tau", "tau2", "reuse_window", "compute_window", "flow_gate", "flow_max_gap")
+    given = {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
     if not given:
         return None
     if given.get("variant") == "full" and given.get("tau", 1.0) != 1.0:

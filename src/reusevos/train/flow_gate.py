@@ -46,8 +46,8 @@ class FlowGateConfig:
 def sequence_pairs(frames: Sequence[np.ndarray], ground_truth: Sequence[np.ndarray], gaps: Sequence[int],
                    stride: int) -> dict[str, np.ndarray]:
     """The gate's pairs of one sequence: ``features`` ``(N, F)``, ``iou`` and ``f`` ``(N,)`` (the warped anchor mask
-    against the truth: IoU and boundary F), ``copy_iou`` ``(N,)`` (the unwarped one), ``gap`` and ``frame`` ``(N,)``. Objects are
-    the ground truth's non-zero labels, each on its own (255 = void counts as background)."""
+    against the truth: IoU and boundary F), ``copy_iou`` ``(N,)`` (the unwarped one), ``gap`` and ``frame``
+    ``(N,)``. Objects are the ground truth's non-zero labels, each on its own (255 = void counts as background)."""
     greys = [small_grey(np.ascontiguousarray(f)) for f in frames]
     warper = FlowWarper()
     ids = sorted(set(np.unique(np.stack(ground_truth)).tolist()) - {0, 255})
