@@ -57,8 +57,8 @@ def main() -> None:
             seconds = time.perf_counter() - start
             labels = np.stack([r.labels for r in results])
             scores = DavisScores(score_sequence(data.ground_truth, labels, name, data.frame_ids)).global_scores()
-            rows.append({"sequence": name, "tau": tau, "max_gap": gap, "J&F": scores["J&F-Mean"], "J": scores["J-Mean"],
-                         "reused": session.reuse_rates[1], "fps": len(data.frames) / seconds})
+            rows.append({"sequence": name, "tau": tau, "max_gap": gap, "J&F": scores["J&F-Mean"],
+                         "J": scores["J-Mean"], "reused": session.reuse_rates[1], "fps": len(data.frames) / seconds})
             print(json.dumps(rows[-1]), flush=True)
     summary = {}
     for tau, gap in settings:

@@ -22,6 +22,7 @@ import numpy as np
 from PIL import Image
 
 import reusevos
+from reusevos.evaluation.metrics import region_similarity
 from reusevos.start import box_of
 
 SHARED = Path(os.environ.get("REUSEVOS_SHARED", Path(__file__).resolve().parents[2] / "shared"))
@@ -84,7 +85,7 @@ def main() -> int:
 
 
 def iou(labels: np.ndarray, truth: np.ndarray) -> float:
-    return float(np.logical_and(labels > 0, truth > 0).sum() / max(1, np.logical_or(labels > 0, truth > 0).sum()))
+    return float(region_similarity(truth > 0, labels > 0))
 
 
 def draw_box(frame: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:

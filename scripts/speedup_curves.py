@@ -20,7 +20,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-LABELS = {"flow": "flow (ours), longest gap 12", "flow+g2": "flow (ours), longest gap 2 (the default)", "reuse": "reuse path (paper), both windows 2", "copy": "copy", "motion": "motion (ours)"}
+LABELS = {"flow": "flow (ours), longest gap 12", "flow+g2": "flow (ours), longest gap 2 (the default)",
+          "reuse": "reuse path (paper), both windows 2", "copy": "copy", "motion": "motion (ours)"}
 
 
 def points(paths: list[str]) -> tuple[dict[str, list[tuple[float, float, float]]], list[float]]:
@@ -34,7 +35,8 @@ def points(paths: list[str]) -> tuple[dict[str, list[tuple[float, float, float]]
         for s in report["settings"]:
             if s["variant"] != "full":
                 gap = re.search(r"\+g\d+", s["setting"])
-                lines[s["variant"] + (gap.group(0) if gap else "")].append((s["fps"] / base["fps"], 100 * s["J&F"], s["tau"]))
+                line = s["variant"] + (gap.group(0) if gap else "")
+                lines[line].append((s["fps"] / base["fps"], 100 * s["J&F"], s["tau"]))
     return lines, references
 
 

@@ -162,6 +162,8 @@ def test_flow_settings_name_their_longest_gap_unless_it_is_the_limit():
     assert all(parse_setting(s.key) == s for s in grid)
     assert [s.options().flow_max_gap for s in grid] == [None, 12, 3, 12]
     assert parse_setting("flow@0.9+c2").options().flow_max_gap == 12  # a name keeps its meaning
+    # without flow_max_gaps (as the ablation calls it) flow runs at the session's default longest gap
+    assert [s.options().flow_max_gap for s in build_settings(["flow"], [0.9])[0]] == [SessionConfig().flow_max_gap]
     for bad, message in [("reuse@0.7+g3", "flow variant only"), ("flow@0.9+g13", "from 1 to 12"),
                          ("flow@0.9+g0", "from 1 to 12")]:
         with pytest.raises(ReusevosError, match=message):

@@ -7,7 +7,7 @@ import re
 from dataclasses import dataclass, replace
 from typing import Iterable
 
-from reusevos.config import FLOW_GAP_LIMIT, VARIANTS, SessionConfig
+from reusevos.config import FLOW_GAP_LIMIT, FLOW_MAX_GAP, VARIANTS, SessionConfig
 from reusevos.errors import ReusevosError
 from reusevos.model.onnx_backbone import check_runtime
 
@@ -56,11 +56,12 @@ def build_settings(variants: Iterable[str], taus: Iterable[float], tau2s: Iterab
                    has_gate: bool = True, windows: Iterable[int] = (0,),
                    compute_windows: Iterable[int] = (0,),
                    runtimes: Iterable[str | None] = (None,),
-                   flow_max_gaps: Iterable[int] = (SessionConfig.flow_max_gap,)) -> tuple[list[Setting], list[dict]]:
+                   flow_max_gaps: Iterable[int] = (FLOW_MAX_GAP,)) -> tuple[list[Setting], list[dict]]:
     """The cross product of ``variants`` and ``taus`` (``fusion`` also with each ``tau2``; the variants with a
     reuse path, at tau < 1, also with each ``reuse_window`` in ``windows``), then each with every
     ``compute_window`` in ``compute_windows``, in that order, each of them with every backbone runtime in
-    ``runtimes`` in turn (None: the model's own). ``flow`` at tau < 1 runs at each longest gap in ``flow_max_gaps``.
+    ``runtimes`` in turn (None: the model's own). ``flow`` at tau < 1 runs at each longest gap in ``flow_max_gaps``
+    (default: the session's).
 
     ``full`` appears once (it has no tau). Combinations that cannot run are returned apart, each as
     ``{"setting", "variant", "tau", "tau2", "reason"}``: fusion with ``tau2 <= tau``, and every variant
