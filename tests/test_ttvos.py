@@ -161,8 +161,9 @@ def test_a_ttvos_checkpoint_loads_strictly_and_frtm_stays_the_default(ttvos_weig
     if not SHIPPED["ttvos"].is_file():  # until trained weights ship, the name says how to make them
         with pytest.raises(ReusevosError, match="reusevos train --model ttvos"):
             load_model("ttvos", fetch_backbone=False)
-    with pytest.raises(ReusevosError, match="G-TTVOS"):
-        VOSNetwork(ModelConfig(base="ttvos", reuse_gate=True), default.backbone)
+    # G-TTVOS: the same reuse-path modules, the translator as wide as TTVOS's short-term feature
+    gated = VOSNetwork(ModelConfig(base="ttvos", reuse_gate=True, ttvos=TtvosConfig(channels=32)), default.backbone)
+    assert gated.translator.merge.out_channels == 32 and hasattr(gated, "matcher") and not hasattr(gated, "refiner")
 
 
 def test_a_session_runs_ttvos_as_its_modules_do(ttvos_weights):
@@ -209,11 +210,14 @@ def test_a_session_runs_ttvos_as_its_modules_do(ttvos_weights):
 
 
 def test_ttvos_refuses_the_variants_it_cannot_run(ttvos_weights):
+    """Without a reuse gate TTVOS runs full and flow (whose gate is its own file); the paper's variants need G-TTVOS."""
     network = load_model(ttvos_weights["ttvos"], fetch_backbone=False)
-    for options in (SessionConfig(), SessionConfig("reuse"), SessionConfig("copy", 0.5)):
-        with pytest.raises(ReusevosError, match="TTVOS weights run variant 'full' only"):
+    for options in (SessionConfig("reuse"), SessionConfig("copy", 0.5), SessionConfig("motion", 0.5)):
+        with pytest.raises(ReusevosError, match="these TTVOS weights have no trained reuse gate"):
             Session(network, options)
-    assert Session(network, SessionConfig("flow", 1.0)).options.variant == "full"  # tau 1 never reuses
+    assert Session(network, SessionConfig("copy", 1.0)).options.variant == "full"  # tau 1 never reuses
+    flow = Session(network, SessionConfig())  # the session's default: flow, windows dropped
+    assert (flow.options.variant, flow.options.compute_window) == ("flow", 0)
 
 
 # -- training ---------------------------------------------------------------------------------------------------------
@@ -281,7 +285,7 @@ def test_segment_with_model_ttvos(ttvos_weights, tmp_path):
     one_error(wrong, "holds a frtm model, not ttvos")
     variant = run_segment(folder, "--mask", tmp_path / "first.png", "--out", tmp_path / "o3", "--weights",
                           ttvos_weights["ttvos"], "--variant", "reuse", *FAST)
-    one_error(variant, "TTVOS weights run variant 'full' only")
+    one_error(variant, "these TTVOS weights have no trained reuse gate")
     assert not (tmp_path / "o2").exists() and not (tmp_path / "o3").exists()
     if not SHIPPED["ttvos"].is_file():
         unshipped = run_segment(folder, "--mask", tmp_path / "first.png", "--out", tmp_path / "o4", "--model", "ttvos",

@@ -11,11 +11,20 @@ later frames need) and calls its base model where a frame needs the model itself
 - ``remember(computed, features, soft, timed)``: after the merge, what the computed objects keep of this frame;
   returns the ids of objects whose model was re-optimised.
 
+With a reuse gate (G-FRTM, G-TTVOS) also:
+
+- ``start_state(obj, given, features, timed)``: the start frame's R (and S), the reuse path's first state;
+- ``gate_guide(obj)``: what template matching reads beside f8, the last computed frame's S (FRTM) or estimated
+  mask (TTVOS: it has no score map);
+- ``reuse_path(tracks, features, timed)``: the reused objects of a frame from their last computed state and
+  Delta_t; FRTM's ends in S_hat and R_hat for the shallow refinement, TTVOS's in probabilities.
+
 Per-object state lives on the session's ``ObjectState`` (FRTM: ``target``; TTVOS: ``memory``).
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
@@ -47,6 +56,12 @@ class BaseModel(Protocol):
 
     def remember(self, computed: list[_Track], features: FrameFeatures, soft: dict[int, torch.Tensor],
                  timed: StageTimer) -> list[int]: ...
+
+    def start_state(self, obj: ObjectState, given: torch.Tensor, features: FrameFeatures, timed: StageTimer) -> None: ...
+
+    def gate_guide(self, obj: ObjectState) -> torch.Tensor: ...
+
+    def reuse_path(self, tracks: list[_Track], features: FrameFeatures, timed: StageTimer) -> None: ...
 
 
 def base_model(network: VOSNetwork) -> BaseModel:
@@ -92,6 +107,26 @@ class FrtmBase:
         obj.target = TargetModel(cfg)
         obj.target.initialise(torch.cat(f16), torch.from_numpy(masks)[:, None].to(self.device))
 
+    def start_state(self, obj: ObjectState, given: torch.Tensor, features: FrameFeatures, timed: StageTimer) -> None:
+        """S and R of the start frame, from its fitted target model."""
+        obj.score_prev = obj.target.apply(features.f16)
+        obj.state_prev = self.deep_state(obj.score_prev, features, timed)
+
+    def gate_guide(self, obj: ObjectState) -> torch.Tensor:
+        return obj.score_prev
+
+    def reuse_path(self, tracks: list[_Track], features: FrameFeatures, timed: StageTimer) -> None:
+        """S_hat = S_prev + Delta_t and R_hat = translator(R_prev, Delta_t), without the deep network."""
+        network = self.network
+        score_prev = torch.cat([t.obj.score_prev for t in tracks])
+        with timed(Stage.DELTA):
+            delta = network.delta(torch.cat([t.change for t in tracks]), score_prev.shape[-2:])
+        with timed(Stage.TRANSLATOR):
+            states = network.translator(torch.cat([t.obj.state_prev for t in tracks]), delta)
+        scores = score_prev + delta
+        for row, track in enumerate(tracks):
+            track.score, track.state = scores[row:row + 1], states[row:row + 1]
+
     def full_path(self, tracks: list[_Track], features: FrameFeatures, timed: StageTimer) -> None:
         """This frame's scores S from the target models and the deep refinement levels' state R."""
         with timed(Stage.TARGET_MODEL_APPLY):
@@ -127,24 +162,31 @@ class FrtmBase:
 
 class TtvosBase:
     """TTVOS: per object a memory (template, mask history, last stride-16 feature), started from the given mask
-    and moved on by every frame's estimate. Nothing is optimised at test time. Variant ``full`` only, until
-    G-TTVOS (the reuse gate on it) exists."""
+    and moved on by every computed frame's estimate. Nothing is optimised at test time. Variants ``full`` and
+    ``flow`` (which needs no trained gate); with a reuse gate (G-TTVOS) every variant. Reused frames leave the
+    memory as the last computed frame left it, as G-FRTM's leave the target model."""
 
     name = "ttvos"
-    variants = ("full",)
 
     def __init__(self, network: VOSNetwork):
+        self.network = network
         self.model = network.ttvos
+        self.variants = VARIANTS if network.has_gate else ("full", "flow")
 
     def runnable(self, options: SessionConfig | None) -> SessionConfig:
-        """Variant ``full``, without windows (they window FRTM's refinement; TTVOS decodes the whole frame)."""
-        if options is not None:
-            options.validate()
-            if options.variant not in self.variants and options.tau < 1.0:
-                raise ReusevosError(f"TTVOS weights run variant 'full' only (G-TTVOS, the reuse gate on TTVOS, is "
-                                    f"not built yet), so variant {options.variant!r} cannot run; use variant 'full' "
-                                    "(or tau 1) or FRTM weights")
-        return SessionConfig("full", 1.0, compute_window=0)
+        """``options`` validated, without windows (they window FRTM's refinement; TTVOS decodes the whole frame);
+        None: variant ``full`` (the flow variant's default tau was chosen for FRTM). A variant these weights
+        cannot run is refused below tau 1 and runs as ``full`` at tau 1."""
+        if options is None:
+            return SessionConfig("full", 1.0, compute_window=0)
+        options.validate()
+        if options.variant not in self.variants:
+            if options.tau < 1.0:
+                raise ReusevosError(f"these TTVOS weights have no trained reuse gate, so variant {options.variant!r} "
+                                    "cannot run; use variant 'full' or 'flow' (or tau 1), or G-TTVOS weights (written "
+                                    "by `reusevos train-gate --base` on TTVOS weights)")
+            return SessionConfig("full", 1.0, compute_window=0)
+        return replace(options, compute_window=0, reuse_window=0)
 
     def start(self, obj: ObjectState, frame: np.ndarray, mask: np.ndarray, given: torch.Tensor,
               features: FrameFeatures, timed: StageTimer) -> None:
@@ -161,6 +203,30 @@ class TtvosBase:
         for row, track in enumerate(tracks):
             track.prob = torch.sigmoid(out.logits[row, 0])
             track.update_weight = out.update_weight[row:row + 1]
+            track.state = out.short[row:row + 1]
+
+    def start_state(self, obj: ObjectState, given: torch.Tensor, features: FrameFeatures, timed: StageTimer) -> None:
+        """R of the start frame: its short-term feature against the memory it has just started (the same frame)."""
+        obj.state_prev = self.model.short_term_feature(obj.memory, self._feature16(features))
+
+    def gate_guide(self, obj: ObjectState) -> torch.Tensor:
+        return obj.memory.masks8[:, :1]  # the last computed frame's estimate, at stride 8
+
+    def reuse_path(self, tracks: list[_Track], features: FrameFeatures, timed: StageTimer) -> None:
+        """The translated short-term feature R_hat = translator(R_prev, Delta_t), then long-term matching and the
+        decoder as on a computed frame, from each object's memory: probabilities, without x16 or short-term
+        matching (and so without the backbone past stride 8)."""
+        network = self.network
+        memory = TTVOSMemory.stack([t.obj.memory for t in tracks])
+        with timed(Stage.DELTA):
+            delta = network.delta(torch.cat([t.change for t in tracks]), memory.feature16.shape[-2:])
+        with timed(Stage.TRANSLATOR):
+            short = network.translator(torch.cat([t.obj.state_prev for t in tracks]), delta)
+        out = self.model.decode(memory, short, features.f4, features.f8, features.size,
+                                timed=lambda part: timed(Stage(part)))
+        for row, track in enumerate(tracks):
+            track.prob = torch.sigmoid(out.logits[row, 0])
+            track.state = short[row:row + 1]
 
     def remember(self, computed: list[_Track], features: FrameFeatures, soft: dict[int, torch.Tensor],
                  timed: StageTimer) -> list[int]:

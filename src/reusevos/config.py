@@ -166,6 +166,7 @@ class TrainConfig:
     weight_decay: float = 0.0
     seed: int = 0
     checkpoint_every: int = 50
+    snapshot_every: int = 0  # iterations between kept copies of the weights (0: none)
     log_every: int = 10
 
 
@@ -201,6 +202,7 @@ class GateTrainConfig:
     weight_decay: float = 0.0
     seed: int = 0
     checkpoint_every: int = 25
+    snapshot_every: int = 0
     log_every: int = 5
 
     @property
@@ -229,6 +231,7 @@ class TtvosTrainConfig:
     weight_decay: float = 0.0
     seed: int = 0
     checkpoint_every: int = 50
+    snapshot_every: int = 0
     log_every: int = 10
 
 

@@ -230,10 +230,12 @@ class Session:
         if computed:
             self.base.full_path(computed, features, timed)
         if reused:
-            self.reuse_path(reused, timed)
-        unrefined = [t for t in computed + reused if t.prob is None]  # TTVOS's full path ends in probabilities
+            self.base.reuse_path(reused, features, timed)
+        unrefined = [t for t in computed + reused if t.prob is None]  # TTVOS's paths end in probabilities
         if unrefined:
             self.refine(unrefined, features, timed)
+        for track in computed:  # S_prev and R_prev change only on computed frames
+            track.obj.score_prev, track.obj.state_prev = track.score, track.state
         if self.options.variant == "motion":
             self._move(tracks, frame, timed)
         for track in tracks:
@@ -271,7 +273,7 @@ class Session:
         objects = [t.obj for t in tracks]
         with timed(Stage.TEMPLATE_MATCH):
             change = self.network.matcher(torch.cat([o.template for o in objects]), f8,
-                                          torch.cat([o.score_prev for o in objects]))
+                                          torch.cat([self.base.gate_guide(o) for o in objects]))
         with timed(Stage.GATE):
             probabilities = self.gate(objects, change, self.frame_index)
         for row, (track, p) in enumerate(zip(tracks, probabilities)):
@@ -305,17 +307,6 @@ class Session:
         for obj_id in ids:
             self.objects[obj_id].anchor = make_anchor(self.frame_index, grey, soft[obj_id].float().cpu().numpy())
 
-    def reuse_path(self, tracks: list[_Track], timed: StageTimer) -> None:
-        """S_hat = S_prev + Delta_t and R_hat = translator(R_prev, Delta_t), without the deep network."""
-        score_prev = torch.cat([t.obj.score_prev for t in tracks])
-        with timed(Stage.DELTA):
-            delta = self.network.delta(torch.cat([t.change for t in tracks]), score_prev.shape[-2:])
-        with timed(Stage.TRANSLATOR):
-            states = self.network.translator(torch.cat([t.obj.state_prev for t in tracks]), delta)
-        scores = score_prev + delta
-        for row, track in enumerate(tracks):
-            track.score, track.state = scores[row:row + 1], states[row:row + 1]
-
     def refine(self, tracks: list[_Track], features: FrameFeatures, timed: StageTimer) -> None:
         """The shallow levels and the head: each track's probabilities, inside its window if it has one
         (computed objects around their coarse score, reused ones around their last output)."""
@@ -336,9 +327,6 @@ class Session:
             if track.box is not None:
                 outside = track.obj.prob_prev if track.route is Route.REUSED else None  # computed: background
                 track.prob = self._refine_window(track, features, outside, timed)
-        for track in tracks:
-            if track.route is Route.COMPUTED:  # S_prev and R_prev change only on computed frames
-                track.obj.score_prev, track.obj.state_prev = track.score, track.state
 
     def _move(self, tracks: list[_Track], frame: np.ndarray, timed: StageTimer) -> None:
         """The motion variant: moved objects take their last output shifted by their motion since the last frame."""
@@ -418,10 +406,9 @@ class Session:
         obj = ObjectState(obj_id, self.frame_index, last_computed=self.frame_index)
         given = torch.from_numpy(mask.astype(np.float32)).to(self.device)
         self.base.start(obj, frame, mask, given, features, timed)
-        if self.options.variant not in ("full", "flow"):  # the reuse path starts from here (FRTM with a gate)
+        if self.options.variant not in ("full", "flow"):  # the reuse path starts from here (a base model with a gate)
             obj.template = self.network.matcher.template(features.f8, given[None, None])
-            obj.score_prev = obj.target.apply(features.f16)
-            obj.state_prev = self.base.deep_state(obj.score_prev, features, timed)
+            self.base.start_state(obj, given, features, timed)
         self.objects[obj_id] = obj
         return given
 

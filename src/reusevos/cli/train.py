@@ -60,6 +60,9 @@ def _add_training_args(parser: argparse.ArgumentParser, config, product: str, un
     parser.add_argument("--seed", type=int, default=config.seed, help="seed of initialisation and sampling")
     parser.add_argument("--checkpoint-every", type=int, default=config.checkpoint_every,
                         help="iterations between resumable checkpoints")
+    parser.add_argument("--snapshot-every", type=int, default=0,
+                        help="keep a copy of the weights every this many iterations in OUT/snapshots/, to score "
+                             "the run over its iterations (default: 0, none)")
     add_threads(parser)
     add_device(parser, default="cpu")
 
@@ -67,10 +70,11 @@ def _add_training_args(parser: argparse.ArgumentParser, config, product: str, un
 def _register_train_gate(sub: argparse._SubParsersAction) -> None:
     gate = sub.add_parser(
         "train-gate", help="train the reuse gate, delta generator and refine-translator on a trained base model",
-        description="Trains the paper's dynamic network from a base checkpoint written by `reusevos train`; the "
-                    "refinement network stays frozen, so tau = 1 gives the base model's masks. Resumable like "
-                    "`reusevos train`; writes OUT/dynamic.pt.")
-    gate.add_argument("--base", required=True, help="trained base checkpoint (refiner.pt from `reusevos train`)")
+        description="Trains the paper's dynamic network from a base checkpoint written by `reusevos train`: "
+                    "G-FRTM on FRTM's refiner.pt, G-TTVOS on TTVOS's ttvos.pt; the base model stays frozen, so tau = 1 "
+                    "gives its masks. Resumable like `reusevos train`; writes OUT/dynamic.pt.")
+    gate.add_argument("--base", required=True,
+                      help="trained base checkpoint (refiner.pt or ttvos.pt from `reusevos train`)")
     _add_training_args(gate, GateTrainConfig, "dynamic.pt", "snippets")
     config = GateTrainConfig
     gate.add_argument("--snippet", type=int, default=config.snippet, help="frames per snippet")
@@ -182,7 +186,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         _training_setup(args)
         config = TtvosTrainConfig(iterations=args.iterations, batch=_given(args.batch, TtvosTrainConfig.batch),
                                   snippet=args.snippet, crop=args.crop, lr=_given(args.lr, TtvosTrainConfig.lr),
-                                  seed=args.seed, checkpoint_every=args.checkpoint_every)
+                                  seed=args.seed, checkpoint_every=args.checkpoint_every,
+                                  snapshot_every=max(0, args.snapshot_every))
         summary = run_ttvos_training(args.davis, args.split, args.out, args.cache, config, synthetic=args.synthetic,
                                      synthetic_frames=args.synthetic_frames, sequences=args.sequences,
                                      device=args.device, command=command_line(), log=log, synthetic_speeds=speeds)
@@ -191,7 +196,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         raise ReusevosError("--snippet applies to --model ttvos; FRTM's refinement network trains on single frames")
     _training_setup(args)
     config = TrainConfig(iterations=args.iterations, batch=_given(args.batch, TrainConfig.batch), crop=args.crop,
-                         lr=_given(args.lr, TrainConfig.lr), seed=args.seed, checkpoint_every=args.checkpoint_every)
+                         lr=_given(args.lr, TrainConfig.lr), seed=args.seed, checkpoint_every=args.checkpoint_every,
+                         snapshot_every=max(0, args.snapshot_every))
     if args.tracked_scores not in (None, "default") and not Path(args.tracked_scores).is_file():
         raise ReusevosError(f"--tracked-scores {args.tracked_scores}: no such checkpoint file")
     summary = run_training(args.davis, args.split, args.out, args.cache, config, synthetic=args.synthetic,
@@ -210,6 +216,7 @@ def _cmd_train_gate(args: argparse.Namespace) -> int:
     config = GateTrainConfig(iterations=args.iterations, batch=args.batch, snippet=args.snippet, crop=args.crop,
                              lr=args.lr, m1=args.m1, m2=args.m2, ep_t=args.ep_t, gate_loss=args.gate_loss,
                              ngate_rate=args.ngate_rate, seed=args.seed, checkpoint_every=args.checkpoint_every,
+                             snapshot_every=max(0, args.snapshot_every),
                              pretrain_iterations=args.pretrain_iterations, pretrain_batch=args.pretrain_batch,
                              pretrain_lr=args.pretrain_lr)
     summary = run_gate_training(args.base, args.davis, args.split, args.out, args.cache, config,

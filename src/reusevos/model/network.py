@@ -34,8 +34,8 @@ SHIPPED = {"frtm": DEFAULT_CHECKPOINT, "ttvos": CHECKPOINTS / "ttvos.pt"}
 
 
 class VOSNetwork(nn.Module):
-    """Backbone (frozen) + the base model's trained modules: FRTM's refinement network (and with
-    ``config.reuse_gate`` the reuse-path modules) or TTVOS (``config.base == "ttvos"``).
+    """Backbone (frozen) + the base model's trained modules: FRTM's refinement network or TTVOS
+    (``config.base == "ttvos"``), and with ``config.reuse_gate`` the reuse-path modules on it (G-FRTM, G-TTVOS).
 
     The per-object state (FRTM's target models, TTVOS's memories) lives in the session.
     """
@@ -47,18 +47,18 @@ class VOSNetwork(nn.Module):
             raise ReusevosError(f"unknown backbone {self.config.backbone!r}; choose one of {', '.join(SPECS)}")
         if self.config.base not in BASE_MODELS:
             raise ReusevosError(f"unknown base model {self.config.base!r}; choose one of {', '.join(BASE_MODELS)}")
-        if self.config.base == "ttvos" and self.config.reuse_gate:
-            raise ReusevosError("G-TTVOS (the reuse gate on TTVOS) is not built yet; use TTVOS weights without a gate")
         self.backbone = backbone if backbone is not None else Backbone(self.config.backbone)
         if self.config.base == "ttvos":
             self.ttvos = TTVOS(self.backbone.channels, self.config.ttvos)
-            return
-        self.refiner = Refiner(self.backbone.channels, self.config.refine_channels)
-        if self.config.reuse_gate:
+            state_channels = self.config.ttvos.channels  # R: the short-term feature the decoder starts from
+        else:
+            self.refiner = Refiner(self.backbone.channels, self.config.refine_channels)
+            state_channels = self.config.refine_channels  # R: the deep refinement levels' output
+        if self.config.reuse_gate:  # the same reuse-path modules on either base model (G-FRTM, G-TTVOS)
             self.matcher = TemplateMatcher(self.backbone.channels[1])
             self.gate = Gate()
             self.delta = DeltaGenerator()
-            self.translator = RefineTranslator(self.config.refine_channels)
+            self.translator = RefineTranslator(state_channels)
 
     @property
     def base(self) -> str:

@@ -55,6 +55,7 @@ class TTVOSOutput:
     logits: torch.Tensor  # (B, 1, H, W)
     update_weight: torch.Tensor  # w (B,): how much of this frame the template takes in
     transition: torch.Tensor  # (B, 1, H/8, W/8) in (-1, 1): predicted y_t - y_hat_{t-1}
+    short: torch.Tensor  # the short-term feature decoded, (B, channels, H/16, W/16): G-TTVOS's R
 
 
 class TTVOS(nn.Module):
@@ -63,7 +64,9 @@ class TTVOS(nn.Module):
     ``frame_feature``: f16 ``(N, C16, H/16, W/16)`` and f32 ``(N, C32, H/32, W/32)`` -> x16
     ``(N, feature_channels, H/16, W/16)``, once per frame for all objects.
     ``start``: f8 ``(1, C8, H/8, W/8)``, x16 and the given masks ``(B, 1, H, W)`` -> the memory of ``B`` objects.
-    ``forward``: memory, f4 ``(1 or B, C4, H/4, W/4)``, f8, x16, image size -> :class:`TTVOSOutput`.
+    ``forward``: memory, f4 ``(1 or B, C4, H/4, W/4)``, f8, x16, image size -> :class:`TTVOSOutput`: ``short_term``
+    then ``decode``. G-TTVOS's reuse path calls ``decode`` with a translated short-term feature instead, so a reused
+    frame needs neither x16 nor the backbone past stride 8.
     ``remember``: memory, w, f8, x16 and this frame's estimates ``(B, 1, H, W)`` in [0, 1] -> the next memory.
     """
 
@@ -95,13 +98,23 @@ class TTVOS(nn.Module):
                 ) -> TTVOSOutput:
         """``timed(part)`` wraps each part (``short_term``, ``long_term``, ``decoder``): the session's stage timer."""
         with timed("short_term"):
-            short = self.short_term(feature16, memory.feature16, memory.masks16)
+            short = self.short_term_feature(memory, feature16)
+        return self.decode(memory, short, f4, f8, size, timed)
+
+    def short_term_feature(self, memory: TTVOSMemory, feature16: torch.Tensor) -> torch.Tensor:
+        """Short-term matching of x16 against the memory's last frame: ``(B, channels, H/16, W/16)``."""
+        return self.short_term(feature16, memory.feature16, memory.masks16)
+
+    def decode(self, memory: TTVOSMemory, short: torch.Tensor, f4: torch.Tensor, f8: torch.Tensor,
+               size: tuple[int, int], timed: Callable[[str], ContextManager] = lambda part: nullcontext()
+               ) -> TTVOSOutput:
+        """Long-term matching and the decoder from a short-term feature ``short`` (computed or translated)."""
         with timed("long_term"):
             long = self.long_term(memory.template, f8, memory.masks8)
         with timed("decoder"):
             decoded = self.decoder(short, long, f4, size)
             weight, transition = self.long_term.update_weight(decoded.feature8), self.transition(decoded.feature8)
-        return TTVOSOutput(decoded.logits, weight, transition)
+        return TTVOSOutput(decoded.logits, weight, transition, short)
 
     def remember(self, memory: TTVOSMemory, update_weight: torch.Tensor, f8: torch.Tensor,
                  feature16: torch.Tensor, estimates: torch.Tensor) -> TTVOSMemory:

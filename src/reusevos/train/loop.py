@@ -58,12 +58,16 @@ class _StopFlag:
 
 def train_loop(model: nn.Module, draw: Callable[[np.random.Generator], Any], loss_fn: LossFn,
                run_dir: str | os.PathLike, config, log: Callable[[str], None] = lambda _: None,
-               resume_keys: tuple[str, ...] = ("batch", "crop", "seed")) -> dict:
+               resume_keys: tuple[str, ...] = ("batch", "crop", "seed"),
+               snapshot: Callable[[int], None] | None = None) -> dict:
     """Optimise the parameters of ``model`` that require grad, with Adam, for ``config.iterations``.
 
     ``config`` needs iterations, lr, lr_drops, weight_decay, seed, checkpoint_every, log_every and
-    the ``resume_keys`` (which must match a run being resumed). Returns a summary dict.
+    the ``resume_keys`` (which must match a run being resumed); with ``snapshot`` and a positive
+    ``config.snapshot_every``, ``snapshot(iteration)`` runs (rank 0) every that many iterations. Returns a
+    summary dict.
     """
+    snapshot_every = getattr(config, "snapshot_every", 0) if snapshot is not None else 0
     rank, world = distributed_context()
     run_dir = Path(run_dir)
     device = next(model.parameters()).device
@@ -128,6 +132,8 @@ def train_loop(model: nn.Module, draw: Callable[[np.random.Generator], Any], los
                 sums, count = {}, 0
             if iteration % config.checkpoint_every == 0:
                 save(iteration)
+            if snapshot_every and iteration % snapshot_every == 0 and rank == 0:
+                snapshot(iteration)
             if flag.stop:
                 raise KeyboardInterrupt
     except KeyboardInterrupt:

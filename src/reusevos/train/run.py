@@ -29,7 +29,7 @@ from reusevos.model.backbone import load_backbone
 from reusevos.model.network import VOSNetwork, read_checkpoint, save_checkpoint
 from reusevos.train.cache import CachedSequence, cache_sequence, is_cached, load_cached_sequence
 from reusevos.train.loop import distributed_context, train_loop
-from reusevos.train.dynamic import DynamicTrainer, calibrate_gate
+from reusevos.train.dynamic import DynamicTrainer, TtvosDynamicTrainer, calibrate_gate
 from reusevos.train.samples import RefinerSampler, SnippetSampler
 from reusevos.train.ttvos import TTVOSTrainer
 
@@ -146,6 +146,19 @@ def _prepare(davis_root, split, run_dir, cache_dir, seed, synthetic, synthetic_f
     return backbone, cached, meta
 
 
+def _snapshots(run_dir: Path, network, name: str, meta: dict) -> Callable[[int], None]:
+    """``train_loop``'s snapshot hook: the weights at an iteration as a loadable checkpoint,
+    ``RUN_DIR/snapshots/NAME-ITERATION.pt`` (scored later, e.g. by ``scripts/holdout_eval.py``)."""
+
+    def snapshot(iteration: int) -> None:
+        folder = run_dir / "snapshots"
+        folder.mkdir(exist_ok=True)
+        save_checkpoint(folder / f"{name}-{iteration:06d}.pt", network, half=True,
+                        meta={**meta, "snapshot_iteration": iteration})
+
+    return snapshot
+
+
 def run_training(davis_root: str | None, split: str, run_dir: str | os.PathLike, cache_dir: str | None,
                  train_config: TrainConfig, synthetic: int = 60, synthetic_frames: int = 24,
                  sequences: list[str] | None = None, device: str = "cpu", command: str = "",
@@ -167,7 +180,7 @@ def run_training(davis_root: str | None, split: str, run_dir: str | os.PathLike,
     torch.manual_seed(train_config.seed)  # the refiner's initial weights
     network = VOSNetwork(ModelConfig(), backbone).to(device)
     summary = train_loop(network.refiner, lambda rng: sampler.draw(rng, train_config.batch), refiner_loss, run_dir,
-                         train_config, log=log)
+                         train_config, log=log, snapshot=_snapshots(run_dir, network, "refiner", meta))
     if summary["rank"] == 0:
         save_checkpoint(run_dir / "refiner.pt", network, half=True,
                         meta={**meta, "training": summary, "train_config": asdict(train_config)})
@@ -195,7 +208,8 @@ def run_ttvos_training(davis_root: str | None, split: str, run_dir: str | os.Pat
     network = VOSNetwork(model_config, backbone).to(device)
     trainer = TTVOSTrainer(network, config)
     summary = train_loop(trainer, lambda rng: sampler.draw(rng, config.batch), _module_loss, run_dir, config, log=log,
-                         resume_keys=("batch", "crop", "seed", "snippet"))
+                         resume_keys=("batch", "crop", "seed", "snippet"),
+                         snapshot=_snapshots(run_dir, network, "ttvos", meta))
     if summary["rank"] == 0:
         save_checkpoint(run_dir / "ttvos.pt", network, half=True,
                         meta={**meta, "training": summary, "train_config": asdict(config)})
@@ -206,7 +220,8 @@ def run_gate_training(base_weights: str, davis_root: str | None, split: str, run
                       cache_dir: str | None, config: GateTrainConfig, synthetic: int = 60,
                       synthetic_frames: int = 24, sequences: list[str] | None = None, device: str = "cpu",
                       command: str = "", log: Callable[[str], None] = lambda _: None) -> dict:
-    """``reusevos train-gate``: the dynamic network on top of a trained base model; returns the summary."""
+    """``reusevos train-gate``: the dynamic network on top of a trained base model (FRTM: G-FRTM; TTVOS: G-TTVOS);
+    returns the summary."""
     run_dir = Path(run_dir)
     base = read_checkpoint(base_weights)
     backbone, cached, meta = _prepare(davis_root, split, run_dir, cache_dir, config.seed, synthetic,
@@ -217,9 +232,10 @@ def run_gate_training(base_weights: str, davis_root: str | None, split: str, run
     model_config = ModelConfig.from_dict({**base["config"], "reuse_gate": True})
     torch.manual_seed(config.seed)  # initial weights of the reuse-path modules
     network = VOSNetwork(model_config, backbone).to(device)
-    refiner_state = {k[len("refiner."):]: v.float() for k, v in base["state_dict"].items() if k.startswith("refiner.")}
-    network.refiner.load_state_dict(refiner_state, strict=True)
-    trainer = DynamicTrainer(network, config)
+    prefix = f"{model_config.base if model_config.base == 'ttvos' else 'refiner'}."  # the frozen base model's modules
+    base_state = {k[len(prefix):]: v.float() for k, v in base["state_dict"].items() if k.startswith(prefix)}
+    getattr(network, prefix[:-1]).load_state_dict(base_state, strict=True)
+    trainer = (TtvosDynamicTrainer if model_config.base == "ttvos" else DynamicTrainer)(network, config)
     pretrained = None
     started = (run_dir / "last.pt").is_file()  # the main stage has begun: no warm-up or initialisation again
     if config.pretrain_iterations and not started:
@@ -237,7 +253,7 @@ def run_gate_training(base_weights: str, davis_root: str | None, split: str, run
         rate = calibrate_gate(trainer, [sampler.draw(rng, config.batch) for _ in range(8)], config.gate_init_rate)
         log(f"gate initialised: {rate:.1%} of calibration frames reuse at tau {config.threshold}")
     summary = train_loop(trainer, lambda rng: sampler.draw(rng, config.batch), _module_loss, run_dir, config,
-                         log=log)
+                         log=log, snapshot=_snapshots(run_dir, network, "dynamic", meta))
     if pretrained is not None:
         summary["pretrain"] = pretrained
     if summary["rank"] == 0:
