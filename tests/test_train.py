@@ -29,13 +29,19 @@ def _weights(path):
 
 def test_a_longer_run_continues_from_the_last_checkpoint(tiny_davis, tmp_path):
     cache = tmp_path / "cache"
-    first = _train(tiny_davis, tmp_path / "b", 2, cache)
+    first = _train(tiny_davis, tmp_path / "b", 2, cache, ["--snapshot-every", "2"])
     assert first.returncode == 0, first.stderr
-    second = _train(tiny_davis, tmp_path / "b", 4, cache)
+    second = _train(tiny_davis, tmp_path / "b", 4, cache, ["--snapshot-every", "2"])
     assert second.returncode == 0, second.stderr
     assert "resumed from" in second.stdout and "at iteration 2" in second.stdout
     meta = torch.load(tmp_path / "b" / "refiner.pt", weights_only=True)["meta"]
     assert meta["training"]["iterations"] == 4 and meta["data"]["davis_split"] == "train"
+    # the kept snapshots: loadable weights at iterations 2 and 4, the last equal to the final weights
+    assert sorted(p.name for p in (tmp_path / "b" / "snapshots").iterdir()) == ["refiner-000002.pt",
+                                                                              "refiner-000004.pt"]
+    last = torch.load(tmp_path / "b" / "snapshots" / "refiner-000004.pt", weights_only=True)
+    assert last["meta"]["snapshot_iteration"] == 4
+    assert all(torch.equal(v, _weights(tmp_path / "b" / "refiner.pt")[k]) for k, v in last["state_dict"].items())
     runs = [json.loads(line) for line in (tmp_path / "b" / "runs.jsonl").read_text().splitlines()]
     assert len(runs) == 2 and all(r["split"] == "train" and r["commit"] for r in runs)
 

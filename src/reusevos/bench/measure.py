@@ -199,7 +199,7 @@ def count_flops(network: VOSNetwork, data: SequenceData) -> dict:
     if network.has_gate:
         paths += [("computed", Setting("reuse", 1.0)), ("reuse", Setting("reuse", 0.0)), ("copy", Setting("copy", 0.0))]
     runs = base_model(network).variants
-    paths = [(name, setting) for name, setting in paths if setting.variant in runs]  # TTVOS: full only
+    paths = [(name, setting) for name, setting in paths if setting.variant in runs]  # those the weights run
     gflops: dict[str, float] = {}
     for name, setting in paths:
         session = Session(network, setting.options())

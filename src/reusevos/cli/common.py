@@ -80,8 +80,8 @@ def add_weights(parser: argparse.ArgumentParser, what: str = "checkpoint file", 
     if model:
         parser.add_argument("--model", default=None, choices=BASE_MODELS,
                             help="the base model: frtm (the default, FRTM with the paper's reuse gate) or ttvos "
-                                 "(TTVOS, variant full only for now), with the weights shipped for it; with "
-                                 "--weights, the model the file must hold")
+                                 "(TTVOS: variants full and flow, and with a trained gate, G-TTVOS, every variant), "
+                                 "with the weights shipped for it; with --weights, the model the file must hold")
 
 
 def add_device(parser: argparse.ArgumentParser, default: str = "auto", note: str = "") -> None:

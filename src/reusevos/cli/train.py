@@ -36,9 +36,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     train.add_argument("--tracked-scores", default=None, metavar="WEIGHTS",
                        help="also train on the scores of target models updated from this trained model's own "
                             "tracking (a checkpoint, or 'default' for the shipped one); default: none")
-    train.add_argument("--synthetic-speeds", default=None, metavar="PX,PX,...",
-                       help="syn clips' speeds in pixels per frame, one drawn per clip (default: "
-                            "0.5,2,6,12)")
     train.set_defaults(func=_cmd_train)
     _register_train_gate(sub)
     _register_refit_gate(sub)
@@ -53,6 +50,9 @@ def _add_training_args(parser: argparse.ArgumentParser, config, product: str, un
     parser.add_argument("--cache", default=None, help="feature/score cache folder (default: OUT/cache)")
     parser.add_argument("--synthetic", type=int, default=60, help="number of syn clips made from the split")
     parser.add_argument("--synthetic-frames", type=int, default=24, help="frames per syn clip")
+    parser.add_argument("--synthetic-speeds", default=None, metavar="PX,PX,...",
+                        help="syn clips' speeds in pixels per frame, one drawn per clip (default: 0.5,2,6,12); a "
+                             "cache is built for one set of speeds")
     parser.add_argument("--iterations", type=int, default=config.iterations, help="training iterations in all")
     parser.add_argument("--batch", type=int, default=config.batch, help=f"{unit} per iteration and process")
     parser.add_argument("--crop", type=int, default=config.crop, help="crop size in pixels (multiple of 32)")
@@ -170,14 +170,20 @@ def _given(value, default):
     return default if value is None else value
 
 
+def _speeds(args: argparse.Namespace) -> tuple[float, ...] | None:
+    """--synthetic-speeds as numbers (None: not given, the default set)."""
+    if args.synthetic_speeds is None:
+        return None
+    speeds = tuple(csv_list(args.synthetic_speeds, "--synthetic-speeds", float))
+    if not speeds or min(speeds) < 0:
+        raise ReusevosError(f"--synthetic-speeds {args.synthetic_speeds}: give speeds >= 0, e.g. 0.5,2,6,12")
+    return speeds
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     from reusevos.train.run import run_training, run_ttvos_training
 
-    speeds = None
-    if args.synthetic_speeds is not None:
-        speeds = tuple(csv_list(args.synthetic_speeds, "--synthetic-speeds", float))
-        if not speeds or min(speeds) < 0:
-            raise ReusevosError(f"--synthetic-speeds {args.synthetic_speeds}: give speeds >= 0, e.g. 0.5,2,6,12")
+    speeds = _speeds(args)
     if args.model == "ttvos":
         if args.tracked_scores is not None:
             raise ReusevosError("--tracked-scores: TTVOS uses no target-model scores; drop it with --model ttvos")
@@ -221,7 +227,8 @@ def _cmd_train_gate(args: argparse.Namespace) -> int:
                              pretrain_lr=args.pretrain_lr)
     summary = run_gate_training(args.base, args.davis, args.split, args.out, args.cache, config,
                                 synthetic=args.synthetic, synthetic_frames=args.synthetic_frames,
-                                sequences=args.sequences, device=args.device, command=command_line(), log=log)
+                                sequences=args.sequences, device=args.device, command=command_line(), log=log,
+                                synthetic_speeds=_speeds(args))
     return _trained(summary, Path(args.out) / "dynamic.pt")
 
 

@@ -219,14 +219,16 @@ def run_ttvos_training(davis_root: str | None, split: str, run_dir: str | os.Pat
 def run_gate_training(base_weights: str, davis_root: str | None, split: str, run_dir: str | os.PathLike,
                       cache_dir: str | None, config: GateTrainConfig, synthetic: int = 60,
                       synthetic_frames: int = 24, sequences: list[str] | None = None, device: str = "cpu",
-                      command: str = "", log: Callable[[str], None] = lambda _: None) -> dict:
+                      command: str = "", log: Callable[[str], None] = lambda _: None,
+                      synthetic_speeds: tuple[float, ...] | None = None) -> dict:
     """``reusevos train-gate``: the dynamic network on top of a trained base model (FRTM: G-FRTM; TTVOS: G-TTVOS);
     returns the summary."""
     run_dir = Path(run_dir)
     base = read_checkpoint(base_weights)
     backbone, cached, meta = _prepare(davis_root, split, run_dir, cache_dir, config.seed, synthetic,
                                       synthetic_frames, sequences, device, command,
-                                      {"gate_config": asdict(config), "base_weights": str(base_weights)}, log)
+                                      {"gate_config": asdict(config), "base_weights": str(base_weights),
+                                       "synthetic_speeds": synthetic_speeds}, log, synthetic_speeds=synthetic_speeds)
     sampler = SnippetSampler(cached, length=config.snippet, crop=config.crop, max_gaps=config.max_gaps)
     log(f"{len(cached)} sequences, {len(sampler)} snippet starts")
     model_config = ModelConfig.from_dict({**base["config"], "reuse_gate": True})
