@@ -117,6 +117,15 @@ def test_template_update_and_coordinates_by_hand():
     assert where.shape == (1, 3, 3, 5)
     assert where[0, :, 0, 0].tolist() == pytest.approx([-1.0, -1.0, 2 ** 0.5])  # top-left: x, y, distance
     assert where[0, :, 1, 2].tolist() == pytest.approx([0.0, 0.0, 0.0])  # the centre
+    # the floor on w (ours): w = floor + (1 - floor) * sigmoid; a last layer's bias of -40 makes the sigmoid ~0
+    torch.manual_seed(0)
+    plain, floored = TemplateAttention(8, 3, 16), TemplateAttention(8, 3, 16, floor=0.25)
+    floored.load_state_dict(plain.state_dict())
+    feature = torch.rand(2, 16, 6, 6)
+    assert torch.allclose(floored.update_weight(feature), 0.25 + 0.75 * plain.update_weight(feature))
+    with torch.no_grad():
+        floored.weight[3].bias.fill_(-40.0)
+    assert torch.allclose(floored.update_weight(feature), torch.full((2,), 0.25))
 
 
 def test_temporal_consistency_loss_on_a_hand_computed_case():

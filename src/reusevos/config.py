@@ -42,6 +42,8 @@ class TtvosConfig:
     channels: int = 64  # the decoder's width at strides 16, 8 and 4 (FRTM's refinement network is 64 wide too)
     feature_channels: int = 128  # the frame's stride-16 feature: f16 and f32 reduced, kept for the next frame
     history: int = 3  # estimated masks of the frames t-1, t-2, t-3 given to both matchings
+    # the least share w of a frame the template takes in (w = floor + (1 - floor) * sigmoid): ours, 0 = the paper's
+    update_floor: float = 0.0
 
 
 @dataclass

@@ -9,7 +9,8 @@ from pathlib import Path
 
 from reusevos.cli.common import (add_davis, add_device, add_sequences, add_threads, add_weights, command_line,
                                  csv_list, log, set_threads)
-from reusevos.config import BASE_MODELS, GateRefitConfig, GateTrainConfig, TrainConfig, TtvosTrainConfig
+from reusevos.config import (BASE_MODELS, GateRefitConfig, GateTrainConfig, TrainConfig, TtvosConfig,
+                             TtvosTrainConfig)
 from reusevos.errors import ReusevosError
 
 TRAIN_SPLIT_HELP = "training split; validation splits are refused"
@@ -33,6 +34,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     train.set_defaults(batch=None, lr=None)  # the model's own (see --model)
     train.add_argument("--snippet", type=int, default=TtvosTrainConfig.snippet,
                        help="--model ttvos: frames per snippet, the first one's mask given")
+    train.add_argument("--update-floor", type=float, default=TtvosConfig.update_floor,
+                       help="--model ttvos: the least weight w in [0, 1) with which the template takes in a frame "
+                            "(ours; 0, the default, is the paper's)")
     train.add_argument("--tracked-scores", default=None, metavar="WEIGHTS",
                        help="also train on the scores of target models updated from this trained model's own "
                             "tracking (a checkpoint, or 'default' for the shipped one); default: none")
@@ -189,6 +193,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
             raise ReusevosError("--tracked-scores: TTVOS uses no target-model scores; drop it with --model ttvos")
         if args.snippet < 2:
             raise ReusevosError(f"--snippet {args.snippet}: a snippet needs at least 2 frames")
+        if not 0.0 <= args.update_floor < 1.0:
+            raise ReusevosError(f"--update-floor {args.update_floor}: give a weight in [0, 1)")
         _training_setup(args)
         config = TtvosTrainConfig(iterations=args.iterations, batch=_given(args.batch, TtvosTrainConfig.batch),
                                   snippet=args.snippet, crop=args.crop, lr=_given(args.lr, TtvosTrainConfig.lr),
@@ -196,10 +202,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
                                   snapshot_every=max(0, args.snapshot_every))
         summary = run_ttvos_training(args.davis, args.split, args.out, args.cache, config, synthetic=args.synthetic,
                                      synthetic_frames=args.synthetic_frames, sequences=args.sequences,
-                                     device=args.device, command=command_line(), log=log, synthetic_speeds=speeds)
+                                     device=args.device, command=command_line(), log=log, synthetic_speeds=speeds,
+                                     ttvos=TtvosConfig(update_floor=args.update_floor))
         return _trained(summary, Path(args.out) / "ttvos.pt")
-    if args.snippet != TtvosTrainConfig.snippet:
-        raise ReusevosError("--snippet applies to --model ttvos; FRTM's refinement network trains on single frames")
+    if args.snippet != TtvosTrainConfig.snippet or args.update_floor != TtvosConfig.update_floor:
+        raise ReusevosError("--snippet and --update-floor apply to --model ttvos; FRTM's refinement network trains on "
+                            "single frames")
     _training_setup(args)
     config = TrainConfig(iterations=args.iterations, batch=_given(args.batch, TrainConfig.batch), crop=args.crop,
                          lr=_given(args.lr, TrainConfig.lr), seed=args.seed, checkpoint_every=args.checkpoint_every,

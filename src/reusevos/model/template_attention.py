@@ -6,7 +6,8 @@ reuse gate uses, :class:`reusevos.model.template.TemplateMatcher`, with other gu
 (this frame's f8 with the masks of the last frames) attends to T, which brings back the target's details and
 copes with shape changes. After the frame is segmented, a template built from it and its estimate is blended
 in, ``T_t = (T_{t-1} + w T_new) / (1 + w)``, with a weight w in (0, 1) predicted from the decoder's stride-8
-feature: adaptive, so a doubtful frame can change the template little.
+feature: adaptive, so a doubtful frame can change the template little. ``TtvosConfig.update_floor`` (ours) keeps
+w above a floor: trained on short snippets, w otherwise falls to 0 and the template stays the first frame's.
 """
 
 from __future__ import annotations
@@ -33,8 +34,9 @@ class TemplateAttention(nn.Module):
     ``update_weight``: the decoder's stride-8 feature ``(B, decoder_channels, H/8, W/8)`` -> w ``(B,)``.
     """
 
-    def __init__(self, f8_channels: int, history: int, decoder_channels: int):
+    def __init__(self, f8_channels: int, history: int, decoder_channels: int, floor: float = 0.0):
         super().__init__()
+        self.floor = floor  # w's least value (0: the paper's sigmoid as it is)
         self.matcher = TemplateMatcher(f8_channels, guide_channels=COORDINATES + history)
         self.weight = nn.Sequential(
             nn.Conv2d(decoder_channels, decoder_channels // 2, 3, stride=2, padding=1), nn.ReLU(inplace=True),
@@ -56,7 +58,8 @@ class TemplateAttention(nn.Module):
         return self.matcher.match(template, self._guided(f8, masks))
 
     def update_weight(self, feature8: torch.Tensor) -> torch.Tensor:
-        return self.weight(feature8).flatten()
+        w = self.weight(feature8).flatten()
+        return self.floor + (1.0 - self.floor) * w if self.floor else w
 
     @staticmethod
     def update(template: torch.Tensor, new: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:

@@ -76,7 +76,7 @@ class TTVOS(nn.Module):
         c4, c8, c16, c32 = channels
         self.reduce16 = conv_relu(c16 + c32, config.feature_channels, 1)
         self.short_term = ShortTermMatcher(config.feature_channels, config.history, config.channels)
-        self.long_term = TemplateAttention(c8, config.history, config.channels)
+        self.long_term = TemplateAttention(c8, config.history, config.channels, config.update_floor)
         self.decoder = TTVOSDecoder(config.channels, self.long_term.channels, c4)
         self.transition = nn.Sequential(nn.Conv2d(config.channels, 1, 3, padding=1), nn.Tanh())
 

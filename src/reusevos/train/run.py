@@ -21,7 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from reusevos.config import GateTrainConfig, ModelConfig, TrainConfig, TtvosTrainConfig
+from reusevos.config import GateTrainConfig, ModelConfig, TrainConfig, TtvosConfig, TtvosTrainConfig
 from reusevos.errors import ReusevosError
 from reusevos.io.davis import DavisDataset
 from reusevos.io.frames import read_image
@@ -191,12 +191,13 @@ def run_ttvos_training(davis_root: str | None, split: str, run_dir: str | os.Pat
                        config: TtvosTrainConfig, synthetic: int = 60, synthetic_frames: int = 24,
                        sequences: list[str] | None = None, device: str = "cpu", command: str = "",
                        log: Callable[[str], None] = lambda _: None,
-                       synthetic_speeds: tuple[float, ...] | None = None) -> dict:
-    """``reusevos train --model ttvos``: the TTVOS base model on snippets of the cached training data; writes
-    ``RUN_DIR/ttvos.pt`` and returns the training summary. The cache is the one FRTM's training builds (its
-    target-model scores go unused), so a cache of the same data can be shared with ``--cache``."""
+                       synthetic_speeds: tuple[float, ...] | None = None, ttvos: TtvosConfig | None = None) -> dict:
+    """``reusevos train --model ttvos``: the TTVOS base model (``ttvos``: its settings, None: the defaults) on
+    snippets of the cached training data; writes ``RUN_DIR/ttvos.pt`` and returns the training summary. The cache is
+    the one FRTM's training builds (its target-model scores go unused), so a cache of the same data can be shared
+    with ``--cache``."""
     run_dir = Path(run_dir)
-    model_config = ModelConfig(base="ttvos")
+    model_config = ModelConfig(base="ttvos", ttvos=ttvos or TtvosConfig())
     settings = {"model": "ttvos", "train_config": asdict(config), "model_config": model_config.to_dict(),
                 "synthetic_speeds": synthetic_speeds}
     backbone, cached, meta = _prepare(davis_root, split, run_dir, cache_dir, config.seed, synthetic,
