@@ -8,8 +8,8 @@ and its batch norm had only seen crop statistics.
 
 What: the trained model runs at tau = 1 (every frame computed, as the base model) over every frame of
 the training sequences, as at inference. For each frame t and each gap k in ``gaps``, the frozen
-template matcher gives D_t from (f8_t, S_{t-k}), the score of frame t-k: what the gate sees when the
-last computed frame is k frames back. Its 7x7 max-pool (the gate's first operation) is kept with the
+template matcher gives D_t from (f8_t, S_{t-k}), the score of frame t-k (G-TTVOS: its estimated mask): what the
+gate sees when the last computed frame is k frames back. Its 7x7 max-pool (the gate's first operation) is kept with the
 target IoU(y_t, y_{t-k}) of the ground truth. Then only the gate (conv, batch norm, conv: about 9,400
 weights) is fitted on these pairs with Loss_gp at m = 0 (P_target = IoU). The matcher, delta generator,
 refine-translator and refinement network are unchanged, so tau = 1 still gives the base model's masks.
@@ -67,7 +67,7 @@ def sequence_pairs(network: VOSNetwork, frames: Sequence[np.ndarray], ground_tru
             session.step(frame, mask=objects[0].astype(np.uint8) if t == 0 else None)
             state = next(iter(session.objects.values()))
             f8s.append(backbone.to_f8(images_to_tensor(np.ascontiguousarray(frame), network.device))[1])
-            scores.append(state.score_prev)  # tau = 1: this frame's own score
+            scores.append(session.base.gate_guide(state))  # tau = 1: this frame's own score (TTVOS: estimate)
             back = [k for k in gaps if t - k >= 0]
             if t == 0 or not back:
                 continue
