@@ -21,7 +21,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 # Park et al., CVPR 2021, Table 1 (DAVIS 2016 val, on a GPU): J&F and FPS
-PAPER = [("G-FRTM-fast (paper, ResNet18)", "tau 1", 80.9, 37.6), ("G-FRTM-fast (paper, ResNet18)", "tau 0.7", 80.5, 58.0),
+PAPER = [("G-FRTM-fast (paper, ResNet18)", "tau 1", 80.9, 37.6),
+         ("G-FRTM-fast (paper, ResNet18)", "tau 0.7", 80.5, 58.0),
          ("TTVOS (paper, ResNet50)", "full", 83.8, 39.6), ("G-TTVOS (paper, ResNet50)", "tau 0.7", 83.5, 49.1)]
 NAMES = {"frtm": "FRTM", "ttvos": "TTVOS"}
 
@@ -86,7 +87,8 @@ def figure(table: list[dict], path: str) -> None:
             axes.annotate(f"{tau:g}", (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
     for r in table:
         if r["variant"] == "full" and r["setting"] == r["base"]:
-            axes.plot([1.0], [r["jf"]], marker="*", markersize=10, linestyle="none", label=f"{r['model']} {r['setting']}")
+            axes.plot([1.0], [r["jf"]], marker="*", markersize=10, linestyle="none",
+                      label=f"{r['model']} {r['setting']}")
     axes.set_xlabel("speed-up over the same run's base setting (FPS ratio)")
     axes.set_ylabel("J&F-Mean, DAVIS 2016 val (%)")
     axes.set_title("DAVIS 2016 val, 2 threads, one benchmark run per model; points labelled with tau", fontsize=9)

@@ -66,8 +66,8 @@ class ObjectState:
     target: TargetModel | None = None  # FRTM's target model, fitted at the start frame
     memory: TTVOSMemory | None = None  # TTVOS's memory of the object (template, mask history, last feature)
     template: torch.Tensor | None = None  # T, (1, 64, 64), built once at the start frame
-    score_prev: torch.Tensor | None = None  # S of the last computed frame, (1, 1, H/16, W/16)
-    state_prev: torch.Tensor | None = None  # R of the last computed frame, (1, 64, H/16, W/16)
+    score_prev: torch.Tensor | None = None  # S of the last computed frame, (1, 1, H/16, W/16); FRTM only
+    state_prev: torch.Tensor | None = None  # R of the last computed frame, (1, 64, H/16, W/16); TTVOS: short-term
     prob_prev: torch.Tensor | None = None  # last output, (H, W); copy, fusion, motion and the windows only
     last_computed: int = -1  # index of the last computed frame (the oracle compares with it)
     anchor: Anchor | None = None  # the last computed frame and output, small and grey: the flow variant's
