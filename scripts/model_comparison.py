@@ -91,7 +91,8 @@ def figure(table: list[dict], path: str) -> None:
                       label=f"{r['model']} {r['setting']}")
     axes.set_xlabel("speed-up over the same run's base setting (FPS ratio)")
     axes.set_ylabel("J&F-Mean, DAVIS 2016 val (%)")
-    axes.set_title("DAVIS 2016 val, 2 threads, one benchmark run per model; points labelled with tau", fontsize=9)
+    axes.set_title("DAVIS 2016 val, 2 threads; speed-ups within each benchmark run; points labelled with tau",
+                   fontsize=9)
     axes.grid(alpha=0.3)
     axes.legend(fontsize=7)
     fig.tight_layout()

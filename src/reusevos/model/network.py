@@ -130,8 +130,8 @@ def shipped_weights(model: str) -> Path:
     path = SHIPPED[model]
     if not path.is_file():
         if model == "ttvos":
-            raise ReusevosError("no TTVOS weights are shipped yet; train them with `reusevos train --model ttvos` "
-                                "and pass the file they write (--weights OUT/ttvos.pt)")
+            raise ReusevosError(f"the TTVOS weights are missing from the package ({path}); reinstall reusevos, or "
+                                "train them with `reusevos train --model ttvos` and pass --weights OUT/ttvos.pt")
         raise ReusevosError(f"the default weights are missing from the package ({path}); reinstall reusevos "
                             "or pass --weights FILE")
     return path
