@@ -295,6 +295,15 @@ def test_segment_davis_resumes_and_refuses_other_settings(synthetic_root, weight
     assert logs == ["late: already complete, skipped"] and again["sequences"] == first["sequences"]
     with pytest.raises(ReusevosError, match="choose another output folder"):
         segment_davis(network, dataset, tmp_path, warmup=False, options=SessionConfig("reuse", 0.7))
+    # a folder written before flow_max_gap existed resumes for the variants it does not touch, not for flow
+    stats = json.loads((tmp_path / "stats.json").read_text())
+    del stats["settings"]["flow_max_gap"]
+    (tmp_path / "stats.json").write_text(json.dumps(stats))
+    assert segment_davis(network, dataset, tmp_path, warmup=False, options=options)["sequences"] == first["sequences"]
+    stats["settings"].update(variant="flow", tau=0.92)
+    (tmp_path / "stats.json").write_text(json.dumps(stats))
+    with pytest.raises(ReusevosError, match="choose another output folder"):
+        segment_davis(network, dataset, tmp_path, warmup=False, options=SessionConfig("flow", 0.92))
 
 
 def test_session_flags_map_onto_the_session_config():

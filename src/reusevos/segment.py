@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, is_dataclass
+from dataclasses import asdict, fields, is_dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Mapping, Sequence
 
@@ -503,6 +503,14 @@ def _open_exports(results: ResultFolder, start_masks: StartMasks, formats: Seque
     return Exports(formats, folder, video, frames.fps or 24.0, feather)
 
 
+def _same_settings(held: dict, settings: dict) -> bool:
+    """Whether a results folder's session settings ``held`` are ``settings``. A field added to
+    :class:`SessionConfig` since ``held`` was written is missing there; it matches when it holds the field's default,
+    which is what the older version ran (``flow_max_gap`` is None but for the flow variant, whose masks it changed)."""
+    defaults = {f.name: f.default for f in fields(SessionConfig)}
+    return set(held) <= set(settings) and all(held.get(k, defaults.get(k)) == v for k, v in settings.items())
+
+
 def _settings(session: Session, max_size, network, warmup, out_dir, overlay, masks: StartMasks,
               fixes: StartMasks | None, formats: Sequence[str], feather: float) -> dict:
     options = getattr(session, "options", None)
@@ -544,7 +552,7 @@ def segment_davis(network: VOSNetwork, dataset: DavisDataset | YoutubeDataset, o
         report = json.loads(stats_path.read_text()) if stats_path.is_file() else {}
     except (OSError, ValueError) as exc:
         raise ReusevosError(f"cannot read {stats_path} ({exc}); remove it to start that folder over") from None
-    if report.get("sequences") and report.get("settings", settings) != settings:
+    if report.get("sequences") and not _same_settings(report.get("settings", settings), settings):
         raise ReusevosError(f"{out_root} holds results made with {report['settings']}, not {settings}; "
                             "choose another output folder")
     if report.get("sequences") and report.get("model", "frtm") != network.base:  # written before TTVOS: FRTM's
