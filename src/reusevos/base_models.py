@@ -178,15 +178,14 @@ class TtvosBase:
         """``options`` validated, without windows (they window FRTM's refinement; TTVOS decodes the whole frame);
         None: variant ``full`` (the flow variant's default tau was chosen for FRTM). A variant these weights
         cannot run is refused below tau 1 and runs as ``full`` at tau 1."""
-        if options is None:
-            return SessionConfig("full", 1.0, compute_window=0)
+        options = options or SessionConfig("full", 1.0)
         options.validate()
         if options.variant not in self.variants:
             if options.tau < 1.0:
                 raise ReusevosError(f"these TTVOS weights have no trained reuse gate, so variant {options.variant!r} "
                                     "cannot run; use variant 'full' or 'flow' (or tau 1), or G-TTVOS weights (written "
                                     "by `reusevos train-gate --base` on TTVOS weights)")
-            return SessionConfig("full", 1.0, compute_window=0)
+            options = SessionConfig("full", 1.0)
         return replace(options, compute_window=0, reuse_window=0)
 
     def start(self, obj: ObjectState, frame: np.ndarray, mask: np.ndarray, given: torch.Tensor,

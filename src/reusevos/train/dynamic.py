@@ -28,6 +28,15 @@ from reusevos.train.losses import (delta_loss, fixed_rate_gate_loss, gate_probab
 from reusevos.train.samples import SnippetBatch
 
 
+def gate_loss(cfg: GateTrainConfig, p_gate: torch.Tensor, mask: torch.Tensor, mask_prev: torch.Tensor,
+              m: float) -> torch.Tensor:
+    """The gate's loss on a frame: the paper's Loss_gp against max(m, IoU(y_t, y_last computed)), or with
+    ``gate_loss = "ngate"`` the fixed-rate ablation."""
+    if cfg.gate_loss == "gp":
+        return gate_probability_loss(p_gate, gate_target(mask_iou(mask, mask_prev), m), cfg.m2)
+    return fixed_rate_gate_loss(p_gate, cfg.ngate_rate)
+
+
 class DynamicTrainer(nn.Module):
     """Wraps the network so one ``forward`` computes the whole snippet loss (DDP needs a module call)."""
 
@@ -73,11 +82,7 @@ class DynamicTrainer(nn.Module):
         for i in range(1, length):
             p_gate, delta, loss_delta = self._reuse_step(template, f8[i], score_prev, masks[i])
             totals["delta"] = totals["delta"] + loss_delta
-            if cfg.gate_loss == "gp":
-                target = gate_target(mask_iou(masks[i], mask_prev), m)
-                totals["gate"] = totals["gate"] + gate_probability_loss(p_gate, target, cfg.m2)
-            else:
-                totals["gate"] = totals["gate"] + fixed_rate_gate_loss(p_gate, cfg.ngate_rate)
+            totals["gate"] = totals["gate"] + gate_loss(cfg, p_gate, masks[i], mask_prev, m)
             reuse = straight_through(p_gate, cfg.threshold).view(-1, 1, 1, 1)
             score = reuse * (score_prev + delta) + (1 - reuse) * scores[i]
             state = reuse * net.translator(state_prev, delta) + (1 - reuse) * full_states[i]
@@ -172,9 +177,7 @@ class TtvosDynamicTrainer(nn.Module):
             delta = net.delta(change, estimate16.shape[-2:])
             totals["delta"] = totals["delta"] + delta_loss(
                 delta, F.adaptive_avg_pool2d(masks[i], estimate16.shape[-2:]), estimate16)
-            totals["gate"] = totals["gate"] + (
-                gate_probability_loss(p_gate, gate_target(mask_iou(masks[i], mask_prev), m), cfg.m2)
-                if cfg.gate_loss == "gp" else fixed_rate_gate_loss(p_gate, cfg.ngate_rate))
+            totals["gate"] = totals["gate"] + gate_loss(cfg, p_gate, masks[i], mask_prev, m)
             with torch.no_grad():
                 feature16 = model.frame_feature(f16[i], f32[i])
                 short_full = model.short_term_feature(memory, feature16)
