@@ -2,13 +2,17 @@
 flow gate fitted without them (``OUT/flow_gate_holdout.json`` of ``reusevos fit-flow-gate``). Never val.
 
 J&F, reuse rate and FPS per sequence and setting (compute window 2 throughout), one process; writes JSON. With
-``--max-gaps`` each tau < 1 also runs at each of the flow variant's longest gaps (``SessionConfig.flow_max_gap``).
+``--max-gaps`` each tau < 1 also runs at each of the flow variant's longest gaps (``SessionConfig.flow_max_gap``),
+and with ``--lookahead both`` each of those also with the lookahead (``SessionConfig.lookahead``, ``+la``).
 
     reusevos fit-flow-gate --davis ~/data/DAVIS --out runs/flow-gate --threads 1
     python scripts/flow_tau_holdout.py ~/data/DAVIS --gate runs/flow-gate/flow_gate_holdout.json \
         --out docs/results/flow-gate/tau-holdout.json --threads 2
     python scripts/flow_tau_holdout.py ~/data/DAVIS --gate docs/results/flow-gate/flow_gate_holdout.json \
         --taus 1,0.92,0.9,0.85,0.8 --max-gaps 12,4,2 --out docs/results/flow-gate/gap-holdout.json --threads 2
+    python scripts/flow_tau_holdout.py ~/data/DAVIS --gate docs/results/flow-gate/flow_gate_holdout.json \
+        --taus 1,0.92,0.9,0.88,0.85,0.8 --max-gaps 2,3,4 --lookahead both \
+        --out docs/results/flow-gate/lookahead-holdout.json --threads 2
 """
 
 from __future__ import annotations
@@ -38,10 +42,14 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--taus", default=",".join(f"{t:g}" for t in TAUS), help="comma-separated; 1 first")
     parser.add_argument("--max-gaps", default=str(FLOW_GAP_LIMIT), help="comma-separated longest gaps")
+    parser.add_argument("--lookahead", choices=("off", "on", "both"), default="off",
+                        help="run tau < 1 without the lookahead, with it, or both")
     args = parser.parse_args()
     taus = [float(t) for t in args.taus.split(",")]
     gaps = [int(g) for g in args.max_gaps.split(",")]
-    settings = [(tau, gap) for tau in taus for gap in (gaps if tau < 1.0 else [FLOW_GAP_LIMIT])]
+    aheads = {"off": [False], "on": [True], "both": [False, True]}[args.lookahead]
+    settings = [(tau, gap, ahead) for tau in taus for gap in (gaps if tau < 1.0 else [FLOW_GAP_LIMIT])
+                for ahead in (aheads if tau < 1.0 else [False])]
     torch.set_num_threads(args.threads)
     held = json.loads(Path(args.gate).read_text())["info"]["fitted_without"]
     model = reusevos.load_model(device="cpu")
@@ -49,27 +57,29 @@ def main() -> None:
     rows = []
     for name in dataset.sequences:
         data = load_sequence(dataset, name)
-        for tau, gap in settings:
-            options = SessionConfig("flow", tau, compute_window=2, flow_gate=args.gate, flow_max_gap=gap)
+        for tau, gap, ahead in settings:
+            options = SessionConfig("flow", tau, compute_window=2, flow_gate=args.gate, flow_max_gap=gap,
+                                    lookahead=ahead)
             session = reusevos.Session(model, options)
             start = time.perf_counter()
-            results = [session.step(f, data.start_masks.get(t)) for t, f in enumerate(data.frames)]
+            results = [r for t, f in enumerate(data.frames) for r in session.push(f, data.start_masks.get(t))]
+            results += session.finish()
             seconds = time.perf_counter() - start
             labels = np.stack([r.labels for r in results])
             scores = DavisScores(score_sequence(data.ground_truth, labels, name, data.frame_ids)).global_scores()
-            rows.append({"sequence": name, "tau": tau, "max_gap": gap, "J&F": scores["J&F-Mean"],
+            rows.append({"sequence": name, "tau": tau, "max_gap": gap, "lookahead": ahead, "J&F": scores["J&F-Mean"],
                          "J": scores["J-Mean"], "reused": session.reuse_rates[1], "fps": len(data.frames) / seconds})
             print(json.dumps(rows[-1]), flush=True)
     summary = {}
-    for tau, gap in settings:
-        mine = [r for r in rows if r["tau"] == tau and r["max_gap"] == gap]
+    for tau, gap, ahead in settings:
+        mine = [r for r in rows if r["tau"] == tau and r["max_gap"] == gap and r.get("lookahead", False) == ahead]
         frames = sum(len(dataset.frame_paths(r["sequence"])) for r in mine)
-        name = f"{tau:g}" + (f"+g{gap}" if gap != FLOW_GAP_LIMIT else "")
+        name = f"{tau:g}" + (f"+g{gap}" if gap != FLOW_GAP_LIMIT else "") + ("+la" if ahead else "")
         summary[name] = {"J&F": float(np.mean([r["J&F"] for r in mine])),
                          "reused": float(np.mean([r["reused"] for r in mine])),
                          "fps": frames / sum(len(dataset.frame_paths(r["sequence"])) / r["fps"] for r in mine)}
     command = (f"python scripts/flow_tau_holdout.py {args.davis} --gate {args.gate} --out {args.out} "
-               f"--threads {args.threads} --taus {args.taus} --max-gaps {args.max_gaps}")
+               f"--threads {args.threads} --taus {args.taus} --max-gaps {args.max_gaps} --lookahead {args.lookahead}")
     report = {"command": command, "commit": source_commit(), "machine": machine_label(),
               "held_out": held, "summary": summary, "rows": rows}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -104,6 +104,11 @@ class SessionConfig:
     that takes its warped output; past it the object is computed whatever the gate says. 1 to
     :data:`FLOW_GAP_LIMIT` (the gaps the gate was fitted on); shorter = fewer frames reused, each closer to its anchor.
     None (the default): :data:`FLOW_MAX_GAP` for ``flow``; the other variants take none.
+    lookahead: the flow variant only (ours): a frame whose objects were moved waits until each of them is computed
+    again (at most ``flow_max_gap`` frames later), and then takes, per object, the last computed output warped
+    forward and the next computed output warped backward, blended by their distance in time; the computed frames
+    are exactly those without it. For files and offline runs: the results come out in order but up to
+    ``flow_max_gap`` frames late, so a :class:`reusevos.Session` with it is fed by ``push()`` and ``finish()``.
     reuse_window: 0 (the paper) or a margin in stride-16 cells: on the reuse path, the shallow
     refinement levels and the head run only inside the box around the object's last output grown by
     this margin; outside it the last output is kept (the gate has just said the object barely moved).
@@ -120,6 +125,7 @@ class SessionConfig:
     compute_window: int = DEFAULT_COMPUTE_WINDOW
     flow_gate: str | None = None
     flow_max_gap: int | None = None
+    lookahead: bool = False
 
     def __post_init__(self):
         if self.tau is None:
@@ -152,6 +158,10 @@ class SessionConfig:
                                        or not 1 <= gap <= FLOW_GAP_LIMIT):
             raise ReusevosError(f"flow_max_gap must be a whole number of frames from 1 to {FLOW_GAP_LIMIT} (the gaps "
                                 f"the flow gate was fitted on), got {gap!r}")
+        if not isinstance(self.lookahead, bool):
+            raise ReusevosError(f"lookahead must be True or False, got {self.lookahead!r}")
+        if self.lookahead and self.variant != "flow":
+            raise ReusevosError(f"lookahead applies to the flow variant only, not {self.variant!r}")
         if self.reuse_window and self.variant in ("full", "copy", "motion", "flow"):
             raise ReusevosError(f"reuse_window applies to the reuse path, which variant {self.variant!r} never takes")
 

@@ -95,6 +95,16 @@ class Proposal:
         return _warp_full(self.anchor, self.flow)
 
 
+def blend(forward: np.ndarray, backward: np.ndarray, frame: int, earlier: int, later: int) -> np.ndarray:
+    """The lookahead's output for ``frame``, between an object's computed frames ``earlier`` and ``later``: the
+    earlier output warped forward and the later one warped backward, weighted by how close each is in time
+    (``frame`` one third of the way from ``earlier`` takes 2/3 of ``forward``)."""
+    if not earlier < frame < later:
+        raise ValueError(f"frame {frame} must lie between its computed frames {earlier} and {later}")
+    weight = (later - frame) / (later - earlier)
+    return weight * forward + (1.0 - weight) * backward
+
+
 class FlowWarper:
     """Warps anchors onto new frames with DIS optical flow (one instance per session: it holds OpenCV's
     flow object, which is not shared between threads)."""

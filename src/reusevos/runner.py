@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Container, Iterable, Iterator, Mapping, Sequence
 
@@ -160,20 +161,34 @@ def timed_steps(session: Session, items: Iterable[tuple], stats: VideoStats,
     ``(item, result)``; anything after the first three entries rides along for the caller. On the frames named in
     ``restarts`` the mask is a correction: the objects it marks start again (``Session.step(..., reset=True)``).
 
-    Only the step is model time; producing the next item and the caller's work on a result are I/O.
+    Only the session's work is model time (each result's ``seconds``); producing the next item and the caller's
+    work on a result are I/O. A lookahead session's results come out in order but later than their items
+    (:meth:`Session.push`); each is yielded with its own item.
     """
     loop_start = io_start = time.perf_counter()
+    waiting: deque[tuple] = deque()  # items pushed whose results have not come back yet
+
+    def hand_back(results: list[FrameResult]) -> Iterator[tuple[tuple, FrameResult]]:
+        nonlocal io_start
+        for result in results:
+            item = waiting.popleft()
+            stats.add(item[0], result, result.seconds)
+            end = time.perf_counter()
+            yield item, result
+            io_start = time.perf_counter()
+            stats.io_s += io_start - end
+            stats.wall_s = io_start - loop_start
+
     for item in items:
         name, frame, mask = item[:3]
         start = time.perf_counter()
         stats.io_s += start - io_start
-        result = session.step(frame, mask, return_probabilities=return_probabilities, reset=name in restarts)
-        end = time.perf_counter()
-        stats.add(name, result, end - start)
-        yield item, result
+        waiting.append(item)
+        results = session.push(frame, mask, return_probabilities=return_probabilities, reset=name in restarts)
         io_start = time.perf_counter()
-        stats.io_s += io_start - end
-        stats.wall_s = io_start - loop_start
+        yield from hand_back(results)
+    io_start = time.perf_counter()
+    yield from hand_back(session.finish())
 
 
 def warm_up(network: VOSNetwork, frames: Sequence[np.ndarray], mask: np.ndarray,
@@ -188,5 +203,6 @@ def warm_up(network: VOSNetwork, frames: Sequence[np.ndarray], mask: np.ndarray,
             for setting in options:
                 session = Session(network, setting)
                 for k, frame in enumerate(frames):
-                    session.step(frame, mask if k == 0 else None)
+                    session.push(frame, mask if k == 0 else None)
+                session.finish()
     return time.perf_counter() - start

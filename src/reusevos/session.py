@@ -12,7 +12,8 @@ output.
 
 from __future__ import annotations
 
-from collections import Counter
+import time
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Sequence
@@ -24,7 +25,7 @@ from reusevos.base_models import base_model
 from reusevos.config import SessionConfig
 from reusevos.errors import ReusevosError
 from reusevos.evaluation.metrics import region_similarity
-from reusevos.flow import Anchor, FlowWarper, load_flow_gate, make_anchor
+from reusevos.flow import Anchor, FlowWarper, blend, load_flow_gate, make_anchor
 from reusevos.flow import small_grey as flow_grey
 from reusevos.io.masks import VOID, object_ids, to_label_map
 from reusevos.model.backbone import images_to_tensor
@@ -129,11 +130,26 @@ class FrameResult:
     reoptimised: list[int] = field(default_factory=list)  # objects whose target model was refitted
     started: list[int] = field(default_factory=list)  # objects whose start mask was this frame's
     stage_seconds: dict[str, float] = field(default_factory=dict)  # Stage value -> seconds on this frame
+    seconds: float = 0.0  # model time spent on this frame (its stages, and the lookahead's work on it later)
 
     @property
     def init_seconds(self) -> float:
         """Time spent starting this frame's new objects."""
         return self.stage_seconds.get(Stage.INITIALISATION.value, 0.0)
+
+
+@dataclass
+class _Held:
+    """A frame a lookahead session has not handed back yet: its result, its objects' probabilities before the merge,
+    its small grey image, and its moved objects still waiting for their next computed frame (id -> the frame of
+    the anchor they were moved from)."""
+
+    result: FrameResult
+    probs: dict[int, torch.Tensor]
+    grey: np.ndarray
+    waiting: dict[int, int]
+    new_ids: list[int]
+    blended: bool = False
 
 
 class LearnedGate:
@@ -169,6 +185,9 @@ class Session:
     ``mask`` (a ``(H, W)`` label map) introduces objects: the first frame's mask, and later masks for
     objects that appear later. Ids already being tracked are ignored in later masks.
 
+    With ``SessionConfig(lookahead=True)`` results come back later than their frames: feed it with
+    :meth:`push` and :meth:`finish` (which any session takes, and which :func:`reusevos.segment_video` uses).
+
     ``options`` picks the frame loop (variant, tau, windows); by default :class:`SessionConfig`'s: the flow
     variant (ours) at tau 0.92 with a compute window of 2, which needs no trained reuse gate (TTVOS weights: variant
     ``full``, the only one they run for now; see :meth:`reusevos.base_models.BaseModel.runnable`). ``ground_truth``
@@ -197,6 +216,7 @@ class Session:
         if self.options.variant == "flow":
             self.flow_gate = load_flow_gate(self.options.flow_gate)
             self._warper = FlowWarper()
+        self._held: deque[_Held] = deque()  # the lookahead's frames not handed back yet, in order
 
     @torch.no_grad()
     def step(self, frame: np.ndarray, mask: np.ndarray | None = None,
@@ -205,7 +225,76 @@ class Session:
 
         ``reset=True`` (a correction): the objects ``mask`` marks that are already tracked start again from it,
         exactly as new objects do (a new target model, template, last score and state, anchor and route counts);
-        without it their ids in ``mask`` are ignored."""
+        without it their ids in ``mask`` are ignored.
+
+        A lookahead session (``SessionConfig(lookahead=True)``) hands frames back later: use :meth:`push`."""
+        if self.options.lookahead:
+            raise ReusevosError("this session looks ahead (lookahead=True): a moved frame comes back only once its "
+                                "objects are computed again, so feed it with push() and finish(), not step()")
+        return self._step(frame, mask, return_probabilities, reset)[0]
+
+    @torch.no_grad()
+    def push(self, frame: np.ndarray, mask: np.ndarray | None = None, return_probabilities: bool = False,
+             reset: bool = False) -> list[FrameResult]:
+        """Process the next frame as :meth:`step` does and return the results ready now, in frame order: this
+        frame's alone without the lookahead; with it, none while a moved frame waits for its objects' next computed
+        frame, then every frame up to the first still waiting. Call :meth:`finish` after the last frame."""
+        result, probs, grey, new_ids = self._step(frame, mask, return_probabilities, reset)
+        if not self.options.lookahead:
+            return [result]
+        waiting = {obj_id: self.objects[obj_id].anchor.frame for obj_id, route in result.routes.items()
+                   if route is Route.MOVED}
+        self._held.append(_Held(result, probs, grey, waiting, list(new_ids)))
+        anchored = {obj_id for obj_id, route in result.routes.items() if route is Route.COMPUTED} | set(new_ids)
+        for held in self._held:
+            for obj_id in anchored & held.waiting.keys():
+                self._blend(held, obj_id)
+        return self._release()
+
+    def finish(self) -> list[FrameResult]:
+        """The frames still held after the last frame (lookahead only): their moved objects keep the warp of
+        their last computed output, as without the lookahead."""
+        for held in self._held:
+            held.waiting.clear()
+        return self._release()
+
+    def _blend(self, held: _Held, obj_id: int) -> None:
+        """The lookahead: object ``obj_id`` of the held frame takes its next computed output (its new anchor)
+        warped back onto that frame, blended with its forward warp by distance in time."""
+        start = time.perf_counter()
+        earlier, later = held.waiting.pop(obj_id), self.objects[obj_id].anchor
+        index = held.result.index
+        proposal = self._warper.propose(later, held.grey, index) if later.frame > index else None
+        if proposal is not None:
+            backward = torch.from_numpy(proposal.prob).to(held.probs[obj_id].device)
+            held.probs[obj_id] = blend(held.probs[obj_id], backward, index, earlier, later.frame)
+            held.blended = True
+        spent = time.perf_counter() - start
+        held.result.seconds += spent
+        held.result.stage_seconds[Stage.MOTION.value] = held.result.stage_seconds.get(Stage.MOTION.value, 0.0) + spent
+
+    def _release(self) -> list[FrameResult]:
+        """The held frames from the oldest up to the first still waiting, merged again where blended."""
+        ready = []
+        while self._held and not self._held[0].waiting:
+            held = self._held.popleft()
+            result = held.result
+            if held.blended:
+                start = time.perf_counter()
+                result.labels, soft = self._merge(held.probs, held.new_ids)
+                if result.probabilities is not None:
+                    result.probabilities = {i: p.float().cpu().numpy() for i, p in soft.items()}
+                spent = time.perf_counter() - start
+                result.seconds += spent
+                result.stage_seconds[Stage.MERGE.value] = result.stage_seconds.get(Stage.MERGE.value, 0.0) + spent
+            ready.append(result)
+        return ready
+
+    def _step(self, frame: np.ndarray, mask: np.ndarray | None, return_probabilities: bool,
+              reset: bool) -> tuple[FrameResult, dict[int, torch.Tensor], np.ndarray | None, list[int]]:
+        """One frame through the loop: its result, the objects' probabilities before the merge, the small grey frame
+        (the flow variant's) and the ids started on it."""
+        began = time.perf_counter()
         self.frame_index += 1
         timed = StageTimer()
         frame = self._check_frame(frame)
@@ -252,12 +341,14 @@ class Session:
         if grey is not None:
             with timed(Stage.MOTION):
                 self._anchor([t.obj.object_id for t in computed] + list(new_ids), grey, soft)
-        return FrameResult(
+        result = FrameResult(
             self.frame_index, labels,
             probabilities={i: p.float().cpu().numpy() for i, p in soft.items()} if return_probabilities else None,
             routes={t.obj.object_id: t.route for t in tracks},
             gate_probability={t.obj.object_id: t.gate_probability for t in tracks if t.gate_probability is not None},
             reoptimised=reoptimised, started=list(new_ids), stage_seconds=dict(timed.seconds))
+        result.seconds = time.perf_counter() - began
+        return result, probs, grey, new_ids
 
     @property
     def reuse_rates(self) -> dict[int, float]:

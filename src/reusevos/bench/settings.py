@@ -19,7 +19,8 @@ GATE_FREE = ("full", "flow")  # the variants that run without the dynamic networ
 @dataclass(frozen=True)
 class Setting:
     """One frame-loop setting: a :class:`SessionConfig` with a short name (``full``, ``reuse@0.7``,
-    ``fusion@0.5/0.9``, ``reuse@0.7+w2+c2``, ``flow@0.9+g3+c2``), and the backbone's runtime when the setting
+    ``fusion@0.5/0.9``, ``reuse@0.7+w2+c2``, ``flow@0.9+g3+c2``, ``flow@0.85+g3+la+c2`` with the lookahead), and the
+    backbone's runtime when the setting
     fixes it (``+torch``, ``+ort``; None runs the model's own choice). A flow setting's name shows its longest gap
     (``+g3``) unless it is :data:`FLOW_GAP_LIMIT`, so a name keeps its meaning when the session's default changes."""
 
@@ -30,6 +31,7 @@ class Setting:
     compute_window: int = 0  # SessionConfig.compute_window
     runtime: str | None = None  # Backbone.runtime while the setting runs (a key of _RUNTIME_SUFFIXES)
     flow_max_gap: int | None = None  # SessionConfig.flow_max_gap: flow only, where None means FLOW_GAP_LIMIT
+    lookahead: bool = False  # SessionConfig.lookahead: flow only (``+la``)
 
     def __post_init__(self):
         if self.variant == "flow" and self.flow_max_gap is None:
@@ -40,14 +42,15 @@ class Setting:
         name = "full" if self.variant == "full" else (
             f"{self.variant}@{self.tau:g}" + (f"/{self.tau2:g}" if self.tau2 is not None else "")
             + (f"+w{self.window}" if self.window else "")
-            + (f"+g{self.flow_max_gap}" if self.flow_max_gap not in (None, FLOW_GAP_LIMIT) else ""))
+            + (f"+g{self.flow_max_gap}" if self.flow_max_gap not in (None, FLOW_GAP_LIMIT) else "")
+            + ("+la" if self.lookahead else ""))
         runtime = f"+{_RUNTIME_SUFFIXES[self.runtime]}" if self.runtime else ""
         return name + (f"+c{self.compute_window}" if self.compute_window else "") + runtime
 
     def options(self) -> SessionConfig:
         options = SessionConfig(self.variant, self.tau, self.tau2, reuse_window=self.window,
                                 compute_window=self.compute_window,
-                                flow_max_gap=self.flow_max_gap)
+                                flow_max_gap=self.flow_max_gap, lookahead=self.lookahead)
         options.validate()
         return options
 
@@ -121,12 +124,12 @@ def build_settings(variants: Iterable[str], taus: Iterable[float], tau2s: Iterab
 _RUNTIME_SUFFIXES = {"torch": "torch", "onnxruntime": "ort"}  # Setting.runtime -> its part of the name
 _SUFFIX_RUNTIMES = {suffix: runtime for runtime, suffix in _RUNTIME_SUFFIXES.items()}
 _KEY = re.compile(r"(?P<variant>[a-z]+)(?:@(?P<tau>[0-9.e-]+)(?:/(?P<tau2>[0-9.e-]+))?)?(?:\+w(?P<window>\d+))?"
-                  r"(?:\+g(?P<gap>\d+))?(?:\+c(?P<compute>\d+))?(?:\+(?P<runtime>" + "|".join(_SUFFIX_RUNTIMES) + "))?")
+                  r"(?:\+g(?P<gap>\d+))?(?P<lookahead>\+la)?(?:\+c(?P<compute>\d+))?(?:\+(?P<runtime>" + "|".join(_SUFFIX_RUNTIMES) + "))?")
 
 
 def parse_setting(key: str) -> Setting:
     """The setting a name of :attr:`Setting.key` stands for (``full+c2+ort``, ``reuse@0.7+w2+c2``,
-    ``fusion@0.5/0.9``, ``flow@0.9+g3+c2``, ``full+torch``): the inverse of ``key``. Raises ReusevosError for
+    ``fusion@0.5/0.9``, ``flow@0.9+g3+c2``, ``flow@0.85+g3+la+c2``, ``full+torch``): the inverse of ``key``. Raises ReusevosError for
     anything else."""
     match = _KEY.fullmatch(key.strip())
     example = "full, full+c2+ort, reuse@0.7+w2+c2 or fusion@0.5/0.9"
@@ -146,7 +149,7 @@ def parse_setting(key: str) -> Setting:
     runtime = _SUFFIX_RUNTIMES.get(match["runtime"])
     setting = Setting(variant, tau_value, tau2_value, int(match["window"] or 0), int(match["compute"] or 0),
                       None if runtime is None else check_runtime(runtime),
-                      int(match["gap"]) if match["gap"] else None)
+                      int(match["gap"]) if match["gap"] else None, bool(match["lookahead"]))
     setting.options()  # tau in [0, 1], fusion's tau < tau2, a reuse window only where there is a reuse path
     return setting
 

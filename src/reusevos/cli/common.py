@@ -139,8 +139,8 @@ def note(message: str) -> None:
 # -- the session flags (segment, segment-davis) -------------------------------------------------------------------
 
 def add_session_flags(parser: argparse.ArgumentParser) -> None:
-    """--variant, --tau, --tau2, --reuse-window, --compute-window, --flow-gate, --flow-max-gap: map one to one onto
-    SessionConfig; what is not given takes SessionConfig's default. Also --backbone-runtime."""
+    """--variant, --tau, --tau2, --reuse-window, --compute-window, --flow-gate, --flow-max-gap, --lookahead: map one
+    to one onto SessionConfig; what is not given takes SessionConfig's default. Also --backbone-runtime."""
     # oracle needs the ground truth: the benchmark's and the ablation's, not a video's
     parser.add_argument("--variant", default=None, choices=[v for v in VARIANTS if v != "oracle"],
                         help="flow (ours, the default): decide before the backbone and warp the last computed mask "
@@ -172,6 +172,11 @@ def add_session_flags(parser: argparse.ArgumentParser) -> None:
                         help="--variant flow only: compute an object again at the latest FRAMES frames after its last "
                              f"computed frame, whatever the gate says (1 to {FLOW_GAP_LIMIT}; default: "
                              f"{FLOW_MAX_GAP}, chosen on held-out training sequences)")
+    parser.add_argument("--lookahead", action="store_true", default=None,
+                        help="--variant flow only: a frame whose objects were moved waits until they are computed "
+                             "again (at most --flow-max-gap frames) and blends the warps of the computed outputs "
+                             "before and after it; more accurate moved frames, the same computed ones (see "
+                             "docs/speed.md)")
     parser.add_argument("--backbone-runtime", default="auto", choices=BACKBONE_RUNTIMES,
                         help="what runs the frozen backbone on a CPU: onnxruntime (about 1.5x as fast, the same "
                              "features up to float rounding), torch, or auto (onnxruntime when installed). GPUs "
@@ -181,7 +186,7 @@ def add_session_flags(parser: argparse.ArgumentParser) -> None:
 def session_options(args: argparse.Namespace) -> SessionConfig | None:
     """SessionConfig from the session flags, validated; what is not given takes SessionConfig's default; None when
     no flag is given (the session's own default)."""
-    names = ("variant", "tau", "tau2", "reuse_window", "compute_window", "flow_gate", "flow_max_gap")
+    names = ("variant", "tau", "tau2", "reuse_window", "compute_window", "flow_gate", "flow_max_gap", "lookahead")
     given = {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
     if not given:
         return None
