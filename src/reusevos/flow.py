@@ -115,13 +115,11 @@ class FlowWarper:
     def propose(self, anchor: Anchor, grey: np.ndarray, frame_index: int) -> Proposal | None:
         """The anchor warped onto the frame whose small grey image is ``grey``; None when the anchor has no
         object left to warp (the object is then computed)."""
-        if anchor.box is None:
+        flow = self._flow(anchor, grey)
+        if flow is None:
             return None
         y0, y1, x0, x1 = anchor.box
         now, then = grey[y0:y1, x0:x1], anchor.grey[y0:y1, x0:x1]
-        if min(now.shape) < 8:
-            return None
-        flow = self._dis.calc(np.ascontiguousarray(now), np.ascontiguousarray(then), None)  # now -> then
         gx, gy = np.meshgrid(np.arange(x1 - x0, dtype=np.float32), np.arange(y1 - y0, dtype=np.float32))
         map_x, map_y = gx + flow[..., 0], gy + flow[..., 1]
         warped_small = cv2.remap(np.ascontiguousarray(anchor.small[y0:y1, x0:x1]), map_x, map_y, cv2.INTER_LINEAR,
@@ -130,6 +128,23 @@ class FlowWarper:
                                 borderMode=cv2.BORDER_REPLICATE)
         features = _features(anchor, now, warped_grey, warped_small, flow, frame_index)
         return Proposal(anchor, flow, features)
+
+    def warp(self, anchor: Anchor, grey: np.ndarray) -> np.ndarray | None:
+        """The anchor's output warped onto the frame whose small grey image is ``grey``, ``(H, W)`` float32, without
+        the gate's features (the lookahead's backward warp); None as for :meth:`propose`."""
+        flow = self._flow(anchor, grey)
+        return None if flow is None else _warp_full(anchor, flow)
+
+    def _flow(self, anchor: Anchor, grey: np.ndarray) -> np.ndarray | None:
+        """DIS flow from ``grey`` back to the anchor's frame inside the anchor's region, ``(h, w, 2)``; None when
+        the anchor has no object or its region is too small to match."""
+        if anchor.box is None:
+            return None
+        y0, y1, x0, x1 = anchor.box
+        now, then = grey[y0:y1, x0:x1], anchor.grey[y0:y1, x0:x1]
+        if min(now.shape) < 8:
+            return None
+        return self._dis.calc(np.ascontiguousarray(now), np.ascontiguousarray(then), None)  # now -> then
 
 
 def _warp_full(anchor: Anchor, flow: np.ndarray) -> np.ndarray:

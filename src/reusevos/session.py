@@ -264,9 +264,9 @@ class Session:
         start = time.perf_counter()
         earlier, later = held.waiting.pop(obj_id), self.objects[obj_id].anchor
         index = held.result.index
-        proposal = self._warper.propose(later, held.grey, index) if later.frame > index else None
-        if proposal is not None:
-            backward = torch.from_numpy(proposal.prob).to(held.probs[obj_id].device)
+        warped = self._warper.warp(later, held.grey) if later.frame > index else None
+        if warped is not None:
+            backward = torch.from_numpy(warped).to(held.probs[obj_id].device)
             held.probs[obj_id] = blend(held.probs[obj_id], backward, index, earlier, later.frame)
             held.blended = True
         spent = time.perf_counter() - start
