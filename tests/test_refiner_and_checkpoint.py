@@ -6,7 +6,7 @@ import torchvision
 from reusevos.config import ModelConfig
 from reusevos.errors import ReusevosError
 from reusevos.model.backbone import Backbone
-from reusevos.model.merge import label_slots, soft_aggregate
+from reusevos.model.merge import label_slots, merge, soft_aggregate
 from reusevos.model.network import VOSNetwork, load_model, read_checkpoint, save_checkpoint
 from reusevos.model.refiner import Refiner
 
@@ -91,6 +91,26 @@ def test_label_slots_equal_argmax_including_ties():
     assert torch.equal(label_slots(merged), merged.argmax(dim=0))
     tied = torch.tensor([[[0.4, 0.2]], [[0.4, 0.4]], [[0.2, 0.4]]])  # (3, 1, 2): ties in both pixels
     assert label_slots(tied).tolist() == [[0, 1]]  # the lower channel wins, as with argmax
+
+
+def test_merging_inside_the_objects_box_equals_the_whole_frame():
+    generator = torch.Generator().manual_seed(1)
+    ids = [3, 7, 200]
+    cases = {"windowed": torch.zeros(3, 60, 90), "none": torch.zeros(3, 60, 90), "whole": torch.rand(3, 60, 90)}
+    cases["windowed"][0, 5:30, 10:40] = torch.rand(25, 30, generator=generator)
+    cases["windowed"][1, 20:50, 30:70] = torch.rand(30, 40, generator=generator)
+    cases["windowed"][2, 25:28, 35:38] = 1.0  # overlapping the others, certain
+    for name, probs in cases.items():
+        labels, merged = merge(probs, ids)
+        whole = soft_aggregate(probs)
+        assert torch.equal(merged, whole), name  # bit for bit, outside the box too
+        assert torch.equal(labels, torch.tensor([0, *ids], dtype=torch.uint8)[label_slots(whole)]), name
+    assert merge(cases["windowed"], ids)[0][26, 36] == 200 and merge(cases["none"], ids)[0].max() == 0
+    labels, merged = merge(torch.zeros(0, 4, 5), [])
+    assert labels.shape == (4, 5) and labels.max() == 0 and merged.shape == (1, 4, 5)
+    with pytest.raises(ValueError, match="one object id"):
+        merge(cases["none"], [1, 2])
+
 
 def test_checkpoint_round_trip_is_strict(tmp_path, monkeypatch):
     import reusevos.weights as weights

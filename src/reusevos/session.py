@@ -29,7 +29,7 @@ from reusevos.flow import Anchor, FlowWarper, blend, load_flow_gate, make_anchor
 from reusevos.flow import small_grey as flow_grey
 from reusevos.io.masks import VOID, object_ids, to_label_map
 from reusevos.model.backbone import images_to_tensor
-from reusevos.model.merge import label_slots, soft_aggregate
+from reusevos.model.merge import merge
 from reusevos.model.network import VOSNetwork
 from reusevos.model.target_model import TargetModel
 from reusevos.model.ttvos import TTVOSMemory
@@ -526,9 +526,8 @@ class Session:
             # Earlier objects are cleared where a new object's start mask is.
             union = torch.stack([probs[i] for i in new_ids]).amax(dim=0)
             probs = {i: p if i in new_ids else p * (1 - union) for i, p in probs.items()}
-        merged = soft_aggregate(torch.stack([probs[i] for i in ids]))
-        lookup = torch.tensor([0] + ids, dtype=torch.uint8, device=merged.device)
-        return lookup[label_slots(merged)].cpu().numpy(), {obj_id: merged[k + 1] for k, obj_id in enumerate(ids)}
+        labels, merged = merge(torch.stack([probs[i] for i in ids]), ids)
+        return labels.cpu().numpy(), {obj_id: merged[k + 1] for k, obj_id in enumerate(ids)}
 
     def _check_frame(self, frame: np.ndarray) -> np.ndarray:
         frame = np.asarray(frame)
