@@ -122,11 +122,12 @@ def test_segment_davis_on_youtube_equals_the_python_api_with_the_same_starts(run
             assert {int(k): v["start_frame"] for k, v in objects.items()} == expected  # late objects start late
             starts = {t: np.where(np.isin(labels[t], [o for o, s in expected.items() if s == t]), labels[t], 0)
                       for t in set(expected.values())}
-            session = reusevos.Session(model)
+            session = reusevos.Session(model, reusevos.offline_config())  # the command's default
             written = sorted((out / "Annotations" / video).iterdir())
             assert [p.name for p in written] == [f"{t:05d}.png" for t in range(12)]
-            for t, (_, frame) in enumerate(reusevos.open_frames(youtube_root / "JPEGImages" / video)):
-                result = session.step(frame, starts.get(t))
+            frames = reusevos.open_frames(youtube_root / "JPEGImages" / video)
+            results = [r for t, (_, frame) in enumerate(frames) for r in session.push(frame, starts.get(t))]
+            for t, result in enumerate(results + session.finish()):
                 with Image.open(written[t]) as image:
                     assert image.mode == "P"  # a palette PNG, index = the annotations' object id
                 assert np.array_equal(read_mask(written[t]), result.labels), (video, t)

@@ -11,7 +11,9 @@ The public API, in the order a script uses it::
         result = session.step(frame, first if i == 0 else None)
         reusevos.write_mask(f"out/{name}.png", result.labels)
 
-or the whole command line in one call: ``reusevos.segment_video(model, "clip.mp4", "first.png", "out")``.
+or the whole command line in one call: ``reusevos.segment_video(model, "clip.mp4", "first.png", "out")``, which by
+default also looks ahead (``reusevos.offline_config()``: results up to 2 frames late, fed by ``session.push`` and
+``session.finish``).
 
 Names are imported on first use, so ``import reusevos`` stays cheap (no torch) until a model is needed.
 """
@@ -32,6 +34,7 @@ _EXPORTS = {
     "Session": "reusevos.session",
     "FrameResult": "reusevos.session",
     "SessionConfig": "reusevos.config",
+    "offline_config": "reusevos.config",
     "VOSNetwork": "reusevos.model.network",
     "save_checkpoint": "reusevos.model.network",
     "open_frames": "reusevos.io.frames",
@@ -51,7 +54,7 @@ __all__ = ["ReusevosError", "__version__", *_EXPORTS]
 
 if TYPE_CHECKING:  # for editors and type checkers; at run time __getattr__ imports lazily
     from reusevos.api import load_model, resolve_device
-    from reusevos.config import SessionConfig
+    from reusevos.config import SessionConfig, offline_config
     from reusevos.io.frames import open_frames
     from reusevos.io.masks import DAVIS_PALETTE, read_mask, write_mask
     from reusevos.io.writers import OverlayVideoWriter, render_overlay

@@ -77,19 +77,24 @@ FLOW_TAU = 0.92  # the flow variant's: chosen on held-out DAVIS train sequences 
 DEFAULT_VARIANT = "flow"  # ours: on a CPU it is both faster and more accurate than the paper's reuse path
 FLOW_GAP_LIMIT = 12  # the longest gap (frames since the anchor) the flow gate is fitted on and may be asked about
 FLOW_MAX_GAP = 2  # the flow variant's default longest gap: chosen with FLOW_TAU on held-out train sequences
+LOOKAHEAD_TAU = 0.85  # the flow variant's with the lookahead: chosen on the same held-out sequences (docs/speed.md)
 DEFAULT_COMPUTE_WINDOW = 2  # ours: faster and more accurate than whole-frame refinement on DAVIS val (docs/speed.md)
 
 
-def default_tau(variant: str) -> float:
-    """The tau a variant runs at unless told: 1 for ``full``, :data:`FLOW_TAU` for ``flow``, else the paper's."""
-    return 1.0 if variant == "full" else FLOW_TAU if variant == "flow" else PAPER_TAU
+def default_tau(variant: str, lookahead: bool = False) -> float:
+    """The tau a variant runs at unless told: 1 for ``full``, :data:`FLOW_TAU` for ``flow`` (:data:`LOOKAHEAD_TAU`
+    with the lookahead), else the paper's."""
+    if variant == "flow":
+        return LOOKAHEAD_TAU if lookahead is True else FLOW_TAU
+    return 1.0 if variant == "full" else PAPER_TAU
 
 
 @dataclass
 class SessionConfig:
     """Per-video settings: which frame loop to run. The default is ours, built for CPUs: the flow variant at
-    tau 0.92, moving an object for at most 2 frames in a row, with a compute window of 2;
-    ``SessionConfig("reuse", compute_window=0)`` is the paper's.
+    tau 0.92, moving an object for at most 2 frames in a row, with a compute window of 2, online (each frame's
+    result as soon as it is processed); :func:`offline_config` (what ``segment_video`` and the commands run
+    unless told) adds the lookahead at tau 0.85; ``SessionConfig("reuse", compute_window=0)`` is the paper's.
 
     variant: ``full`` (never reuse, the base model), ``reuse`` (the paper's reuse path), ``copy``
     (reuse = previous mask unchanged), ``fusion`` (copy above ``tau2``, reuse path between ``tau`` and
@@ -129,7 +134,7 @@ class SessionConfig:
 
     def __post_init__(self):
         if self.tau is None:
-            self.tau = default_tau(self.variant)
+            self.tau = default_tau(self.variant, self.lookahead)
         if self.flow_max_gap is None and self.variant == "flow":
             self.flow_max_gap = FLOW_MAX_GAP
 
@@ -164,6 +169,14 @@ class SessionConfig:
             raise ReusevosError(f"lookahead applies to the flow variant only, not {self.variant!r}")
         if self.reuse_window and self.variant in ("full", "copy", "motion", "flow"):
             raise ReusevosError(f"reuse_window applies to the reuse path, which variant {self.variant!r} never takes")
+
+
+def offline_config() -> SessionConfig:
+    """The default of runs over whole videos (``segment_video``, ``segment``, ``segment-davis``, the app) with FRTM
+    weights: the flow variant with the lookahead at :data:`LOOKAHEAD_TAU`, longest gap 2, compute window 2 (chosen on
+    held-out train sequences; docs/speed.md). A live stream, which cannot wait for later frames, keeps
+    :class:`SessionConfig`'s online default."""
+    return SessionConfig(lookahead=True)
 
 
 @dataclass

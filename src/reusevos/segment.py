@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from reusevos import __version__
-from reusevos.config import DEFAULT_MAX_SIZE, SessionConfig
+from reusevos.config import DEFAULT_MAX_SIZE, SessionConfig, offline_config
 from reusevos.errors import ReusevosError
 from reusevos.io.davis import VOID_LABEL, DavisDataset
 from reusevos.io.youtube import YoutubeDataset, annotations_folder, write_submission_zip
@@ -312,6 +312,15 @@ def upscale_labels(probabilities: Mapping[int, np.ndarray], size: tuple[int, int
 
 
 # -- one video ----------------------------------------------------------------------------------------------------
+def whole_video_options(network: VOSNetwork, options: SessionConfig | None) -> SessionConfig | None:
+    """What a run over whole videos (:func:`segment_video`, :func:`segment_davis`, the commands, the app) runs:
+    ``options``, or unless told, with FRTM weights, :func:`reusevos.config.offline_config` (the flow variant with
+    the lookahead), with TTVOS's their own default (None)."""
+    if options is None and network.base == "frtm":
+        return offline_config()
+    return options
+
+
 def segment_video(network: VOSNetwork, source: str | os.PathLike | FrameSource,
                   masks: str | os.PathLike | StartMasks | Mapping[str, np.ndarray] | None = None,
                   out_dir: str | os.PathLike | None = None, *, prompts: Sequence[Prompt] = (),
@@ -343,8 +352,8 @@ def segment_video(network: VOSNetwork, source: str | os.PathLike | FrameSource,
             DAVIS palette, input size).
         feather: the mattes' (``rgba``, ``webm``, ``mov``) edge blur, pixels.
         overlay: optional video file (``.mp4``) of the frames with the masks drawn over them, at input size.
-        options: the session's variant and tau; None: the session's default (:class:`SessionConfig`: the flow
-            variant at tau 0.92, compute window 2).
+        options: the session's variant and tau; None: :func:`whole_video_options`' (FRTM: the flow variant with
+            the lookahead at tau 0.85, compute window 2).
         max_size: the model runs on frames whose longer side is at most this (None or 0: the input size);
             masks are still written at the input size (see :func:`upscale_labels`).
         warmup: run the first frames once untimed so start-up costs do not count in the FPS.
@@ -364,7 +373,7 @@ def segment_video(network: VOSNetwork, source: str | os.PathLike | FrameSource,
     size = frames.size
     process_size = fit_size(size, max_size or None)
     check_frame_size(process_size)
-    session = Session(network, options)  # refuses settings the weights cannot run
+    session = Session(network, whole_video_options(network, options))  # refuses settings the weights cannot run
     min_pixels = getattr(getattr(network.config, "target", None), "min_object_pixels", 1)
     start_masks = make_start_masks(frames, masks, prompts, process_size, min_pixels, box_method=box_method,
                                    network=network)
@@ -543,7 +552,7 @@ def segment_davis(network: VOSNetwork, dataset: DavisDataset | YoutubeDataset, o
     shard = shard if isinstance(shard, Shard) else Shard(*shard)
     out_root = Path(out_root).expanduser()
     check_davis_output(dataset, out_root, getattr(network, "weights_file", None), shard, zip_path)
-    chosen = Session(network, options).options  # what the session runs when options is None
+    chosen = Session(network, whole_video_options(network, options)).options  # what runs when options is None
     settings = asdict(chosen) if is_dataclass(chosen) else {}
     described = {"root": str(Path(dataset.root).resolve()), "layout": dataset.layout, "split": dataset.split,
                  "sequences": dataset.sequences}
@@ -576,7 +585,7 @@ def segment_davis(network: VOSNetwork, dataset: DavisDataset | YoutubeDataset, o
     if warmup and share:
         first = share[0]
         frames = [frame for _, (_, frame) in zip(range(3), dataset.frames(first))]
-        warm_up(network, frames, next(iter(dataset.start_masks(first).values())), [options])
+        warm_up(network, frames, next(iter(dataset.start_masks(first).values())), [chosen])
     for sequence in share:
         seq_dir = sequence_folder(out_root, dataset.layout, sequence)
         expected = len(dataset.frame_paths(sequence))
@@ -639,7 +648,7 @@ def segment_sequence(network: VOSNetwork, dataset: DavisDataset | YoutubeDataset
                      out_dir: str | os.PathLike | None, options: SessionConfig | None = None) -> VideoStats:
     """Segment one sequence of a dataset from its start masks (DAVIS: the first annotation; YouTube-VOS: each
     object's first); ``out_dir/<frame name>.png`` per frame when given."""
-    session = Session(network, options)
+    session = Session(network, whole_video_options(network, options))
     starts = dataset.start_masks(sequence)
     paths = dataset.frame_paths(sequence)
     stats = VideoStats(sequence, len(paths), (0, 0), (0, 0))

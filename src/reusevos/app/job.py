@@ -424,7 +424,7 @@ class Job:
         after the frame at hand, keeping the frames done."""
         self._refuse_while_running("running again")
         frames = self._need_input()
-        options = SessionConfig(tau=float(tau))
+        options = SessionConfig(tau=float(tau), lookahead=True)  # as `reusevos segment --tau T`: whole videos
         options.validate()
         formats = check_formats(_formats(formats))
         check_frame_size(self.process_size)

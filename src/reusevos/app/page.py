@@ -24,7 +24,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # nothing leaves the
 import gradio as gr  # noqa: E402  (after the switch above)
 
 from reusevos.app.job import Job, Progress  # noqa: E402
-from reusevos.config import DEFAULT_MAX_SIZE, FLOW_TAU  # noqa: E402
+from reusevos.config import DEFAULT_MAX_SIZE, LOOKAHEAD_TAU  # noqa: E402
 from reusevos.errors import ReusevosError  # noqa: E402
 from reusevos.io.exports import FORMATS  # noqa: E402
 from reusevos.synthetic import parse_size  # noqa: E402
@@ -89,7 +89,7 @@ def build(network, root: str | Path) -> gr.Blocks:
                                           height=120, elem_id="mask-upload")
                     objects = gr.Markdown("No object yet.", elem_id="objects")
                 with gr.Accordion("3. Settings", open=True):
-                    tau = gr.Slider(0.5, 1.0, value=FLOW_TAU, step=0.01, label="tau", info=TAU_INFO, elem_id="tau")
+                    tau = gr.Slider(0.5, 1.0, value=LOOKAHEAD_TAU, step=0.01, label="tau", info=TAU_INFO, elem_id="tau")
                     max_size = gr.Number(DEFAULT_MAX_SIZE, label="max size", precision=0, minimum=0,
                                          info="the model runs on frames at most this long (0: the input's size); "
                                               "masks are written at the input's size", elem_id="max-size")

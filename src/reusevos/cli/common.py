@@ -151,8 +151,9 @@ def add_session_flags(parser: argparse.ArgumentParser) -> None:
                              "trained reuse gate (the shipped ones have one)")
     parser.add_argument("--tau", type=float, default=None, metavar="T",
                         help="reuse a frame when the gate's probability is at least T, in [0, 1]: lower = faster, "
-                             f"less accurate; 1 = never reuse. Default: {default_tau('flow'):g} for flow (chosen on "
-                             f"held-out training sequences), {default_tau('reuse'):g} (the paper's) for the others")
+                             f"less accurate; 1 = never reuse. Default: {default_tau('flow', True):g} for flow with the "
+                             f"lookahead, {default_tau('flow'):g} without (both chosen on held-out training "
+                             f"sequences), {default_tau('reuse'):g} (the paper's) for the others")
     parser.add_argument("--tau2", type=float, default=None, metavar="T2",
                         help="--variant fusion only: copy the previous mask when the gate's probability is at least "
                              "T2 (tau < T2 <= 1)")
@@ -172,11 +173,14 @@ def add_session_flags(parser: argparse.ArgumentParser) -> None:
                         help="--variant flow only: compute an object again at the latest FRAMES frames after its last "
                              f"computed frame, whatever the gate says (1 to {FLOW_GAP_LIMIT}; default: "
                              f"{FLOW_MAX_GAP}, chosen on held-out training sequences)")
-    parser.add_argument("--lookahead", action="store_true", default=None,
-                        help="--variant flow only: a frame whose objects were moved waits until they are computed "
-                             "again (at most --flow-max-gap frames) and blends the warps of the computed outputs "
-                             "before and after it; more accurate moved frames, the same computed ones (see "
-                             "docs/speed.md)")
+    ahead = parser.add_mutually_exclusive_group()
+    ahead.add_argument("--lookahead", action="store_true", default=None,
+                       help="--variant flow only, its default here: a frame whose objects were moved waits until they "
+                            "are computed again (at most --flow-max-gap frames) and blends the warps of the computed "
+                            "masks before and after it; more accurate moved frames, the same computed ones, masks "
+                            "written up to that many frames late (see docs/speed.md)")
+    ahead.add_argument("--no-lookahead", action="store_false", dest="lookahead", default=None,
+                       help="--variant flow: each frame's mask as soon as it is processed (tau 0.92 unless told)")
     parser.add_argument("--backbone-runtime", default="auto", choices=BACKBONE_RUNTIMES,
                         help="what runs the frozen backbone on a CPU: onnxruntime (about 1.5x as fast, the same "
                              "features up to float rounding), torch, or auto (onnxruntime when installed). GPUs "
@@ -184,14 +188,17 @@ def add_session_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def session_options(args: argparse.Namespace) -> SessionConfig | None:
-    """SessionConfig from the session flags, validated; what is not given takes SessionConfig's default; None when
-    no flag is given (the session's own default)."""
+    """SessionConfig from the session flags, validated; what is not given takes SessionConfig's default, but the
+    flow variant looks ahead unless ``--no-lookahead`` (these commands run whole videos, see
+    :func:`reusevos.config.offline_config`); None when no flag is given (the run's own default)."""
     names = ("variant", "tau", "tau2", "reuse_window", "compute_window", "flow_gate", "flow_max_gap", "lookahead")
     given = {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
     if not given:
         return None
     if given.get("variant") == "full" and given.get("tau", 1.0) != 1.0:
         raise ReusevosError(f"--tau {args.tau} has no effect with --variant full, which never reuses; drop one of them")
+    if "lookahead" not in given and given.get("variant", "flow") == "flow":
+        given["lookahead"] = True  # the offline default: these commands segment whole videos
     options = SessionConfig(**given)
     options.validate()
     return options
