@@ -26,6 +26,7 @@ from conftest import FAST, one_error, run_segment
 from reusevos.api import load_model
 from reusevos.app.headless import CHROMIUM, CHROMIUM_ARGS, running_app
 from reusevos.app.job import Job
+from reusevos.config import LOOKAHEAD_TAU as TAU  # the app's default, its slider's first value
 from reusevos.errors import ReusevosError
 from reusevos.io.masks import write_mask
 from reusevos.io.writers import render_overlay
@@ -72,7 +73,7 @@ def _box_around(labels: np.ndarray, margin: int = 6) -> tuple[int, int, int, int
 
 def _segment(folder: Path, out: Path, *flags) -> dict:
     """``reusevos segment`` on ``folder`` with the app's default settings; returns its stats.json."""
-    proc = run_segment(folder, *flags, "--tau", "0.92", "--max-size", "854", "--out", out, *FAST)
+    proc = run_segment(folder, *flags, "--tau", f"{TAU:g}", "--max-size", "854", "--out", out, *FAST)
     assert proc.returncode == 0, proc.stderr
     return json.loads((out / "stats.json").read_text())
 
@@ -109,11 +110,11 @@ def test_a_run_writes_what_segment_writes_for_the_same_box(model, truth, demo_fo
     start = np.asarray(job.view(0))
     assert not np.array_equal(start, truth[0][0]) and start.shape == (120, 216, 3)  # the start mask is drawn
     box = f"{x0},{y0},{x1},{y1}"
-    assert job.command(0.92, ["coco"]) == (f"reusevos segment INPUT --box {box} --tau 0.92 --max-size 854 "
+    assert job.command(TAU, ["coco"]) == (f"reusevos segment INPUT --box {box} --tau {TAU:g} --max-size 854 "
                                            "--format davis,coco --out OUT/ --overlay overlay.mp4")
 
-    job.run(0.92, ["coco"])
-    for again in (lambda: job.run(0.92), lambda: job.open_demo(**DEMO)):  # one run at a time per session
+    job.run(TAU, ["coco"])
+    for again in (lambda: job.run(TAU), lambda: job.open_demo(**DEMO)):  # one run at a time per session
         with pytest.raises(ReusevosError, match="a run is going on: wait for it, or press Stop"):
             again()
     done = _finish(job)
@@ -142,9 +143,13 @@ def test_a_correction_runs_again_as_segment_corrections(model, truth, demo_folde
     x0, y0, x1, y1 = _box_around(truth[0][1])
     job.click(0, x0, y0, "box")
     job.click(0, x1, y1, "box")
-    job.run(0.92)
+    job.run(TAU)
     _finish(job)
     first = {name: _labels(job.results / f"{name}.png") for name in job.names}
+    routes = json.loads((job.results / "stats.json").read_text())["objects"]["1"]["routes"]  # frames 1, 2, ...
+    # the last frame before the correction that the first run computed: the frames after it were moved and, with
+    # the lookahead, blend in the next computed output, which the correction's restart now is
+    settled = max([0] + [t for t, route in enumerate(routes[:5], start=1) if route == "computed"])
     with pytest.raises(ReusevosError, match=r"object 2 has not been started; the objects are \[1\]"):
         job.click(6, 10, 10, "box", correct=2)
     cx0, cy0, cx1, cy1 = _box_around(truth[6][1], margin=3)
@@ -154,7 +159,7 @@ def test_a_correction_runs_again_as_segment_corrections(model, truth, demo_folde
     assert job.objects()[-1] == "correction at frame 00006: restarts object(s) 1"
     fix = job.corrections().read("00006")
     assert set(np.unique(fix)) == {0, 1}
-    job.run(0.92)
+    job.run(TAU)
     assert _finish(job).state == "done"
     fixes = tmp_path / "fixes"
     fixes.mkdir()
@@ -163,7 +168,7 @@ def test_a_correction_runs_again_as_segment_corrections(model, truth, demo_folde
     _same_labels(job.results, tmp_path / "cli", job.names)
     stats = json.loads((job.results / "stats.json").read_text())
     assert stats["corrections"] == {"00006": [1]} and stats["objects"]["1"]["start_frame"] == 6
-    for name in job.names[:6]:  # before the correction, the run is the first one again
+    for name in job.names[:settled + 1]:  # before the correction, the run is the first one again
         assert np.array_equal(_labels(job.results / f"{name}.png"), first[name])
     assert np.array_equal(_labels(job.results / "00006.png"), fix)  # a restart's output is its mask
 
@@ -182,7 +187,7 @@ def test_stop_keeps_the_frames_done_and_marks_them_partial(model, truth, tmp_pat
             job.stop()
 
     job._on_frame = stop_at_frame_2
-    job.run(0.92, warmup=False)
+    job.run(TAU, warmup=False)
     done = _finish(job)
     assert (done.state, done.done, done.latest) == ("stopped", 4, 3)
     assert done.message.startswith("stopped after 4 of 12 frames")
@@ -211,7 +216,7 @@ def test_bad_input_is_one_message_and_changes_nothing(model, truth, tmp_path):
 
     job.open_demo(**DEMO)
     with pytest.raises(ReusevosError, match="nothing starts an object"):
-        job.run(0.92)
+        job.run(TAU)
     job.click(0, 50, 40, "box")
     with pytest.raises(ReusevosError, match="box 50,40,50,40 is empty"):  # two clicks on one point
         job.click(0, 50, 40, "box")
@@ -292,7 +297,7 @@ def test_the_page_in_a_browser_segments_a_box_as_segment_does(truth, demo_folder
         page.wait_for_selector("#run-progress[data-state=done]")
         assert "12 / 12 frames" in page.locator("#progress").inner_text()
         assert _message(page, "done").startswith("done: 12 frames")
-        assert f"--box {box} --tau 0.92 --max-size 854" in page.locator("#command").inner_text()
+        assert f"--box {box} --tau {TAU:g} --max-size 854" in page.locator("#command").inner_text()
 
         # The command line, for the same clip, box and settings.
         cli = tmp_path / "cli"
