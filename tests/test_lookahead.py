@@ -100,7 +100,8 @@ def test_computed_frames_are_those_of_the_flow_variant_without_it(weights):
         stats = VideoStats("clip", len(clip), clip[0][1].shape, clip[0][1].shape)
         items = ((f"{t:05d}", f, m if t == 0 else None) for t, (f, m) in enumerate(clip))
         runs[lookahead] = [(item[0], r) for item, r in timed_steps(session, items, stats)]
-        assert stats.frames == len(clip) and stats.process_s == pytest.approx(sum(r.seconds for _, r in runs[lookahead]))
+        assert stats.frames == len(clip)
+        assert stats.process_s == pytest.approx(sum(r.seconds for _, r in runs[lookahead]))
     plain, ahead = runs[False], runs[True]
     assert [name for name, _ in ahead] == [f"{t:05d}" for t in range(len(clip))]  # each result with its own frame
     assert [r.index for _, r in ahead] == list(range(len(clip)))

@@ -20,9 +20,9 @@ GATE_FREE = ("full", "flow")  # the variants that run without the dynamic networ
 class Setting:
     """One frame-loop setting: a :class:`SessionConfig` with a short name (``full``, ``reuse@0.7``,
     ``fusion@0.5/0.9``, ``reuse@0.7+w2+c2``, ``flow@0.9+g3+c2``, ``flow@0.85+g3+la+c2`` with the lookahead), and the
-    backbone's runtime when the setting
-    fixes it (``+torch``, ``+ort``; None runs the model's own choice). A flow setting's name shows its longest gap
-    (``+g3``) unless it is :data:`FLOW_GAP_LIMIT`, so a name keeps its meaning when the session's default changes."""
+    backbone's runtime when the setting fixes it (``+torch``, ``+ort``; None runs the model's own choice). A flow
+    setting's name shows its longest gap (``+g3``) unless it is :data:`FLOW_GAP_LIMIT`, so a name keeps its meaning
+    when the session's default changes."""
 
     variant: str
     tau: float
@@ -124,13 +124,14 @@ def build_settings(variants: Iterable[str], taus: Iterable[float], tau2s: Iterab
 _RUNTIME_SUFFIXES = {"torch": "torch", "onnxruntime": "ort"}  # Setting.runtime -> its part of the name
 _SUFFIX_RUNTIMES = {suffix: runtime for runtime, suffix in _RUNTIME_SUFFIXES.items()}
 _KEY = re.compile(r"(?P<variant>[a-z]+)(?:@(?P<tau>[0-9.e-]+)(?:/(?P<tau2>[0-9.e-]+))?)?(?:\+w(?P<window>\d+))?"
-                  r"(?:\+g(?P<gap>\d+))?(?P<lookahead>\+la)?(?:\+c(?P<compute>\d+))?(?:\+(?P<runtime>" + "|".join(_SUFFIX_RUNTIMES) + "))?")
+                  r"(?:\+g(?P<gap>\d+))?(?P<lookahead>\+la)?(?:\+c(?P<compute>\d+))?"
+                  r"(?:\+(?P<runtime>" + "|".join(_SUFFIX_RUNTIMES) + "))?")
 
 
 def parse_setting(key: str) -> Setting:
     """The setting a name of :attr:`Setting.key` stands for (``full+c2+ort``, ``reuse@0.7+w2+c2``,
-    ``fusion@0.5/0.9``, ``flow@0.9+g3+c2``, ``flow@0.85+g3+la+c2``, ``full+torch``): the inverse of ``key``. Raises ReusevosError for
-    anything else."""
+    ``fusion@0.5/0.9``, ``flow@0.9+g3+c2``, ``flow@0.85+g3+la+c2``, ``full+torch``): the inverse of ``key``.
+    Raises ReusevosError for anything else."""
     match = _KEY.fullmatch(key.strip())
     example = "full, full+c2+ort, reuse@0.7+w2+c2 or fusion@0.5/0.9"
     if match is None:

@@ -151,8 +151,8 @@ def add_session_flags(parser: argparse.ArgumentParser) -> None:
                              "trained reuse gate (the shipped ones have one)")
     parser.add_argument("--tau", type=float, default=None, metavar="T",
                         help="reuse a frame when the gate's probability is at least T, in [0, 1]: lower = faster, "
-                             f"less accurate; 1 = never reuse. Default: {default_tau('flow', True):g} for flow with the "
-                             f"lookahead, {default_tau('flow'):g} without (both chosen on held-out training "
+                             f"less accurate; 1 = never reuse. Default: {default_tau('flow', True):g} for flow with "
+                             f"the lookahead, {default_tau('flow'):g} without (both chosen on held-out training "
                              f"sequences), {default_tau('reuse'):g} (the paper's) for the others")
     parser.add_argument("--tau2", type=float, default=None, metavar="T2",
                         help="--variant fusion only: copy the previous mask when the gate's probability is at least "

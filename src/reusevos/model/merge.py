@@ -27,7 +27,6 @@ def label_slots(merged: torch.Tensor) -> torch.Tensor:
     return merged.max(dim=0).indices
 
 
-
 def merge(probs: torch.Tensor, ids: list[int], eps: float = 1e-7) -> tuple[torch.Tensor, torch.Tensor]:
     """The label map ``(H, W)`` uint8 (``ids[k]`` where object k wins, 0 where the background does) and the merged
     probabilities ``(K + 1, H, W)`` of :func:`soft_aggregate` for per-object probabilities ``probs`` ``(K, H, W)``,
