@@ -141,6 +141,15 @@ def test_setting_names_read_back():
         select_settings([])
 
 
+def test_the_grid_runs_flow_with_and_without_the_lookahead():
+    settings, _ = build_settings(["full", "flow", "reuse"], [1.0, 0.85], compute_windows=[2], lookaheads=[True, False])
+    assert [s.key for s in settings] == ["full+c2", "flow@1+c2", "flow@0.85+g2+la+c2", "flow@0.85+g2+c2", "reuse@1+c2",
+                                         "reuse@0.85+c2"]  # tau 1 never moves: no lookahead to speak of
+    assert settings[2].options() == SessionConfig("flow", 0.85, compute_window=2, lookahead=True)
+    with pytest.raises(ReusevosError, match="on or off"):
+        build_settings(["flow"], [0.85], lookaheads=[])
+
+
 def test_flow_lines_are_drawn_per_longest_gap():
     def summary(key):
         setting = parse_setting(key)
@@ -528,12 +537,17 @@ def test_ablation_command(synthetic_root, gate_weights, tmp_path):
 
 def test_benchmark_command_named_settings(synthetic_root, gate_weights, tmp_path):
     out = tmp_path / "bench.json"
-    run = _run_cli("benchmark", synthetic_root, "--sequences", "one", "--settings", "reuse@0.5+c2+ort,full+torch",
-                   "--weights", gate_weights, "--threads", 1, "--no-flops", "--json", out)
+    run = _run_cli("benchmark", synthetic_root, "--sequences", "one", "--settings",
+                   "reuse@0.5+c2+ort,full+torch,flow@0.5+g2+la+c2", "--weights", gate_weights, "--threads", 1,
+                   "--no-flops", "--json", out)
     assert run.returncode == 0, run.stderr
     report = json.loads(out.read_text())
     assert [(s["setting"], s["backbone_runtime"], s["compute_window"]) for s in report["settings"]] == [
-        ("reuse@0.5+c2+ort", "onnxruntime", 2), ("full+torch", "torch", 0)]
+        ("reuse@0.5+c2+ort", "onnxruntime", 2), ("full+torch", "torch", 0), ("flow@0.5+g2+la+c2", "onnxruntime", 2)]
+    ahead = report["settings"][2]  # the lookahead through the benchmark: every frame scored, in order
+    assert ahead["lookahead"] is True and ahead["flow_max_gap"] == 2
+    assert ahead["frames"] == report["settings"][1]["frames"]
+    assert 0 <= ahead["J&F"] <= 1 and ahead["fps"] > 0
 
 
 @pytest.mark.parametrize("args, message", [
@@ -544,6 +558,7 @@ def test_benchmark_command_named_settings(synthetic_root, gate_weights, tmp_path
     (["--settings", "full+c2,reuse@0.7", "--tau", "0.5"], "--settings names every setting in full; drop --tau"),
     (["--settings", "reuse"], "give the variant's tau"),
     (["--backbone-runtime", "tvm"], "unknown backbone runtime 'tvm'"),
+    (["--lookahead", "maybe"], "--lookahead 'maybe': give on, off or on,off"),
 ])
 def test_benchmark_command_bad_input(synthetic_root, gate_weights, args, message):
     run = _run_cli("benchmark", synthetic_root, "--weights", gate_weights, *args, timeout=120)

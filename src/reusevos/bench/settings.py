@@ -59,12 +59,13 @@ def build_settings(variants: Iterable[str], taus: Iterable[float], tau2s: Iterab
                    has_gate: bool = True, windows: Iterable[int] = (0,),
                    compute_windows: Iterable[int] = (0,),
                    runtimes: Iterable[str | None] = (None,),
-                   flow_max_gaps: Iterable[int] = (FLOW_MAX_GAP,)) -> tuple[list[Setting], list[dict]]:
+                   flow_max_gaps: Iterable[int] = (FLOW_MAX_GAP,),
+                   lookaheads: Iterable[bool] = (False,)) -> tuple[list[Setting], list[dict]]:
     """The cross product of ``variants`` and ``taus`` (``fusion`` also with each ``tau2``; the variants with a
     reuse path, at tau < 1, also with each ``reuse_window`` in ``windows``), then each with every
     ``compute_window`` in ``compute_windows``, in that order, each of them with every backbone runtime in
     ``runtimes`` in turn (None: the model's own). ``flow`` at tau < 1 runs at each longest gap in ``flow_max_gaps``
-    (default: the session's).
+    (default: the session's), and with and/or without the lookahead as ``lookaheads`` says (default: without).
 
     ``full`` appears once (it has no tau). Combinations that cannot run are returned apart, each as
     ``{"setting", "variant", "tau", "tau2", "reason"}``: fusion with ``tau2 <= tau``, and every variant
@@ -76,6 +77,9 @@ def build_settings(variants: Iterable[str], taus: Iterable[float], tau2s: Iterab
     runtimes = list(dict.fromkeys(None if r in (None, "auto") else check_runtime(r) for r in runtimes)) or [None]
     windows, compute_windows = list(dict.fromkeys(windows)), list(dict.fromkeys(compute_windows))
     flow_max_gaps = list(dict.fromkeys(flow_max_gaps))
+    lookaheads = list(dict.fromkeys(lookaheads))
+    if not lookaheads or any(not isinstance(ahead, bool) for ahead in lookaheads):
+        raise ReusevosError(f"the lookahead is on or off, got {lookaheads}")
     for name, values in (("reuse", windows), ("compute", compute_windows)):
         if any(isinstance(w, bool) or not isinstance(w, int) or w < 0 for w in values) or not values:
             raise ReusevosError(f"{name} windows must be whole numbers of cells >= 0 (0 = off), got {values}")
@@ -107,11 +111,12 @@ def build_settings(variants: Iterable[str], taus: Iterable[float], tau2s: Iterab
         for tau in taus:
             for tau2 in (tau2s if variant == "fusion" else [None]):
                 # copy, motion and flow have no reuse path to window; tau = 1 never reuses
-                for window, gap in itertools.product(
+                moving = variant == "flow" and tau < 1.0
+                for window, gap, ahead in itertools.product(
                         windows if variant not in ("copy", "motion", "flow") and tau < 1.0 else [0],
-                        flow_max_gaps if variant == "flow" and tau < 1.0 else [None]):
+                        flow_max_gaps if moving else [None], lookaheads if moving else [False]):
                     setting = Setting(variant, float(tau), None if tau2 is None else float(tau2), window,
-                                      compute_window, runtime, gap)
+                                      compute_window, runtime, gap, ahead)
                     if not has_gate and variant not in GATE_FREE:
                         skip(setting, "the weights have no reuse gate")
                     elif variant == "fusion" and not tau < tau2:

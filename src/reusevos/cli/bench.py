@@ -13,14 +13,23 @@ from reusevos.errors import ReusevosError
 SPLIT_HELP = "split to run; every frame must be annotated"
 THREADS_HELP = "torch CPU threads (default: torch's choice); stated in the output"
 
-# The benchmark's cross product when a flag is not given: the base model against the session's default setting.
+# The benchmark's cross product when a flag is not given: the base model against the whole-video default setting.
 # The flags default to None (not these) so that --settings can tell whether one was given.
-GRID = {"variant": f"full,{SessionConfig.variant}", "tau": f"1,{default_tau(SessionConfig.variant):g}",
+GRID = {"variant": f"full,{SessionConfig.variant}", "tau": f"1,{default_tau(SessionConfig.variant, True):g}",
         "tau2": f"{AblationConfig.tau2:g}", "reuse_window": str(SessionConfig.reuse_window),
         "compute_window": str(SessionConfig.compute_window), "flow_max_gap": str(FLOW_MAX_GAP),
-        "backbone_runtime": "auto"}
+        "lookahead": "on", "backbone_runtime": "auto"}
+
+
+def _on_off(text: str) -> bool:
+    if text not in ("on", "off"):
+        raise ValueError(text)
+    return text == "on"
+
+
 _GRID_KINDS = {"tau": float, "tau2": float, "reuse_window": int, "compute_window": int,
-               "flow_max_gap": int}  # the others are names
+               "flow_max_gap": int, "lookahead": _on_off}  # the others are names
+_GRID_EXPECTED = {"lookahead": ("on, off or on,off",)}  # what csv_list says when a value is not one
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -88,6 +97,10 @@ def _add_grid_flags(bench: argparse.ArgumentParser) -> None:
                        help="comma-separated longest gaps of the flow variant (default: "
                             f"{GRID['flow_max_gap']}); each runs as its own setting of flow at tau < 1 (names show "
                             "+gN unless N is 12)")
+    bench.add_argument("--lookahead", default=None, metavar="on,off",
+                       help="the flow variant with the lookahead (on, the default: the whole-video default is "
+                            "flow@0.85+g2+la+c2), without it (off), or both (on,off); each its own setting of flow at "
+                            "tau < 1 (names end in +la when on)")
     bench.add_argument("--backbone-runtime", default=None, metavar="RUNTIMES",
                        help="comma-separated backbone runtimes (torch, onnxruntime; auto = the model's own, the "
                             "default), each its own setting of every other choice (names end in +torch, +ort)")
@@ -151,10 +164,12 @@ def _settings_chooser(args: argparse.Namespace):
     else:
         texts = {name: default if getattr(args, name) is None else getattr(args, name)
                  for name, default in GRID.items()}
-        lists = {name: csv_list(text, _flag(name), _GRID_KINDS.get(name, str)) for name, text in texts.items()}
+        lists = {name: csv_list(text, _flag(name), _GRID_KINDS.get(name, str), *_GRID_EXPECTED.get(name, ()))
+                 for name, text in texts.items()}
         choose = functools.partial(build_settings, lists["variant"], lists["tau"], lists["tau2"],
                                    windows=lists["reuse_window"], compute_windows=lists["compute_window"],
-                                   runtimes=lists["backbone_runtime"], flow_max_gaps=lists["flow_max_gap"])
+                                   runtimes=lists["backbone_runtime"], flow_max_gaps=lists["flow_max_gap"],
+                                   lookaheads=lists["lookahead"])
     choose()
     return choose
 

@@ -112,13 +112,14 @@ def set_threads(threads: int | None) -> None:
     cv2.setNumThreads(threads)
 
 
-def csv_list(text: str, flag: str, kind=str) -> list:
-    """A comma-separated flag value as a list; a value ``kind`` cannot read is a ReusevosError."""
+def csv_list(text: str, flag: str, kind=str, expected: str = "comma-separated numbers, for example 1,0.7") -> list:
+    """A comma-separated flag value as a list; a value ``kind`` cannot read is a ReusevosError saying what is
+    ``expected``."""
     items = [item.strip() for item in text.split(",") if item.strip()]
     try:
         return [kind(item) for item in items]
     except ValueError:
-        raise ReusevosError(f"{flag} {text!r}: give comma-separated numbers, for example 1,0.7") from None
+        raise ReusevosError(f"{flag} {text!r}: give {expected}") from None
 
 
 def command_line() -> str:
