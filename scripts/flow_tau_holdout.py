@@ -44,6 +44,8 @@ def main() -> None:
     parser.add_argument("--max-gaps", default=str(FLOW_GAP_LIMIT), help="comma-separated longest gaps")
     parser.add_argument("--lookahead", choices=("off", "on", "both"), default="off",
                         help="run tau < 1 without the lookahead, with it, or both")
+    parser.add_argument("--memory-clock", choices=("computed", "frames"), default="computed",
+                        help="SessionConfig.memory_clock of every setting (names end in +mf for frames)")
     args = parser.parse_args()
     taus = [float(t) for t in args.taus.split(",")]
     gaps = [int(g) for g in args.max_gaps.split(",")]
@@ -59,7 +61,7 @@ def main() -> None:
         data = load_sequence(dataset, name)
         for tau, gap, ahead in settings:
             options = SessionConfig("flow", tau, compute_window=2, flow_gate=args.gate, flow_max_gap=gap,
-                                    lookahead=ahead)
+                                    lookahead=ahead, memory_clock=args.memory_clock)
             session = reusevos.Session(model, options)
             start = time.perf_counter()
             results = [r for t, f in enumerate(data.frames) for r in session.push(f, data.start_masks.get(t))]
@@ -74,17 +76,19 @@ def main() -> None:
     for tau, gap, ahead in settings:
         mine = [r for r in rows if r["tau"] == tau and r["max_gap"] == gap and r.get("lookahead", False) == ahead]
         frames = sum(len(dataset.frame_paths(r["sequence"])) for r in mine)
-        name = f"{tau:g}" + (f"+g{gap}" if gap != FLOW_GAP_LIMIT else "") + ("+la" if ahead else "")
+        name = f"{tau:g}" + (f"+g{gap}" if gap != FLOW_GAP_LIMIT else "") + ("+la" if ahead else "") \
+            + ("+mf" if args.memory_clock == "frames" else "")
         summary[name] = {"J&F": float(np.mean([r["J&F"] for r in mine])),
                          "reused": float(np.mean([r["reused"] for r in mine])),
                          "fps": frames / sum(len(dataset.frame_paths(r["sequence"])) / r["fps"] for r in mine)}
     command = (f"python scripts/flow_tau_holdout.py {args.davis} --gate {args.gate} --out {args.out} "
-               f"--threads {args.threads} --taus {args.taus} --max-gaps {args.max_gaps} --lookahead {args.lookahead}")
+               f"--threads {args.threads} --taus {args.taus} --max-gaps {args.max_gaps} --lookahead {args.lookahead} "
+               f"--memory-clock {args.memory_clock}")
     report = {"command": command, "commit": source_commit(), "machine": machine_label(),
               "held_out": held, "summary": summary, "rows": rows}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=1) + "\n")
-    base = summary["1"]
+    base = summary["1" + ("+mf" if args.memory_clock == "frames" else "")]
     print("| tau | J&F | vs tau 1 | reused | FPS ratio |\n|---|---:|---:|---:|---:|")
     for tau, s in summary.items():
         print(f"| {tau} | {100 * s['J&F']:.1f} | {100 * (s['J&F'] - base['J&F']):+.1f} | {100 * s['reused']:.0f}% | "

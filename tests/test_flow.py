@@ -212,3 +212,37 @@ def test_fit_command_writes_a_gate_resumes_and_refuses_val(tmp_path):
     assert refused.returncode != 0 and "refusing to fit the flow gate on the val split" in refused.stderr
     bad = _fit_command(*args[:-4], "--gaps", f"1,{MAX_GAP + 1}")
     assert bad.returncode != 0 and "--gaps must be frame gaps" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_the_memory_clock_in_frames_ages_and_refits_by_frames_elapsed(weights):
+    import reusevos
+
+    model = reusevos.load_model(weights["base"], device="cpu")
+    clip = list(generate_clip(SyntheticConfig(size=(96, 128), num_frames=19, num_objects=1, speed=0.0, seed=4)))
+
+    def run(options):
+        session = reusevos.Session(model, options)
+        results = [r for t, (f, m) in enumerate(clip) for r in session.push(f, m if t == 0 else None)]
+        return session, results + session.finish()
+
+    for variant in ("full", "flow"):  # tau 1: every frame computed, so both clocks are the base model's
+        _, computed = run(SessionConfig(variant, 1.0))
+        _, frames = run(SessionConfig(variant, 1.0, memory_clock="frames"))
+        assert [r.reoptimised for r in computed] == [r.reoptimised for r in frames]
+        assert [t for t, r in enumerate(frames) if r.reoptimised] == [8, 16]  # update_every = 8
+        assert all(np.array_equal(a.labels, b.labels) for a, b in zip(computed, frames))
+    # tau 0 with a longest gap of 2: frames 3, 6, 9, ... are computed; by computed frames the first refit is the
+    # 8th computed frame (24), by frames the first computed frame at least 8 frames after the start (9), then 18
+    session, moved = run(SessionConfig("flow", 0.0, flow_max_gap=2, memory_clock="frames"))
+    assert [t for t, r in enumerate(moved) if r.routes.get(1) == "computed"] == [3, 6, 9, 12, 15, 18]
+    assert [t for t, r in enumerate(moved) if r.reoptimised] == [9, 18]
+    _, counted = run(SessionConfig("flow", 0.0, flow_max_gap=2))
+    assert not any(r.reoptimised for r in counted)  # 6 computed frames: no 8th yet
+    # each sample aged the memory by the 3 frames since the one before: the tracked samples' weights, newest first,
+    # are lr, lr (1 - lr)^3, lr (1 - lr)^6, ...
+    memory = session.objects[1].target.memory
+    lr = model.config.target.memory_lr
+    tracked = sorted(memory.weights[: memory.count][~memory.permanent[: memory.count]].tolist(), reverse=True)
+    assert tracked == pytest.approx([lr * (1 - lr) ** (3 * k) for k in range(6)], rel=1e-9)
+    with pytest.raises(ReusevosError, match="memory_clock must be"):
+        SessionConfig("flow", memory_clock="seconds").validate()

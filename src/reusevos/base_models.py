@@ -147,14 +147,20 @@ class FrtmBase:
 
     def remember(self, computed: list[_Track], features: FrameFeatures, soft: dict[int, torch.Tensor],
                  timed: StageTimer) -> list[int]:
-        """Each computed object's output as a target-model sample; a refit every ``update_every``-th computed frame."""
+        """Each computed object's output as a target-model sample; a refit every ``update_every``-th computed frame,
+        or, when the session counts the memory's time in frames (``track.elapsed`` set), older samples decaying by the
+        frames elapsed and a refit once ``update_every`` frames have passed since the last."""
         refitted = []
         with timed(Stage.TARGET_MODEL_UPDATE):
             for track in computed:
                 obj = track.obj
+                steps = track.elapsed or 1
                 with timed(Stage.TARGET_MODEL_ADD_SAMPLE):
-                    obj.target.add_sample(features.f16, soft[obj.object_id][None, None])
-                if obj.computed_frames % self.config.update_every == 0:
+                    obj.target.add_sample(features.f16, soft[obj.object_id][None, None], steps=steps)
+                due = obj.last_computed - obj.last_refit >= self.config.update_every if track.elapsed is not None \
+                    else obj.computed_frames % self.config.update_every == 0
+                if due:
+                    obj.last_refit = obj.last_computed
                     with timed(Stage.TARGET_MODEL_REOPTIMISE):
                         obj.target.update()
                     refitted.append(obj.object_id)

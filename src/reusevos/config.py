@@ -117,6 +117,11 @@ class SessionConfig:
     reuse_window: 0 (the paper) or a margin in stride-16 cells: on the reuse path, the shallow
     refinement levels and the head run only inside the box around the object's last output grown by
     this margin; outside it the last output is kept (the gate has just said the object barely moved).
+    memory_clock: how FRTM's target model counts time (ours, experimental): ``computed`` (FRTM's own: each computed
+    frame's sample ages the memory by one step and every ``update_every``-th computed frame refits it) or ``frames``
+    (by frames elapsed: a sample after g skipped frames ages the memory by g + 1 steps, and a refit is due once
+    ``update_every`` frames have passed), so a loop that computes one frame in three adapts as fast as the base
+    model. The same at tau = 1.
     compute_window: 0 (the paper) or a margin in stride-16 cells (default 2): on computed frames (any variant), the
     shallow refinement levels and the head run only inside the box holding the cells where this frame's
     coarse score exceeds 0.5 and the object's last output, grown by this margin; outside it the object
@@ -131,6 +136,7 @@ class SessionConfig:
     flow_gate: str | None = None
     flow_max_gap: int | None = None
     lookahead: bool = False
+    memory_clock: str = "computed"
 
     def __post_init__(self):
         if self.tau is None:
@@ -163,6 +169,8 @@ class SessionConfig:
                                        or not 1 <= gap <= FLOW_GAP_LIMIT):
             raise ReusevosError(f"flow_max_gap must be a whole number of frames from 1 to {FLOW_GAP_LIMIT} (the gaps "
                                 f"the flow gate was fitted on), got {gap!r}")
+        if self.memory_clock not in ("computed", "frames"):
+            raise ReusevosError(f"memory_clock must be 'computed' or 'frames', got {self.memory_clock!r}")
         if not isinstance(self.lookahead, bool):
             raise ReusevosError(f"lookahead must be True or False, got {self.lookahead!r}")
         if self.lookahead and self.variant != "flow":

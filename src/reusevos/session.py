@@ -71,6 +71,7 @@ class ObjectState:
     state_prev: torch.Tensor | None = None  # R of the last computed frame, (1, 64, H/16, W/16); TTVOS: short-term
     prob_prev: torch.Tensor | None = None  # last output, (H, W); copy, fusion, motion and the windows only
     last_computed: int = -1  # index of the last computed frame (the oracle compares with it)
+    last_refit: int = -1  # index of the last frame whose computation refitted the base model (memory_clock "frames")
     anchor: Anchor | None = None  # the last computed frame and output, small and grey: the flow variant's
     routes: Counter = field(default_factory=Counter)  # Route -> frames since the start frame
 
@@ -116,6 +117,7 @@ class _Track:
     box: Box | None = None  # the refinement window; None = the whole frame
     prob: torch.Tensor | None = None  # the object's probabilities, (H, W)
     update_weight: torch.Tensor | None = None  # TTVOS: how much of this frame the template takes in, (1,)
+    elapsed: int | None = None  # memory_clock "frames": frames since the object's last computed frame
 
 
 @dataclass
@@ -494,7 +496,7 @@ class Session:
         The start frame counts as computed: under the paper's variants its score and refinement state are the
         first S_prev, R_prev.
         """
-        obj = ObjectState(obj_id, self.frame_index, last_computed=self.frame_index)
+        obj = ObjectState(obj_id, self.frame_index, last_computed=self.frame_index, last_refit=self.frame_index)
         given = torch.from_numpy(mask.astype(np.float32)).to(self.device)
         self.base.start(obj, frame, mask, given, features, timed)
         if self.options.variant not in ("full", "flow"):  # the reuse path starts from here (a base model with a gate)
@@ -508,6 +510,8 @@ class Session:
         """Keep what later frames need: the base model's (FRTM: target-model samples and refits), the output for
         the copy variants and the windows. Returns the ids of the re-optimised objects."""
         for track in computed:
+            if self.options.memory_clock == "frames":
+                track.elapsed = self.frame_index - track.obj.last_computed
             track.obj.last_computed = self.frame_index
         refitted = self.base.remember(computed, features, soft, timed)
         opts = self.options

@@ -49,7 +49,8 @@ def summarise(setting: Setting, results: Sequence[SequenceResult], flops: dict |
     summary = {
         "setting": setting.key, "variant": setting.variant, "tau": setting.tau, "tau2": setting.tau2,
         "reuse_window": setting.window, "compute_window": setting.compute_window,
-        "flow_max_gap": setting.flow_max_gap, "lookahead": setting.lookahead, "sequences": len(results),
+        "flow_max_gap": setting.flow_max_gap, "lookahead": setting.lookahead,
+        "memory_clock": setting.memory_clock, "sequences": len(results),
         "frames": frames, "objects": len(started),
         "time_s": round(time_s, 4), "init_s": round(init_s, 4),
         "fps": round(frames / time_s, 4) if time_s else None,

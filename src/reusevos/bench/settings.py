@@ -32,6 +32,7 @@ class Setting:
     runtime: str | None = None  # Backbone.runtime while the setting runs (a key of _RUNTIME_SUFFIXES)
     flow_max_gap: int | None = None  # SessionConfig.flow_max_gap: flow only, where None means FLOW_GAP_LIMIT
     lookahead: bool = False  # SessionConfig.lookahead: flow only (``+la``)
+    memory_clock: str = "computed"  # SessionConfig.memory_clock (``+mf``: "frames")
 
     def __post_init__(self):
         if self.variant == "flow" and self.flow_max_gap is None:
@@ -43,14 +44,15 @@ class Setting:
             f"{self.variant}@{self.tau:g}" + (f"/{self.tau2:g}" if self.tau2 is not None else "")
             + (f"+w{self.window}" if self.window else "")
             + (f"+g{self.flow_max_gap}" if self.flow_max_gap not in (None, FLOW_GAP_LIMIT) else "")
-            + ("+la" if self.lookahead else ""))
+            + ("+la" if self.lookahead else "") + ("+mf" if self.memory_clock == "frames" else ""))
         runtime = f"+{_RUNTIME_SUFFIXES[self.runtime]}" if self.runtime else ""
         return name + (f"+c{self.compute_window}" if self.compute_window else "") + runtime
 
     def options(self) -> SessionConfig:
         options = SessionConfig(self.variant, self.tau, self.tau2, reuse_window=self.window,
                                 compute_window=self.compute_window,
-                                flow_max_gap=self.flow_max_gap, lookahead=self.lookahead)
+                                flow_max_gap=self.flow_max_gap, lookahead=self.lookahead,
+                                memory_clock=self.memory_clock)
         options.validate()
         return options
 
@@ -129,7 +131,7 @@ def build_settings(variants: Iterable[str], taus: Iterable[float], tau2s: Iterab
 _RUNTIME_SUFFIXES = {"torch": "torch", "onnxruntime": "ort"}  # Setting.runtime -> its part of the name
 _SUFFIX_RUNTIMES = {suffix: runtime for runtime, suffix in _RUNTIME_SUFFIXES.items()}
 _KEY = re.compile(r"(?P<variant>[a-z]+)(?:@(?P<tau>[0-9.e-]+)(?:/(?P<tau2>[0-9.e-]+))?)?(?:\+w(?P<window>\d+))?"
-                  r"(?:\+g(?P<gap>\d+))?(?P<lookahead>\+la)?(?:\+c(?P<compute>\d+))?"
+                  r"(?:\+g(?P<gap>\d+))?(?P<lookahead>\+la)?(?P<clock>\+mf)?(?:\+c(?P<compute>\d+))?"
                   r"(?:\+(?P<runtime>" + "|".join(_SUFFIX_RUNTIMES) + "))?")
 
 
@@ -155,7 +157,8 @@ def parse_setting(key: str) -> Setting:
     runtime = _SUFFIX_RUNTIMES.get(match["runtime"])
     setting = Setting(variant, tau_value, tau2_value, int(match["window"] or 0), int(match["compute"] or 0),
                       None if runtime is None else check_runtime(runtime),
-                      int(match["gap"]) if match["gap"] else None, bool(match["lookahead"]))
+                      int(match["gap"]) if match["gap"] else None, bool(match["lookahead"]),
+                      "frames" if match["clock"] else "computed")
     setting.options()  # tau in [0, 1], fusion's tau < tau2, a reuse window only where there is a reuse path
     return setting
 

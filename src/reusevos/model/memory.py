@@ -26,8 +26,9 @@ class SampleMemory:
     count: int = 0
 
     def add(self, features: torch.Tensor, labels: torch.Tensor, pixel_weights: torch.Tensor,
-            weight: float | None = None, permanent: bool = False) -> None:
-        """Add ``n`` samples (``(n, C, h, w)``, ``(n, 1, Hl, Wl)`` x2); older weights decay by (1 - lr)."""
+            weight: float | None = None, permanent: bool = False, steps: int = 1) -> None:
+        """Add ``n`` samples (``(n, C, h, w)``, ``(n, 1, Hl, Wl)`` x2); older weights decay by (1 - lr) per step
+        (``steps``: the frames since the last sample, where a frame loop skips frames and counts time in frames)."""
         n = features.shape[0]
         if self.features is None:
             self.features = features.new_zeros((self.capacity,) + tuple(features.shape[1:]))
@@ -35,7 +36,7 @@ class SampleMemory:
             self.pixel_weights = pixel_weights.new_zeros((self.capacity,) + tuple(pixel_weights.shape[1:]))
             self.weights = torch.zeros(self.capacity, dtype=torch.float64)
             self.permanent = torch.zeros(self.capacity, dtype=torch.bool)
-        self.weights[: self.count] *= 1.0 - self.lr
+        self.weights[: self.count] *= (1.0 - self.lr) ** steps
         for i in range(n):
             slot = self._free_slot()
             self.features[slot] = features[i]

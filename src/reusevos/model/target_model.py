@@ -158,8 +158,9 @@ class TargetModel:
             vecs = torch.cat([vecs, vecs.new_zeros(channels - vecs.shape[0], vecs.shape[1])])
         return vecs.to(features.dtype).reshape(channels, -1, 1, 1).contiguous()
 
-    def add_sample(self, features: torch.Tensor, soft_mask: torch.Tensor) -> bool:
-        """Remember a tracked frame: features ``(1, C16, h, w)``, soft mask ``(1, 1, H, W)``.
+    def add_sample(self, features: torch.Tensor, soft_mask: torch.Tensor, steps: int = 1) -> bool:
+        """Remember a tracked frame: features ``(1, C16, h, w)``, soft mask ``(1, 1, H, W)``; older samples decay
+        by ``steps`` frames' worth (see :meth:`SampleMemory.add`).
 
         Frames whose mask has fewer than ``min_sample_pixels`` foreground pixels teach nothing
         about the object and are skipped. Returns whether the sample was added.
@@ -167,7 +168,7 @@ class TargetModel:
         if float((soft_mask > 0.5).sum()) < self.config.min_sample_pixels:
             return False
         labels, pixel_weights = self.prepare_labels(soft_mask.to(features.dtype))
-        self.memory.add(features, labels, pixel_weights)
+        self.memory.add(features, labels, pixel_weights, steps=steps)
         return True
 
     def update(self) -> list[float]:
