@@ -148,6 +148,10 @@ def test_the_grid_runs_flow_with_and_without_the_lookahead():
     assert settings[2].options() == SessionConfig("flow", 0.85, compute_window=2, lookahead=True)
     with pytest.raises(ReusevosError, match="on or off"):
         build_settings(["flow"], [0.85], lookaheads=[])
+    settings, _ = build_settings(["flow", "reuse"], [0.85], lookaheads=[True], memory_clocks=["frames", "computed"])
+    assert [s.key for s in settings] == ["flow@0.85+g2+la+mf", "flow@0.85+g2+la", "reuse@0.85"]  # the paper's: FRTM's
+    with pytest.raises(ReusevosError, match="memory_clock must be"):
+        build_settings(["flow"], [0.85], memory_clocks=["seconds"])
 
 
 def test_flow_lines_are_drawn_per_longest_gap():

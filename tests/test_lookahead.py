@@ -130,6 +130,8 @@ def test_at_tau_one_it_is_the_base_model_and_step_is_refused(weights):
 
 
 def test_settings_and_flags_name_the_lookahead():
+    assert parse_setting("flow@0.85+g2+la+mf+c2").options() == SessionConfig("flow", 0.85, lookahead=True,
+                                                                              memory_clock="frames")
     setting = parse_setting("flow@0.85+g3+la+c2")
     assert setting == Setting("flow", 0.85, compute_window=2, flow_max_gap=3, lookahead=True)
     assert setting.key == "flow@0.85+g3+la+c2" and setting.options().lookahead
@@ -148,5 +150,5 @@ def test_settings_and_flags_name_the_lookahead():
 
     parser = argparse.ArgumentParser()
     add_session_flags(parser)
-    assert session_options(parser.parse_args(["--lookahead"])) == SessionConfig(lookahead=True)
+    assert session_options(parser.parse_args(["--lookahead"])) == SessionConfig(lookahead=True, memory_clock="frames")
     assert session_options(parser.parse_args([])) is None

@@ -17,14 +17,14 @@ import logging
 import re
 import shutil
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 from PIL import Image
 
-from reusevos.config import DEFAULT_MAX_SIZE, SessionConfig
+from reusevos.config import DEFAULT_MAX_SIZE, offline_config
 from reusevos.errors import ReusevosError
 from reusevos.io.exports import check_formats
 from reusevos.io.frames import IMAGE_SUFFIXES, FrameSource, fit_size, open_frames, resize_frame
@@ -424,7 +424,7 @@ class Job:
         after the frame at hand, keeping the frames done."""
         self._refuse_while_running("running again")
         frames = self._need_input()
-        options = SessionConfig(tau=float(tau), lookahead=True)  # as `reusevos segment --tau T`: whole videos
+        options = replace(offline_config(), tau=float(tau))  # as `reusevos segment --tau T`: the whole-video default
         options.validate()
         formats = check_formats(_formats(formats))
         check_frame_size(self.process_size)

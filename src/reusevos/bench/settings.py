@@ -62,12 +62,14 @@ def build_settings(variants: Iterable[str], taus: Iterable[float], tau2s: Iterab
                    compute_windows: Iterable[int] = (0,),
                    runtimes: Iterable[str | None] = (None,),
                    flow_max_gaps: Iterable[int] = (FLOW_MAX_GAP,),
-                   lookaheads: Iterable[bool] = (False,)) -> tuple[list[Setting], list[dict]]:
+                   lookaheads: Iterable[bool] = (False,),
+                   memory_clocks: Iterable[str] = ("computed",)) -> tuple[list[Setting], list[dict]]:
     """The cross product of ``variants`` and ``taus`` (``fusion`` also with each ``tau2``; the variants with a
     reuse path, at tau < 1, also with each ``reuse_window`` in ``windows``), then each with every
     ``compute_window`` in ``compute_windows``, in that order, each of them with every backbone runtime in
     ``runtimes`` in turn (None: the model's own). ``flow`` at tau < 1 runs at each longest gap in ``flow_max_gaps``
-    (default: the session's), and with and/or without the lookahead as ``lookaheads`` says (default: without).
+    (default: the session's), with and/or without the lookahead as ``lookaheads`` says (default: without), and with
+    each of ``memory_clocks`` (default: FRTM's, ``computed``).
 
     ``full`` appears once (it has no tau). Combinations that cannot run are returned apart, each as
     ``{"setting", "variant", "tau", "tau2", "reason"}``: fusion with ``tau2 <= tau``, and every variant
@@ -82,6 +84,11 @@ def build_settings(variants: Iterable[str], taus: Iterable[float], tau2s: Iterab
     lookaheads = list(dict.fromkeys(lookaheads))
     if not lookaheads or any(not isinstance(ahead, bool) for ahead in lookaheads):
         raise ReusevosError(f"the lookahead is on or off, got {lookaheads}")
+    memory_clocks = list(dict.fromkeys(memory_clocks))
+    if not memory_clocks:
+        raise ReusevosError("give at least one memory clock (computed, frames)")
+    for clock in memory_clocks:
+        SessionConfig("flow", memory_clock=clock).validate()
     for name, values in (("reuse", windows), ("compute", compute_windows)):
         if any(isinstance(w, bool) or not isinstance(w, int) or w < 0 for w in values) or not values:
             raise ReusevosError(f"{name} windows must be whole numbers of cells >= 0 (0 = off), got {values}")
@@ -114,11 +121,12 @@ def build_settings(variants: Iterable[str], taus: Iterable[float], tau2s: Iterab
             for tau2 in (tau2s if variant == "fusion" else [None]):
                 # copy, motion and flow have no reuse path to window; tau = 1 never reuses
                 moving = variant == "flow" and tau < 1.0
-                for window, gap, ahead in itertools.product(
+                for window, gap, ahead, clock in itertools.product(
                         windows if variant not in ("copy", "motion", "flow") and tau < 1.0 else [0],
-                        flow_max_gaps if moving else [None], lookaheads if moving else [False]):
+                        flow_max_gaps if moving else [None], lookaheads if moving else [False],
+                        memory_clocks if moving else ["computed"]):
                     setting = Setting(variant, float(tau), None if tau2 is None else float(tau2), window,
-                                      compute_window, runtime, gap, ahead)
+                                      compute_window, runtime, gap, ahead, clock)
                     if not has_gate and variant not in GATE_FREE:
                         skip(setting, "the weights have no reuse gate")
                     elif variant == "fusion" and not tau < tau2:

@@ -7,7 +7,8 @@ import functools
 
 from reusevos.cli.common import (add_davis, add_sequences, add_threads, add_weights, command_line, csv_list, log,
                                  set_threads)
-from reusevos.config import FLOW_MAX_GAP, QUICK_FRAMES, VARIANTS, AblationConfig, SessionConfig, default_tau
+from reusevos.config import (FLOW_MAX_GAP, QUICK_FRAMES, VARIANTS, AblationConfig, SessionConfig, default_tau,
+                             offline_config)
 from reusevos.errors import ReusevosError
 
 SPLIT_HELP = "split to run; every frame must be annotated"
@@ -18,7 +19,7 @@ THREADS_HELP = "torch CPU threads (default: torch's choice); stated in the outpu
 GRID = {"variant": f"full,{SessionConfig.variant}", "tau": f"1,{default_tau(SessionConfig.variant, True):g}",
         "tau2": f"{AblationConfig.tau2:g}", "reuse_window": str(SessionConfig.reuse_window),
         "compute_window": str(SessionConfig.compute_window), "flow_max_gap": str(FLOW_MAX_GAP),
-        "lookahead": "on", "backbone_runtime": "auto"}
+        "lookahead": "on", "memory_clock": offline_config().memory_clock, "backbone_runtime": "auto"}
 
 
 def _on_off(text: str) -> bool:
@@ -99,8 +100,11 @@ def _add_grid_flags(bench: argparse.ArgumentParser) -> None:
                             "+gN unless N is 12)")
     bench.add_argument("--lookahead", default=None, metavar="on,off",
                        help="the flow variant with the lookahead (on, the default: the whole-video default is "
-                            "flow@0.85+g2+la+c2), without it (off), or both (on,off); each its own setting of flow at "
+                            "flow@0.85+g2+la+mf+c2), without it (off), or both (on,off); each its own setting of flow at "
                             "tau < 1 (names end in +la when on)")
+    bench.add_argument("--memory-clock", default=None, metavar="CLOCKS",
+                       help="comma-separated clocks of FRTM's target model for flow at tau < 1: frames (ours, the "
+                            "default) and/or computed (FRTM's); names end in +mf for frames")
     bench.add_argument("--backbone-runtime", default=None, metavar="RUNTIMES",
                        help="comma-separated backbone runtimes (torch, onnxruntime; auto = the model's own, the "
                             "default), each its own setting of every other choice (names end in +torch, +ort)")
@@ -169,7 +173,7 @@ def _settings_chooser(args: argparse.Namespace):
         choose = functools.partial(build_settings, lists["variant"], lists["tau"], lists["tau2"],
                                    windows=lists["reuse_window"], compute_windows=lists["compute_window"],
                                    runtimes=lists["backbone_runtime"], flow_max_gaps=lists["flow_max_gap"],
-                                   lookaheads=lists["lookahead"])
+                                   lookaheads=lists["lookahead"], memory_clocks=lists["memory_clock"])
     choose()
     return choose
 

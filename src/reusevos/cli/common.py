@@ -13,7 +13,7 @@ import shlex
 import sys
 
 from reusevos.config import (BACKBONE_RUNTIMES, BASE_MODELS, FLOW_GAP_LIMIT, FLOW_MAX_GAP, VARIANTS, SessionConfig,
-                             default_tau)
+                             default_tau, offline_config)
 from reusevos.errors import ReusevosError
 
 THREADS_HELP = "torch CPU threads (default: torch's choice)"
@@ -174,6 +174,10 @@ def add_session_flags(parser: argparse.ArgumentParser) -> None:
                         help="--variant flow only: compute an object again at the latest FRAMES frames after its last "
                              f"computed frame, whatever the gate says (1 to {FLOW_GAP_LIMIT}; default: "
                              f"{FLOW_MAX_GAP}, chosen on held-out training sequences)")
+    parser.add_argument("--memory-clock", default=None, choices=("computed", "frames"),
+                        help="how FRTM's target model counts time: frames (ours, the default with the lookahead: "
+                             "its memory ages and refits by frames elapsed, so moving frames does not slow its "
+                             "adaptation) or computed (FRTM's: by computed frames; the default otherwise)")
     ahead = parser.add_mutually_exclusive_group()
     ahead.add_argument("--lookahead", action="store_true", default=None,
                        help="--variant flow only, its default here: a frame whose objects were moved waits until they "
@@ -190,9 +194,11 @@ def add_session_flags(parser: argparse.ArgumentParser) -> None:
 
 def session_options(args: argparse.Namespace) -> SessionConfig | None:
     """SessionConfig from the session flags, validated; what is not given takes SessionConfig's default, but the
-    flow variant looks ahead unless ``--no-lookahead`` (these commands run whole videos, see
-    :func:`reusevos.config.offline_config`); None when no flag is given (the run's own default)."""
-    names = ("variant", "tau", "tau2", "reuse_window", "compute_window", "flow_gate", "flow_max_gap", "lookahead")
+    flow variant looks ahead unless ``--no-lookahead``, and then counts the memory's time in frames unless
+    ``--memory-clock`` says otherwise (these commands run whole videos, see :func:`reusevos.config.offline_config`);
+    None when no flag is given (the run's own default)."""
+    names = ("variant", "tau", "tau2", "reuse_window", "compute_window", "flow_gate", "flow_max_gap", "lookahead",
+             "memory_clock")
     given = {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
     if not given:
         return None
@@ -200,6 +206,8 @@ def session_options(args: argparse.Namespace) -> SessionConfig | None:
         raise ReusevosError(f"--tau {args.tau} has no effect with --variant full, which never reuses; drop one of them")
     if "lookahead" not in given and given.get("variant", "flow") == "flow":
         given["lookahead"] = True  # the offline default: these commands segment whole videos
+    if "memory_clock" not in given and given.get("lookahead"):
+        given["memory_clock"] = offline_config().memory_clock
     options = SessionConfig(**given)
     options.validate()
     return options
