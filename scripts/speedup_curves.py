@@ -5,7 +5,8 @@ Runs on a noisy machine are compared only through ratios inside each run, so sev
 
     python scripts/speedup_curves.py docs/results/speed/flow-val-3ae3097.json docs/results/speed/curves-val-607eb48.json \
         docs/results/speed/gap-val-e56dd59.json docs/results/speed/lookahead-val-edb21c6.json \
-        docs/results/speed/lookahead-val-f5d3f48.json --out docs/results/speed/flow-curves.png
+        docs/results/speed/lookahead-val-f5d3f48.json docs/results/speed/clock-val-c4dde47.json \
+        --out docs/results/speed/flow-curves.png
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 LABELS = {"flow": "flow (ours), longest gap 12", "flow+g2": "flow (ours), longest gap 2 (online)",
-          "flow+g2+la": "flow (ours), longest gap 2, lookahead (the default)",
+          "flow+g2+la": "flow (ours), longest gap 2, lookahead",
+          "flow+g2+la+mf": "flow (ours), longest gap 2, lookahead, memory clock in frames (the default)",
           "flow+g3+la": "flow (ours), longest gap 3, lookahead",
           "reuse": "reuse path (paper), both windows 2", "copy": "copy", "motion": "motion (ours)"}
 
@@ -38,7 +40,8 @@ def points(paths: list[str]) -> tuple[dict[str, list[tuple[float, float, float]]
         for s in report["settings"]:
             if s["variant"] != "full":
                 gap = re.search(r"\+g\d+", s["setting"])
-                line = s["variant"] + (gap.group(0) if gap else "") + ("+la" if s.get("lookahead") else "")
+                line = s["variant"] + (gap.group(0) if gap else "") + ("+la" if s.get("lookahead") else "") \
+                    + ("+mf" if s.get("memory_clock") == "frames" else "")
                 lines[line].append((s["fps"] / base["fps"], 100 * s["J&F"], s["tau"]))
     return lines, references
 
