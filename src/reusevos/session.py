@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import time
 from collections import Counter, deque
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -154,6 +155,19 @@ class _Held:
     blended: bool = False
 
 
+@contextmanager
+def _charged(result: FrameResult, stage: Stage) -> Iterator[None]:
+    """Time the lookahead's later work on a frame already stepped and add it to that frame's ``seconds`` and
+    ``stage``."""
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        spent = time.perf_counter() - start
+        result.seconds += spent
+        result.stage_seconds[stage.value] = result.stage_seconds.get(stage.value, 0.0) + spent
+
+
 class LearnedGate:
     """The paper's gate: P_gate from D_t."""
 
@@ -263,17 +277,14 @@ class Session:
     def _blend(self, held: _Held, obj_id: int) -> None:
         """The lookahead: object ``obj_id`` of the held frame takes its next computed output (its new anchor)
         warped back onto that frame, blended with its forward warp by distance in time."""
-        start = time.perf_counter()
-        earlier, later = held.waiting.pop(obj_id), self.objects[obj_id].anchor
-        index = held.result.index
-        warped = self._warper.warp(later, held.grey) if later.frame > index else None
-        if warped is not None:
-            backward = torch.from_numpy(warped).to(held.probs[obj_id].device)
-            held.probs[obj_id] = blend(held.probs[obj_id], backward, index, earlier, later.frame)
-            held.blended = True
-        spent = time.perf_counter() - start
-        held.result.seconds += spent
-        held.result.stage_seconds[Stage.MOTION.value] = held.result.stage_seconds.get(Stage.MOTION.value, 0.0) + spent
+        with _charged(held.result, Stage.MOTION):
+            earlier, later = held.waiting.pop(obj_id), self.objects[obj_id].anchor
+            index = held.result.index
+            warped = self._warper.warp(later, held.grey) if later.frame > index else None
+            if warped is not None:
+                backward = torch.from_numpy(warped).to(held.probs[obj_id].device)
+                held.probs[obj_id] = blend(held.probs[obj_id], backward, index, earlier, later.frame)
+                held.blended = True
 
     def _release(self) -> list[FrameResult]:
         """The held frames from the oldest up to the first still waiting, merged again where blended."""
@@ -282,13 +293,10 @@ class Session:
             held = self._held.popleft()
             result = held.result
             if held.blended:
-                start = time.perf_counter()
-                result.labels, soft = self._merge(held.probs, held.new_ids)
-                if result.probabilities is not None:
-                    result.probabilities = {i: p.float().cpu().numpy() for i, p in soft.items()}
-                spent = time.perf_counter() - start
-                result.seconds += spent
-                result.stage_seconds[Stage.MERGE.value] = result.stage_seconds.get(Stage.MERGE.value, 0.0) + spent
+                with _charged(result, Stage.MERGE):
+                    result.labels, soft = self._merge(held.probs, held.new_ids)
+                    if result.probabilities is not None:
+                        result.probabilities = {i: p.float().cpu().numpy() for i, p in soft.items()}
             ready.append(result)
         return ready
 
