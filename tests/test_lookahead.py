@@ -89,11 +89,21 @@ def test_frames_come_back_in_order_once_their_objects_are_computed_again(weights
     assert not torch.allclose(soft[0], soft[3], atol=1e-2)  # the two outputs differ, so the blend is seen
 
 
-def test_computed_frames_are_those_of_the_flow_variant_without_it(weights):
+@pytest.mark.parametrize("num_objects", [1, 2])
+def test_computed_frames_are_those_of_the_flow_variant_without_it(weights, monkeypatch, num_objects):
     import reusevos
 
     model = reusevos.load_model(weights["base"], device="cpu")
-    clip = list(generate_clip(SyntheticConfig(size=(96, 128), num_frames=12, num_objects=2, speed=1.0, seed=7)))
+    clip = list(generate_clip(SyntheticConfig(size=(96, 128), num_frames=12, num_objects=num_objects, speed=1.0,
+                                              seed={1: 3, 2: 7}[num_objects])))
+    merges = {}
+    real_merge = reusevos.Session._merge
+
+    def counted(session, *args):
+        merges[session] = merges.get(session, 0) + 1
+        return real_merge(session, *args)
+
+    monkeypatch.setattr(reusevos.Session, "_merge", counted)
     runs = {}
     for lookahead in (False, True):
         session = reusevos.Session(model, SessionConfig("flow", 0.3, flow_max_gap=3, lookahead=lookahead))
@@ -111,6 +121,12 @@ def test_computed_frames_are_those_of_the_flow_variant_without_it(weights):
     for t, ((_, a), (_, b)) in enumerate(zip(plain, ahead)):
         if t not in moved:
             assert np.array_equal(a.labels, b.labels), t
+    plain_merges, ahead_merges = merges.values()
+    assert plain_merges == len(clip)
+    if num_objects == 1:  # a moved frame is merged once, when it is handed back (after its blend, if any)
+        assert ahead_merges == len(clip)
+    else:  # a frame with an object computed is merged at once (its anchor needs it), and again if blended
+        assert ahead_merges >= len(clip)
 
 
 def test_at_tau_one_it_is_the_base_model_and_step_is_refused(weights):

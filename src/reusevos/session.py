@@ -145,13 +145,15 @@ class FrameResult:
 class _Held:
     """A frame a lookahead session has not handed back yet: its result, its objects' probabilities before the merge,
     its small grey image, and its moved objects still waiting for their next computed frame (id -> the frame of
-    the anchor they were moved from)."""
+    the anchor they were moved from). A frame whose one object was moved is merged only when it is handed back
+    (its ``result.labels`` is None until then): merging it before its blend would be work thrown away."""
 
     result: FrameResult
     probs: dict[int, torch.Tensor]
     grey: np.ndarray
     waiting: dict[int, int]
     new_ids: list[int]
+    probabilities: bool  # whether the caller asked for them
     blended: bool = False
 
 
@@ -260,7 +262,7 @@ class Session:
             return [result]
         waiting = {obj_id: self.objects[obj_id].anchor.frame for obj_id, route in result.routes.items()
                    if route is Route.MOVED}
-        self._held.append(_Held(result, probs, grey, waiting, list(new_ids)))
+        self._held.append(_Held(result, probs, grey, waiting, list(new_ids), return_probabilities))
         anchored = {obj_id for obj_id, route in result.routes.items() if route is Route.COMPUTED} | set(new_ids)
         for held in self._held:
             for obj_id in anchored & held.waiting.keys():
@@ -292,10 +294,10 @@ class Session:
         while self._held and not self._held[0].waiting:
             held = self._held.popleft()
             result = held.result
-            if held.blended:
+            if held.blended or result.labels is None:
                 with _charged(result, Stage.MERGE):
                     result.labels, soft = self._merge(held.probs, held.new_ids)
-                    if result.probabilities is not None:
+                    if held.probabilities:
                         result.probabilities = {i: p.float().cpu().numpy() for i, p in soft.items()}
             ready.append(result)
         return ready
@@ -345,15 +347,21 @@ class Session:
         with timed(Stage.INITIALISATION):
             for obj_id in new_ids:
                 probs[obj_id] = self._start_object(obj_id, frame, mask == obj_id, features, timed)
-        with timed(Stage.MERGE):
-            labels, soft = self._merge(probs, new_ids)
+        if self.options.lookahead and len(tracks) == 1 and tracks[0].route is Route.MOVED and not new_ids:
+            # One object, moved: merged when push() hands it back, after its blend. What later frames keep of it
+            # (the compute window's box: probabilities > 0.5) is the same before the merge for a single object.
+            labels, soft = None, {}
+            tracks[0].obj.prob_prev = tracks[0].prob
+        else:
+            with timed(Stage.MERGE):
+                labels, soft = self._merge(probs, new_ids)
         reoptimised = self._remember(computed, features, soft, timed)
         if grey is not None:
             with timed(Stage.MOTION):
                 self._anchor([t.obj.object_id for t in computed] + list(new_ids), grey, soft)
         result = FrameResult(
             self.frame_index, labels,
-            probabilities={i: p.float().cpu().numpy() for i, p in soft.items()} if return_probabilities else None,
+            probabilities={i: p.float().cpu().numpy() for i, p in soft.items()} if return_probabilities and labels is not None else None,
             routes={t.obj.object_id: t.route for t in tracks},
             gate_probability={t.obj.object_id: t.gate_probability for t in tracks if t.gate_probability is not None},
             reoptimised=reoptimised, started=list(new_ids), stage_seconds=dict(timed.seconds))
