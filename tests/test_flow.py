@@ -14,7 +14,7 @@ import pytest
 
 from reusevos.config import FLOW_MAX_GAP, SessionConfig
 from reusevos.errors import ReusevosError
-from reusevos.flow import FEATURES, MAX_GAP, FlowGate, FlowWarper, load_flow_gate, make_anchor, small_grey
+from reusevos.flow import FEATURES, FLOW, MAX_GAP, FlowGate, FlowWarper, load_flow_gate, make_anchor, small_grey
 from reusevos.synthetic import SyntheticConfig, generate_clip, write_clip
 from reusevos.train.flow_gate import FlowGateConfig, fit, quality, sequence_pairs, target_values
 
@@ -86,8 +86,12 @@ def test_gate_files_round_trip_and_bad_ones_are_clear_errors(tmp_path):
     data["features"] = data["features"][:-1]
     (tmp_path / "other.json").write_text(json.dumps(data))
     (tmp_path / "broken.json").write_text("{not json")
-    (tmp_path / "short.json").write_text(json.dumps({"features": list(FEATURES)}))
+    (tmp_path / "short.json").write_text(json.dumps({"features": list(FEATURES), "flow": FLOW}))
+    older = json.loads(path.read_text())
+    del older["flow"]  # a gate of the versions before the flow was named (DIS's medium preset)
+    (tmp_path / "older.json").write_text(json.dumps(older))
     for name, message in (("other.json", "fitted on other features"), ("broken.json", "cannot read the flow gate"),
+                          ("older.json", r"another optical flow \(dis-medium\)"),
                           ("short.json", "is damaged"), ("missing.json", "no flow gate at")):
         with pytest.raises(ReusevosError, match=message):
             load_flow_gate(tmp_path / name)
@@ -208,6 +212,17 @@ def test_fit_command_writes_a_gate_resumes_and_refuses_val(tmp_path):
     assert load_flow_gate(out / "flow_gate_holdout.json").info["fitted_without"] == ["clip0"]
     again = _fit_command(*args)
     assert again.returncode == 0 and "pairs clip" not in again.stderr + again.stdout
+    fold = _fit_command(*args, "--holdout-offset", "1")  # the next fold, from the same pairs
+    assert fold.returncode == 0, fold.stderr
+    assert load_flow_gate(out / "flow_gate_holdout.json").info["fitted_without"] == ["clip1"]
+    outside = _fit_command(*args, "--holdout-offset", "3")
+    assert outside.returncode != 0 and "offset must be from 0 to 2" in outside.stderr
+    pairs = dict(np.load(out / "pairs" / "clip2.npz"))
+    pairs["flow"] = np.array("dis-medium")  # pairs kept from a version with another flow are not mixed in
+    np.savez(out / "pairs" / "clip2.npz", **pairs)
+    stale = _fit_command(*args)
+    assert stale.returncode != 0 and "clip2.npz were computed with another optical flow" in stale.stderr
+    assert "Traceback" not in stale.stderr
     refused = _fit_command("--davis", root, "--out", tmp_path / "v", "--split", "val")
     assert refused.returncode != 0 and "refusing to fit the flow gate on the val split" in refused.stderr
     bad = _fit_command(*args[:-4], "--gaps", f"1,{MAX_GAP + 1}")

@@ -148,6 +148,9 @@ def _register_fit_flow_gate(sub: argparse._SubParsersAction) -> None:
     fit.add_argument("--steps", type=int, default=config.steps, help="full-batch Adam steps of the fit")
     fit.add_argument("--holdout-every", type=int, default=config.holdout_every,
                      help="every n-th sequence is held out to report the gate on (0 = none)")
+    fit.add_argument("--holdout-offset", type=int, default=config.holdout_offset,
+                     help="the first held-out sequence (sorted): offsets 0 to n-1 hold out disjoint folds, so that "
+                          "each training sequence is held out of one OUT/flow_gate_holdout.json")
     fit.add_argument("--seed", type=int, default=config.seed, help="seed of the fit")
     fit.add_argument("--target", default=config.target, choices=("iou", "jf"),
                      help="what the gate's P predicts: the warped mask's IoU (the shipped gate's) or the mean of its "
@@ -278,7 +281,8 @@ def _cmd_fit_flow_gate(args: argparse.Namespace) -> int:
     if args.stride < 1 or args.steps < 1:
         raise ReusevosError("--stride and --steps must be at least 1")
     config = FlowGateConfig(gaps=gaps, stride=args.stride, steps=args.steps,
-                            holdout_every=max(0, args.holdout_every), seed=args.seed, target=args.target)
+                            holdout_every=max(0, args.holdout_every), holdout_offset=args.holdout_offset,
+                            seed=args.seed, target=args.target)
     report = run_fit_flow_gate(args.davis, args.split, args.out, config, sequences=args.sequences,
                                command=command_line(), log=log)
     held = report.get("holdout")

@@ -23,7 +23,7 @@ import torch
 
 from reusevos.errors import ReusevosError
 from reusevos.evaluation.metrics import boundary_f_measure, region_similarity
-from reusevos.flow import MAX_GAP, FlowGate, FlowWarper, make_anchor, small_grey
+from reusevos.flow import FLOW, MAX_GAP, FlowGate, FlowWarper, make_anchor, small_grey
 from reusevos.io.davis import DavisDataset
 from reusevos.io.files import write_json
 from reusevos.train.per_sequence import collect_per_sequence
@@ -38,6 +38,7 @@ class FlowGateConfig:
     lr: float = 3e-3
     weight_decay: float = 1e-4
     holdout_every: int = 5
+    holdout_offset: int = 0  # held out: sequences offset, offset + every, ... (sorted); offsets 0..every-1 are folds
     seed: int = 0
     taus: tuple[float, ...] = (0.95, 0.9, 0.85, 0.8, 0.7)
     target: str = "iou"  # what P predicts: "iou" (J of the warped mask) or "jf" ((J + boundary F) / 2, the metric's)
@@ -74,8 +75,8 @@ def sequence_pairs(frames: Sequence[np.ndarray], ground_truth: Sequence[np.ndarr
                 rows["frame"].append(t)
     if not rows["iou"]:
         raise ReusevosError("the sequence gave no pair (too short, or no object in it)")
-    return {"features": np.stack(rows["features"]).astype(np.float32), "iou": np.float32(rows["iou"]),
-            "f": np.float32(rows["f"]),
+    return {"flow": np.array(FLOW), "features": np.stack(rows["features"]).astype(np.float32),
+            "iou": np.float32(rows["iou"]), "f": np.float32(rows["f"]),
             "copy_iou": np.float32(rows["copy_iou"]), "gap": np.int16(rows["gap"]), "frame": np.int32(rows["frame"])}
 
 
@@ -96,6 +97,11 @@ def load_pairs(files: Sequence[Path]) -> dict[str, np.ndarray]:
     if not files:
         raise ReusevosError("no pairs to fit the flow gate on")
     parts = [dict(np.load(f)) for f in files]
+    for file, part in zip(files, parts):
+        flow = str(part.pop("flow", "dis-medium"))
+        if flow != FLOW:
+            raise ReusevosError(f"the pairs in {file} were computed with another optical flow ({flow}) than this "
+                                f"version's ({FLOW}); fit into a new --out folder")
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
@@ -169,7 +175,10 @@ def run_fit_flow_gate(davis_root: str | os.PathLike | None, split: str, out_dir:
     files = collect_pairs(dataset, out / "pairs", config, log)
     report: dict = {"command": command, "config": asdict(config), "split": split, "sequences": dataset.sequences}
     if config.holdout_every and len(files) >= 2:
-        held = files[::config.holdout_every]
+        if not 0 <= config.holdout_offset < config.holdout_every:
+            raise ReusevosError(f"the held-out offset must be from 0 to {config.holdout_every - 1}, not "
+                                f"{config.holdout_offset}")
+        held = files[config.holdout_offset::config.holdout_every]
         held_pairs = load_pairs(held)
         gate = fit(load_pairs([f for f in files if f not in held]), config)
         report["holdout"] = {"sequences": [f.stem for f in held],
