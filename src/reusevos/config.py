@@ -94,7 +94,7 @@ class SessionConfig:
     """Per-video settings: which frame loop to run. The default is ours, built for CPUs: the flow variant at
     tau 0.92, moving an object for at most 2 frames in a row, with a compute window of 2, online (each frame's
     result as soon as it is processed); :func:`offline_config` (what ``segment_video`` and the commands run
-    unless told) adds the lookahead at tau 0.85 and the memory clock in frames; ``SessionConfig("reuse",
+    unless told) adds the lookahead at tau 0.75 and the memory clock in frames; ``SessionConfig("reuse",
     compute_window=0)`` is the paper's.
 
     variant: ``full`` (never reuse, the base model), ``reuse`` (the paper's reuse path), ``copy``

@@ -100,7 +100,7 @@ def _add_grid_flags(bench: argparse.ArgumentParser) -> None:
                             "+gN unless N is 12)")
     bench.add_argument("--lookahead", default=None, metavar="on,off",
                        help="the flow variant with the lookahead (on, the default: the whole-video default is "
-                            "flow@0.85+g2+la+mf+c2), without it (off), or both (on,off); each its own setting of "
+                            "flow@0.75+g2+la+mf+c2), without it (off), or both (on,off); each its own setting of "
                             "flow at tau < 1 (names end in +la when on)")
     bench.add_argument("--memory-clock", default=None, metavar="CLOCKS",
                        help="comma-separated clocks of FRTM's target model for flow at tau < 1: frames (ours, the "
