@@ -6,7 +6,10 @@ Runs on a noisy machine are compared only through ratios inside each run, so sev
     python scripts/speedup_curves.py docs/results/speed/flow-val-3ae3097.json docs/results/speed/curves-val-607eb48.json \
         docs/results/speed/gap-val-e56dd59.json docs/results/speed/lookahead-val-edb21c6.json \
         docs/results/speed/lookahead-val-f5d3f48.json docs/results/speed/clock-val-c4dde47.json \
-        --out docs/results/speed/flow-curves.png
+        docs/results/speed/vr0-val-7435122.json=vr0 --out docs/results/speed/flow-curves.png
+
+A report given as ``PATH=TAG`` draws its lines apart from the other runs' (the same settings with other code), their
+labels ending in the tag: vr0 is the flow without DIS's variational refinement, with its default tau 0.75.
 """
 
 from __future__ import annotations
@@ -24,7 +27,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 LABELS = {"flow": "flow (ours), longest gap 12", "flow+g2": "flow (ours), longest gap 2 (online)",
           "flow+g2+la": "flow (ours), longest gap 2, lookahead",
-          "flow+g2+la+mf": "flow (ours), longest gap 2, lookahead, memory clock in frames (the default)",
+          "flow+g2+la+mf": "flow (ours), longest gap 2, lookahead, memory clock in frames",
+          "flow+g2+la+mf vr0": "the same, flow without variational refinement (the default)",
           "flow+g3+la": "flow (ours), longest gap 3, lookahead",
           "reuse": "reuse path (paper), both windows 2", "copy": "copy", "motion": "motion (ours)"}
 
@@ -32,7 +36,8 @@ LABELS = {"flow": "flow (ours), longest gap 12", "flow+g2": "flow (ours), longes
 def points(paths: list[str]) -> tuple[dict[str, list[tuple[float, float, float]]], list[float]]:
     """Per variant, (speed-up, J&F, tau) of every setting with a tau below 1; and the reference J&F of each run."""
     lines, references = defaultdict(list), []
-    for path in paths:
+    for given in paths:
+        path, _, tag = given.partition("=")
         report = json.loads(Path(path).read_text())
         by_key = {s["setting"]: s for s in report["settings"]}
         base = by_key["full+c2"]
@@ -41,14 +46,14 @@ def points(paths: list[str]) -> tuple[dict[str, list[tuple[float, float, float]]
             if s["variant"] != "full":
                 gap = re.search(r"\+g\d+", s["setting"])
                 line = s["variant"] + (gap.group(0) if gap else "") + ("+la" if s.get("lookahead") else "") \
-                    + ("+mf" if s.get("memory_clock") == "frames" else "")
+                    + ("+mf" if s.get("memory_clock") == "frames" else "") + (f" {tag}" if tag else "")
                 lines[line].append((s["fps"] / base["fps"], 100 * s["J&F"], s["tau"]))
     return lines, references
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("reports", nargs="+")
+    parser.add_argument("reports", nargs="+", help="benchmark JSONs, each PATH or PATH=TAG")
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
     lines, references = points(args.reports)
