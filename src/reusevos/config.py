@@ -77,7 +77,7 @@ FLOW_TAU = 0.92  # the flow variant's: chosen on held-out DAVIS train sequences 
 DEFAULT_VARIANT = "flow"  # ours: on a CPU it is both faster and more accurate than the paper's reuse path
 FLOW_GAP_LIMIT = 12  # the longest gap (frames since the anchor) the flow gate is fitted on and may be asked about
 FLOW_MAX_GAP = 2  # the flow variant's default longest gap: chosen with FLOW_TAU on held-out train sequences
-LOOKAHEAD_TAU = 0.75  # the flow variant's with the lookahead: chosen on all 30 train sequences, each held out of its gate (docs/speed.md)
+LOOKAHEAD_TAU = 0.75  # the flow variant's with the lookahead: chosen on all 30 train sequences (folds; docs/speed.md)
 DEFAULT_COMPUTE_WINDOW = 2  # ours: faster and more accurate than whole-frame refinement on DAVIS val (docs/speed.md)
 
 

@@ -361,7 +361,8 @@ class Session:
                 self._anchor([t.obj.object_id for t in computed] + list(new_ids), grey, soft)
         result = FrameResult(
             self.frame_index, labels,
-            probabilities={i: p.float().cpu().numpy() for i, p in soft.items()} if return_probabilities and labels is not None else None,
+            probabilities={i: p.float().cpu().numpy() for i, p in soft.items()}
+            if return_probabilities and labels is not None else None,  # a frame merged later gets them then
             routes={t.obj.object_id: t.route for t in tracks},
             gate_probability={t.obj.object_id: t.gate_probability for t in tracks if t.gate_probability is not None},
             reoptimised=reoptimised, started=list(new_ids), stage_seconds=dict(timed.seconds))
