@@ -34,6 +34,7 @@ SCALE = 2  # the flow runs on frames at 1/SCALE of their size
 # DIS's medium preset without its variational refinement: 40% less time a call and better warps of DAVIS 2016 train's
 # objects, forward and backward (scripts/warp_sim.py; docs/speed.md). A gate is fitted on one flow's features only.
 FLOW = "dis-medium-vr0"
+UNNAMED_FLOW = "dis-medium"  # what gates and pairs that name no flow were made with (DIS's medium preset)
 FEATURES = ("band_residual", "inside_residual", "band_changed", "band_texture", "relative_residual",
             "motion", "motion_spread", "moved_iou", "log_area", "gap", "area_kept", "anchor_uncertainty",
             "at_border")
@@ -240,10 +241,10 @@ class FlowGate:
         if list(data.get("features", [])) != list(FEATURES):
             raise ReusevosError("this flow gate was fitted on other features than this version computes; fit it "
                                 "again with `reusevos fit-flow-gate`")
-        if data.get("flow", "dis-medium") != FLOW:  # gates before the flow was named used DIS's medium preset
-            raise ReusevosError(f"this flow gate was fitted on the features of another optical flow "
-                                f"({data.get('flow', 'dis-medium')}) than this version computes ({FLOW}); fit it "
-                                "again with `reusevos fit-flow-gate`")
+        flow = data.get("flow", UNNAMED_FLOW)
+        if flow != FLOW:
+            raise ReusevosError(f"this flow gate was fitted on the features of another optical flow ({flow}) than "
+                                f"this version computes ({FLOW}); fit it again with `reusevos fit-flow-gate`")
         layers = [(np.asarray(layer["weight"], np.float32), np.asarray(layer["bias"], np.float32))
                   for layer in data["layers"]]
         return cls(np.asarray(data["mean"], np.float32), np.asarray(data["scale"], np.float32), layers,

@@ -23,7 +23,7 @@ import torch
 
 from reusevos.errors import ReusevosError
 from reusevos.evaluation.metrics import boundary_f_measure, region_similarity
-from reusevos.flow import FLOW, MAX_GAP, FlowGate, FlowWarper, make_anchor, small_grey
+from reusevos.flow import FLOW, MAX_GAP, UNNAMED_FLOW, FlowGate, FlowWarper, make_anchor, small_grey
 from reusevos.io.davis import DavisDataset
 from reusevos.io.files import write_json
 from reusevos.train.per_sequence import collect_per_sequence
@@ -98,7 +98,7 @@ def load_pairs(files: Sequence[Path]) -> dict[str, np.ndarray]:
         raise ReusevosError("no pairs to fit the flow gate on")
     parts = [dict(np.load(f)) for f in files]
     for file, part in zip(files, parts):
-        flow = str(part.pop("flow", "dis-medium"))
+        flow = str(part.pop("flow", UNNAMED_FLOW))
         if flow != FLOW:
             raise ReusevosError(f"the pairs in {file} were computed with another optical flow ({flow}) than this "
                                 f"version's ({FLOW}); fit into a new --out folder")
