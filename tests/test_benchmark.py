@@ -19,7 +19,7 @@ import pytest
 import torch
 from PIL import Image
 
-from reusevos.bench.ablation import PARTIAL_FILE, run_ablation
+from reusevos.bench.ablation import PARTIAL_FILE, ablation_settings, run_ablation
 from reusevos.bench.figures import figure_lines
 from reusevos.bench.measure import SequenceResult, count_flops
 from reusevos.bench.report import _add_references, format_header, format_stage_table, format_table, summarise
@@ -29,7 +29,7 @@ from reusevos.io.davis import load_sequence
 from reusevos.provenance import machine_label
 from reusevos.runner import FRAME_KINDS
 from reusevos.session import SUB_STAGES, Stage
-from reusevos.config import ModelConfig, SessionConfig
+from reusevos.config import ModelConfig, SessionConfig, offline_config
 from reusevos.errors import ReusevosError
 from reusevos.evaluation import score_sequence
 from reusevos.io.davis import DavisDataset
@@ -505,6 +505,19 @@ def test_benchmark_command_quick_on_blackswan(blackswan_root, gate_weights, tmp_
     assert any(line.startswith("ms per frame") for line in lines) and f"JSON: {out}" in run.stdout
     markdown = (tmp_path / "bench.md").read_text()
     assert "| reuse@0.7 |" in markdown and "1 threads" in markdown
+
+
+def test_ablation_grid_with_a_compute_window_and_the_shipped_flow():
+    settings, skipped = ablation_settings(["full", "reuse", "fusion", "flow"], [1.0, 0.75], 0.9, compute_window=2)
+    assert [s.key for s in settings] == ["full+c2", "reuse@1+c2", "reuse@0.75+c2", "fusion@0.75/0.9+c2",
+                                         "flow@1+c2", "flow@0.75+g2+la+mf+c2"]
+    assert [s["setting"] for s in skipped] == ["fusion@1/0.9+c2"]
+    shipped = offline_config()
+    flow = settings[-1].options()
+    assert (flow.flow_max_gap, flow.lookahead, flow.memory_clock, flow.compute_window) == \
+        (shipped.flow_max_gap, shipped.lookahead, shipped.memory_clock, shipped.compute_window)
+    # without a compute window the grid is the paper's, as before
+    assert [s.key for s in ablation_settings(["reuse"], [0.7], 0.9)[0]] == ["reuse@0.7"]
 
 
 def test_ablation_command(synthetic_root, gate_weights, tmp_path):

@@ -10,6 +10,10 @@
 - ``OUT/fig7_jf_vs_fps.png`` and ``OUT/fig8_jf_vs_reuse.png``: J&F against FPS and against the reuse
   rate, one line per variant, points labelled with tau (matplotlib, the optional ``reusevos[plots]``).
 
+``flow`` (ours) runs as the whole-video default does (:func:`reusevos.config.offline_config`: the longest gap, the
+lookahead and the memory clock), so its curve passes through the setting ``reusevos segment`` runs; ``compute_window``
+applies to every setting (0, the default, is the paper's whole-frame refinement).
+
 ``fusion`` uses one fixed ``tau2`` (0.9 by default) for every tau below it; at tau >= tau2 it cannot run
 and is listed as skipped. At tau = 1 no variant reuses, so every variant computes the same frames: only the
 first variant runs there and the others' rows repeat its figures (``measured_as`` names it).
@@ -27,7 +31,7 @@ from reusevos.bench.figures import FIGURES, plot_figure, require_matplotlib
 from reusevos.bench.report import format_markdown
 from reusevos.bench.run import PartialResults, run_benchmark, run_signature
 from reusevos.bench.settings import build_settings
-from reusevos.config import AblationConfig
+from reusevos.config import AblationConfig, offline_config
 from reusevos.errors import ReusevosError
 from reusevos.io.davis import DavisDataset
 from reusevos.io.files import write_json, write_text
@@ -42,7 +46,7 @@ CSV_COLUMNS = ("setting", "variant", "tau", "tau2", "status", "frames", "fps", "
 
 def run_ablation(network: VOSNetwork, dataset: DavisDataset, out_dir: str | os.PathLike,
                  variants: Sequence[str] = AblationConfig.variants, taus: Sequence[float] = AblationConfig.taus,
-                 tau2: float = AblationConfig.tau2, *, max_frames: int | None = None, max_size: int | None = None,
+                 tau2: float = AblationConfig.tau2, *, compute_window: int = 0, max_frames: int | None = None, max_size: int | None = None,
                  plots: bool = True, finished_only: bool = False, command: str = "",
                  log: Callable[[str], None] = lambda _: None) -> dict:
     """Run the ablation into ``out_dir`` (resuming from ``out_dir/partial.jsonl``); returns the report with
@@ -56,7 +60,7 @@ def run_ablation(network: VOSNetwork, dataset: DavisDataset, out_dir: str | os.P
         raise ReusevosError(f"output {out} is a file; give a folder")
     if plots:
         require_matplotlib()  # fail before hours of computing, not after
-    settings, skipped = build_settings(variants, taus, [tau2], network.has_gate)
+    settings, skipped = ablation_settings(variants, taus, tau2, compute_window, network.has_gate)
     measured_as = _same_at_tau_one(settings)
     to_run = [s for s in settings if s.key not in measured_as]
     if finished_only:
@@ -79,6 +83,16 @@ def run_ablation(network: VOSNetwork, dataset: DavisDataset, out_dir: str | os.P
     report["files"] = {k: str(v) for k, v in files.items()}
     write_json(files["json"], report)
     return report
+
+
+def ablation_settings(variants: Sequence[str], taus: Sequence[float], tau2: float, compute_window: int = 0,
+                      has_gate: bool = True):
+    """The ablation's grid (:func:`build_settings`'s settings and skipped ones): every variant at every tau with
+    one compute window, flow with the whole-video default's options."""
+    shipped = offline_config()
+    return build_settings(variants, taus, [tau2], has_gate, compute_windows=[compute_window],
+                          flow_max_gaps=[shipped.flow_max_gap], lookaheads=[shipped.lookahead],
+                          memory_clocks=[shipped.memory_clock])
 
 
 def _same_at_tau_one(settings) -> dict[str, str]:

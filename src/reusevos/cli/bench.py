@@ -133,6 +133,11 @@ def _register_ablation(sub: argparse._SubParsersAction) -> None:
     ablation.add_argument("--taus", default=",".join(f"{tau:g}" for tau in config.taus),
                           help="comma-separated thresholds")
     ablation.add_argument("--tau2", type=float, default=config.tau2, help="the fusion variant's copy threshold")
+    ablation.add_argument("--compute-window", type=int, default=0, metavar="CELLS",
+                          help="the computed-frame window margin of every setting, in stride-16 cells (0: the paper's "
+                               f"whole-frame refinement; {SessionConfig.compute_window}: what reusevos runs unless told). "
+                               "flow runs as the whole-video default does: flow@tau+g"
+                               f"{FLOW_MAX_GAP}+la+mf")
     add_weights(ablation)
     add_threads(ablation, THREADS_HELP, "N")
     _add_run_size(ablation, "all", "")
@@ -232,21 +237,21 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
 
 def _cmd_ablation(args: argparse.Namespace) -> int:
     from reusevos.api import load_model
-    from reusevos.bench.ablation import run_ablation
+    from reusevos.bench.ablation import ablation_settings, run_ablation
     from reusevos.bench.report import format_header, format_table
-    from reusevos.bench.settings import build_settings
     from reusevos.io.davis import DavisDataset
     from reusevos.io.outputs import check_outputs
 
     _check_run_size(args)
     variants = csv_list(args.variants, "--variants")
     taus = csv_list(args.taus, "--taus", float)
-    build_settings(variants, taus, [args.tau2])  # bad names and values are refused before the model loads
+    ablation_settings(variants, taus, args.tau2, args.compute_window)  # bad values are refused before the model loads
     set_threads(args.threads)
     dataset = DavisDataset(args.davis, split=args.split, sequences=args.sequences)
     check_outputs([dataset.root, args.weights], folders={"--out": args.out})
     network = load_model(args.weights, device="cpu")
-    report = run_ablation(network, dataset, args.out, variants, taus, args.tau2, max_frames=args.max_frames,
+    report = run_ablation(network, dataset, args.out, variants, taus, args.tau2, compute_window=args.compute_window,
+                          max_frames=args.max_frames,
                           max_size=args.max_size or None, plots=args.plots, finished_only=args.finished_only,
                           command=command_line(), log=log)
     print()
