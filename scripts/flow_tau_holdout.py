@@ -51,6 +51,9 @@ def main() -> None:
                         help="run tau < 1 without the lookahead, with it, or both")
     parser.add_argument("--memory-clock", choices=("computed", "frames"), default="computed",
                         help="SessionConfig.memory_clock of every setting (names end in +mf for frames)")
+    parser.add_argument("--scaled-refits", action="store_true",
+                        help="TargetModelConfig.scale_refits below tau 1 (names end in +sr): with the memory clock in "
+                             "frames, each refit's CG iterations in proportion to the frames computed since the last")
     parser.add_argument("--refit-every", type=int, default=None,
                         help="an experiment: FRTM's target model refits every N frames (frames clock) or computed "
                              "frames in the settings with tau < 1 (names end in +rN); tau 1 keeps the model's own")
@@ -78,6 +81,7 @@ def main() -> None:
             options = SessionConfig("flow", tau, compute_window=2, flow_gate=gates[name], flow_max_gap=gap,
                                     lookahead=ahead, memory_clock=args.memory_clock)
             model.config.target.update_every = args.refit_every if args.refit_every and tau < 1.0 else own_refit
+            model.config.target.scale_refits = args.scaled_refits and tau < 1.0
             session = reusevos.Session(model, options)
             start = time.perf_counter()
             results = [r for t, f in enumerate(data.frames) for r in session.push(f, data.start_masks.get(t))]
@@ -94,13 +98,15 @@ def main() -> None:
         frames = sum(len(dataset.frame_paths(r["sequence"])) for r in mine)
         name = f"{tau:g}" + (f"+g{gap}" if gap != FLOW_GAP_LIMIT else "") + ("+la" if ahead else "") \
             + ("+mf" if args.memory_clock == "frames" else "") \
-            + (f"+r{args.refit_every}" if args.refit_every and tau < 1.0 else "")
+            + (f"+r{args.refit_every}" if args.refit_every and tau < 1.0 else "") \
+            + ("+sr" if args.scaled_refits and tau < 1.0 else "")
         summary[name] = {"J&F": float(np.mean([r["J&F"] for r in mine])),
                          "reused": float(np.mean([r["reused"] for r in mine])),
                          "fps": frames / sum(len(dataset.frame_paths(r["sequence"])) / r["fps"] for r in mine)}
     command = (f"python scripts/flow_tau_holdout.py {args.davis} --gate {args.gate} --out {args.out} "
                f"--threads {args.threads} --taus {args.taus} --max-gaps {args.max_gaps} --lookahead {args.lookahead} "
-               f"--memory-clock {args.memory_clock}" + (f" --refit-every {args.refit_every}" if args.refit_every else ""))
+               f"--memory-clock {args.memory_clock}" + (f" --refit-every {args.refit_every}" if args.refit_every else "")
+               + (" --scaled-refits" if args.scaled_refits else ""))
     report = {"command": command, "commit": source_commit(), "machine": machine_label(),
               "held_out": held, "gates": gates, "summary": summary, "rows": rows}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

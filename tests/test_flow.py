@@ -261,3 +261,39 @@ def test_the_memory_clock_in_frames_ages_and_refits_by_frames_elapsed(weights):
     assert tracked == pytest.approx([lr * (1 - lr) ** (3 * k) for k in range(6)], rel=1e-9)
     with pytest.raises(ReusevosError, match="memory_clock must be"):
         SessionConfig("flow", memory_clock="seconds").validate()
+
+
+def test_scaled_refits_run_fewer_cg_iterations_after_moved_frames(weights, monkeypatch):
+    import reusevos
+    from reusevos.base_models import refit_cg_iters
+    from reusevos.config import TargetModelConfig
+    from reusevos.model.target_model import TargetModel
+
+    config = TargetModelConfig(update_cg_iters=5, update_every=8, min_refit_cg_iters=2)
+    # ceil(5 k / 8), between 2 and 5: 8 computed frames (every frame at tau 1) keep FRTM's 5
+    assert [refit_cg_iters(config, k) for k in (1, 3, 4, 6, 8, 16)] == [2, 2, 3, 4, 5, 5]
+
+    model = reusevos.load_model(weights["base"], device="cpu")
+    clip = list(generate_clip(SyntheticConfig(size=(96, 128), num_frames=19, num_objects=1, speed=0.0, seed=4)))
+    asked: list[int | None] = []
+    plain_update = TargetModel.update
+    monkeypatch.setattr(TargetModel, "update", lambda self, cg_iters=None: (asked.append(cg_iters),
+                                                                           plain_update(self, cg_iters))[1])
+
+    def run(options, scaled):
+        monkeypatch.setattr(model.config.target, "scale_refits", scaled)
+        asked.clear()
+        session = reusevos.Session(model, options)
+        results = [r for t, (f, m) in enumerate(clip) for r in session.push(f, m if t == 0 else None)]
+        return results + session.finish(), list(asked)
+
+    at_one = SessionConfig("flow", 1.0, memory_clock="frames")
+    (plain, plain_iters), (scaled, scaled_iters) = run(at_one, False), run(at_one, True)
+    assert plain_iters == [None, None] and scaled_iters == [5, 5]  # tau 1: the base model's refits exactly
+    assert all(np.array_equal(a.labels, b.labels) for a, b in zip(plain, scaled))
+    # tau 0, longest gap 2: refits at frames 9 and 18, each after 3 computed frames (3, 6, 9 and 12, 15, 18)
+    moved, iters = run(SessionConfig("flow", 0.0, flow_max_gap=2, memory_clock="frames"), True)
+    assert [t for t, r in enumerate(moved) if r.reoptimised] == [9, 18] and iters == [2, 2]
+    # FRTM's own clock never scales
+    _, iters = run(SessionConfig("flow", 0.0, flow_max_gap=1), True)
+    assert iters and set(iters) == {None}

@@ -24,13 +24,14 @@ Per-object state lives on the session's ``ObjectState`` (FRTM: ``target``; TTVOS
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 import torch
 
-from reusevos.config import VARIANTS, SessionConfig
+from reusevos.config import VARIANTS, SessionConfig, TargetModelConfig
 from reusevos.errors import ReusevosError
 from reusevos.model.augment import augment_first_frame
 from reusevos.model.backbone import images_to_tensor
@@ -157,14 +158,27 @@ class FrtmBase:
                 steps = track.elapsed or 1
                 with timed(Stage.TARGET_MODEL_ADD_SAMPLE):
                     obj.target.add_sample(features.f16, soft[obj.object_id][None, None], steps=steps)
-                due = obj.last_computed - obj.last_refit >= self.config.update_every if track.elapsed is not None \
+                obj.computed_since_refit += 1
+                frames_clock = track.elapsed is not None
+                due = obj.last_computed - obj.last_refit >= self.config.update_every if frames_clock \
                     else obj.computed_frames % self.config.update_every == 0
                 if due:
-                    obj.last_refit = obj.last_computed
+                    iters = refit_cg_iters(self.config, obj.computed_since_refit) \
+                        if frames_clock and self.config.scale_refits else None
+                    obj.last_refit, obj.computed_since_refit = obj.last_computed, 0
                     with timed(Stage.TARGET_MODEL_REOPTIMISE):
-                        obj.target.update()
+                        obj.target.update(iters)
                     refitted.append(obj.object_id)
         return refitted
+
+
+def refit_cg_iters(config: TargetModelConfig, computed: int) -> int:
+    """CG iterations of a refit after ``computed`` computed frames since the last (``scale_refits``, ours): in
+    proportion, ``update_cg_iters`` after ``update_every`` of them (what every refit runs at tau 1), rounded up, at
+    least ``min_refit_cg_iters``. A memory that took fewer new samples has moved less from the filter the refit
+    starts from."""
+    share = math.ceil(config.update_cg_iters * computed / config.update_every)
+    return max(config.min_refit_cg_iters, min(config.update_cg_iters, share))
 
 
 class TtvosBase:

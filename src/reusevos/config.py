@@ -23,6 +23,10 @@ class TargetModelConfig:
     filter_reg: float = 1e-2  # L2 penalty on the 3x3 filter weights
     init_cg_iters: tuple[int, ...] = (5, 10, 10, 10)  # one Gauss-Newton step each, both layers
     update_cg_iters: int = 5  # filter-only refits (the compression is frozen after initialisation)
+    # ours, with the memory clock in frames: a refit's CG iterations in proportion to the frames computed since the
+    # last refit (update_cg_iters after update_every of them, as at tau 1), never fewer than min_refit_cg_iters
+    scale_refits: bool = False
+    min_refit_cg_iters: int = 2
     memory_size: int = 80
     memory_lr: float = 0.1  # weight of a new sample; older ones decay by (1 - lr)
     first_frame_weight: float = 2.0  # the start frame's samples count double

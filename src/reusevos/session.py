@@ -73,6 +73,7 @@ class ObjectState:
     prob_prev: torch.Tensor | None = None  # last output, (H, W); copy, fusion, motion and the windows only
     last_computed: int = -1  # index of the last computed frame (the oracle compares with it)
     last_refit: int = -1  # index of the last frame whose computation refitted the base model (memory_clock "frames")
+    computed_since_refit: int = 0  # computed frames since then (TargetModelConfig.scale_refits)
     anchor: Anchor | None = None  # the last computed frame and output, small and grey: the flow variant's
     routes: Counter = field(default_factory=Counter)  # Route -> frames since the start frame
 

@@ -171,8 +171,9 @@ class TargetModel:
         self.memory.add(features, labels, pixel_weights, steps=steps)
         return True
 
-    def update(self) -> list[float]:
-        """Refit the filter (compression frozen) on the whole memory; returns the losses."""
+    def update(self, cg_iters: int | None = None) -> list[float]:
+        """Refit the filter (compression frozen) on the whole memory, one Gauss-Newton step of ``cg_iters`` CG
+        iterations (None: ``update_cg_iters``); returns the losses."""
         feats, labs, pws, sw = self.memory.batch()
         projected = F.conv2d(feats, self.projection)
 
@@ -182,7 +183,7 @@ class TargetModel:
 
         pixel_scale = self._pixel_scale(labs, pws, sw)
         (self.filter,), losses = gauss_newton_cg(
-            residual, (self.filter,), (self.config.update_cg_iters,),
+            residual, (self.filter,), (self.config.update_cg_iters if cg_iters is None else cg_iters,),
             jacobian=self._jacobian(projected, pixel_scale, labs.shape[-2:]))
         return losses
 
