@@ -18,17 +18,23 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("report", help="ablation.json or a benchmark JSON")
     parser.add_argument("--tau", type=float, default=0.7)
-    parser.add_argument("--variants", default="reuse,copy,oracle", help="comma-separated, in column order")
+    parser.add_argument("--variants", default="reuse,copy,oracle,flow", help="comma-separated, in column order")
     args = parser.parse_args()
     report = json.loads(open(args.report).read())
-    by_key = {s["setting"]: s for s in report["settings"]}
-    base = by_key.get("reuse@1") or by_key.get("full")
+    def setting(variant: str, tau: float) -> dict | None:
+        """The report's one setting of ``variant`` at ``tau``, whatever its name's suffixes (+c2, +g2+la+mf)."""
+        hits = [s for s in report["settings"] if s["variant"] == variant and (variant == "full" or s["tau"] == tau)]
+        if len(hits) > 1:
+            sys.exit(f"{len(hits)} settings of {variant} at tau {tau:g}: {', '.join(s['setting'] for s in hits)}")
+        return hits[0] if hits else None
+
+    base = setting("reuse", 1.0) or setting("full", 1.0)
     if base is None:
-        sys.exit("the report has neither reuse@1 nor full: nothing to compare against")
-    variants = [v for v in args.variants.split(",") if f"{v}@{args.tau:g}" in by_key]
+        sys.exit("the report has neither reuse at tau 1 nor full: nothing to compare against")
+    variants = [v for v in args.variants.split(",") if setting(v, args.tau) is not None]
     if not variants:
         sys.exit(f"the report has no setting at tau {args.tau:g} for {args.variants}")
-    columns = [by_key[f"{v}@{args.tau:g}"] for v in variants]
+    columns = [setting(v, args.tau) for v in variants]
 
     header = ["sequence", "frames", "J&F, tau 1"]
     for v in variants:

@@ -19,7 +19,7 @@ import pytest
 import torch
 from PIL import Image
 
-from reusevos.bench.ablation import PARTIAL_FILE, ablation_settings, run_ablation
+from reusevos.bench.ablation import PARTIAL_FILE, _same_at_tau_one, ablation_settings, run_ablation
 from reusevos.bench.figures import figure_lines
 from reusevos.bench.measure import SequenceResult, count_flops
 from reusevos.bench.report import _add_references, format_header, format_stage_table, format_table, summarise
@@ -516,6 +516,9 @@ def test_ablation_grid_with_a_compute_window_and_the_shipped_flow():
     flow = settings[-1].options()
     assert (flow.flow_max_gap, flow.lookahead, flow.memory_clock, flow.compute_window) == \
         (shipped.flow_max_gap, shipped.lookahead, shipped.memory_clock, shipped.compute_window)
+    # at tau 1 the gated variants are one run (template matcher and gate included); flow is full, at full's cost
+    assert _same_at_tau_one(settings) == {"flow@1+c2": "full+c2"}
+    assert _same_at_tau_one(ablation_settings(["copy", "flow", "reuse"], [1.0], 0.9)[0]) == {"reuse@1": "copy@1"}
     # without a compute window the grid is the paper's, as before
     assert [s.key for s in ablation_settings(["reuse"], [0.7], 0.9)[0]] == ["reuse@0.7"]
 

@@ -16,7 +16,8 @@ applies to every setting (0, the default, is the paper's whole-frame refinement)
 
 ``fusion`` uses one fixed ``tau2`` (0.9 by default) for every tau below it; at tau >= tau2 it cannot run
 and is listed as skipped. At tau = 1 no variant reuses, so every variant computes the same frames: only the
-first variant runs there and the others' rows repeat its figures (``measured_as`` names it).
+first variant with the paper's gate runs there and the others' rows repeat its figures (``measured_as`` names it);
+``flow``, which has no such gate, repeats ``full``'s when the grid has it.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from typing import Callable, Sequence
 from reusevos.bench.figures import FIGURES, plot_figure, require_matplotlib
 from reusevos.bench.report import format_markdown
 from reusevos.bench.run import PartialResults, run_benchmark, run_signature
-from reusevos.bench.settings import build_settings
+from reusevos.bench.settings import GATE_FREE, build_settings
 from reusevos.config import AblationConfig, offline_config
 from reusevos.errors import ReusevosError
 from reusevos.io.davis import DavisDataset
@@ -96,11 +97,16 @@ def ablation_settings(variants: Sequence[str], taus: Sequence[float], tau2: floa
 
 
 def _same_at_tau_one(settings) -> dict[str, str]:
-    """Setting key -> the key of the setting whose run stands for it: at tau = 1 nothing reuses, so the
-    first variant's run stands for the others (``full`` is its own setting and always runs)."""
-    first = next((s for s in settings if s.tau == 1.0 and s.variant != "full"), None)
-    return {s.key: first.key for s in settings
-            if first is not None and s.tau == 1.0 and s.variant != "full" and s is not first}
+    """Setting key -> the key of the setting whose run stands for it at tau = 1, where nothing reuses: the first
+    variant with the paper's gate stands for the others with it (all run the template matcher and the gate, then
+    compute every frame), and ``full`` for the gate-free ``flow``, which at tau 1 is the base model at its cost
+    (without ``full`` in the grid, flow runs itself). ``full`` is its own setting and always runs."""
+    full = next((s for s in settings if s.variant == "full"), None)
+    at_one = [s for s in settings if s.tau == 1.0 and s.variant != "full"]
+    gated = next((s for s in at_one if s.variant not in GATE_FREE), None)
+    free = full or next((s for s in at_one if s.variant in GATE_FREE), None)
+    stands = {s.key: (free if s.variant in GATE_FREE else gated).key for s in at_one}
+    return {key: first for key, first in stands.items() if key != first}
 
 
 def _finished_part(network, dataset: DavisDataset, settings, partial: Path, max_frames, max_size) -> DavisDataset:
