@@ -167,6 +167,14 @@ def test_flow_lines_are_drawn_per_longest_gap():
         ("flow, compute window 2, longest gap 2", ["flow@0.92+g2+c2", "flow@0.8+g2+c2"])]
     del report["settings"][1]["flow_max_gap"]  # a report from before the option: its flow settings are gap 12
     assert len(figure_lines(report)) == 3
+    # the memory clock is a line of its own too
+    clocks = {"settings": [{**summary(k), "lookahead": True, "memory_clock": clock} for k, clock in
+                           (("flow@0.85+g2+la+c2", "computed"), ("flow@0.85+g2+la+mf+c2", "frames"),
+                            ("flow@0.7+g2+la+mf+c2", "frames"))]}
+    assert [(label, [p["setting"] for p in points]) for _, label, points in figure_lines(clocks)] == [
+        ("flow, compute window 2, longest gap 2, lookahead", ["flow@0.85+g2+la+c2"]),
+        ("flow, compute window 2, longest gap 2, lookahead, memory clock in frames",
+         ["flow@0.85+g2+la+mf+c2", "flow@0.7+g2+la+mf+c2"])]
 
 
 def test_flow_settings_name_their_longest_gap_unless_it_is_the_limit():

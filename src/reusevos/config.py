@@ -24,7 +24,8 @@ class TargetModelConfig:
     init_cg_iters: tuple[int, ...] = (5, 10, 10, 10)  # one Gauss-Newton step each, both layers
     update_cg_iters: int = 5  # filter-only refits (the compression is frozen after initialisation)
     # ours, with the memory clock in frames: a refit's CG iterations in proportion to the frames computed since the
-    # last refit (update_cg_iters after update_every of them, as at tau 1), never fewer than min_refit_cg_iters
+    # last refit (update_cg_iters after update_every of them, as at tau 1), never fewer than min_refit_cg_iters.
+    # Off: on the train folds it lost 0.8 J&F for a few percent of speed (docs/speed.md, where the default's time goes)
     scale_refits: bool = False
     min_refit_cg_iters: int = 2
     memory_size: int = 80

@@ -27,26 +27,28 @@ _MARKERS = {"reuse": "o", "copy": "s", "fusion": "^", "oracle": "D", "motion": "
 _LINESTYLES = {(False, False): "-", (True, False): "--", (False, True): ":", (True, True): "-."}  # (reuse, compute) window
 
 
-def figure_lines(report: dict) -> list[tuple[tuple[str, int, int, str | None, int | None, bool], str, list[dict]]]:
+def figure_lines(report: dict) -> list[tuple[tuple[str, int, int, str | None, int | None, bool, bool], str, list[dict]]]:
     """The lines of :func:`plot_figure`: ``((variant, reuse window, compute window, runtime, flow's longest gap,
-    lookahead), label, settings in falling tau)``, one per variant and windows (and longest gap and lookahead for
-    flow), and per backbone runtime when the report has several (else the runtime is None)."""
+    lookahead, memory clock in frames), label, settings in falling tau)``, one per variant and windows (and longest
+    gap, lookahead and memory clock for flow), and per backbone runtime when the report has several (else the runtime
+    is None)."""
     several_runtimes = len({s.get("backbone_runtime", "torch") for s in report["settings"]}) > 1
 
-    def line_of(s: dict) -> tuple[str, int, int, str | None, int | None, bool]:
+    def line_of(s: dict) -> tuple[str, int, int, str | None, int | None, bool, bool]:
         runtime = s.get("backbone_runtime", "torch") if several_runtimes else None
         gap = s.get("flow_max_gap") if s["variant"] == "flow" else None  # None in reports older than the option
         return s["variant"], s.get("reuse_window") or 0, s.get("compute_window") or 0, runtime, \
-            None if gap == FLOW_GAP_LIMIT else gap, bool(s.get("lookahead"))
+            None if gap == FLOW_GAP_LIMIT else gap, bool(s.get("lookahead")), s.get("memory_clock") == "frames"
 
     lines = []
     for line in dict.fromkeys(map(line_of, report["settings"])):
-        variant, reuse_window, compute_window, runtime, gap, lookahead = line
+        variant, reuse_window, compute_window, runtime, gap, lookahead, frames_clock = line
         points = sorted((s for s in report["settings"] if line_of(s) == line), key=lambda s: -s["tau"])
         label = (variant if variant != "fusion" else f"fusion (tau2 = {points[0]['tau2']:g})") \
             + (f", reuse window {reuse_window}" if reuse_window else "") \
             + (f", compute window {compute_window}" if compute_window else "") \
             + (f", longest gap {gap}" if gap else "") + (", lookahead" if lookahead else "") \
+            + (", memory clock in frames" if frames_clock else "") \
             + (f", backbone in {RUNTIME_NAMES.get(runtime, runtime)}" if runtime else "")
         lines.append((line, label, points))
     return lines
@@ -67,7 +69,7 @@ def plot_figure(report: dict, kind: str, path: str | os.PathLike) -> None:
     FigureCanvasAgg(figure)
     axes = figure.add_subplot(1, 1, 1)
 
-    for (variant, reuse_window, compute_window, runtime, _, lookahead), label, points in figure_lines(report):
+    for (variant, reuse_window, compute_window, runtime, _, lookahead, _), label, points in figure_lines(report):
         xs = [s["fps"] if kind == "fps" else 100 * s["reuse_rate"] for s in points]
         ys = [100 * s["J&F"] for s in points]
         axes.plot(xs, ys, marker=_MARKERS.get(variant, "o"), color=_COLOURS.get(variant), label=label,
