@@ -492,13 +492,15 @@ def test_benchmark_command_quick_on_blackswan(blackswan_root, gate_weights, tmp_
     """The CI smoke run: quick mode on the shared clip, 10 frames at reduced size, random weights."""
     out = tmp_path / "bench.json"
     run = _run_cli("benchmark", blackswan_root, "--quick", "--max-frames", 10, "--max-size", 320, "--weights",
-                   gate_weights, "--threads", 1, "--variant", "full,reuse", "--tau", "1,0.7", "--json", out,
+                   gate_weights, "--threads", 1, "--variant", "full,reuse,flow", "--tau", "1,0.7", "--json", out,
                    "--markdown", tmp_path / "bench.md", "--compute-window", "0,2", "--figure", tmp_path / "bench.png")
     assert run.returncode == 0, run.stderr
     report = json.loads(out.read_text())
-    assert [s["setting"] for s in report["settings"]] == ["full", "full+c2", "reuse@1", "reuse@0.7", "reuse@1+c2",
-                                                          "reuse@0.7+c2"]
-    assert [s["compute_window"] for s in report["settings"]] == [0, 2, 0, 0, 2, 2]
+    assert [s["setting"] for s in report["settings"]] == [
+        "full", "full+c2", "reuse@1", "reuse@0.7", "reuse@1+c2", "reuse@0.7+c2",
+        "flow@1", "flow@0.7+g2+la+mf", "flow@1+c2", "flow@0.7+g2+la+mf+c2"]  # flow: the whole-video default's options
+    assert [s["compute_window"] for s in report["settings"]] == [0, 2, 0, 0, 2, 2, 0, 0, 2, 2]
+    assert report["flops"]["gflops"]["flow"] == 0  # a moved frame runs no network
     assert (tmp_path / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert report["dataset"]["sequences"] == ["blackswan"] and report["dataset"]["frames"] == 10
     assert report["dataset"]["resolutions"] == {"blackswan": [180, 320]}
