@@ -138,7 +138,8 @@ def main() -> None:
                           "fps": sum(r["frames"] for r in mine) / sum(r["seconds"] for r in mine)}
     report = {"command": f"python scripts/refiner_int8_holdout.py {args.davis} --out {args.out} --threads "
                          f"{args.threads} --sequences {args.sequences} --calibration {args.calibration} "
-                         f"--calibration-frames {args.calibration_frames}" + (" --no-mem-pattern" if args.no_mem_pattern else ""),
+                         f"--calibration-frames {args.calibration_frames}"
+                         + (" --no-mem-pattern" if args.no_mem_pattern else ""),
               "commit": source_commit(), "machine": machine_label(), "summary": summary, "rows": rows}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=1) + "\n")

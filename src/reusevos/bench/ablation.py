@@ -31,7 +31,7 @@ from typing import Callable, Sequence
 from reusevos.bench.figures import FIGURES, plot_figure, require_matplotlib
 from reusevos.bench.report import format_markdown
 from reusevos.bench.run import PartialResults, run_benchmark, run_signature
-from reusevos.bench.settings import GATE_FREE, build_settings
+from reusevos.bench.settings import GATE_FREE, Setting, build_settings
 from reusevos.config import AblationConfig, offline_config
 from reusevos.errors import ReusevosError
 from reusevos.io.davis import DavisDataset
@@ -47,8 +47,8 @@ CSV_COLUMNS = ("setting", "variant", "tau", "tau2", "status", "frames", "fps", "
 
 def run_ablation(network: VOSNetwork, dataset: DavisDataset, out_dir: str | os.PathLike,
                  variants: Sequence[str] = AblationConfig.variants, taus: Sequence[float] = AblationConfig.taus,
-                 tau2: float = AblationConfig.tau2, *, compute_window: int = 0, max_frames: int | None = None, max_size: int | None = None,
-                 plots: bool = True, finished_only: bool = False, command: str = "",
+                 tau2: float = AblationConfig.tau2, *, compute_window: int = 0, max_frames: int | None = None,
+                 max_size: int | None = None, plots: bool = True, finished_only: bool = False, command: str = "",
                  log: Callable[[str], None] = lambda _: None) -> dict:
     """Run the ablation into ``out_dir`` (resuming from ``out_dir/partial.jsonl``); returns the report with
     ``report["files"]`` naming what was written.
@@ -87,7 +87,7 @@ def run_ablation(network: VOSNetwork, dataset: DavisDataset, out_dir: str | os.P
 
 
 def ablation_settings(variants: Sequence[str], taus: Sequence[float], tau2: float, compute_window: int = 0,
-                      has_gate: bool = True):
+                      has_gate: bool = True) -> tuple[list[Setting], list[dict]]:
     """The ablation's grid (:func:`build_settings`'s settings and skipped ones): every variant at every tau with
     one compute window, flow with the whole-video default's options."""
     shipped = offline_config()

@@ -27,14 +27,17 @@ _MARKERS = {"reuse": "o", "copy": "s", "fusion": "^", "oracle": "D", "motion": "
 _LINESTYLES = {(False, False): "-", (True, False): "--", (False, True): ":", (True, True): "-."}  # (reuse, compute) window
 
 
-def figure_lines(report: dict) -> list[tuple[tuple[str, int, int, str | None, int | None, bool, bool], str, list[dict]]]:
+Line = tuple[str, int, int, "str | None", "int | None", bool, bool]  # see figure_lines
+
+
+def figure_lines(report: dict) -> list[tuple[Line, str, list[dict]]]:
     """The lines of :func:`plot_figure`: ``((variant, reuse window, compute window, runtime, flow's longest gap,
     lookahead, memory clock in frames), label, settings in falling tau)``, one per variant and windows (and longest
     gap, lookahead and memory clock for flow), and per backbone runtime when the report has several (else the runtime
     is None)."""
     several_runtimes = len({s.get("backbone_runtime", "torch") for s in report["settings"]}) > 1
 
-    def line_of(s: dict) -> tuple[str, int, int, str | None, int | None, bool, bool]:
+    def line_of(s: dict) -> Line:
         runtime = s.get("backbone_runtime", "torch") if several_runtimes else None
         gap = s.get("flow_max_gap") if s["variant"] == "flow" else None  # None in reports older than the option
         return s["variant"], s.get("reuse_window") or 0, s.get("compute_window") or 0, runtime, \

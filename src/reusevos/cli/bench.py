@@ -134,10 +134,10 @@ def _register_ablation(sub: argparse._SubParsersAction) -> None:
                           help="comma-separated thresholds")
     ablation.add_argument("--tau2", type=float, default=config.tau2, help="the fusion variant's copy threshold")
     ablation.add_argument("--compute-window", type=int, default=0, metavar="CELLS",
-                          help="the computed-frame window margin of every setting, in stride-16 cells (0: the paper's "
-                               f"whole-frame refinement; {SessionConfig.compute_window}: what reusevos runs unless told). "
-                               "flow runs as the whole-video default does: flow@tau+g"
-                               f"{FLOW_MAX_GAP}+la+mf")
+                          help="the computed-frame window margin of every setting, in stride-16 cells (0: the "
+                               f"paper's whole-frame refinement; {SessionConfig.compute_window}: what reusevos runs "
+                               f"unless told). flow runs as the whole-video default does: "
+                               f"flow@tau+g{FLOW_MAX_GAP}+la+mf")
     add_weights(ablation)
     add_threads(ablation, THREADS_HELP, "N")
     _add_run_size(ablation, "all", "")
@@ -251,9 +251,8 @@ def _cmd_ablation(args: argparse.Namespace) -> int:
     check_outputs([dataset.root, args.weights], folders={"--out": args.out})
     network = load_model(args.weights, device="cpu")
     report = run_ablation(network, dataset, args.out, variants, taus, args.tau2, compute_window=args.compute_window,
-                          max_frames=args.max_frames,
-                          max_size=args.max_size or None, plots=args.plots, finished_only=args.finished_only,
-                          command=command_line(), log=log)
+                          max_frames=args.max_frames, max_size=args.max_size or None, plots=args.plots,
+                          finished_only=args.finished_only, command=command_line(), log=log)
     print()
     print(format_header(report))
     print(format_table(report))
