@@ -32,6 +32,7 @@ import reusevos
 from reusevos.config import FLOW_GAP_LIMIT, SessionConfig
 from reusevos.evaluation.davis_eval import DavisScores, score_sequence
 from reusevos.io.davis import DavisDataset, load_sequence
+from reusevos.io.files import write_json
 from reusevos.provenance import machine_label, source_commit
 
 TAUS = (1.0, 0.95, 0.92, 0.9, 0.88, 0.85)
@@ -110,7 +111,7 @@ def main() -> None:
     report = {"command": command, "commit": source_commit(), "machine": machine_label(),
               "held_out": held, "gates": gates, "summary": summary, "rows": rows}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(report, indent=1) + "\n")
+    write_json(args.out, report)
     base = summary["1" + ("+mf" if args.memory_clock == "frames" else "")]
     print("| tau | J&F | vs tau 1 | reused | FPS ratio |\n|---|---:|---:|---:|---:|")
     for tau, s in summary.items():

@@ -25,6 +25,7 @@ import reusevos
 from reusevos.config import SessionConfig
 from reusevos.evaluation.davis_eval import DavisScores, score_sequence
 from reusevos.io.davis import DavisDataset, load_sequence
+from reusevos.io.files import write_json
 from reusevos.provenance import machine_label, source_commit
 
 SCORED = ("bear", "car-turn", "flamingo", "lucia", "paragliding", "stroller")  # the held-out six (docs/accuracy.md)
@@ -142,7 +143,7 @@ def main() -> None:
                          + (" --no-mem-pattern" if args.no_mem_pattern else ""),
               "commit": source_commit(), "machine": machine_label(), "summary": summary, "rows": rows}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(report, indent=1) + "\n")
+    write_json(args.out, report)
     base = summary["pytorch"]
     print("| levels 8 and 4 in | J&F | vs PyTorch | FPS | vs PyTorch |\n|---|---:|---:|---:|---:|")
     for label, s in summary.items():
