@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
+import sys
 import time
 from dataclasses import fields, replace
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -28,6 +29,7 @@ import reusevos
 from reusevos.config import SessionConfig, TargetModelConfig
 from reusevos.evaluation.davis_eval import DavisScores, score_sequence
 from reusevos.io.davis import DavisDataset, load_sequence
+from reusevos.io.files import write_text
 from reusevos.provenance import machine_label, source_commit
 
 HELD_OUT = ("bear", "car-turn", "flamingo", "lucia", "paragliding", "stroller")
@@ -77,16 +79,13 @@ def main() -> None:
         print(json.dumps(rows[-1]), flush=True)
     overall = DavisScores(objects).global_scores()
     weights = args.weights or "default"
-    report = {"command": "python scripts/holdout_eval.py " + " ".join(
-                  [f"--davis {args.davis}", f"--weights {weights}" if args.weights else "",
-                   *[f"--target {t}" for t in args.target], f"--out {args.out}", f"--threads {args.threads}"]),
+    report = {"command": shlex.join(["python", "scripts/holdout_eval.py", *sys.argv[1:]]),
               "commit": source_commit(), "machine": machine_label(), "weights": weights,
               "weights_meta": {k: model.meta.get(k) for k in ("data", "train_config", "commit") if k in model.meta},
               "split": "train", "sequences": dataset.sequences, "session": {"variant": "full",
                                                                            "compute_window": args.compute_window},
               "target_overrides": overrides, "global": overall, "rows": rows}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(report, indent=1, default=str) + "\n")
+    write_text(args.out, json.dumps(report, indent=1, default=str) + "\n")  # atomic; meta may hold paths
     print(f"{weights} {overrides or ''}: J&F {100 * overall['J&F-Mean']:.1f}  J {100 * overall['J-Mean']:.1f}  "
           f"F {100 * overall['F-Mean']:.1f}  J-Decay {100 * overall['J-Decay']:.1f}")
 

@@ -1,5 +1,5 @@
 """The base models side by side (issue 18's table and figure): one ``reusevos benchmark`` JSON per model, each run's
-settings against that run's own base setting (``full+c2`` for FRTM, ``full`` for TTVOS, which has no windows), and
+settings against that run's own base model at the same compute window (``full`` or ``full+cN``), and
 the paper's Table 1 rows beside them. Writes a Markdown table and a J&F-vs-speed-up figure (one line per model and
 variant, each point labelled with its tau).
 
@@ -33,19 +33,21 @@ def model_name(report: dict) -> str:
     return ("G-" if weights.get("has_gate") else "") + NAMES.get(weights.get("model", "frtm"), "?")
 
 
-def base_setting(report: dict) -> dict:
+def base_setting(report: dict, setting: dict) -> dict:
+    """The same run's base model at ``setting``'s compute window (``full`` or ``full+cN``)."""
     by_key = {s["setting"]: s for s in report["settings"]}
-    for key in ("full+c2", "full"):
-        if key in by_key:
-            return by_key[key]
-    raise SystemExit(f"{report['command']}: no full setting to compare with")
+    window = setting.get("compute_window") or 0
+    key = f"full+c{window}" if window else "full"
+    if key not in by_key:
+        raise SystemExit(f"{report['command']}: no {key} setting to compare {setting['setting']} with")
+    return by_key[key]
 
 
 def rows(reports: list[dict]) -> list[dict]:
     out = []
     for report in reports:
-        base = base_setting(report)
         for s in report["settings"]:
+            base = base_setting(report, s)
             out.append({"model": model_name(report), "setting": s["setting"], "variant": s["variant"], "tau": s["tau"],
                         "fps": s["fps"], "speedup": s["fps"] / base["fps"], "reused": s["reuse_rate"],
                         "jf": 100 * s["J&F"], "j": 100 * s["J"], "f": 100 * s["F"], "c": s.get("c"),
@@ -77,8 +79,8 @@ def figure(table: list[dict], path: str) -> None:
     lines = defaultdict(list)
     for r in table:
         if r["variant"] != "full":
-            gap = re.search(r"\+g\d+", r["setting"])
-            lines[f"{r['model']} {r['variant']}{gap.group(0) if gap else ''}"].append((r["speedup"], r["jf"], r["tau"]))
+            line = re.sub(r"@[\d.]+(/[\d.]+)?", "", r["setting"])  # one line per variant and options, across taus
+            lines[f"{r['model']} {line}"].append((r["speedup"], r["jf"], r["tau"]))
     fig, axes = plt.subplots(figsize=(6.8, 4.6))
     for label, values in lines.items():
         values.sort()
@@ -89,7 +91,7 @@ def figure(table: list[dict], path: str) -> None:
         if r["variant"] == "full" and r["setting"] == r["base"]:
             axes.plot([1.0], [r["jf"]], marker="*", markersize=10, linestyle="none",
                       label=f"{r['model']} {r['setting']}")
-    axes.set_xlabel("speed-up over the same run's base setting (FPS ratio)")
+    axes.set_xlabel("speed-up over the same run's base model at the same compute window (FPS ratio)")
     axes.set_ylabel("J&F-Mean, DAVIS 2016 val (%)")
     axes.set_title("DAVIS 2016 val, 2 threads; speed-ups within each benchmark run; points labelled with tau",
                    fontsize=9)

@@ -99,6 +99,26 @@ def test_a_reused_frame_is_the_modules_run_by_hand(weights):
     assert torch.equal(kept.template, memory.template) and torch.equal(kept.masks8, memory.masks8)
 
 
+def test_a_reuse_window_keeps_the_last_output_outside_its_box(weights):
+    """With a reuse window, a reused object's output outside the box around its last output (grown by the margin, in
+    stride-16 cells) is that last output; inside it equals the whole-frame reuse path's."""
+    network = _load(weights["g-ttvos"])
+    clip = list(generate_clip(SyntheticConfig(size=(128, 192), num_frames=2, num_objects=1, seed=3)))
+    first = np.zeros((128, 192), np.uint8)
+    first[16:48, 32:64] = 1  # cells 1-2 x 2-3 of the 8 x 12 stride-16 grid: the box grown by 1 is rows 0-3, cols 1-4
+    outputs = {}
+    for margin in (0, 1):
+        _, results = _run(network, SessionConfig("reuse", 0.0, reuse_window=margin), clip, {0: first})
+        assert results[1].routes == {1: Route.REUSED}
+        outputs[margin] = results[0].probabilities[1], results[1].probabilities[1]
+    (start, whole), (_, clipped) = outputs[0], outputs[1]
+    inside = np.zeros_like(first, bool)
+    inside[0:64, 16:80] = True
+    assert np.allclose(clipped[inside], whole[inside], atol=1e-6)
+    assert np.allclose(clipped[~inside], start[~inside], atol=1e-6)
+    assert np.abs(whole[~inside] - start[~inside]).max() > 1e-3  # random weights: the window changed something
+
+
 def test_g_ttvos_runs_every_variant(weights):
     network = _load(weights["g-ttvos"])
     clip = _clip(num_frames=4)
@@ -114,7 +134,7 @@ def test_g_ttvos_runs_every_variant(weights):
         session = Session(network, options, ground_truth=truth if variant == "oracle" else None)
         results = [session.step(frame, starts.get(i)) for i, (frame, _) in enumerate(clip)]
         assert results[3].routes == {1: expected[variant], 2: expected[variant]}, variant
-        assert session.options.compute_window == 0 and session.options.reuse_window == 0
+        assert session.options.compute_window == 2 and session.options.reuse_window == 0
 
 
 # -- training ---------------------------------------------------------------------------------------------------------

@@ -185,8 +185,8 @@ def test_a_session_runs_ttvos_as_its_modules_do(ttvos_weights):
     config = SyntheticConfig(size=(96, 160), num_frames=5, num_objects=2, late_objects=1, seed=7)
     clip = list(generate_clip(config))
     starts = {0: clip[0][1], 2: clip[2][1]}
-    session = Session(network)
-    assert session.options == SessionConfig("full", 1.0, compute_window=0)
+    assert Session(network).options == SessionConfig("full", 1.0)  # TTVOS's default: the base model, compute window 2
+    session = Session(network, SessionConfig("full", 1.0, compute_window=0))  # the whole frame, as by hand below
     results = [session.step(frame, starts.get(i)) for i, (frame, _) in enumerate(clip)]
     assert [sorted(r.started) for r in results] == [[1], [], [2], [], []]
     assert [r.routes for r in results[3:]] == [{1: Route.COMPUTED, 2: Route.COMPUTED}] * 2
@@ -227,8 +227,28 @@ def test_ttvos_refuses_the_variants_it_cannot_run(ttvos_weights):
         with pytest.raises(ReusevosError, match="these TTVOS weights have no trained reuse gate"):
             Session(network, options)
     assert Session(network, SessionConfig("copy", 1.0)).options.variant == "full"  # tau 1 never reuses
-    flow = Session(network, SessionConfig())  # the session's default: flow, windows dropped
-    assert (flow.options.variant, flow.options.compute_window) == ("flow", 0)
+    flow = Session(network, SessionConfig(reuse_window=0))  # the session's default: flow, compute window 2
+    assert (flow.options.variant, flow.options.compute_window) == ("flow", 2)
+
+
+def test_ttvos_compute_window_clears_outputs_away_from_the_last_one(ttvos_weights):
+    """With a compute window, a computed object's output outside the box around its last output (grown by the
+    margin, in stride-16 cells) is background; inside it equals the whole-frame output."""
+    network = load_model(ttvos_weights["ttvos"], fetch_backbone=False)
+    network.backbone.runtime = "torch"
+    clip = list(generate_clip(SyntheticConfig(size=(128, 192), num_frames=2, num_objects=1, seed=3)))
+    first = np.zeros((128, 192), np.uint8)
+    first[16:48, 32:64] = 1  # cells 1-2 x 2-3 of the 8 x 12 stride-16 grid: the box grown by 1 is rows 0-3, cols 1-4
+    outputs = {}
+    for margin in (0, 1):
+        session = Session(network, SessionConfig("full", 1.0, compute_window=margin))
+        session.step(clip[0][0], first)
+        outputs[margin] = session.step(clip[1][0], return_probabilities=True).probabilities[1]
+    whole, clipped = outputs[0], outputs[1]
+    inside = np.zeros_like(first, bool)
+    inside[0:64, 16:80] = True
+    assert np.allclose(clipped[inside], whole[inside], atol=1e-6)
+    assert clipped[~inside].max() < 1e-3 < whole[~inside].max()  # random weights: something outside to clear
 
 
 # -- training ---------------------------------------------------------------------------------------------------------
@@ -287,7 +307,7 @@ def test_segment_with_model_ttvos(ttvos_weights, tmp_path):
     assert proc.returncode == 0, proc.stderr
     stats = json.loads((out / "stats.json").read_text())
     assert stats["weights"]["model"] == "ttvos" and stats["weights"]["meta"] == {"name": "random-ttvos"}
-    assert stats["settings"]["variant"] == "full" and stats["settings"]["compute_window"] == 0
+    assert stats["settings"]["variant"] == "full" and stats["settings"]["compute_window"] == 2
     assert stats["objects"]["1"]["routes"] == ["computed", "computed"]
     assert np.array_equal(read_mask(out / "00000.png"), clip[0][1])  # the first frame's output is the given mask
     # the wrong model's weights, and a variant TTVOS cannot run: one line each, exit 2, nothing written
@@ -308,9 +328,9 @@ def test_segment_davis_names_the_model_and_refuses_to_mix_models(ttvos_weights, 
     ttvos = load_model(ttvos_weights["ttvos"], fetch_backbone=False)
     report = segment_davis(ttvos, dataset, tmp_path, warmup=False)
     assert report["model"] == "ttvos" and report["settings"]["variant"] == "full" and report["complete"]
-    # FRTM at the same settings (full, no window) into the same folder: refused, nothing changed
+    # FRTM at the same settings (full, compute window 2) into the same folder: refused, nothing changed
     frtm = load_model(ttvos_weights["frtm"], fetch_backbone=False)
     before = (tmp_path / "stats.json").read_bytes()
     with pytest.raises(ReusevosError, match="holds results of the ttvos model, not frtm"):
-        segment_davis(frtm, dataset, tmp_path, warmup=False, options=SessionConfig("full", compute_window=0))
+        segment_davis(frtm, dataset, tmp_path, warmup=False, options=SessionConfig("full"))
     assert (tmp_path / "stats.json").read_bytes() == before

@@ -25,7 +25,6 @@ Per-object state lives on the session's ``ObjectState`` (FRTM: ``target``; TTVOS
 from __future__ import annotations
 
 import math
-from dataclasses import replace
 from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
@@ -195,8 +194,9 @@ class TtvosBase:
         self.variants = VARIANTS if network.has_gate else ("full", "flow")
 
     def runnable(self, options: SessionConfig | None) -> SessionConfig:
-        """``options`` validated, without windows (they window FRTM's refinement; TTVOS decodes the whole frame);
-        None: variant ``full`` (the flow variant's default tau was chosen for FRTM). A variant these weights
+        """``options`` validated; TTVOS decodes the whole frame, and the windows clip its outputs to the box around
+        each object's last output (:meth:`reusevos.session.Session._window_outputs`). None: variant ``full`` with
+        the default compute window (the flow variant's default tau was chosen for FRTM). A variant these weights
         cannot run is refused below tau 1 and runs as ``full`` at tau 1."""
         options = options or SessionConfig("full", 1.0)
         options.validate()
@@ -205,8 +205,8 @@ class TtvosBase:
                 raise ReusevosError(f"these TTVOS weights have no trained reuse gate, so variant {options.variant!r} "
                                     "cannot run; use variant 'full' or 'flow' (or tau 1), or G-TTVOS weights (written "
                                     "by `reusevos train-gate --base` on TTVOS weights)")
-            options = SessionConfig("full", 1.0)
-        return replace(options, compute_window=0, reuse_window=0)
+            options = SessionConfig("full", 1.0, compute_window=options.compute_window)
+        return options
 
     def start(self, obj: ObjectState, frame: np.ndarray, mask: np.ndarray, given: torch.Tensor,
               features: FrameFeatures, timed: StageTimer) -> None:

@@ -209,7 +209,7 @@ class Session:
 
     ``options`` picks the frame loop (variant, tau, windows); by default :class:`SessionConfig`'s: the flow
     variant (ours) at tau 0.92 with a compute window of 2, which needs no trained reuse gate (TTVOS weights: variant
-    ``full``, the only one they run for now; see :meth:`reusevos.base_models.BaseModel.runnable`). ``ground_truth``
+    ``full`` with a compute window of 2; see :meth:`reusevos.base_models.BaseModel.runnable`). ``ground_truth``
     (``ground_truth[t]``: frame t's label map) is the oracle variant's, and only its.
     """
 
@@ -333,6 +333,7 @@ class Session:
             self.base.full_path(computed, features, timed)
         if reused:
             self.base.reuse_path(reused, features, timed)
+        self._window_outputs([t for t in computed + reused if t.prob is not None], features)
         unrefined = [t for t in computed + reused if t.prob is None]  # TTVOS's paths end in probabilities
         if unrefined:
             self.refine(unrefined, features, timed)
@@ -438,6 +439,26 @@ class Session:
             if track.box is not None:
                 outside = track.obj.prob_prev if track.route is Route.REUSED else None  # computed: background
                 track.prob = self._refine_window(track, features, outside, timed)
+
+    def _window_outputs(self, tracks: list[_Track], features: FrameFeatures) -> None:
+        """A base model whose paths end in probabilities (TTVOS): each object's output outside the box around its
+        last output, grown by the window's margin in cells of the stride-16 grid, is background on a computed frame
+        (compute window) and the last output on a reused one (reuse window), as FRTM's refinement leaves the
+        outside of its windows. A margin of 0, or no box (nothing above 0.5 last time): the whole frame."""
+        if not tracks:
+            return
+        opts = self.options
+        f8 = features.f8.shape[-2:]
+        grid = ((f8[0] + 1) // 2, (f8[1] + 1) // 2)  # the stride-16 grid, as the backbone's next stride-2 step
+        for track in tracks:
+            margin = opts.compute_window if track.route is Route.COMPUTED else opts.reuse_window
+            box = window_box(track.obj.prob_prev, grid, margin) if margin else None
+            if box is not None:
+                rows = span(box[0], box[1], grid[0], self.image_size[0])
+                cols = span(box[2], box[3], grid[1], self.image_size[1])
+                prob = torch.zeros_like(track.prob) if track.route is Route.COMPUTED else track.obj.prob_prev.clone()
+                prob[rows, cols] = track.prob[rows, cols]
+                track.prob = prob
 
     def _move(self, tracks: list[_Track], frame: np.ndarray, timed: StageTimer) -> None:
         """The motion variant: moved objects take their last output shifted by their motion since the last frame."""

@@ -185,8 +185,8 @@ def select_settings(keys: Iterable[str], has_gate: bool = True) -> tuple[list[Se
 
 def runnable_settings(settings: list[Setting], skipped: list[dict], network) -> tuple[list[Setting], list[dict]]:
     """``settings`` as ``network``'s base model runs them (:meth:`reusevos.base_models.BaseModel.runnable`), in
-    order and each once; those it refuses join ``skipped``. FRTM's run as they are; TTVOS's without windows (they
-    window FRTM's refinement), so ``full+c2`` runs, and is named, as ``full``."""
+    order and each once; those it refuses join ``skipped``; a setting a base model runs as another (a gated variant
+    at tau 1 on weights without a gate runs as ``full``) is named as it runs."""
     from reusevos.base_models import base_model
 
     base = base_model(network)
