@@ -9,8 +9,10 @@ so their scores here are optimistic: a candidate trained without these sequences
         --out docs/results/accuracy/holdout-r17-tracked.json --threads 2
     python scripts/holdout_eval.py --davis ~/data/DAVIS --target update_every=4 --out ... # a test-time change
 
-Settings: the base model as shipped (variant full, compute window 2); ``--target KEY=VALUE`` overrides a field of
-the target model's configuration (``reusevos.config.TargetModelConfig``) for this run only.
+Settings: the base model as shipped (variant full, compute window 2); ``--variant``, ``--tau`` and
+``--reuse-window`` run a gated variant instead (weights with a reuse gate; the flow variant has its own script,
+``scripts/flow_tau_holdout.py``); ``--target KEY=VALUE`` overrides a field of the target model's configuration
+(``reusevos.config.TargetModelConfig``) for this run only.
 """
 
 from __future__ import annotations
@@ -20,13 +22,13 @@ import json
 import shlex
 import sys
 import time
-from dataclasses import fields, replace
+from dataclasses import asdict, fields, replace
 
 import numpy as np
 import torch
 
 import reusevos
-from reusevos.config import SessionConfig, TargetModelConfig
+from reusevos.config import VARIANTS, SessionConfig, TargetModelConfig
 from reusevos.evaluation.davis_eval import DavisScores, score_sequence
 from reusevos.io.davis import DavisDataset, load_sequence
 from reusevos.io.files import write_text
@@ -56,6 +58,11 @@ def main() -> None:
     parser.add_argument("--target", action="append", default=[], metavar="KEY=VALUE",
                         help="a target-model setting for this run (repeatable)")
     parser.add_argument("--compute-window", type=int, default=2)
+    parser.add_argument("--variant", default="full",
+                        choices=[v for v in VARIANTS if v not in ("flow", "oracle", "fusion")],
+                        help="full (default), or a gated variant (weights with a reuse gate)")
+    parser.add_argument("--tau", type=float, default=None, help="the gate's threshold (default: the variant's)")
+    parser.add_argument("--reuse-window", type=int, default=0)
     parser.add_argument("--out", required=True)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
@@ -64,10 +71,11 @@ def main() -> None:
     overrides = target_overrides(args.target)
     model.config.target = replace(model.config.target, **overrides)
     dataset = DavisDataset(args.davis, split="train", sequences=args.sequences.split(","))
+    options = SessionConfig(args.variant, args.tau, reuse_window=args.reuse_window, compute_window=args.compute_window)
     rows, objects = [], []
     for name in dataset.sequences:
         data = load_sequence(dataset, name)
-        session = reusevos.Session(model, SessionConfig("full", compute_window=args.compute_window))
+        session = reusevos.Session(model, options)
         start = time.perf_counter()
         labels = np.stack([session.step(f, data.start_masks.get(t)).labels for t, f in enumerate(data.frames)])
         seconds = time.perf_counter() - start
@@ -75,19 +83,21 @@ def main() -> None:
         objects += scored
         g = DavisScores(scored).global_scores()
         rows.append({"sequence": name, "J&F": g["J&F-Mean"], "J": g["J-Mean"], "F": g["F-Mean"],
-                     "J-Decay": g["J-Decay"], "frames": len(data.frames), "seconds": round(seconds, 2)})
+                     "J-Decay": g["J-Decay"], "frames": len(data.frames), "seconds": round(seconds, 2),
+                     "reuse_rate": float(np.mean(list(session.reuse_rates.values())))})
         print(json.dumps(rows[-1]), flush=True)
     overall = DavisScores(objects).global_scores()
     weights = args.weights or "default"
     report = {"command": shlex.join(["python", "scripts/holdout_eval.py", *sys.argv[1:]]),
               "commit": source_commit(), "machine": machine_label(), "weights": weights,
               "weights_meta": {k: model.meta.get(k) for k in ("data", "train_config", "commit") if k in model.meta},
-              "split": "train", "sequences": dataset.sequences, "session": {"variant": "full",
-                                                                           "compute_window": args.compute_window},
+              "split": "train", "sequences": dataset.sequences, "session": asdict(session.options),
               "target_overrides": overrides, "global": overall, "rows": rows}
     write_text(args.out, json.dumps(report, indent=1, default=str) + "\n")  # atomic; meta may hold paths
-    print(f"{weights} {overrides or ''}: J&F {100 * overall['J&F-Mean']:.1f}  J {100 * overall['J-Mean']:.1f}  "
-          f"F {100 * overall['F-Mean']:.1f}  J-Decay {100 * overall['J-Decay']:.1f}")
+    reused = float(np.mean([r["reuse_rate"] for r in rows]))  # the mean over sequences
+    print(f"{weights} {session.options.variant}@{session.options.tau:g} {overrides or ''}: reused {100 * reused:.1f}%  "
+          f"J&F {100 * overall['J&F-Mean']:.1f}  J {100 * overall['J-Mean']:.1f}  F {100 * overall['F-Mean']:.1f}  "
+          f"J-Decay {100 * overall['J-Decay']:.1f}")
 
 
 if __name__ == "__main__":
