@@ -81,10 +81,12 @@ def figure(table: list[dict], path: str) -> None:
         if r["variant"] != "full":
             line = re.sub(r"@[\d.]+(/[\d.]+)?", "", r["setting"])  # one line per variant and options, across taus
             lines[f"{r['model']} {line}"].append((r["speedup"], r["jf"], r["tau"]))
-    fig, axes = plt.subplots(figsize=(6.8, 4.6))
-    for label, values in lines.items():
+    fig, axes = plt.subplots(figsize=(10, 5.2))
+    colours = plt.get_cmap("tab20").colors
+    for n, (label, values) in enumerate(lines.items()):
         values.sort()
-        axes.plot([v[0] for v in values], [v[1] for v in values], marker="o", label=label)
+        axes.plot([v[0] for v in values], [v[1] for v in values], marker="s" if "TTVOS" in label else "o",
+                  color=colours[n % len(colours)], linestyle="--" if "+c" in label else "-", label=label)
         for x, y, tau in values:
             axes.annotate(f"{tau:g}", (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
     for r in table:
@@ -96,7 +98,7 @@ def figure(table: list[dict], path: str) -> None:
     axes.set_title("DAVIS 2016 val, 2 threads; speed-ups within each benchmark run; points labelled with tau",
                    fontsize=9)
     axes.grid(alpha=0.3)
-    axes.legend(fontsize=7)
+    axes.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the plot: it hides no point
     fig.tight_layout()
     fig.savefig(path, dpi=120)
 
