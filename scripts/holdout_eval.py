@@ -23,6 +23,7 @@ import shlex
 import sys
 import time
 from dataclasses import asdict, fields, replace
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -93,6 +94,7 @@ def main() -> None:
               "weights_meta": {k: model.meta.get(k) for k in ("data", "train_config", "commit") if k in model.meta},
               "split": "train", "sequences": dataset.sequences, "session": asdict(session.options),
               "target_overrides": overrides, "global": overall, "rows": rows}
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     write_text(args.out, json.dumps(report, indent=1, default=str) + "\n")  # atomic; meta may hold paths
     reused = float(np.mean([r["reuse_rate"] for r in rows]))  # the mean over sequences
     print(f"{weights} {session.options.variant}@{session.options.tau:g} {overrides or ''}: reused {100 * reused:.1f}%  "

@@ -36,7 +36,7 @@ from reusevos.model.target_model import TargetModel
 from reusevos.model.ttvos import TTVOSMemory
 from reusevos.motion import moved_output, small_grey
 from reusevos.stages import SUB_STAGES, Stage, StageTimer  # noqa: F401  (SUB_STAGES: imported from here too)
-from reusevos.windows import score_box, span, window_box
+from reusevos.windows import box_slices, score_box, window_box
 
 Box = tuple[int, int, int, int]
 MIN_FRAME_SIDE = 48  # below it the stride-32 features are a single cell and every frame looks unchanged
@@ -454,8 +454,7 @@ class Session:
             margin = opts.compute_window if track.route is Route.COMPUTED else opts.reuse_window
             box = window_box(track.obj.prob_prev, grid, margin) if margin else None
             if box is not None:
-                rows = span(box[0], box[1], grid[0], self.image_size[0])
-                cols = span(box[2], box[3], grid[1], self.image_size[1])
+                rows, cols = box_slices(box, grid, self.image_size)
                 prob = torch.zeros_like(track.prob) if track.route is Route.COMPUTED else track.obj.prob_prev.clone()
                 prob[rows, cols] = track.prob[rows, cols]
                 track.prob = prob
@@ -491,10 +490,9 @@ class Session:
         box, grid = track.box, track.score.shape[-2:]
 
         def crop(x: torch.Tensor) -> torch.Tensor:  # the box at x's resolution, by the same proportion
-            return x[..., span(box[0], box[1], grid[0], x.shape[-2]), span(box[2], box[3], grid[1], x.shape[-1])]
+            return x[(..., *box_slices(box, grid, x.shape[-2:]))]
 
-        rows = span(box[0], box[1], grid[0], self.image_size[0])
-        cols = span(box[2], box[3], grid[1], self.image_size[1])
+        rows, cols = box_slices(box, grid, self.image_size)
         size = (rows.stop - rows.start, cols.stop - cols.start)
         logits = self._refine_shallow(crop(track.state), crop(features.f4), crop(features.f8), crop(track.score),
                                       size, timed)

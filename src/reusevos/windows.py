@@ -13,6 +13,11 @@ def span(start: int, stop: int, cells: int, size: int) -> slice:
     return slice(start * size // cells, stop * size // cells)
 
 
+def box_slices(box: tuple[int, int, int, int], grid: tuple[int, int], size: tuple[int, int]) -> tuple[slice, slice]:
+    """The rows and columns of a map of ``size`` ``(h, w)`` that a ``box`` of cells of ``grid`` covers."""
+    return span(box[0], box[1], grid[0], size[0]), span(box[2], box[3], grid[1], size[1])
+
+
 def _cells_above(prob: torch.Tensor, grid: tuple[int, int]) -> tuple[int, int, int, int] | None:
     """The cells ``(y0, y1, x0, x1)`` of a ``grid`` over ``prob`` ``(H, W)`` holding its values above 0.5; None
     when there are none. ``prob`` may be at the grid's own resolution (a score map) or finer (an output)."""
