@@ -9,8 +9,8 @@ so their scores here are optimistic: a candidate trained without these sequences
         --out docs/results/accuracy/holdout-r17-tracked.json --threads 2
     python scripts/holdout_eval.py --davis ~/data/DAVIS --target update_every=4 --out ... # a test-time change
 
-Settings: the base model as shipped (variant full, compute window 2); ``--variant``, ``--tau`` and
-``--reuse-window`` run a gated variant instead (weights with a reuse gate; the flow variant has its own script,
+Settings: the base model as shipped (variant full, compute window 2); ``--variant``, ``--tau``,
+``--reuse-window`` and ``--reuse-max-gap`` run a gated variant instead (weights with a reuse gate; the flow variant has its own script,
 ``scripts/flow_tau_holdout.py``); ``--target KEY=VALUE`` overrides a field of the target model's configuration
 (``reusevos.config.TargetModelConfig``) for this run only.
 """
@@ -64,6 +64,7 @@ def main() -> None:
                         help="full (default), or a gated variant (weights with a reuse gate)")
     parser.add_argument("--tau", type=float, default=None, help="the gate's threshold (default: the variant's)")
     parser.add_argument("--reuse-window", type=int, default=0)
+    parser.add_argument("--reuse-max-gap", type=int, default=0, help="the gated variants' longest gap (0: no limit)")
     parser.add_argument("--out", required=True)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
@@ -72,7 +73,8 @@ def main() -> None:
     overrides = target_overrides(args.target)
     model.config.target = replace(model.config.target, **overrides)
     dataset = DavisDataset(args.davis, split="train", sequences=args.sequences.split(","))
-    options = SessionConfig(args.variant, args.tau, reuse_window=args.reuse_window, compute_window=args.compute_window)
+    options = SessionConfig(args.variant, args.tau, reuse_window=args.reuse_window, compute_window=args.compute_window,
+                            reuse_max_gap=args.reuse_max_gap)
     rows, objects = [], []
     for name in dataset.sequences:
         data = load_sequence(dataset, name)

@@ -185,12 +185,33 @@ def test_flow_settings_name_their_longest_gap_unless_it_is_the_limit():
     assert parse_setting("flow@0.9+c2").options().flow_max_gap == 12  # a name keeps its meaning
     # without flow_max_gaps (as the ablation calls it) flow runs at the session's default longest gap
     assert [s.options().flow_max_gap for s in build_settings(["flow"], [0.9])[0]] == [SessionConfig().flow_max_gap]
-    for bad, message in [("reuse@0.7+g3", "flow variant only"), ("flow@0.9+g13", "from 1 to 12"),
-                         ("flow@0.9+g0", "from 1 to 12")]:
+    for bad, message in [("flow@0.9+g13", "from 1 to 12"), ("flow@0.9+g0", "from 1 to 12"),
+                         ("full+g2+c2", "applies to the gated variants")]:
         with pytest.raises(ReusevosError, match=message):
             parse_setting(bad)
     with pytest.raises(ReusevosError, match="at least one longest gap"):
         build_settings(["flow"], [0.9], flow_max_gaps=[])
+
+
+def test_gated_settings_name_their_longest_gap_unless_it_is_none():
+    grid, _ = build_settings(["full", "reuse", "copy", "flow"], [1.0, 0.7], windows=[2], compute_windows=[2],
+                             reuse_max_gaps=[0, 2])
+    assert [s.key for s in grid] == ["full+c2", "reuse@1+c2", "reuse@0.7+w2+c2", "reuse@0.7+w2+g2+c2", "copy@1+c2",
+                                     "copy@0.7+c2", "copy@0.7+g2+c2", "flow@1+c2", "flow@0.7+g2+c2"]
+    assert all(parse_setting(s.key) == s for s in grid)
+    assert [s.options().reuse_max_gap for s in grid] == [0, 0, 0, 2, 0, 0, 2, 0, 0]
+    # +gN is the flow variant's flow_max_gap and the gated variants' reuse_max_gap
+    assert parse_setting("flow@0.7+g2+c2").options().flow_max_gap == 2
+    assert parse_setting("reuse@0.7+g3").options() == SessionConfig("reuse", 0.7, reuse_max_gap=3, compute_window=0)
+    with pytest.raises(ReusevosError, match="reuse_max_gap must be"):
+        build_settings(["reuse"], [0.7], reuse_max_gaps=[-1])
+    with pytest.raises(ReusevosError, match="at least one longest gap for the gated"):
+        build_settings(["reuse"], [0.7], reuse_max_gaps=[])
+    summaries = [{"setting": s.key, "variant": s.variant, "tau": s.tau, "compute_window": 2,
+                  "reuse_window": s.window, "reuse_max_gap": s.reuse_max_gap} for s in grid if s.variant == "reuse"]
+    assert [label for _, label, _ in figure_lines({"settings": summaries})] == [
+        "reuse, compute window 2", "reuse, reuse window 2, compute window 2",
+        "reuse, reuse window 2, compute window 2, longest gap 2"]
 
 
 def test_report_has_every_setting_with_every_field(report):

@@ -150,6 +150,29 @@ def test_variants_take_the_paths_they_promise(networks, small_swan):
     assert session.reuse_rates == {1: 1.0}  # every P >= tau: reuse or copy, never full
 
 
+def test_the_longest_gap_computes_a_reused_object_again_whatever_the_gate_says(networks, small_swan):
+    _, gated = networks
+    frames, masks = small_swan  # 6 frames; tau 0: the gate always says reuse
+    for variant in ("reuse", "copy"):
+        _, free = _run(gated, SessionConfig(variant, 0.0), frames, masks)
+        skipped = {"reuse": "reused", "copy": "copied"}[variant]
+        assert [r.routes[1] for r in free[1:]] == [skipped] * 5
+        for cap in (1, 2):
+            session, capped = _run(gated, SessionConfig(variant, 0.0, reuse_max_gap=cap), frames, masks)
+            routes = [r.routes[1] for r in capped[1:]]
+            computed = [t for t, r in enumerate(capped) if r.routes.get(1) == "computed"]
+            assert computed == list(range(cap + 1, 6, cap + 1)), routes  # never more than cap skipped in a row
+            assert routes.count(skipped) == 5 - len(computed)
+            # the gate does not run for an object past its gap: no P, no template matching
+            assert all(1 not in capped[t].gate_probability and "template_match" not in capped[t].stage_seconds
+                       for t in computed)
+            assert session.reuse_rates[1] == pytest.approx(routes.count(skipped) / 5)
+    # a gap longer than the clip changes nothing: the same masks as without it
+    _, long_gap = _run(gated, SessionConfig("reuse", 0.0, reuse_max_gap=10), frames, masks)
+    _, free = _run(gated, SessionConfig("reuse", 0.0), frames, masks)
+    assert all(np.array_equal(a.labels, b.labels) for a, b in zip(free, long_gap))
+
+
 def test_bad_options_are_clear_errors(networks, small_swan):
     base, gated = networks
     for options, message in ((SessionConfig("reuse", 1.5), "tau must lie in"),
@@ -158,7 +181,11 @@ def test_bad_options_are_clear_errors(networks, small_swan):
                              (SessionConfig("reuse", 0.7, 0.9), "only applies to the fusion"),
                              (SessionConfig("reuse", 0.7, reuse_window=-1), "reuse_window must be"),
                              (SessionConfig("full", 1.0, compute_window=1.5), "compute_window must be"),
-                             (SessionConfig("copy", 0.7, reuse_window=2), "never takes")):
+                             (SessionConfig("copy", 0.7, reuse_window=2), "never takes"),
+                             (SessionConfig("reuse", 0.7, reuse_max_gap=-1), "reuse_max_gap must be"),
+                             (SessionConfig("reuse", 0.7, reuse_max_gap=1.5), "reuse_max_gap must be"),
+                             (SessionConfig("full", 1.0, reuse_max_gap=2), "applies to the gated variants"),
+                             (SessionConfig("flow", 0.9, reuse_max_gap=2), "its own is flow_max_gap")):
         with pytest.raises(ReusevosError, match=message):
             Session(gated, options)
     with pytest.raises(ReusevosError, match="no trained reuse gate"):

@@ -289,7 +289,7 @@ def test_segment_davis_resumes_and_refuses_other_settings(synthetic_root, weight
     first = segment_davis(network, dataset, tmp_path, warmup=False, options=options)
     assert first["settings"] == {"variant": "reuse", "tau": 0.5, "tau2": None, "reuse_window": 0,
                                     "compute_window": 2, "flow_gate": None, "flow_max_gap": None, "lookahead": False,
-                                    "memory_clock": "computed"}
+                                    "memory_clock": "computed", "reuse_max_gap": 0}
     assert first["total"]["frames"] == 10 and len(list((tmp_path / "late").glob("*.png"))) == 10
     logs = []
     again = segment_davis(network, dataset, tmp_path, warmup=False, options=SessionConfig("reuse", 0.5), log=logs.append)
@@ -328,6 +328,10 @@ def test_session_flags_map_onto_the_session_config():
     assert options("--variant", "reuse", "--tau", "0.5", "--reuse-window", "1") == SessionConfig(
         "reuse", 0.5, reuse_window=1)
     assert options("--flow-gate", "g.json") == SessionConfig("flow", 0.75, flow_gate="g.json", **ahead)
+    assert options("--variant", "reuse", "--reuse-window", "2", "--reuse-max-gap", "2") == SessionConfig(
+        "reuse", 0.7, reuse_window=2, reuse_max_gap=2)
+    with pytest.raises(ReusevosError, match="its own is flow_max_gap"):
+        options("--reuse-max-gap", "2")  # the default variant is flow
     assert reusevos.offline_config() == SessionConfig("flow", 0.75, **ahead)  # the commands' default
     with pytest.raises(ReusevosError, match="lookahead applies to the flow variant only"):
         options("--variant", "copy", "--lookahead")

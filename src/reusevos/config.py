@@ -120,6 +120,10 @@ class SessionConfig:
     forward and the next computed output warped backward, blended by their distance in time; the computed frames
     are exactly those without it. For files and offline runs: the results come out in order but up to
     ``flow_max_gap`` frames late, so a :class:`reusevos.Session` with it is fed by ``push()`` and ``finish()``.
+    reuse_max_gap: 0 (the paper: no limit) or the gated variants' longest gap (``reuse``, ``copy``, ``fusion``,
+    ``oracle``, ``motion``; ours): an object whose last computed frame lies more than this many frames back is computed
+    whatever the gate would say (the gate does not run for it), so errors of the reused state stop after this many
+    frames. The counterpart of ``flow_max_gap``; 2 was chosen for G-TTVOS on held-out train sequences (docs/method.md).
     reuse_window: 0 (the paper) or a margin in stride-16 cells: on the reuse path, the shallow
     refinement levels and the head run only inside the box around the object's last output grown by
     this margin; outside it the last output is kept (the gate has just said the object barely moved).
@@ -143,6 +147,7 @@ class SessionConfig:
     flow_max_gap: int | None = None
     lookahead: bool = False
     memory_clock: str = "computed"
+    reuse_max_gap: int = 0
 
     def __post_init__(self):
         if self.tau is None:
@@ -168,6 +173,12 @@ class SessionConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ReusevosError(f"{name} must be a whole number of cells >= 0 (0 = off), got {value!r}")
+        cap = self.reuse_max_gap
+        if isinstance(cap, bool) or not isinstance(cap, int) or cap < 0:
+            raise ReusevosError(f"reuse_max_gap must be a whole number of frames >= 0 (0 = no limit), got {cap!r}")
+        if cap and self.variant in ("full", "flow"):
+            raise ReusevosError(f"reuse_max_gap applies to the gated variants, not {self.variant!r}"
+                                + (" (its own is flow_max_gap)" if self.variant == "flow" else ""))
         gap = self.flow_max_gap
         if self.variant != "flow" and gap is not None:
             raise ReusevosError(f"flow_max_gap applies to the flow variant only, not {self.variant!r}")

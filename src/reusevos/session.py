@@ -378,8 +378,10 @@ class Session:
     # -- the paper's paths ---------------------------------------------------------------------
     def decide(self, tracks: list[_Track], f8: torch.Tensor, timed: StageTimer) -> None:
         """Each track's route, P_gate (or g_IoU) and D_t ``(1, 64, H/8, W/8)``; the full path for all under
-        variant ``full``."""
+        variant ``full``, and for an object whose last computed frame is more than ``reuse_max_gap`` frames back."""
         opts = self.options
+        if opts.reuse_max_gap:  # past the longest gap an object is computed: no gate for it
+            tracks = [t for t in tracks if self.frame_index - t.obj.last_computed <= opts.reuse_max_gap]
         if opts.variant == "full" or not tracks:
             return
         objects = [t.obj for t in tracks]

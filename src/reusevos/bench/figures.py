@@ -39,9 +39,10 @@ def figure_lines(report: dict) -> list[tuple[Line, str, list[dict]]]:
 
     def line_of(s: dict) -> Line:
         runtime = s.get("backbone_runtime", "torch") if several_runtimes else None
-        gap = s.get("flow_max_gap") if s["variant"] == "flow" else None  # None in reports older than the option
+        # flow's longest gap, or the gated variants' reuse_max_gap (each absent in reports older than its option)
+        gap = s.get("flow_max_gap") if s["variant"] == "flow" else s.get("reuse_max_gap")
         return s["variant"], s.get("reuse_window") or 0, s.get("compute_window") or 0, runtime, \
-            None if gap == FLOW_GAP_LIMIT else gap, bool(s.get("lookahead")), s.get("memory_clock") == "frames"
+            None if gap == FLOW_GAP_LIMIT else gap or None, bool(s.get("lookahead")), s.get("memory_clock") == "frames"
 
     lines = []
     for line in dict.fromkeys(map(line_of, report["settings"])):

@@ -50,7 +50,7 @@ def summarise(setting: Setting, results: Sequence[SequenceResult], flops: dict |
         "setting": setting.key, "variant": setting.variant, "tau": setting.tau, "tau2": setting.tau2,
         "reuse_window": setting.window, "compute_window": setting.compute_window,
         "flow_max_gap": setting.flow_max_gap, "lookahead": setting.lookahead,
-        "memory_clock": setting.memory_clock, "sequences": len(results),
+        "memory_clock": setting.memory_clock, "reuse_max_gap": setting.reuse_max_gap, "sequences": len(results),
         "frames": frames, "objects": len(started),
         "time_s": round(time_s, 4), "init_s": round(init_s, 4),
         "fps": round(frames / time_s, 4) if time_s else None,

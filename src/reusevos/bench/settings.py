@@ -22,7 +22,8 @@ class Setting:
     ``fusion@0.5/0.9``, ``reuse@0.7+w2+c2``, ``flow@0.9+g3+c2``, ``flow@0.85+g3+la+c2`` with the lookahead), and the
     backbone's runtime when the setting fixes it (``+torch``, ``+ort``; None runs the model's own choice). A flow
     setting's name shows its longest gap (``+g3``) unless it is :data:`FLOW_GAP_LIMIT`, so a name keeps its meaning
-    when the session's default changes."""
+    when the session's default changes; a gated variant's shows its ``reuse_max_gap`` the same way (``+g2``) unless
+    it is 0 (no limit, the paper's)."""
 
     variant: str
     tau: float
@@ -33,6 +34,7 @@ class Setting:
     flow_max_gap: int | None = None  # SessionConfig.flow_max_gap: flow only, where None means FLOW_GAP_LIMIT
     lookahead: bool = False  # SessionConfig.lookahead: flow only (``+la``)
     memory_clock: str = "computed"  # SessionConfig.memory_clock (``+mf``: "frames")
+    reuse_max_gap: int = 0  # SessionConfig.reuse_max_gap: the gated variants' (``+gN``), 0 = no limit
 
     def __post_init__(self):
         if self.variant == "flow" and self.flow_max_gap is None:
@@ -44,6 +46,7 @@ class Setting:
             f"{self.variant}@{self.tau:g}" + (f"/{self.tau2:g}" if self.tau2 is not None else "")
             + (f"+w{self.window}" if self.window else "")
             + (f"+g{self.flow_max_gap}" if self.flow_max_gap not in (None, FLOW_GAP_LIMIT) else "")
+            + (f"+g{self.reuse_max_gap}" if self.reuse_max_gap else "")
             + ("+la" if self.lookahead else "") + ("+mf" if self.memory_clock == "frames" else ""))
         runtime = f"+{_RUNTIME_SUFFIXES[self.runtime]}" if self.runtime else ""
         return name + (f"+c{self.compute_window}" if self.compute_window else "") + runtime
@@ -52,7 +55,7 @@ class Setting:
         options = SessionConfig(self.variant, self.tau, self.tau2, reuse_window=self.window,
                                 compute_window=self.compute_window,
                                 flow_max_gap=self.flow_max_gap, lookahead=self.lookahead,
-                                memory_clock=self.memory_clock)
+                                memory_clock=self.memory_clock, reuse_max_gap=self.reuse_max_gap)
         options.validate()
         return options
 
@@ -63,13 +66,15 @@ def build_settings(variants: Iterable[str], taus: Iterable[float], tau2s: Iterab
                    runtimes: Iterable[str | None] = (None,),
                    flow_max_gaps: Iterable[int] = (FLOW_MAX_GAP,),
                    lookaheads: Iterable[bool] = (False,),
-                   memory_clocks: Iterable[str] = ("computed",)) -> tuple[list[Setting], list[dict]]:
+                   memory_clocks: Iterable[str] = ("computed",),
+                   reuse_max_gaps: Iterable[int] = (0,)) -> tuple[list[Setting], list[dict]]:
     """The cross product of ``variants`` and ``taus`` (``fusion`` also with each ``tau2``; the variants with a
     reuse path, at tau < 1, also with each ``reuse_window`` in ``windows``), then each with every
     ``compute_window`` in ``compute_windows``, in that order, each of them with every backbone runtime in
     ``runtimes`` in turn (None: the model's own). ``flow`` at tau < 1 runs at each longest gap in ``flow_max_gaps``
     (default: the session's), with and/or without the lookahead as ``lookaheads`` says (default: without), and with
-    each of ``memory_clocks`` (default: FRTM's, ``computed``).
+    each of ``memory_clocks`` (default: FRTM's, ``computed``). The gated variants (all but ``full`` and ``flow``)
+    at tau < 1 run at each of ``reuse_max_gaps`` (default: 0, no limit).
 
     ``full`` appears once (it has no tau). Combinations that cannot run are returned apart, each as
     ``{"setting", "variant", "tau", "tau2", "reason"}``: fusion with ``tau2 <= tau``, and every variant
@@ -92,6 +97,11 @@ def build_settings(variants: Iterable[str], taus: Iterable[float], tau2s: Iterab
     for name, values in (("reuse", windows), ("compute", compute_windows)):
         if any(isinstance(w, bool) or not isinstance(w, int) or w < 0 for w in values) or not values:
             raise ReusevosError(f"{name} windows must be whole numbers of cells >= 0 (0 = off), got {values}")
+    reuse_max_gaps = list(dict.fromkeys(reuse_max_gaps))
+    if not reuse_max_gaps:
+        raise ReusevosError("give at least one longest gap for the gated variants (0: no limit)")
+    for cap in reuse_max_gaps:
+        SessionConfig("reuse", reuse_max_gap=cap).validate()
     if not flow_max_gaps:
         raise ReusevosError("give at least one longest gap for the flow variant")
     for gap in flow_max_gaps:
@@ -121,12 +131,13 @@ def build_settings(variants: Iterable[str], taus: Iterable[float], tau2s: Iterab
             for tau2 in (tau2s if variant == "fusion" else [None]):
                 # copy, motion and flow have no reuse path to window; tau = 1 never reuses
                 moving = variant == "flow" and tau < 1.0
-                for window, gap, ahead, clock in itertools.product(
+                gated = variant != "flow" and tau < 1.0
+                for window, gap, ahead, clock, cap in itertools.product(
                         windows if variant not in ("copy", "motion", "flow") and tau < 1.0 else [0],
                         flow_max_gaps if moving else [None], lookaheads if moving else [False],
-                        memory_clocks if moving else ["computed"]):
+                        memory_clocks if moving else ["computed"], reuse_max_gaps if gated else [0]):
                     setting = Setting(variant, float(tau), None if tau2 is None else float(tau2), window,
-                                      compute_window, runtime, gap, ahead, clock)
+                                      compute_window, runtime, gap, ahead, clock, cap)
                     if not has_gate and variant not in GATE_FREE:
                         skip(setting, "the weights have no reuse gate")
                     elif variant == "fusion" and not tau < tau2:
@@ -145,7 +156,8 @@ _KEY = re.compile(r"(?P<variant>[a-z]+)(?:@(?P<tau>[0-9.e-]+)(?:/(?P<tau2>[0-9.e
 
 def parse_setting(key: str) -> Setting:
     """The setting a name of :attr:`Setting.key` stands for (``full+c2+ort``, ``reuse@0.7+w2+c2``,
-    ``fusion@0.5/0.9``, ``flow@0.9+g3+c2``, ``flow@0.85+g3+la+c2``, ``full+torch``): the inverse of ``key``.
+    ``reuse@0.7+w2+g2+c2``, ``fusion@0.5/0.9``, ``flow@0.9+g3+c2``, ``flow@0.85+g3+la+c2``, ``full+torch``): the
+    inverse of ``key``.
     Raises ReusevosError for anything else."""
     match = _KEY.fullmatch(key.strip())
     example = "full, full+c2+ort, reuse@0.7+w2+c2 or fusion@0.5/0.9"
@@ -163,10 +175,11 @@ def parse_setting(key: str) -> Setting:
     except ValueError:
         raise ReusevosError(f"setting {key!r}: tau must be a number, as in {variant}@0.7") from None
     runtime = _SUFFIX_RUNTIMES.get(match["runtime"])
+    gap = int(match["gap"]) if match["gap"] else None  # flow's flow_max_gap, the others' reuse_max_gap
     setting = Setting(variant, tau_value, tau2_value, int(match["window"] or 0), int(match["compute"] or 0),
                       None if runtime is None else check_runtime(runtime),
-                      int(match["gap"]) if match["gap"] else None, bool(match["lookahead"]),
-                      "frames" if match["clock"] else "computed")
+                      gap if variant == "flow" else None, bool(match["lookahead"]),
+                      "frames" if match["clock"] else "computed", 0 if variant == "flow" else gap or 0)
     setting.options()  # tau in [0, 1], fusion's tau < tau2, a reuse window only where there is a reuse path
     return setting
 
@@ -199,6 +212,6 @@ def runnable_settings(settings: list[Setting], skipped: list[dict], network) -> 
                             "tau2": setting.tau2, "reason": str(exc)})
             continue
         kept.append(replace(setting, variant=runs.variant, tau=runs.tau, tau2=runs.tau2, window=runs.reuse_window,
-                            compute_window=runs.compute_window))
+                            compute_window=runs.compute_window, reuse_max_gap=runs.reuse_max_gap))
     return list(dict.fromkeys(kept)), skipped
 

@@ -19,7 +19,8 @@ THREADS_HELP = "torch CPU threads (default: torch's choice); stated in the outpu
 GRID = {"variant": f"full,{SessionConfig.variant}", "tau": f"1,{default_tau(SessionConfig.variant, True):g}",
         "tau2": f"{AblationConfig.tau2:g}", "reuse_window": str(SessionConfig.reuse_window),
         "compute_window": str(SessionConfig.compute_window), "flow_max_gap": str(FLOW_MAX_GAP),
-        "lookahead": "on", "memory_clock": offline_config().memory_clock, "backbone_runtime": "auto"}
+        "lookahead": "on", "memory_clock": offline_config().memory_clock, "backbone_runtime": "auto",
+        "reuse_max_gap": str(SessionConfig.reuse_max_gap)}
 
 
 def _on_off(text: str) -> bool:
@@ -29,7 +30,7 @@ def _on_off(text: str) -> bool:
 
 
 _GRID_KINDS = {"tau": float, "tau2": float, "reuse_window": int, "compute_window": int,
-               "flow_max_gap": int, "lookahead": _on_off}  # the others are names
+               "flow_max_gap": int, "reuse_max_gap": int, "lookahead": _on_off}  # the others are names
 _GRID_EXPECTED = {"lookahead": ("on, off or on,off",)}  # what csv_list says when a value is not one
 
 
@@ -98,6 +99,10 @@ def _add_grid_flags(bench: argparse.ArgumentParser) -> None:
                        help="comma-separated longest gaps of the flow variant (default: "
                             f"{GRID['flow_max_gap']}); each runs as its own setting of flow at tau < 1 (names show "
                             "+gN unless N is 12)")
+    bench.add_argument("--reuse-max-gap", default=None, metavar="FRAMES",
+                       help="comma-separated longest gaps of the gated variants (reuse, copy, fusion, oracle, motion; "
+                            f"default: {GRID['reuse_max_gap']}, no limit, the paper's); each runs as its own setting "
+                            "of them at tau < 1 (names show +gN unless N is 0)")
     bench.add_argument("--lookahead", default=None, metavar="on,off",
                        help="the flow variant with the lookahead (on, the default: the whole-video default is "
                             "flow@0.75+g2+la+mf+c2), without it (off), or both (on,off); each its own setting of "
@@ -178,7 +183,8 @@ def _settings_chooser(args: argparse.Namespace):
         choose = functools.partial(build_settings, lists["variant"], lists["tau"], lists["tau2"],
                                    windows=lists["reuse_window"], compute_windows=lists["compute_window"],
                                    runtimes=lists["backbone_runtime"], flow_max_gaps=lists["flow_max_gap"],
-                                   lookaheads=lists["lookahead"], memory_clocks=lists["memory_clock"])
+                                   lookaheads=lists["lookahead"], memory_clocks=lists["memory_clock"],
+                                   reuse_max_gaps=lists["reuse_max_gap"])
     choose()
     return choose
 

@@ -140,8 +140,8 @@ def note(message: str) -> None:
 # -- the session flags (segment, segment-davis) -------------------------------------------------------------------
 
 def add_session_flags(parser: argparse.ArgumentParser) -> None:
-    """--variant, --tau, --tau2, --reuse-window, --compute-window, --flow-gate, --flow-max-gap, --lookahead: map one
-    to one onto SessionConfig; what is not given takes SessionConfig's default. Also --backbone-runtime."""
+    """--variant, --tau, --tau2, --reuse-window, --compute-window, --flow-gate, --flow-max-gap, --reuse-max-gap,
+    --memory-clock, --lookahead: map one to one onto SessionConfig; what is not given takes SessionConfig's default. Also --backbone-runtime."""
     # oracle needs the ground truth: the benchmark's and the ablation's, not a video's
     parser.add_argument("--variant", default=None, choices=[v for v in VARIANTS if v != "oracle"],
                         help="flow (ours, the default): decide before the backbone and warp the last computed mask "
@@ -174,6 +174,10 @@ def add_session_flags(parser: argparse.ArgumentParser) -> None:
                         help="--variant flow only: compute an object again at the latest FRAMES frames after its last "
                              f"computed frame, whatever the gate says (1 to {FLOW_GAP_LIMIT}; default: "
                              f"{FLOW_MAX_GAP}, chosen on held-out training sequences)")
+    parser.add_argument("--reuse-max-gap", type=int, default=None, metavar="FRAMES",
+                        help="the gated variants (reuse, copy, fusion, motion): compute an object again at the "
+                             "latest FRAMES frames after its last computed frame, whatever the gate says (ours; "
+                             "default: 0, no limit, the paper's)")
     parser.add_argument("--memory-clock", default=None, choices=("computed", "frames"),
                         help="how FRTM's target model counts time: frames (ours, the default with the lookahead: "
                              "its memory ages and refits by frames elapsed, so moving frames does not slow its "
@@ -198,7 +202,7 @@ def session_options(args: argparse.Namespace) -> SessionConfig | None:
     ``--memory-clock`` says otherwise (these commands run whole videos, see :func:`reusevos.config.offline_config`);
     None when no flag is given (the run's own default)."""
     names = ("variant", "tau", "tau2", "reuse_window", "compute_window", "flow_gate", "flow_max_gap", "lookahead",
-             "memory_clock")
+             "memory_clock", "reuse_max_gap")
     given = {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
     if not given:
         return None
