@@ -8,7 +8,7 @@ from typing import Any
 VARIANTS = ("full", "reuse", "copy", "fusion", "oracle", "motion", "flow")
 BACKBONE_RUNTIMES = ("auto", "torch", "onnxruntime")  # what runs the frozen backbone; auto = ONNX Runtime on CPUs
 DEFAULT_MAX_SIZE = 854  # the longer side the model runs at by default: DAVIS 480p, its training size
-BACKBONES = ("mobilenet_v2", "resnet18", "resnet50", "resnet101")
+BACKBONES = ("mobilenet_v2", "efficientnet_lite0", "resnet18", "resnet50", "resnet101")
 BASE_MODELS = ("frtm", "ttvos")  # the base models a checkpoint can hold (ModelConfig.base)
 QUICK_SEQUENCES = 3  # benchmark --quick: blackswan (when the split has it) and the next ones in split order
 QUICK_FRAMES = 20  # benchmark --quick: the first frames of each
@@ -123,7 +123,7 @@ class SessionConfig:
     reuse_max_gap: 0 (the paper: no limit) or the gated variants' longest gap (``reuse``, ``copy``, ``fusion``,
     ``oracle``, ``motion``; ours): an object whose last computed frame lies more than this many frames back is computed
     whatever the gate would say (the gate does not run for it), so errors of the reused state stop after this many
-    frames. The counterpart of ``flow_max_gap``; 2 was chosen for G-TTVOS on held-out train sequences (docs/method.md).
+    frames. The counterpart of ``flow_max_gap``; measured on G-TTVOS in docs/method.md.
     reuse_window: 0 (the paper) or a margin in stride-16 cells: on the reuse path, the shallow
     refinement levels and the head run only inside the box around the object's last output grown by
     this margin; outside it the last output is kept (the gate has just said the object barely moved).

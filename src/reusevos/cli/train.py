@@ -9,8 +9,8 @@ from pathlib import Path
 
 from reusevos.cli.common import (add_davis, add_device, add_sequences, add_threads, add_weights, command_line,
                                  csv_list, log, set_threads)
-from reusevos.config import (BASE_MODELS, GateRefitConfig, GateTrainConfig, TrainConfig, TtvosConfig,
-                             TtvosTrainConfig)
+from reusevos.config import (BACKBONES, BASE_MODELS, GateRefitConfig, GateTrainConfig, ModelConfig, TrainConfig,
+                             TtvosConfig, TtvosTrainConfig)
 from reusevos.errors import ReusevosError
 
 TRAIN_SPLIT_HELP = "training split; validation splits are refused"
@@ -30,6 +30,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                        help="the base model to train; --batch and --lr take its own values unless given: "
                             f"{TrainConfig.batch} and {TrainConfig.lr:g} for frtm, {TtvosTrainConfig.batch} and "
                             f"{TtvosTrainConfig.lr:g} for ttvos")
+    train.add_argument("--backbone", default=ModelConfig.backbone, choices=BACKBONES,
+                       help="the frozen ImageNet backbone, recorded in the checkpoint (its weights: `reusevos weights "
+                            "fetch --backbone NAME`); a cache or run folder of another backbone is refused")
     _add_training_args(train, TrainConfig, "refiner.pt or ttvos.pt", "crops (frtm) or snippets (ttvos)")
     train.set_defaults(batch=None, lr=None)  # the model's own (see --model)
     train.add_argument("--snippet", type=int, default=TtvosTrainConfig.snippet,
@@ -76,7 +79,8 @@ def _register_train_gate(sub: argparse._SubParsersAction) -> None:
         "train-gate", help="train the reuse gate, delta generator and refine-translator on a trained base model",
         description="Trains the paper's dynamic network from a base checkpoint written by `reusevos train`: "
                     "G-FRTM on FRTM's refiner.pt, G-TTVOS on TTVOS's ttvos.pt; the base model stays frozen, so tau = 1 "
-                    "gives its masks. Resumable like `reusevos train`; writes OUT/dynamic.pt.")
+                    "gives its masks. It runs on the base checkpoint's backbone. Resumable like `reusevos train`; writes "
+                    "OUT/dynamic.pt.")
     gate.add_argument("--base", required=True,
                       help="trained base checkpoint (refiner.pt or ttvos.pt from `reusevos train`)")
     _add_training_args(gate, GateTrainConfig, "dynamic.pt", "snippets")
@@ -206,7 +210,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         summary = run_ttvos_training(args.davis, args.split, args.out, args.cache, config, synthetic=args.synthetic,
                                      synthetic_frames=args.synthetic_frames, sequences=args.sequences,
                                      device=args.device, command=command_line(), log=log, synthetic_speeds=speeds,
-                                     ttvos=TtvosConfig(update_floor=args.update_floor))
+                                     ttvos=TtvosConfig(update_floor=args.update_floor), backbone=args.backbone)
         return _trained(summary, Path(args.out) / "ttvos.pt")
     if args.snippet != TtvosTrainConfig.snippet or args.update_floor != TtvosConfig.update_floor:
         raise ReusevosError("--snippet and --update-floor apply to --model ttvos; FRTM's refinement network trains on "
@@ -220,7 +224,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     summary = run_training(args.davis, args.split, args.out, args.cache, config, synthetic=args.synthetic,
                            synthetic_frames=args.synthetic_frames, sequences=args.sequences, device=args.device,
                            command=command_line(), log=log, tracker_weights=args.tracked_scores,
-                           synthetic_speeds=speeds)
+                           synthetic_speeds=speeds, backbone=args.backbone)
     return _trained(summary, Path(args.out) / "refiner.pt")
 
 

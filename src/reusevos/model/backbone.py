@@ -5,6 +5,10 @@ Since it is never trained, its batch norms are folded into the convolutions befo
 the channels-last memory format; together about twice as fast on a CPU for the same features up to
 float rounding (tested). Its outputs are ordinary contiguous tensors.
 
+Two families: torchvision's (MobileNetV2, the default, and ResNets) and EfficientNet-Lite0
+(:mod:`reusevos.model.efficientnet_lite`, weights converted from TensorFlow). Each normalises its input as its
+ImageNet weights were trained (:class:`BackboneSpec`).
+
 On a CPU it runs by default under ONNX Runtime when that is installed (``runtime``, see
 :mod:`reusevos.model.onnx_backbone`): faster again in the frame loop (docs/speed.md), for the same features
 up to float rounding.
@@ -22,7 +26,7 @@ from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from reusevos.errors import ReusevosError
-from reusevos.model import onnx_backbone
+from reusevos.model import efficientnet_lite, onnx_backbone
 from reusevos.model.onnx_backbone import OnnxBackbone, check_runtime
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -32,10 +36,13 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 @dataclass(frozen=True)
 class BackboneSpec:
     channels: tuple[int, int, int, int]  # f4, f8, f16, f32
+    mean: tuple[float, float, float] = IMAGENET_MEAN  # the input normalisation its weights expect, on [0, 1] images
+    std: tuple[float, float, float] = IMAGENET_STD
 
 
 SPECS = {
     "mobilenet_v2": BackboneSpec((24, 32, 96, 320)),
+    "efficientnet_lite0": BackboneSpec((24, 40, 112, 320), efficientnet_lite.MEAN, efficientnet_lite.STD),
     "resnet18": BackboneSpec((64, 128, 256, 512)),
     "resnet50": BackboneSpec((256, 512, 1024, 2048)),
     "resnet101": BackboneSpec((256, 512, 1024, 2048)),
@@ -54,7 +61,8 @@ class Backbone(nn.Module):
 
     ``to_f8``: image ``(B, 3, H, W)`` in [0, 1] -> f4 ``(B, C4, H/4, W/4)``, f8 ``(B, C8, H/8, W/8)``.
     ``f8_to_f32``: f8 -> f16 ``(B, C16, H/16, W/16)``, f32 ``(B, C32, H/32, W/32)``.
-    (Sizes round up: 854 px wide gives 214, 107, 54, 27.)
+    (Sizes round up: 854 px wide gives 214, 107, 54, 27.) The image is normalised here, with the mean and std
+    that ``SPECS[name]`` gives for the network's ImageNet weights.
 
     ``runtime`` (``auto``, ``torch`` or ``onnxruntime``, see :data:`reusevos.model.onnx_backbone.RUNTIMES`)
     says what runs these on float32 CPU tensors; other tensors always go through PyTorch.
@@ -65,20 +73,11 @@ class Backbone(nn.Module):
         if name not in SPECS:
             raise ReusevosError(f"unknown backbone {name!r}; choose one of {', '.join(SPECS)}")
         self.name = name
-        self.channels = SPECS[name].channels
-        net = getattr(torchvision.models, name)(weights=None)
-        if weights_path is not None:
-            state = torch.load(weights_path, map_location="cpu", weights_only=True)
-            net.load_state_dict(state, strict=True)
-        if name == "mobilenet_v2":
-            f = net.features
-            self.stage4, self.stage8 = f[:4], f[4:7]
-            self.stage16, self.stage32 = f[7:14], f[14:18]
-        else:
-            self.stage4 = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool, net.layer1)
-            self.stage8, self.stage16, self.stage32 = net.layer2, net.layer3, net.layer4
-        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        spec = SPECS[name]
+        self.channels = spec.channels
+        self.stage4, self.stage8, self.stage16, self.stage32 = _stages(name, weights_path)
+        self.register_buffer("mean", torch.tensor(spec.mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(spec.std).view(1, 3, 1, 1), persistent=False)
         self.requires_grad_(False)
         self.eval()
         _fold_batch_norms(self)
@@ -167,6 +166,26 @@ class Backbone(nn.Module):
         f4, f8 = self.to_f8(image)
         f16, f32 = self.f8_to_f32(f8)
         return f4, f8, f16, f32
+
+
+def _stages(name: str, weights_path: str | None) -> tuple[nn.Module, nn.Module, nn.Module, nn.Module]:
+    """The ImageNet network ``name`` (its weights loaded strictly from ``weights_path``, if given) cut into the
+    parts that end at f4, f8, f16 and f32."""
+    state = None if weights_path is None else torch.load(weights_path, map_location="cpu", weights_only=True)
+    if name == "efficientnet_lite0":
+        net = efficientnet_lite.EfficientNetLite0()
+        if state is not None:
+            net.load_state_dict(efficientnet_lite.rename_state_dict(state), strict=True)
+        b, (e4, e8, e16, e32) = net.blocks, efficientnet_lite.FEATURE_BLOCKS
+        return nn.Sequential(net.stem, *b[:e4]), b[e4:e8], b[e8:e16], b[e16:e32]
+    net = getattr(torchvision.models, name)(weights=None)
+    if state is not None:
+        net.load_state_dict(state, strict=True)
+    if name == "mobilenet_v2":
+        f = net.features
+        return f[:4], f[4:7], f[7:14], f[14:18]
+    return (nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool, net.layer1), net.layer2, net.layer3,
+            net.layer4)
 
 
 def _fold_batch_norms(module: nn.Module) -> None:

@@ -10,13 +10,16 @@ Layout of one sequence's folder::
     masks.npy                       (T, H, W) uint8 ground-truth label maps
     scores.npy                      (A, T, K, h16, w16) float16: per anchor and object, the score map
                                     of a target model fitted at the anchor frame (NaN before it)
-    meta.json                       sizes, anchors, object ids, completion marker
+    meta.json                       sizes, anchors, object ids, the backbone, completion marker
 
 Scores come from up to three kinds of anchor (``meta.json``'s ``anchor_kinds``): the object's first frame
 with the memory updated every ``update_every`` frames from the ground truth (``updated``: as tracking would,
 with perfect masks), later anchors without updates (``stale``: the harder, noisier scores the refiner must
 cope with) and, when a tracker is given, the first frame with the memory updated from a trained model's own
 outputs (``tracked``: the drifting scores of real tracking, ``reusevos.train.tracked``).
+
+The features are those of one backbone, named in ``meta.json`` (caches written before it was recorded hold
+MobileNetV2's, the only backbone training used then); a cache of another backbone's is never reused.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from reusevos.model.backbone import Backbone, images_to_tensor
 from reusevos.model.target_model import TargetModel
 
 LEVELS = ("f4", "f8", "f16", "f32")
+UNRECORDED_BACKBONE = "mobilenet_v2"  # the backbone of caches whose meta.json does not name one
 
 
 @dataclass
@@ -129,7 +133,7 @@ def cache_sequence(out_dir: str | os.PathLike, frames: Iterable[np.ndarray], mas
         array.flush()
     arrays.clear()  # close the memory maps before the folder is renamed
     meta = {"num_frames": num_frames, "size": list(masks.shape[1:]), "anchors": anchors, "anchor_kinds": kinds,
-            "object_ids": ids,
+            "object_ids": ids, "backbone": backbone.name,
             "target_config": {k: getattr(target_config, k) for k in ("channels", "label_stride", "update_every")},
             "complete": True}
     (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
@@ -181,16 +185,21 @@ def load_cached_sequence(path: str | os.PathLike, in_memory: bool = False) -> Ca
                           np.load(path / "scores.npy", mmap_mode=mode), meta["anchors"], meta["object_ids"])
 
 
-def is_cached(path: str | os.PathLike, tracked: bool | None = None) -> bool:
+def is_cached(path: str | os.PathLike, tracked: bool | None = None, backbone: str | None = None) -> bool:
     """Whether ``path`` holds a complete cached sequence; with ``tracked`` True or False, a complete one
-    whose ``tracked`` anchor is present or absent as asked is required, and the other kind is an error (a
-    cache built for another recipe must not be mixed in silently)."""
+    whose ``tracked`` anchor is present or absent as asked is required, and with ``backbone`` one of that
+    backbone's features; the other kind is an error (a cache built for another recipe must not be mixed in
+    silently)."""
     meta_path = Path(path) / "meta.json"
     if not meta_path.is_file():
         return False
     meta = json.loads(meta_path.read_text())
     if not meta.get("complete", False):
         return False
+    built = meta.get("backbone", UNRECORDED_BACKBONE)
+    if backbone is not None and built != backbone:
+        raise ReusevosError(f"the cache {path} holds {built} features, but this run uses the {backbone} backbone; "
+                            "use another --cache folder")
     has = "tracked" in meta.get("anchor_kinds", [])
     if tracked is not None and has != tracked and meta.get("object_ids"):
         raise ReusevosError(f"the cache {path} was built {'with' if has else 'without'} tracked scores, but this "

@@ -27,7 +27,8 @@ from reusevos.io.davis import DavisDataset
 from reusevos.io.frames import read_image
 from reusevos.model.backbone import load_backbone
 from reusevos.model.network import VOSNetwork, read_checkpoint, save_checkpoint
-from reusevos.train.cache import CachedSequence, cache_sequence, is_cached, load_cached_sequence
+from reusevos.train.cache import (UNRECORDED_BACKBONE, CachedSequence, cache_sequence, is_cached,
+                                  load_cached_sequence)
 from reusevos.train.loop import distributed_context, train_loop
 from reusevos.train.dynamic import DynamicTrainer, TtvosDynamicTrainer, calibrate_gate
 from reusevos.train.samples import RefinerSampler, SnippetSampler
@@ -71,7 +72,7 @@ def build_davis_cache(dataset: DavisDataset, cache_dir: Path, backbone, model_co
     for i, name in enumerate(dataset.sequences):
         names.append(name)
         target = cache_dir / name
-        if i % world != rank or is_cached(target, tracked):
+        if i % world != rank or is_cached(target, tracked, backbone.name):
             continue
         masks = dataset.read_masks(name)
         paths = dataset.frame_paths(name)
@@ -95,7 +96,7 @@ def build_synthetic_cache(dataset: DavisDataset, cache_dir: Path, backbone, mode
         name = f"syn-{seed}-{i:04d}"
         names.append(name)
         target = cache_dir / name
-        if i % world != rank or is_cached(target, tracked):
+        if i % world != rank or is_cached(target, tracked, backbone.name):
             continue
         clip_frames, clip_masks = syn_clip(dataset, frames, seed=seed * 100003 + i, speeds=speeds or SPEEDS)
         cache_sequence(target, iter(clip_frames), clip_masks, backbone, model_config.target, seed=seed + i,
@@ -106,8 +107,10 @@ def build_synthetic_cache(dataset: DavisDataset, cache_dir: Path, backbone, mode
 
 def _prepare(davis_root, split, run_dir, cache_dir, seed, synthetic, synthetic_frames, sequences, device,
              command, settings: dict, log, tracker_weights: str | None = None,
-             synthetic_speeds: tuple[float, ...] | None = None, tracked: bool | None = None):
-    """Checks, provenance record, and the cache of the training data; returns what training needs."""
+             synthetic_speeds: tuple[float, ...] | None = None, tracked: bool | None = None,
+             backbone_name: str = ModelConfig.backbone):
+    """Checks, provenance record, and the cache of the training data (``backbone_name``'s features); returns what
+    training needs."""
     if "val" in split.lower() or "test" in split.lower():
         raise ReusevosError(f"refusing to train on the split {split!r}: scores are reported on validation data, "
                             "so training must never see it; use --split train")
@@ -119,12 +122,13 @@ def _prepare(davis_root, split, run_dir, cache_dir, seed, synthetic, synthetic_f
         cache_root.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ReusevosError(f"cannot create {cache_root}: {exc.strerror}") from exc
-    model_config = ModelConfig()
-    backbone = load_backbone(model_config.backbone).to(device)
+    _check_run_backbone(run_dir, backbone_name)
+    model_config = ModelConfig(backbone=backbone_name)
+    backbone = load_backbone(backbone_name).to(device)
     if rank == 0:
         run_info = {"command": command, "commit": git_commit(), "davis_root": str(dataset.root), "split": split,
                     "sequences": dataset.sequences, "synthetic_clips": synthetic,
-                    "synthetic_frames": synthetic_frames, **settings, "processes": world,
+                    "synthetic_frames": synthetic_frames, "backbone": backbone_name, **settings, "processes": world,
                     "torch": torch.__version__, "python": sys.version.split()[0], "machine": platform.machine(),
                     "threads": torch.get_num_threads()}
         with open(run_dir / "runs.jsonl", "a") as handle:  # one line per start or resume of this run
@@ -134,6 +138,9 @@ def _prepare(davis_root, split, run_dir, cache_dir, seed, synthetic, synthetic_f
         from reusevos.api import load_model
 
         tracker = load_model(None if tracker_weights == "default" else tracker_weights, device=device)
+        if tracker.config.backbone != backbone_name:  # its target models must be fitted on the cached features
+            raise ReusevosError(f"--tracked-scores {tracker_weights}: that model runs on {tracker.config.backbone}, "
+                                f"this training on {backbone_name}; give a model trained on {backbone_name}")
     names = build_davis_cache(dataset, cache_root, backbone, model_config, seed, rank, world, log, tracker, tracked)
     names += build_synthetic_cache(dataset, cache_root, backbone, model_config, synthetic, synthetic_frames,
                                    seed, rank, world, log, tracker, synthetic_speeds, tracked)
@@ -144,6 +151,22 @@ def _prepare(davis_root, split, run_dir, cache_dir, seed, synthetic, synthetic_f
                      "synthetic_speeds": synthetic_speeds, "tracked_scores": tracker_weights},
             "command": command, "commit": git_commit()}
     return backbone, cached, meta
+
+
+def _check_run_backbone(run_dir: Path, backbone: str) -> None:
+    """Refuse to resume a run folder that an earlier start trained on another backbone (``runs.jsonl``; starts
+    that did not record one used MobileNetV2)."""
+    log_path = run_dir / "runs.jsonl"
+    if not log_path.is_file():
+        return
+    for line in log_path.read_text().splitlines():
+        try:
+            earlier = json.loads(line).get("backbone", UNRECORDED_BACKBONE)
+        except (ValueError, AttributeError):
+            continue
+        if earlier != backbone:
+            raise ReusevosError(f"{run_dir} holds a run on the {earlier} backbone, not {backbone}; use another --out "
+                                "folder")
 
 
 def _snapshots(run_dir: Path, network, name: str, meta: dict) -> Callable[[int], None]:
@@ -163,22 +186,25 @@ def run_training(davis_root: str | None, split: str, run_dir: str | os.PathLike,
                  train_config: TrainConfig, synthetic: int = 60, synthetic_frames: int = 24,
                  sequences: list[str] | None = None, device: str = "cpu", command: str = "",
                  log: Callable[[str], None] = lambda _: None, tracker_weights: str | None = None,
-                 synthetic_speeds: tuple[float, ...] | None = None) -> dict:
+                 synthetic_speeds: tuple[float, ...] | None = None, backbone: str = ModelConfig.backbone) -> dict:
     """``reusevos train``: the refinement network of the base model; returns the training summary.
 
     tracker_weights: a trained checkpoint (``"default"``: the shipped one) whose own tracking adds the cache's
-    ``tracked`` scores (None: none); synthetic_speeds: the syn clips' speeds (None: the default set).
+    ``tracked`` scores (None: none); synthetic_speeds: the syn clips' speeds (None: the default set); backbone: the
+    frozen backbone (one of ``BACKBONES``), recorded in the checkpoint's model configuration.
     """
     run_dir = Path(run_dir)
-    settings = {"train_config": asdict(train_config), "model_config": ModelConfig().to_dict(),
+    model_config = ModelConfig(backbone=backbone)
+    settings = {"train_config": asdict(train_config), "model_config": model_config.to_dict(),
                 "tracker_weights": tracker_weights, "synthetic_speeds": synthetic_speeds}
-    backbone, cached, meta = _prepare(davis_root, split, run_dir, cache_dir, train_config.seed, synthetic,
-                                      synthetic_frames, sequences, device, command, settings, log,
-                                      tracker_weights, synthetic_speeds, tracked=tracker_weights is not None)
+    frozen, cached, meta = _prepare(davis_root, split, run_dir, cache_dir, train_config.seed, synthetic,
+                                    synthetic_frames, sequences, device, command, settings, log,
+                                    tracker_weights, synthetic_speeds, tracked=tracker_weights is not None,
+                                    backbone_name=backbone)
     sampler = RefinerSampler(cached, crop=train_config.crop)
     log(f"{len(cached)} sequences, {len(sampler)} training samples")
     torch.manual_seed(train_config.seed)  # the refiner's initial weights
-    network = VOSNetwork(ModelConfig(), backbone).to(device)
+    network = VOSNetwork(model_config, frozen).to(device)
     summary = train_loop(network.refiner, lambda rng: sampler.draw(rng, train_config.batch), refiner_loss, run_dir,
                          train_config, log=log, snapshot=_snapshots(run_dir, network, "refiner", meta))
     if summary["rank"] == 0:
@@ -191,22 +217,23 @@ def run_ttvos_training(davis_root: str | None, split: str, run_dir: str | os.Pat
                        config: TtvosTrainConfig, synthetic: int = 60, synthetic_frames: int = 24,
                        sequences: list[str] | None = None, device: str = "cpu", command: str = "",
                        log: Callable[[str], None] = lambda _: None,
-                       synthetic_speeds: tuple[float, ...] | None = None, ttvos: TtvosConfig | None = None) -> dict:
+                       synthetic_speeds: tuple[float, ...] | None = None, ttvos: TtvosConfig | None = None,
+                       backbone: str = ModelConfig.backbone) -> dict:
     """``reusevos train --model ttvos``: the TTVOS base model (``ttvos``: its settings, None: the defaults) on
-    snippets of the cached training data; writes ``RUN_DIR/ttvos.pt`` and returns the training summary. The cache is
-    the one FRTM's training builds (its target-model scores go unused), so a cache of the same data can be shared
-    with ``--cache``."""
+    snippets of the cached training data, on the frozen ``backbone``; writes ``RUN_DIR/ttvos.pt`` and returns the
+    training summary. The cache is the one FRTM's training builds (its target-model scores go unused), so a cache of
+    the same data and backbone can be shared with ``--cache``."""
     run_dir = Path(run_dir)
-    model_config = ModelConfig(base="ttvos", ttvos=ttvos or TtvosConfig())
+    model_config = ModelConfig(backbone=backbone, base="ttvos", ttvos=ttvos or TtvosConfig())
     settings = {"model": "ttvos", "train_config": asdict(config), "model_config": model_config.to_dict(),
                 "synthetic_speeds": synthetic_speeds}
-    backbone, cached, meta = _prepare(davis_root, split, run_dir, cache_dir, config.seed, synthetic,
-                                      synthetic_frames, sequences, device, command, settings, log,
-                                      synthetic_speeds=synthetic_speeds)
+    frozen, cached, meta = _prepare(davis_root, split, run_dir, cache_dir, config.seed, synthetic,
+                                    synthetic_frames, sequences, device, command, settings, log,
+                                    synthetic_speeds=synthetic_speeds, backbone_name=backbone)
     sampler = SnippetSampler(cached, length=config.snippet, crop=config.crop, max_gaps=config.max_gaps)
     log(f"{len(cached)} sequences, {len(sampler)} snippet starts")
     torch.manual_seed(config.seed)  # TTVOS's initial weights
-    network = VOSNetwork(model_config, backbone).to(device)
+    network = VOSNetwork(model_config, frozen).to(device)
     trainer = TTVOSTrainer(network, config)
     summary = train_loop(trainer, lambda rng: sampler.draw(rng, config.batch), _module_loss, run_dir, config, log=log,
                          resume_keys=("batch", "crop", "seed", "snippet"),
@@ -226,13 +253,14 @@ def run_gate_training(base_weights: str, davis_root: str | None, split: str, run
     returns the summary."""
     run_dir = Path(run_dir)
     base = read_checkpoint(base_weights)
+    model_config = ModelConfig.from_dict({**base["config"], "reuse_gate": True})  # the base model's backbone too
     backbone, cached, meta = _prepare(davis_root, split, run_dir, cache_dir, config.seed, synthetic,
                                       synthetic_frames, sequences, device, command,
                                       {"gate_config": asdict(config), "base_weights": str(base_weights),
-                                       "synthetic_speeds": synthetic_speeds}, log, synthetic_speeds=synthetic_speeds)
+                                       "synthetic_speeds": synthetic_speeds}, log, synthetic_speeds=synthetic_speeds,
+                                      backbone_name=model_config.backbone)
     sampler = SnippetSampler(cached, length=config.snippet, crop=config.crop, max_gaps=config.max_gaps)
     log(f"{len(cached)} sequences, {len(sampler)} snippet starts")
-    model_config = ModelConfig.from_dict({**base["config"], "reuse_gate": True})
     torch.manual_seed(config.seed)  # initial weights of the reuse-path modules
     network = VOSNetwork(model_config, backbone).to(device)
     prefix = f"{model_config.base if model_config.base == 'ttvos' else 'refiner'}."  # the frozen base model's modules
