@@ -10,8 +10,8 @@ so their scores here are optimistic: a candidate trained without these sequences
     python scripts/holdout_eval.py --davis ~/data/DAVIS --target update_every=4 --out ... # a test-time change
 
 Settings: the base model as shipped (variant full, compute window 2); ``--variant``, ``--tau``,
-``--reuse-window`` and ``--reuse-max-gap`` run a gated variant instead (weights with a reuse gate; the flow variant has its own script,
-``scripts/flow_tau_holdout.py``); ``--target KEY=VALUE`` overrides a field of the target model's configuration
+``--reuse-window`` and ``--reuse-max-gap`` run a gated variant instead (weights with a reuse gate; the flow variant
+has its own script, ``scripts/flow_tau_holdout.py``); ``--target KEY=VALUE`` overrides a field of the target model's configuration
 (``reusevos.config.TargetModelConfig``) for this run only.
 """
 

@@ -79,8 +79,8 @@ def _register_train_gate(sub: argparse._SubParsersAction) -> None:
         "train-gate", help="train the reuse gate, delta generator and refine-translator on a trained base model",
         description="Trains the paper's dynamic network from a base checkpoint written by `reusevos train`: "
                     "G-FRTM on FRTM's refiner.pt, G-TTVOS on TTVOS's ttvos.pt; the base model stays frozen, so tau = 1 "
-                    "gives its masks. It runs on the base checkpoint's backbone. Resumable like `reusevos train`; writes "
-                    "OUT/dynamic.pt.")
+                    "gives its masks. It runs on the base checkpoint's backbone. Resumable like `reusevos train`; "
+                    "writes OUT/dynamic.pt.")
     gate.add_argument("--base", required=True,
                       help="trained base checkpoint (refiner.pt or ttvos.pt from `reusevos train`)")
     _add_training_args(gate, GateTrainConfig, "dynamic.pt", "snippets")
