@@ -3,6 +3,9 @@ given, held-out J&F at snapshots (``scripts/holdout_eval.py`` reports). One PNG,
 
     python scripts/training_curves.py runs/r17-tracked --holdout 4000=docs/results/accuracy/holdout-r17-tracked.json \
         --reference docs/results/accuracy/holdout-shipped.json --out docs/results/accuracy/curves.png
+
+``--earlier CURVES.json`` draws, dashed, what an earlier call plotted (its JSON beside its PNG): runs whose folders
+are gone can still be compared with new ones.
 """
 
 from __future__ import annotations
@@ -31,6 +34,8 @@ def main() -> None:
     parser.add_argument("--holdout", action="append", default=[], metavar="ITERATION=REPORT",
                         help="a held-out report of the first run's snapshot at ITERATION (repeatable)")
     parser.add_argument("--reference", default=None, help="a held-out report drawn as a horizontal line")
+    parser.add_argument("--earlier", action="append", default=[], metavar="CURVES.json",
+                        help="the JSON an earlier call wrote: its runs' loss and first run's held-out J&F, dashed")
     parser.add_argument("--window", type=int, default=20, help="log lines averaged for the loss curve")
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
@@ -42,6 +47,15 @@ def main() -> None:
         loss = smoothed(np.array([line["loss"] for line in lines]), args.window)
         loss_ax.plot(its, loss, label=Path(run).name)
         data["runs"][Path(run).name] = {"iterations": its.tolist(), "loss_smoothed": np.round(loss, 5).tolist()}
+    for path in args.earlier:
+        earlier = json.loads(Path(path).read_text())
+        for name, run in earlier["runs"].items():
+            loss_ax.plot(run["iterations"], run["loss_smoothed"], linestyle="--", label=f"{name} (earlier)")
+        points = sorted((int(k), v) for k, v in earlier["holdout"].items())
+        if points:
+            jf_ax.plot([p[0] for p in points], [100 * p[1] for p in points], "o--",
+                       label=f"{next(iter(earlier['runs']))} (earlier)")
+        data.setdefault("earlier", {})[path] = earlier
     loss_ax.set(xlabel="iteration", ylabel=f"BCE (mean of {args.window} log lines)", title="training loss")
     loss_ax.legend()
     for item in args.holdout:
