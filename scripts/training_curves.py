@@ -41,19 +41,21 @@ def main() -> None:
     args = parser.parse_args()
     data = {"runs": {}, "holdout": {}, "reference": None}
     fig, (loss_ax, jf_ax) = plt.subplots(1, 2, figsize=(10, 3.6))
+    colours = []  # each run's loss colour, reused for its held-out line
     for run in args.runs:
         lines = [json.loads(line) for line in (Path(run) / "log.jsonl").read_text().splitlines() if line.strip()]
         its = np.array([line["iteration"] for line in lines])
         loss = smoothed(np.array([line["loss"] for line in lines]), args.window)
-        loss_ax.plot(its, loss, label=Path(run).name)
+        colours.append(loss_ax.plot(its, loss, label=Path(run).name)[0].get_color())
         data["runs"][Path(run).name] = {"iterations": its.tolist(), "loss_smoothed": np.round(loss, 5).tolist()}
     for path in args.earlier:
         earlier = json.loads(Path(path).read_text())
-        for name, run in earlier["runs"].items():
-            loss_ax.plot(run["iterations"], run["loss_smoothed"], linestyle="--", label=f"{name} (earlier)")
+        earlier_colours = [loss_ax.plot(run["iterations"], run["loss_smoothed"], linestyle="--",
+                                        label=f"{name} (earlier)")[0].get_color()
+                           for name, run in earlier["runs"].items()]
         points = sorted((int(k), v) for k, v in earlier["holdout"].items())
         if points:
-            jf_ax.plot([p[0] for p in points], [100 * p[1] for p in points], "o--",
+            jf_ax.plot([p[0] for p in points], [100 * p[1] for p in points], "o--", color=earlier_colours[0],
                        label=f"{next(iter(earlier['runs']))} (earlier)")
         data.setdefault("earlier", {})[path] = earlier
     loss_ax.set(xlabel="iteration", ylabel=f"BCE (mean of {args.window} log lines)", title="training loss")
@@ -63,7 +65,8 @@ def main() -> None:
         data["holdout"][int(iteration)] = json.loads(Path(report).read_text())["global"]["J&F-Mean"]
     if data["holdout"]:
         points = sorted(data["holdout"].items())
-        jf_ax.plot([p[0] for p in points], [100 * p[1] for p in points], "o-", label=Path(args.runs[0]).name)
+        jf_ax.plot([p[0] for p in points], [100 * p[1] for p in points], "o-", color=colours[0],
+                   label=Path(args.runs[0]).name)
     if args.reference:
         data["reference"] = json.loads(Path(args.reference).read_text())["global"]["J&F-Mean"]
         jf_ax.axhline(100 * data["reference"], color="grey", linestyle="--", label="reference")
