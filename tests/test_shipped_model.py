@@ -72,6 +72,17 @@ def test_motion_variant_moves_most_frames_of_a_slow_clip_and_stays_near_the_full
     assert _mean_iou(moved, masks) > _mean_iou(full, masks) - 0.05  # stated bound: within 5 IoU points
 
 
+# -- the FRTM default before issue 17, shipped under a name of its own ---------------------------------------------
+@pytest.mark.slow
+def test_the_previous_default_loads_by_name_and_segments(slow_clip):
+    previous = reusevos.load_model("frtm-mobilenet_v2", device="cpu")
+    assert previous.base == "frtm" and previous.has_gate and previous.backbone.name == "mobilenet_v2"
+    assert previous.meta["name"] == "dynamic-mobilenet_v2-davis16train-syn60-warmup3000-800it-refit60ep"
+    frames, masks = slow_clip
+    _, labels = _run(previous, SessionConfig("full", 1.0), frames, masks)
+    assert _mean_iou(labels, masks) > 0.8  # measured 0.978 when it was the default
+
+
 # -- the TTVOS weights shipped beside the default (G-TTVOS: TTVOS with the reuse gate) ---------------------------------
 @pytest.fixture(scope="module")
 def shipped_ttvos():

@@ -157,8 +157,9 @@ def test_a_ttvos_checkpoint_loads_strictly_and_frtm_stays_the_default(ttvos_weig
     assert load_model(ttvos_weights["ttvos"], model="ttvos", fetch_backbone=False).base == "ttvos"
     # FRTM is the default, and checkpoints written before TTVOS existed (no "base" in their config) are FRTM's
     default = load_model(fetch_backbone=False)
-    assert default.base == "frtm" and "base" not in read_checkpoint(SHIPPED["frtm"])["config"]
-    assert load_model("frtm", fetch_backbone=False).base == "frtm"
+    assert default.base == "frtm" and load_model("frtm", fetch_backbone=False).base == "frtm"
+    assert "base" not in read_checkpoint(SHIPPED["frtm-mobilenet_v2"])["config"]  # written before TTVOS existed
+    assert load_model("frtm-mobilenet_v2", fetch_backbone=False).base == "frtm"
     with pytest.raises(ReusevosError, match="holds a frtm model, not ttvos"):
         load_model(ttvos_weights["frtm"], model="ttvos", fetch_backbone=False)
     # strict: a TTVOS checkpoint missing a tensor is refused, naming it

@@ -76,7 +76,9 @@ def add_weights(parser: argparse.ArgumentParser, what: str = "checkpoint file", 
     ``--model NAME`` (None: whichever base model the weights hold, FRTM when none are given): pass both to
     ``load_model(args.weights, model=args.model)``."""
     parser.add_argument("--weights", default=None, metavar="FILE",
-                        help=f"{what} (default: the weights shipped with reusevos for --model)")
+                        help=f"{what}, or the name of weights shipped with reusevos: frtm, ttvos, frtm-mobilenet_v2 "
+                             "(the FRTM default before issue 17, faster and less accurate) (default: "
+                             + ("those of --model)" if model else "frtm)"))
     if model:
         parser.add_argument("--model", default=None, choices=BASE_MODELS,
                             help="the base model: frtm (the default, FRTM with the paper's reuse gate) or ttvos "
