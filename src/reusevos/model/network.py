@@ -33,7 +33,7 @@ SHIPPED = {"frtm": DEFAULT_CHECKPOINT, "ttvos": CHECKPOINTS / "ttvos.pt",
            "frtm-mobilenet_v2": CHECKPOINTS / "frtm-mobilenet_v2.pt"}
 """The weights shipped with the package, by the name ``load_model`` takes: each base model's (``frtm``, the
 default, on EfficientNet-Lite0; ``ttvos``), and the FRTM default before it (``frtm-mobilenet_v2``: on MobileNetV2,
-5.6 J&F lower on DAVIS 2016 val and about 10% faster; the weights of the ablation and speed pages up to issue 17)."""
+5.6 J&F lower on DAVIS 2016 val and 4-11% faster; the weights of the ablation and speed pages up to issue 17)."""
 
 
 class VOSNetwork(nn.Module):
@@ -153,8 +153,8 @@ def load_model(weights: str | os.PathLike | None = None, device: str | torch.dev
     """The network with trained weights, in eval mode.
 
     ``weights``: a checkpoint file, or the name of shipped weights (a key of :data:`SHIPPED`: ``frtm``, ``ttvos``,
-    ``frtm-mobilenet_v2``); None: the shipped FRTM weights (or those of ``model``). ``model``: the base model the weights must hold
-    (None: whichever they hold). The backbone's ImageNet weights are found (or fetched, if allowed) by
+    ``frtm-mobilenet_v2``); None: the shipped FRTM weights (or those of ``model``). ``model``: the base model the
+    weights must hold (None: whichever they hold). The backbone's ImageNet weights are found (or fetched, if allowed) by
     ``reusevos.weights``.
     """
     from reusevos.weights import backbone_weights
