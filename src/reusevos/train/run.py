@@ -139,8 +139,13 @@ def _prepare(davis_root, split, run_dir, cache_dir, seed, synthetic, synthetic_f
 
         tracker = load_model(None if tracker_weights == "default" else tracker_weights, device=device)
         if tracker.config.backbone != backbone_name:  # its target models must be fitted on the cached features
+            from reusevos.model.network import SHIPPED, read_checkpoint
+
+            same = [name for name in SHIPPED if name != "ttvos"
+                    and read_checkpoint(SHIPPED[name])["config"].get("backbone", "mobilenet_v2") == backbone_name]
+            hint = f" (shipped: --tracked-scores {same[0]})" if same else ""
             raise ReusevosError(f"--tracked-scores {tracker_weights}: that model runs on {tracker.config.backbone}, "
-                                f"this training on {backbone_name}; give a model trained on {backbone_name}")
+                                f"this training on {backbone_name}; give a model trained on {backbone_name}{hint}")
     names = build_davis_cache(dataset, cache_root, backbone, model_config, seed, rank, world, log, tracker, tracked)
     names += build_synthetic_cache(dataset, cache_root, backbone, model_config, synthetic, synthetic_frames,
                                    seed, rank, world, log, tracker, synthetic_speeds, tracked)
