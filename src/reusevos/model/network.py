@@ -141,11 +141,20 @@ def shipped_weights(model: str) -> Path:
     return path
 
 
+def _shipped_model(name: str) -> tuple[str, str]:
+    """The base model and backbone of the weights shipped as ``name`` (read from the file)."""
+    config = read_checkpoint(shipped_weights(name))["config"]
+    return config.get("base", ModelConfig.base), config.get("backbone", ModelConfig.backbone)
+
+
 def shipped_backbones() -> tuple[str, ...]:
     """The backbones the shipped models run on (read from their files), in the order of :data:`SHIPPED`."""
-    names = [read_checkpoint(shipped_weights(model))["config"].get("backbone", ModelConfig.backbone)
-             for model in SHIPPED]
-    return tuple(dict.fromkeys(names))
+    return tuple(dict.fromkeys(_shipped_model(name)[1] for name in SHIPPED))
+
+
+def shipped_on(backbone: str, base: str = "frtm") -> list[str]:
+    """The names of the shipped weights that hold ``base`` on ``backbone``, in the order of :data:`SHIPPED`."""
+    return [name for name in SHIPPED if _shipped_model(name) == (base, backbone)]
 
 
 def load_model(weights: str | os.PathLike | None = None, device: str | torch.device = "cpu",

@@ -139,10 +139,9 @@ def _prepare(davis_root, split, run_dir, cache_dir, seed, synthetic, synthetic_f
 
         tracker = load_model(None if tracker_weights == "default" else tracker_weights, device=device)
         if tracker.config.backbone != backbone_name:  # its target models must be fitted on the cached features
-            from reusevos.model.network import SHIPPED, read_checkpoint
+            from reusevos.model.network import shipped_on
 
-            same = [name for name in SHIPPED if name != "ttvos"
-                    and read_checkpoint(SHIPPED[name])["config"].get("backbone", "mobilenet_v2") == backbone_name]
+            same = shipped_on(backbone_name)
             hint = f" (shipped: --tracked-scores {same[0]})" if same else ""
             raise ReusevosError(f"--tracked-scores {tracker_weights}: that model runs on {tracker.config.backbone}, "
                                 f"this training on {backbone_name}; give a model trained on {backbone_name}{hint}")
