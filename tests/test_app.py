@@ -193,7 +193,7 @@ def test_stop_keeps_the_frames_done_and_marks_them_partial(model, truth, tmp_pat
     assert done.message.startswith("stopped after 4 of 12 frames")
     assert sorted(p.stem for p in job.results.glob("*.png")) == job.names[:4]
     stats = json.loads((job.results / "stats.json").read_text())
-    assert stats["complete"] is False and stats["frames"] == 4
+    assert stats["complete"] is False and stats["frames"] == stats["written"] == 4
     assert [p.name for p in job.downloads()] == ["synth00000-masks.zip"]  # no overlay video from a stopped run
     assert job.preview_path("00003") is not None and job.preview_path("00004") is None
 

@@ -398,7 +398,7 @@ def segment_video(network: VOSNetwork, source: str | os.PathLike | FrameSource,
             stats.warmup_s = warm_up(network, [first, first], mask, [session.options])
         if on_start is not None:
             on_start(stats)
-        _run(session, frames, start_masks, fixes, process_size, exports, video, stats, on_frame)
+        _run(session, frames, start_masks, fixes, process_size, exports, video, stats, record.frame_done(on_frame))
         if video is not None:
             video.close()
         if stats.frames == 0:
@@ -411,8 +411,8 @@ def segment_video(network: VOSNetwork, source: str | os.PathLike | FrameSource,
         if exports is not None:
             exports.finish_partial()  # the frames done, in every format that waits for the end
         record.write(complete=False, quiet=True)
-        if isinstance(exc, ReusevosError) and results is not None and stats.frames:
-            raise ReusevosError(f"{exc} ({_partial_note(results, stats.frames)})") from exc
+        if isinstance(exc, ReusevosError) and results is not None and record.written:
+            raise ReusevosError(f"{exc} ({_partial_note(results, record.written)})") from exc
         raise
     record.write(complete=True)
     if results is not None:
@@ -442,16 +442,31 @@ def _partial_note(results: ResultFolder, frames: int) -> str:
 
 
 class _Record:
-    """``stats.json`` of a run: written at the start and at the end, and when a run stops early."""
+    """``stats.json`` of a run: written at the start and at the end, and when a run stops early.
+
+    ``written`` counts the frames whose outputs are all written. A run stopped between the model's step and the
+    writing of that frame's outputs has one frame more in ``frames`` (the model's count) than in ``written`` (the
+    masks on disk); the file records both.
+    """
 
     def __init__(self, path: Path | None, stats: VideoStats, extra: Mapping | None):
         self.path, self.stats, self.extra = path, stats, dict(extra or {})
+        self.written = 0
+
+    def frame_done(self, on_frame: Callable | None) -> Callable:
+        """The per-frame callback for :func:`_run`, called once a frame's outputs are written: counts the frame,
+        then calls ``on_frame``."""
+        def done(result, stats):
+            self.written += 1
+            if on_frame is not None:
+                on_frame(result, stats)
+        return done
 
     def write(self, complete: bool, quiet: bool = False) -> None:
         if self.path is None:
             return
-        data = {"complete": complete, **self.stats.to_dict(), "versions": versions(), "machine": machine_info(),
-                **self.extra}
+        data = {"complete": complete, **self.stats.to_dict(), "written": self.written, "versions": versions(),
+                "machine": machine_info(), **self.extra}
         try:
             write_json(self.path, data)
         except ReusevosError:
