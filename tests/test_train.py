@@ -185,3 +185,16 @@ def test_a_cache_of_another_recipe_is_refused(tiny_davis, tmp_path):
     assert other.returncode == 2 and "Traceback" not in other.stderr
     assert "runs on efficientnet_lite0, this training on mobilenet_v2" in other.stderr
     assert "--tracked-scores frtm-mobilenet_v2" in other.stderr
+
+
+def test_a_syn_clip_made_from_other_sequences_is_refused(tiny_davis, tmp_path):
+    """A syn clip's cached name says only its seed and number: a run on fewer sequences (a held-out split) must not
+    take in clips cut from the sequences it leaves out."""
+    cache = tmp_path / "cache"
+    assert _train(tiny_davis, tmp_path / "a", 1, cache).returncode == 0
+    fewer = _train(tiny_davis, tmp_path / "b", 1, cache, extra=["--sequences", "clip0"])
+    assert fewer.returncode == 2 and "Traceback" not in fewer.stderr, fewer.stderr
+    assert "syn clip made with other sequences" in fewer.stderr and "another --cache" in fewer.stderr
+    faster = _train(tiny_davis, tmp_path / "c", 1, cache, extra=["--synthetic-speeds", "30"])
+    assert faster.returncode == 2 and "other speeds" in faster.stderr, faster.stderr
+    assert _train(tiny_davis, tmp_path / "d", 1, cache).returncode == 0  # the same recipe takes the cache as it is

@@ -29,7 +29,7 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from typing import Callable, Iterable, Iterator, Mapping
 
 import numpy as np
 import torch
@@ -64,13 +64,16 @@ class CachedSequence:
 def cache_sequence(out_dir: str | os.PathLike, frames: Iterable[np.ndarray], masks: np.ndarray,
                    backbone: Backbone, target_config: TargetModelConfig, extra_anchors: int = 2,
                    seed: int = 0, batch: int = 4,
-                   tracker: Callable[[np.ndarray], np.ndarray] | None = None) -> CachedSequence:
+                   tracker: Callable[[np.ndarray], np.ndarray] | None = None,
+                   source: Mapping | None = None) -> CachedSequence:
     """Compute and write one sequence's cache; returns it memory-mapped.
 
     frames: the sequence's ``(H, W, 3)`` uint8 RGB frames, in order (streamed); masks: ``(T, H, W)``
     label maps of every frame. tracker: given the stride-16 features ``(T, C16, h16, w16)``, the
     ``tracked`` anchor's scores ``(T, K, h16, w16)`` (:func:`reusevos.train.tracked.tracked_scores` with the
-    frames bound); None: no such anchor. Written to a temporary folder and renamed when complete, so an
+    frames bound); None: no such anchor. source: what a made-up clip was made from (a syn clip: the sequences its
+    objects and backgrounds come from, its speeds and length), recorded so a run made from other data refuses it
+    (:func:`is_cached`). Written to a temporary folder and renamed when complete, so an
     interrupted run never leaves a half-written cache that looks finished.
     """
     out_dir = Path(out_dir)
@@ -133,7 +136,7 @@ def cache_sequence(out_dir: str | os.PathLike, frames: Iterable[np.ndarray], mas
         array.flush()
     arrays.clear()  # close the memory maps before the folder is renamed
     meta = {"num_frames": num_frames, "size": list(masks.shape[1:]), "anchors": anchors, "anchor_kinds": kinds,
-            "object_ids": ids, "backbone": backbone.name,
+            "object_ids": ids, "backbone": backbone.name, **({"source": dict(source)} if source else {}),
             "target_config": {k: getattr(target_config, k) for k in ("channels", "label_stride", "update_every")},
             "complete": True}
     (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
@@ -185,11 +188,13 @@ def load_cached_sequence(path: str | os.PathLike, in_memory: bool = False) -> Ca
                           np.load(path / "scores.npy", mmap_mode=mode), meta["anchors"], meta["object_ids"])
 
 
-def is_cached(path: str | os.PathLike, tracked: bool | None = None, backbone: str | None = None) -> bool:
+def is_cached(path: str | os.PathLike, tracked: bool | None = None, backbone: str | None = None,
+              source: Mapping | None = None) -> bool:
     """Whether ``path`` holds a complete cached sequence; with ``tracked`` True or False, a complete one
-    whose ``tracked`` anchor is present or absent as asked is required, and with ``backbone`` one of that
-    backbone's features; the other kind is an error (a cache built for another recipe must not be mixed in
-    silently)."""
+    whose ``tracked`` anchor is present or absent as asked is required, with ``backbone`` one of that
+    backbone's features, and with ``source`` (a syn clip's, see :func:`cache_sequence`) one made from that; the
+    other kind is an error (a cache built for another recipe must not be mixed in silently). A syn clip cached
+    before its source was recorded cannot be checked and is taken as it is."""
     meta_path = Path(path) / "meta.json"
     if not meta_path.is_file():
         return False
@@ -200,6 +205,11 @@ def is_cached(path: str | os.PathLike, tracked: bool | None = None, backbone: st
     if backbone is not None and built != backbone:
         raise ReusevosError(f"the cache {path} holds {built} features, but this run uses the {backbone} backbone; "
                             "use another --cache folder")
+    made_from = meta.get("source")
+    if source is not None and made_from is not None and made_from != dict(source):
+        differ = ", ".join(k for k in sorted({*made_from, *source}) if made_from.get(k) != source.get(k))
+        raise ReusevosError(f"the cache {path} holds a syn clip made with other {differ} than this run's "
+                            "(a syn clip's name says only its seed and number); use another --cache folder or --seed")
     has = "tracked" in meta.get("anchor_kinds", [])
     if tracked is not None and has != tracked and meta.get("object_ids"):
         raise ReusevosError(f"the cache {path} was built {'with' if has else 'without'} tracked scores, but this "

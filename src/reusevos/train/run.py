@@ -92,15 +92,16 @@ def build_synthetic_cache(dataset: DavisDataset, cache_dir: Path, backbone, mode
     from reusevos.train.syn import SPEEDS, syn_clip
 
     names = []
+    source = {"sequences": list(dataset.sequences), "speeds": [float(v) for v in speeds or SPEEDS], "frames": frames}
     for i in range(count):
         name = f"syn-{seed}-{i:04d}"
         names.append(name)
         target = cache_dir / name
-        if i % world != rank or is_cached(target, tracked, backbone.name):
+        if i % world != rank or is_cached(target, tracked, backbone.name, source):
             continue
         clip_frames, clip_masks = syn_clip(dataset, frames, seed=seed * 100003 + i, speeds=speeds or SPEEDS)
         cache_sequence(target, iter(clip_frames), clip_masks, backbone, model_config.target, seed=seed + i,
-                       tracker=_tracker(tracker_network, lambda: iter(clip_frames), clip_masks))
+                       tracker=_tracker(tracker_network, lambda: iter(clip_frames), clip_masks), source=source)
         log(f"cached {name}")
     return names
 
