@@ -2,13 +2,15 @@
 
     python scripts/backbone_speed.py --json backbone_speed.json                  # both, both runtimes, 2 threads
     python scripts/backbone_speed.py --backbones efficientnet_lite0 --runtimes torch --repeats 5 --json out.json
+    python scripts/backbone_speed.py --runtimes onnxruntime,openvino,openvino-bf16 --json ov.json
 
 For each backbone (its ImageNet weights: ``reusevos weights fetch [--backbone efficientnet_lite0]``) and runtime
-(PyTorch, ONNX Runtime), times the two parts the frame loop calls, ``to_f8`` (image -> f4, f8: every frame) and
-``f8_to_f32`` (f8 -> f16, f32: computed frames only), on one random frame of the given size, each call timed on its
-own over ``--repeats`` calls after ``--warmup`` calls (the first exports the ONNX graph). Prints a table of the median
-and mean milliseconds and writes them as JSON with the machine, the versions and the command. Time only on an
-otherwise idle machine: anything else running on its cores shows up in these numbers.
+(PyTorch, ONNX Runtime, OpenVINO in float32 or bfloat16), times the two parts the frame loop calls, ``to_f8``
+(image -> f4, f8: every frame) and ``f8_to_f32`` (f8 -> f16, f32: computed frames only), on one random frame of the
+given size, each call timed on its own over ``--repeats`` calls after ``--warmup`` calls (the first exports the ONNX
+graph). Prints a table of the median and mean milliseconds and writes them as JSON with the machine, the versions
+and the command. Time only on an otherwise idle machine: anything else running on its cores shows up in these
+numbers.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import torch
 from reusevos.errors import ReusevosError
 from reusevos.io.files import write_json
 from reusevos.model.backbone import load_backbone
-from reusevos.model.onnx_backbone import RUNTIME_NAMES, check_runtime, onnxruntime_version
+from reusevos.model.onnx_backbone import RUNTIME_NAMES, check_runtime, runtime_versions
 from reusevos.provenance import machine_info, machine_label, source_commit, versions
 
 PARTS = ("to_f8", "f8_to_f32")
@@ -73,11 +75,12 @@ def table(rows: list[dict]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--backbones", default="mobilenet_v2,efficientnet_lite0", help="comma-separated backbones")
-    parser.add_argument("--runtimes", default="torch,onnxruntime", help="comma-separated: torch, onnxruntime")
+    parser.add_argument("--runtimes", default="torch,onnxruntime",
+                        help="comma-separated: torch, onnxruntime, openvino, openvino-bf16")
     parser.add_argument("--size", default="480x854", metavar="HxW", help="frame size (default: DAVIS 480p)")
     parser.add_argument("--repeats", type=int, default=20, help="timed calls per part")
     parser.add_argument("--warmup", type=int, default=3, help="untimed calls before them")
-    parser.add_argument("--threads", type=int, default=2, help="torch (and ONNX Runtime) threads")
+    parser.add_argument("--threads", type=int, default=2, help="torch (and ONNX Runtime's, OpenVINO's) threads")
     parser.add_argument("--json", required=True, metavar="OUT.json", help="where to write the results")
     args = parser.parse_args()
     if args.repeats < 1 or args.warmup < 1:
@@ -85,7 +88,7 @@ def main() -> None:
     height, width = (int(v) for v in args.size.lower().split("x"))
     runtimes = [check_runtime(r) for r in args.runtimes.split(",")]
     if "auto" in runtimes:
-        parser.error("--runtimes: name torch or onnxruntime, not auto")
+        parser.error("--runtimes: name torch, onnxruntime, openvino or openvino-bf16, not auto")
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     rows = []
@@ -95,8 +98,7 @@ def main() -> None:
           f"{args.warmup} warm-up calls")
     print(table(rows))
     write_json(args.json, {"command": shlex.join(["python", *sys.argv]), "machine": machine_label(),
-                           "machine_info": machine_info(), "versions": {**versions(), "onnxruntime":
-                                                                         onnxruntime_version()},
+                           "machine_info": machine_info(), "versions": {**versions(), **runtime_versions()},
                            "source": source_commit(), "threads": args.threads, "size": [height, width],
                            "rows": rows})
     print(f"JSON: {args.json}")

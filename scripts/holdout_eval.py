@@ -13,6 +13,7 @@ Settings: the base model as shipped (variant full, compute window 2); ``--varian
 ``--reuse-window`` and ``--reuse-max-gap`` run a gated variant instead (weights with a reuse gate; the flow variant
 has its own script, ``scripts/flow_tau_holdout.py``); ``--target KEY=VALUE`` overrides a field of the target model's configuration
 (``reusevos.config.TargetModelConfig``) for this run only.
+``--reuse-mode`` switches parts of FRTM's reuse path off (the modes of ``scripts/reuse_path_parts.py``).
 """
 
 from __future__ import annotations
@@ -29,11 +30,12 @@ import numpy as np
 import torch
 
 import reusevos
-from reusevos.config import VARIANTS, SessionConfig, TargetModelConfig
+from reusevos.config import BACKBONE_RUNTIMES, VARIANTS, SessionConfig, TargetModelConfig
 from reusevos.evaluation.davis_eval import DavisScores, score_sequence
 from reusevos.io.davis import DavisDataset, load_sequence
 from reusevos.io.files import write_text
 from reusevos.provenance import machine_label, source_commit
+from reuse_path_parts import MODES, reuse_path_as  # scripts/, beside this one
 
 HELD_OUT = ("bear", "car-turn", "flamingo", "lucia", "paragliding", "stroller")
 
@@ -51,30 +53,9 @@ def target_overrides(items: list[str]) -> dict:
     return out
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--davis", required=True)
-    parser.add_argument("--weights", default=None, help="a checkpoint (default: the shipped one)")
-    parser.add_argument("--sequences", default=",".join(HELD_OUT), help="train sequences to score")
-    parser.add_argument("--target", action="append", default=[], metavar="KEY=VALUE",
-                        help="a target-model setting for this run (repeatable)")
-    parser.add_argument("--compute-window", type=int, default=2)
-    parser.add_argument("--variant", default="full",
-                        choices=[v for v in VARIANTS if v not in ("flow", "oracle", "fusion")],
-                        help="full (default), or a gated variant (weights with a reuse gate)")
-    parser.add_argument("--tau", type=float, default=None, help="the gate's threshold (default: the variant's)")
-    parser.add_argument("--reuse-window", type=int, default=0)
-    parser.add_argument("--reuse-max-gap", type=int, default=0, help="the gated variants' longest gap (0: no limit)")
-    parser.add_argument("--out", required=True)
-    parser.add_argument("--threads", type=int, default=2)
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    model = reusevos.load_model(args.weights, device="cpu")
-    overrides = target_overrides(args.target)
-    model.config.target = replace(model.config.target, **overrides)
-    dataset = DavisDataset(args.davis, split="train", sequences=args.sequences.split(","))
-    options = SessionConfig(args.variant, args.tau, reuse_window=args.reuse_window, compute_window=args.compute_window,
-                            reuse_max_gap=args.reuse_max_gap)
+def score(model, dataset: DavisDataset, options: SessionConfig) -> tuple[list[dict], list]:
+    """Each sequence of ``dataset`` run from its first mask: a row per sequence (printed as it is done) and the
+    per-object scores."""
     rows, objects = [], []
     for name in dataset.sequences:
         data = load_sequence(dataset, name)
@@ -89,17 +70,55 @@ def main() -> None:
                      "J-Decay": g["J-Decay"], "frames": len(data.frames), "seconds": round(seconds, 2),
                      "reuse_rate": float(np.mean(list(session.reuse_rates.values())))})
         print(json.dumps(rows[-1]), flush=True)
+    return rows, objects
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--davis", required=True)
+    parser.add_argument("--weights", default=None, help="a checkpoint (default: the shipped one)")
+    parser.add_argument("--sequences", default=",".join(HELD_OUT), help="train sequences to score")
+    parser.add_argument("--target", action="append", default=[], metavar="KEY=VALUE",
+                        help="a target-model setting for this run (repeatable)")
+    parser.add_argument("--compute-window", type=int, default=2)
+    parser.add_argument("--variant", default="full",
+                        choices=[v for v in VARIANTS if v not in ("flow", "oracle", "fusion")],
+                        help="full (default), or a gated variant (weights with a reuse gate)")
+    parser.add_argument("--tau", type=float, default=None, help="the gate's threshold (default: the variant's)")
+    parser.add_argument("--reuse-window", type=int, default=0)
+    parser.add_argument("--reuse-max-gap", type=int, default=0, help="the gated variants' longest gap (0: no limit)")
+    parser.add_argument("--reuse-mode", default="paper", choices=MODES,
+                        help="FRTM's reuse path with parts switched off (scripts/reuse_path_parts.py; default: paper)")
+    parser.add_argument("--backbone-runtime", default="auto", choices=BACKBONE_RUNTIMES,
+                        help="what runs the backbone (default: auto); its precision can change J&F")
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    model = reusevos.load_model(args.weights, device="cpu")
+    model.backbone.runtime = args.backbone_runtime
+    overrides = target_overrides(args.target)
+    model.config.target = replace(model.config.target, **overrides)
+    dataset = DavisDataset(args.davis, split="train", sequences=args.sequences.split(","))
+    options = SessionConfig(args.variant, args.tau, reuse_window=args.reuse_window, compute_window=args.compute_window,
+                            reuse_max_gap=args.reuse_max_gap)
+    with reuse_path_as(args.reuse_mode):
+        rows, objects = score(model, dataset, options)
     overall = DavisScores(objects).global_scores()
+    session_options = reusevos.Session(model, options).options
     weights = args.weights or "default"
     report = {"command": shlex.join(["python", "scripts/holdout_eval.py", *sys.argv[1:]]),
               "commit": source_commit(), "machine": machine_label(), "weights": weights,
               "weights_meta": {k: model.meta.get(k) for k in ("data", "train_config", "commit") if k in model.meta},
-              "split": "train", "sequences": dataset.sequences, "session": asdict(session.options),
-              "target_overrides": overrides, "global": overall, "rows": rows}
+              "split": "train", "sequences": dataset.sequences, "session": asdict(session_options),
+              "reuse_mode": args.reuse_mode,
+              "backbone_runtime": model.backbone.active_runtime("cpu"), "target_overrides": overrides, "global": overall, "rows": rows}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     write_text(args.out, json.dumps(report, indent=1, default=str) + "\n")  # atomic; meta may hold paths
     reused = float(np.mean([r["reuse_rate"] for r in rows]))  # the mean over sequences
-    print(f"{weights} {session.options.variant}@{session.options.tau:g} {overrides or ''}: reused {100 * reused:.1f}%  "
+    mode = "" if args.reuse_mode == "paper" else f" reuse path {args.reuse_mode}"
+    mode += "" if args.backbone_runtime == "auto" else f" backbone {args.backbone_runtime}"
+    print(f"{weights} {session_options.variant}@{session_options.tau:g} {overrides or ''}{mode}: reused {100 * reused:.1f}%  "
           f"J&F {100 * overall['J&F-Mean']:.1f}  J {100 * overall['J-Mean']:.1f}  F {100 * overall['F-Mean']:.1f}  "
           f"J-Decay {100 * overall['J-Decay']:.1f}")
 

@@ -121,6 +121,23 @@ def test_settings_grid_runs_full_once_and_skips_what_cannot_run():
         build_settings([], [0.7])
 
 
+def test_openvino_settings_are_named_and_read_back(monkeypatch):
+    from reusevos.model import onnx_backbone
+
+    # named whether or not this machine has OpenVINO or a CPU with bfloat16
+    monkeypatch.setattr(onnx_backbone, "openvino_available", lambda: True)
+    monkeypatch.setattr(onnx_backbone, "openvino_cpu", lambda: ("a CPU with bfloat16", ("BF16", "FP32")))
+    settings, _ = build_settings(["full", "reuse"], [0.7], compute_windows=[2],
+                                 runtimes=["onnxruntime", "openvino", "openvino-bf16"])
+    assert [s.key for s in settings] == ["full+c2+ort", "full+c2+ov", "full+c2+ovbf16", "reuse@0.7+c2+ort",
+                                         "reuse@0.7+c2+ov", "reuse@0.7+c2+ovbf16"]
+    assert [s.runtime for s in settings[:3]] == ["onnxruntime", "openvino", "openvino-bf16"]
+    assert all(parse_setting(s.key) == s for s in settings)
+    monkeypatch.setattr(onnx_backbone, "openvino_cpu", lambda: ("Old CPU", ("FP32",)))
+    with pytest.raises(ReusevosError, match=r"this one \(Old CPU\) does not"):
+        parse_setting("full+c2+ovbf16")
+
+
 def test_setting_names_read_back():
     grid, _ = build_settings(["full", "reuse", "copy", "fusion", "oracle"], [1.0, 0.7, 0.25], [0.9], windows=[0, 2],
                              compute_windows=[0, 3], runtimes=[None, "torch", "onnxruntime"])
@@ -347,17 +364,26 @@ def test_each_setting_runs_the_backbone_it_names(network, synthetic_root, one_th
 
 
 def test_backbone_runtimes_as_settings(network, synthetic_root, one_thread):
-    settings, _ = build_settings(["full"], [1.0], runtimes=["torch", "onnxruntime"])
+    from reusevos.model.onnx_backbone import onnxruntime_version, openvino_available, openvino_version
+
+    openvino = openvino_available()  # also OpenVINO's float32 where it is installed
+    settings, _ = build_settings(["full"], [1.0], runtimes=["torch", "onnxruntime"] + ["openvino"] * openvino)
     report = run_benchmark(network, DavisDataset(synthetic_root, "val", sequences=["one"]), settings, flops=False)
     by_key = _by_key(report)
-    assert list(by_key) == ["full+torch", "full+ort"]
+    assert list(by_key) == ["full+torch", "full+ort"] + ["full+ov"] * openvino
     assert by_key["full+torch"]["backbone_runtime"] == "torch"
     assert by_key["full+ort"]["backbone_runtime"] == "onnxruntime"
     assert by_key["full+ort"]["J&F"] == pytest.approx(by_key["full+torch"]["J&F"], abs=0.01)  # same features
-    assert "backbone in PyTorch and ONNX Runtime" in format_header(report)
+    assert report["onnxruntime"] == onnxruntime_version() and report["openvino"] == openvino_version()
+    assert f"backbone in PyTorch and ONNX Runtime {onnxruntime_version()}" in format_header(report)
+    lines = [("full, backbone in PyTorch", ["full+torch"]), ("full, backbone in ONNX Runtime", ["full+ort"])]
+    if openvino:
+        assert by_key["full+ov"]["backbone_runtime"] == "openvino"
+        assert by_key["full+ov"]["J&F"] == pytest.approx(by_key["full+torch"]["J&F"], abs=0.01)
+        assert f"and OpenVINO {openvino_version()}," in format_header(report)
+        lines.append(("full, backbone in OpenVINO", ["full+ov"]))
     # the figure draws one line per runtime, not one line through both
-    assert [(label, [p["setting"] for p in points]) for _, label, points in figure_lines(report)] == [
-        ("full, backbone in PyTorch", ["full+torch"]), ("full, backbone in ONNX Runtime", ["full+ort"])]
+    assert [(label, [p["setting"] for p in points]) for _, label, points in figure_lines(report)] == lines
     assert network.backbone.runtime == "auto"  # left as it was
 
 

@@ -203,7 +203,7 @@ def test_onnxruntime_gives_pytorchs_features():
         for theirs, ours in zip(*results):
             assert ours.shape == theirs.shape and ours.dtype == torch.float32 and ours.is_contiguous()
             torch.testing.assert_close(ours, theirs, atol=1e-4, rtol=1e-4)
-    assert set(net._onnx._sessions) == {"to_f8", "f8_to_f32", "to_f16"}
+    assert set(net._runners["onnxruntime"]._sessions) == {"to_f8", "f8_to_f32", "to_f16"}
 
 
 def test_mobilenet_v2_normalisation_is_unchanged():

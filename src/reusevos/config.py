@@ -6,7 +6,8 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 VARIANTS = ("full", "reuse", "copy", "fusion", "oracle", "motion", "flow")
-BACKBONE_RUNTIMES = ("auto", "torch", "onnxruntime")  # what runs the frozen backbone; auto = ONNX Runtime on CPUs
+# what runs the frozen backbone; auto = ONNX Runtime on CPUs; openvino-bf16 computes in bfloat16
+BACKBONE_RUNTIMES = ("auto", "torch", "onnxruntime", "openvino", "openvino-bf16")
 DEFAULT_MAX_SIZE = 854  # the longer side the model runs at by default: DAVIS 480p, its training size
 BACKBONES = ("mobilenet_v2", "efficientnet_lite0", "resnet18", "resnet50", "resnet101")
 BASE_MODELS = ("frtm", "ttvos")  # the base models a checkpoint can hold (ModelConfig.base)

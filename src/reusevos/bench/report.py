@@ -7,7 +7,7 @@ from typing import Sequence
 import numpy as np
 
 from reusevos.evaluation.davis_eval import DavisScores
-from reusevos.model.onnx_backbone import RUNTIME_NAMES
+from reusevos.model.onnx_backbone import RUNTIME_NAMES, RUNTIME_PACKAGES
 from reusevos.runner import FRAME_KINDS
 from reusevos.session import SUB_STAGES, Route, Stage
 from reusevos.bench.measure import SequenceResult
@@ -231,8 +231,9 @@ def format_header(report: dict) -> str:
              "mix them)") if len(timed_on) > 1 else ""
     used = {s.get("backbone_runtime", "torch") for s in report["settings"]}
     runtimes = [r for r in RUNTIME_NAMES if r in used]
-    backbone = ", backbone in " + " and ".join(
-        RUNTIME_NAMES[r] + (f" {report.get('onnxruntime')}" if r == "onnxruntime" else "") for r in runtimes)
+    backbone = ", backbone in " + " and ".join(  # each runtime with its package's version, when the report has it
+        RUNTIME_NAMES[r] + (f" {report[RUNTIME_PACKAGES[r]]}" if report.get(RUNTIME_PACKAGES.get(r)) else "")
+        for r in runtimes)
     return (f"{machine['cpu_model']}, {report['threads']} threads, torch {report['torch']}{backbone}, commit "
             f"{commit}{mixed}\n"
             f"{(report.get('weights') or {}).get('model') or 'frtm'} model; "  # reports before TTVOS: FRTM's

@@ -16,7 +16,7 @@ from reusevos.errors import ReusevosError
 from reusevos.io.davis import DavisDataset, load_sequence
 from reusevos.io.files import write_text
 from reusevos.model.network import VOSNetwork
-from reusevos.model.onnx_backbone import onnxruntime_version
+from reusevos.model.onnx_backbone import runtime_versions
 from reusevos.provenance import machine_info, machine_label, source_commit, source_fingerprint, weights_info
 from reusevos.runner import warm_up
 from reusevos.bench.measure import RSS_INTERVAL_S, SequenceResult, count_flops, hwm_mb, run_setting
@@ -97,7 +97,7 @@ def run_signature(network: VOSNetwork, dataset: DavisDataset, max_frames: int | 
     return {"weights": weights.get("sha256") or weights.get("file"), "split": dataset.split,
             "max_frames": max_frames, "max_size": max_size, "threads": torch.get_num_threads(),
             "torch": torch.__version__, "device": str(network.device), "code": source_fingerprint(),
-            "backbone_runtime": network.backbone.active_runtime(network.device), "onnxruntime": onnxruntime_version()}
+            "backbone_runtime": network.backbone.active_runtime(network.device), **runtime_versions()}
 
 
 def run_benchmark(network: VOSNetwork, dataset: DavisDataset, settings: Sequence[Setting], *,
@@ -170,7 +170,7 @@ def run_benchmark(network: VOSNetwork, dataset: DavisDataset, settings: Sequence
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "wall_time_s": round(time.time() - started, 1),
         "reusevos": __version__, **source_commit(), "torch": torch.__version__, "threads": threads,
         "device": str(network.device), "machine": machine_info(), "timed_on": timed_on, "weights": weights,
-        "onnxruntime": onnxruntime_version(),
+        **runtime_versions(),  # onnxruntime, openvino
         "dataset": {"root": str(dataset.root), "split": dataset.split, "layout": dataset.layout,
                     "sequences": list(sequences), "max_frames": max_frames, "max_size": max_size,
                     "resolutions": resolutions, "frames": sum(r.frames for (q, k), r in results.items()

@@ -11,7 +11,7 @@ ImageNet weights were trained (:class:`BackboneSpec`).
 
 On a CPU it runs by default under ONNX Runtime when that is installed (``runtime``, see
 :mod:`reusevos.model.onnx_backbone`): faster again in the frame loop (docs/speed.md), for the same features
-up to float rounding.
+up to float rounding. OpenVINO can run it instead, in float32 or bfloat16.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from reusevos.errors import ReusevosError
 from reusevos.model import efficientnet_lite, onnx_backbone
-from reusevos.model.onnx_backbone import OnnxBackbone, check_runtime
+from reusevos.model.onnx_backbone import RUNTIME_NAMES, GraphBackbone, OnnxBackbone, OpenVinoBackbone, check_runtime
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -64,8 +64,9 @@ class Backbone(nn.Module):
     (Sizes round up: 854 px wide gives 214, 107, 54, 27.) The image is normalised here, with the mean and std
     that ``SPECS[name]`` gives for the network's ImageNet weights.
 
-    ``runtime`` (``auto``, ``torch`` or ``onnxruntime``, see :data:`reusevos.model.onnx_backbone.RUNTIMES`)
-    says what runs these on float32 CPU tensors; other tensors always go through PyTorch.
+    ``runtime`` (``auto``, ``torch``, ``onnxruntime``, ``openvino`` or ``openvino-bf16``, see
+    :data:`reusevos.model.onnx_backbone.RUNTIMES`) says what runs these on float32 CPU tensors; other tensors
+    always go through PyTorch.
     """
 
     def __init__(self, name: str = "mobilenet_v2", weights_path: str | None = None, runtime: str = "auto"):
@@ -83,8 +84,9 @@ class Backbone(nn.Module):
         _fold_batch_norms(self)
         self.to(memory_format=torch.channels_last)
         self.runtime = runtime
-        self._onnx: OnnxBackbone | None = None
-        self._onnx_failed = False  # the export or ONNX Runtime failed once under auto: PyTorch from then on
+        self._graphs: dict[str, bytes] = {}  # the parts exported to ONNX, shared by every runtime that runs them
+        self._runners: dict[str, GraphBackbone] = {}  # runtime -> its compiled parts
+        self._auto_failed = False  # the export or ONNX Runtime failed once under auto: PyTorch from then on
 
     @property
     def runtime(self) -> str:
@@ -95,10 +97,13 @@ class Backbone(nn.Module):
         self._runtime = check_runtime(value)
 
     def active_runtime(self, device: torch.device | str = "cpu") -> str:
-        """What runs the backbone for float32 tensors on ``device``: ``torch`` or ``onnxruntime``."""
-        onnx = self._runtime == "onnxruntime" or (self._runtime == "auto" and not self._onnx_failed
-                                                  and onnx_backbone.onnxruntime_available())
-        return "onnxruntime" if onnx and torch.device(device).type == "cpu" else "torch"
+        """What runs the backbone for float32 tensors on ``device``: ``torch``, or on a CPU ``onnxruntime``,
+        ``openvino`` or ``openvino-bf16``."""
+        if torch.device(device).type != "cpu":
+            return "torch"
+        if self._runtime == "auto":
+            return "onnxruntime" if not self._auto_failed and onnx_backbone.onnxruntime_available() else "torch"
+        return self._runtime
 
     @contextmanager
     def runtime_as(self, runtime: str | None):
@@ -111,25 +116,32 @@ class Backbone(nn.Module):
         finally:
             self._runtime = before
 
-    def _onnx_run(self, part: str, x: torch.Tensor) -> tuple[torch.Tensor, ...] | None:
-        """ONNX Runtime's outputs of ``part`` on ``x`` when it should run it, else None (PyTorch runs it).
+    def _runner(self, runtime: str) -> GraphBackbone:
+        """The compiled parts of ``runtime`` (made when first asked for; the graphs are exported once for all)."""
+        if runtime not in self._runners:
+            self._runners[runtime] = (OnnxBackbone(self, self._graphs) if runtime == "onnxruntime" else
+                                      OpenVinoBackbone(self, self._graphs, bf16=runtime == "openvino-bf16"))
+        return self._runners[runtime]
 
-        If the export or ONNX Runtime fails, the ``onnxruntime`` runtime raises a ReusevosError that says
+    def _graph_run(self, part: str, x: torch.Tensor) -> tuple[torch.Tensor, ...] | None:
+        """The outputs of ``part`` on ``x`` from the runtime of the exported graphs when one should run it, else
+        None (PyTorch runs it).
+
+        If the export or the runtime fails, a runtime that was asked for by name raises a ReusevosError that says
         why; ``auto`` warns once and runs in PyTorch from then on."""
-        if x.dtype != torch.float32 or self.active_runtime(x.device) != "onnxruntime" or x.requires_grad:
+        runtime = self.active_runtime(x.device)
+        if x.dtype != torch.float32 or runtime == "torch" or x.requires_grad:
             return None
         try:
-            if self._onnx is None:
-                self._onnx = OnnxBackbone(self)
-            return self._onnx.run(part, x)
+            return self._runner(runtime).run(part, x)
         except Exception as exc:  # the exporter or the runtime lacks something this model or input needs
             reason = f"{type(exc).__name__}: {exc}"
-            if self._runtime == "onnxruntime":
-                raise ReusevosError(f"ONNX Runtime cannot run this backbone ({reason}); use the torch runtime") \
-                    from exc
-            warnings.warn(f"ONNX Runtime cannot run this backbone ({reason}); it runs in PyTorch", RuntimeWarning,
-                          stacklevel=3)
-            self._onnx_failed = True
+            if self._runtime != "auto":
+                raise ReusevosError(f"{RUNTIME_NAMES[runtime]} cannot run this backbone ({reason}); use the torch "
+                                    "runtime") from exc
+            warnings.warn(f"{RUNTIME_NAMES[runtime]} cannot run this backbone ({reason}); it runs in PyTorch",
+                          RuntimeWarning, stacklevel=3)
+            self._auto_failed = True
             return None
 
     def train(self, mode: bool = True) -> "Backbone":
@@ -140,7 +152,7 @@ class Backbone(nn.Module):
         return ((image - self.mean) / self.std).contiguous(memory_format=torch.channels_last)
 
     def to_f8(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        outputs = self._onnx_run("to_f8", image)
+        outputs = self._graph_run("to_f8", image)
         if outputs is not None:
             return outputs
         f4 = self.stage4(self._normalise(image))
@@ -148,7 +160,7 @@ class Backbone(nn.Module):
         return f4.contiguous(), f8.contiguous()
 
     def f8_to_f32(self, f8: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        outputs = self._onnx_run("f8_to_f32", f8)
+        outputs = self._graph_run("f8_to_f32", f8)
         if outputs is not None:
             return outputs
         f16 = self.stage16(f8.contiguous(memory_format=torch.channels_last))
@@ -157,7 +169,7 @@ class Backbone(nn.Module):
 
     def to_f16(self, image: torch.Tensor) -> torch.Tensor:
         """Only f16 (what a target model is fitted on), e.g. for the start frame's augmented copies."""
-        outputs = self._onnx_run("to_f16", image)
+        outputs = self._graph_run("to_f16", image)
         if outputs is not None:
             return outputs[0]
         return self.stage16(self.stage8(self.stage4(self._normalise(image)))).contiguous()

@@ -1,4 +1,4 @@
-"""The frozen backbone run by ONNX Runtime, on a CPU.
+"""The frozen backbone run by ONNX Runtime or OpenVINO, on a CPU.
 
 PyTorch's CPU kernels are weakest on MobileNetV2's depthwise convolutions; ONNX Runtime's are not: the
 backbone runs markedly faster under it for the same features up to float rounding (tested; measured in
@@ -7,20 +7,32 @@ weights never change, is handed over.
 
 The backbone's parts (image -> f4, f8; f8 -> f16, f32; image -> f16 for the start frame's augmented
 copies) are each exported to ONNX in memory when first used (under a second each), with free batch and
-spatial sizes, and each runs in its own ONNX Runtime session. A session uses as many threads as torch does
-when it is called (it is rebuilt when that number changes, e.g. after ``torch.set_num_threads``), and its
-threads do not spin-wait after a call, so they do not take the cores away from the PyTorch work that
-follows. The graphs hold the weights the backbone had when they were exported: the backbone is frozen, so
-they never change afterwards.
+spatial sizes, once per backbone whatever runs them; each runtime compiles each graph for itself
+(:class:`GraphBackbone`: an ONNX Runtime session, an OpenVINO compiled model). A compiled part uses as many
+threads as torch does when it is called (it is rebuilt when that number changes, e.g. after
+``torch.set_num_threads``). The graphs hold the weights the backbone had when they were exported: the backbone
+is frozen, so they never change afterwards.
+
+ONNX Runtime's threads do not spin-wait after a call, so they do not take the cores away from the PyTorch work
+that follows. OpenVINO (optional, ``pip install openvino``) runs the same graphs, in float32 (``openvino``: the
+same features up to float rounding, tested) or in bfloat16 (``openvino-bf16``: faster on CPUs that compute it
+natively, AVX512-BF16, AMX or AVX2-VNNI-2, for features that differ slightly; docs/speed.md). On a CPU without
+it ``openvino-bf16`` is refused: OpenVINO would quietly run float32, or emulate bfloat16 slowly on AVX-512. Its
+threads (oneTBB's) wait actively for about a millisecond of CPU time after a call (PyTorch's OpenMP threads
+about ten) and it has no setting to stop that; they are not pinned to cores, so processes that share a machine
+do not all crowd onto its first cores.
 """
 
 from __future__ import annotations
 
 import functools
+import importlib.metadata
 import importlib.util
 import io
+import threading
 import warnings
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -28,9 +40,14 @@ from reusevos.config import BACKBONE_RUNTIMES as RUNTIMES
 from reusevos.errors import ReusevosError
 
 # RUNTIMES: ``auto`` is ONNX Runtime for CPU tensors when it is installed, else PyTorch; ``torch`` always
-# PyTorch; ``onnxruntime`` ONNX Runtime for CPU tensors, an error when it is missing.
-RUNTIME_NAMES = {"torch": "PyTorch", "onnxruntime": "ONNX Runtime"}
+# PyTorch; ``onnxruntime``, ``openvino`` and ``openvino-bf16`` that runtime for CPU tensors, an error when it
+# is missing.
+RUNTIME_NAMES = {"torch": "PyTorch", "onnxruntime": "ONNX Runtime", "openvino": "OpenVINO",
+                 "openvino-bf16": "OpenVINO bf16"}
 """How reports name what ran the backbone."""
+RUNTIME_PACKAGES = {"onnxruntime": "onnxruntime", "openvino": "openvino", "openvino-bf16": "openvino"}
+"""The package that runs each runtime's graphs (its version is recorded beside the numbers, see
+:func:`runtime_versions`)."""
 
 
 @functools.lru_cache(maxsize=None)
@@ -48,6 +65,45 @@ def onnxruntime_version() -> str | None:
     return onnxruntime.__version__
 
 
+@functools.lru_cache(maxsize=None)
+def openvino_available() -> bool:
+    """Whether OpenVINO and the ``onnx`` package (which PyTorch's exporter needs) can be imported."""
+    return all(importlib.util.find_spec(name) is not None for name in ("openvino", "onnx"))
+
+
+def openvino_version() -> str | None:
+    """The installed OpenVINO's version (``2026.4.1``), or None."""
+    if not openvino_available():
+        return None
+    try:
+        return importlib.metadata.version("openvino")
+    except importlib.metadata.PackageNotFoundError:  # not installed by pip: the build's own, longer string
+        import openvino
+
+        return openvino.__version__
+
+
+def runtime_versions() -> dict[str, str | None]:
+    """The versions of the packages that run the backbone's graphs (None: not installed)."""
+    return {"onnxruntime": onnxruntime_version(), "openvino": openvino_version()}
+
+
+@functools.lru_cache(maxsize=None)
+def _openvino_core():
+    import openvino
+
+    return openvino.Core()  # one per process: it loads the device plugins
+
+
+@functools.lru_cache(maxsize=None)
+def openvino_cpu() -> tuple[str, tuple[str, ...]]:
+    """OpenVINO's name for this CPU and its optimisation capabilities (``BF16`` where it computes bfloat16
+    natively: AVX512-BF16, AMX or AVX2-VNNI-2)."""
+    core = _openvino_core()
+    return (str(core.get_property("CPU", "FULL_DEVICE_NAME")),
+            tuple(str(c) for c in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")))
+
+
 def check_runtime(runtime: str) -> str:
     """``runtime`` if it is one of :data:`RUNTIMES` and can run here, else a ReusevosError."""
     if runtime not in RUNTIMES:
@@ -55,6 +111,19 @@ def check_runtime(runtime: str) -> str:
     if runtime == "onnxruntime" and not onnxruntime_available():
         raise ReusevosError("the onnxruntime backbone runtime needs the packages onnxruntime and onnx: "
                             "pip install onnxruntime onnx (or choose the torch runtime)")
+    if runtime in ("openvino", "openvino-bf16") and not openvino_available():
+        raise ReusevosError(f"the {runtime} backbone runtime needs the packages openvino and onnx: "
+                            "pip install openvino onnx (or choose the onnxruntime or torch runtime)")
+    if runtime == "openvino-bf16":
+        try:
+            name, capabilities = openvino_cpu()
+        except Exception as exc:  # OpenVINO's CPU plugin cannot load or describe this CPU
+            raise ReusevosError(f"OpenVINO cannot describe this CPU ({type(exc).__name__}: {exc}); choose the "
+                                "onnxruntime or torch runtime") from exc
+        if "BF16" not in capabilities:
+            raise ReusevosError(f"the openvino-bf16 backbone runtime needs a CPU that computes bfloat16 natively "
+                                f"(AVX512-BF16, AMX or AVX2-VNNI-2); this one ({name}) does not, and OpenVINO would "
+                                "run float32 or emulate bfloat16 slowly: choose the openvino runtime (float32)")
     return runtime
 
 
@@ -95,41 +164,90 @@ def _export(part: _Part) -> bytes:
     return buffer.getvalue()
 
 
-class OnnxBackbone:
-    """ONNX Runtime sessions for a :class:`reusevos.model.backbone.Backbone` (float32, CPU).
+class GraphBackbone:
+    """A :class:`reusevos.model.backbone.Backbone`'s exported parts run by another runtime (CPU tensors).
 
-    ``to_f8(image)``, ``f8_to_f32(f8)`` and ``to_f16(image)`` take and return tensors as the backbone's
-    methods of the same names do (outputs are new contiguous CPU tensors that do not require grad). Any
-    failure of the exporter or of ONNX Runtime propagates; the backbone decides what to do about it.
+    ``run(name, x)`` runs part ``name`` (``to_f8``, ``f8_to_f32`` or ``to_f16``) on ``x`` and returns what the
+    backbone's method of that name does (outputs are new contiguous float32 CPU tensors that do not require grad).
+    The graphs are exported when a part is first used, into ``graphs``: pass the same dict to every runtime of one
+    backbone and each part is exported once. A runtime says how it compiles a graph for a number of threads
+    (``_compile``, called again when torch's number of threads changes) and runs it on a float32 array
+    (``_run``). Any failure of the exporter or of the runtime propagates; the backbone decides what to do about it.
     """
 
-    def __init__(self, backbone: nn.Module):
-        import onnxruntime  # noqa: F401  (fail here, not at the first frame)
-
+    def __init__(self, backbone: nn.Module, graphs: dict[str, bytes] | None = None):
         self._backbone = backbone
-        self._graphs: dict[str, bytes] = {}
-        self._sessions: dict = {}
+        self._graphs = {} if graphs is None else graphs
+        self._sessions: dict = {}  # part -> what _compile made of its graph for self._threads threads
         self._threads = 0
 
     def _session(self, name: str):
-        import onnxruntime as ort
-
         threads = torch.get_num_threads()
         if threads != self._threads:
             self._sessions, self._threads = {}, threads
         if name not in self._sessions:
             if name not in self._graphs:
                 self._graphs[name] = _export(_Part(self._backbone, name))
-            options = ort.SessionOptions()
-            options.intra_op_num_threads = threads
-            options.inter_op_num_threads = 1
-            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-            options.log_severity_level = 3  # errors only
-            self._sessions[name] = ort.InferenceSession(self._graphs[name], options,
-                                                        providers=["CPUExecutionProvider"])
+            self._sessions[name] = self._compile(self._graphs[name], threads)
         return self._sessions[name]
+
+    def _compile(self, graph: bytes, threads: int):
+        raise NotImplementedError
+
+    def _run(self, session, x: np.ndarray) -> list[np.ndarray]:
+        raise NotImplementedError
 
     def run(self, name: str, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """Part ``name`` (``to_f8``, ``f8_to_f32`` or ``to_f16``) on ``x``."""
-        outputs = self._session(name).run(None, {"x": x.detach().float().contiguous().numpy()})
+        outputs = self._run(self._session(name), x.detach().float().contiguous().numpy())
         return tuple(torch.from_numpy(out) for out in outputs)
+
+
+class OnnxBackbone(GraphBackbone):
+    """The parts in ONNX Runtime sessions (float32)."""
+
+    def __init__(self, backbone: nn.Module, graphs: dict[str, bytes] | None = None):
+        import onnxruntime  # noqa: F401  (fail here, not at the first frame)
+
+        super().__init__(backbone, graphs)
+
+    def _compile(self, graph: bytes, threads: int):
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options.log_severity_level = 3  # errors only
+        return ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
+
+    def _run(self, session, x: np.ndarray) -> list[np.ndarray]:
+        return session.run(None, {"x": x})
+
+
+class OpenVinoBackbone(GraphBackbone):
+    """The parts as OpenVINO compiled models on the CPU, computing in float32 or, with ``bf16``, in bfloat16
+    (inputs and outputs stay float32). Compiled with free shapes, so one compiled part takes any size."""
+
+    def __init__(self, backbone: nn.Module, graphs: dict[str, bytes] | None = None, bf16: bool = False):
+        import openvino  # noqa: F401  (fail here, not at the first frame)
+
+        super().__init__(backbone, graphs)
+        self.precision = "bf16" if bf16 else "f32"
+        self._lock = threading.Lock()  # a compiled model's call reuses one infer request
+
+    def _compile(self, graph: bytes, threads: int):
+        core = _openvino_core()
+        # The precision is always named: OpenVINO's default is bf16 or f16 wherever the CPU has them. Threads are
+        # not pinned: several processes on one machine would otherwise pin theirs to the same first cores.
+        config = {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY",
+                  "INFERENCE_PRECISION_HINT": self.precision, "ENABLE_CPU_PINNING": False}
+        compiled = core.compile_model(core.read_model(graph, b""), "CPU", config)  # ONNX bytes, no file
+        got = compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
+        if got != self.precision:  # check_runtime refuses bf16 where the CPU lacks it; this is the last guard
+            raise RuntimeError(f"OpenVINO compiled the backbone to compute in {got}, not {self.precision}")
+        return compiled
+
+    def _run(self, compiled, x: np.ndarray) -> list[np.ndarray]:
+        with self._lock:
+            return list(compiled({0: x}).to_tuple())  # outputs copied out of the request (share_outputs=False)
