@@ -26,7 +26,7 @@ import torch
 from reusevos.errors import ReusevosError
 from reusevos.io.files import write_json
 from reusevos.model.backbone import load_backbone
-from reusevos.model.onnx_backbone import RUNTIME_NAMES, check_runtime, runtime_versions
+from reusevos.model.onnx_backbone import RUNTIME_NAMES, check_runtime
 from reusevos.provenance import machine_info, machine_label, source_commit, versions
 
 PARTS = ("to_f8", "f8_to_f32")
@@ -98,7 +98,7 @@ def main() -> None:
           f"{args.warmup} warm-up calls")
     print(table(rows))
     write_json(args.json, {"command": shlex.join(["python", *sys.argv]), "machine": machine_label(),
-                           "machine_info": machine_info(), "versions": {**versions(), **runtime_versions()},
+                           "machine_info": machine_info(), "versions": versions(),
                            "source": source_commit(), "threads": args.threads, "size": [height, width],
                            "rows": rows})
     print(f"JSON: {args.json}")

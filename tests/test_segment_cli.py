@@ -98,7 +98,7 @@ def test_blackswan_mp4_masks_overlay_stats_and_gate_decisions(blackswan_mp4, wei
     assert stats["weights"]["file"] == str(weights["gate"])
     assert stats["weights"]["sha256"] == hashlib.sha256(weights["gate"].read_bytes()).hexdigest()
     assert stats["weights"]["meta"] == {"name": "random-gate"} and stats["weights"]["has_gate"]
-    assert {"reusevos", "torch", "python", "av", "numpy"} <= set(stats["versions"])
+    assert {"reusevos", "torch", "python", "av", "numpy", "onnxruntime", "openvino"} <= set(stats["versions"])
     obj = stats["objects"]["1"]
     assert obj["start_frame"] == 0 and obj["tracked_frames"] == 3 and len(obj["gate_probability"]) == 3
     # Decisions follow tau: reuse exactly where P_gate >= 0.5, and the rate is the fraction of reused frames.

@@ -11,8 +11,9 @@ from pathlib import Path
 from reusevos import __version__
 
 
-def versions() -> dict[str, str]:
-    """Versions of reusevos and the libraries whose numbers it depends on."""
+def versions() -> dict[str, str | None]:
+    """Versions of reusevos and the libraries whose numbers it depends on, the backbone's runtimes included (None:
+    not installed)."""
     import av
     import cv2
     import numpy as np
@@ -20,9 +21,11 @@ def versions() -> dict[str, str]:
     import torchvision
     from PIL import Image
 
+    from reusevos.model.onnx_backbone import runtime_versions
+
     return {"reusevos": __version__, "python": platform.python_version(), "torch": torch.__version__,
             "torchvision": torchvision.__version__, "numpy": np.__version__, "opencv": cv2.__version__,
-            "av": av.__version__, "pillow": Image.__version__}
+            "av": av.__version__, "pillow": Image.__version__, **runtime_versions()}
 
 
 def cpu_model() -> str:
