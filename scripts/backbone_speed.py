@@ -1,10 +1,11 @@
-"""The frozen backbones' speed on this CPU: MobileNetV2 against EfficientNet-Lite0, part by part.
+"""The frozen backbones' speed on this CPU: MobileNetV2 against EfficientNet-Lite0 (or any of BACKBONES), part by part.
 
     python scripts/backbone_speed.py --json backbone_speed.json                  # both, both runtimes, 2 threads
     python scripts/backbone_speed.py --backbones efficientnet_lite0 --runtimes torch --repeats 5 --json out.json
+    python scripts/backbone_speed.py --backbones efficientnet_lite0,efficientnet_lite1,efficientnet_lite2 --json l.json
     python scripts/backbone_speed.py --runtimes onnxruntime,openvino,openvino-bf16 --json ov.json
 
-For each backbone (its ImageNet weights: ``reusevos weights fetch [--backbone efficientnet_lite0]``) and runtime
+For each backbone (its ImageNet weights: ``reusevos weights fetch [--backbone NAME]``) and runtime
 (PyTorch, ONNX Runtime, OpenVINO in float32 or bfloat16), times the two parts the frame loop calls, ``to_f8``
 (image -> f4, f8: every frame) and ``f8_to_f32`` (f8 -> f16, f32: computed frames only), on one random frame of the
 given size, each call timed on its own over ``--repeats`` calls after ``--warmup`` calls (the first exports the ONNX
@@ -23,6 +24,7 @@ import time
 
 import torch
 
+from reusevos.config import BACKBONES
 from reusevos.errors import ReusevosError
 from reusevos.io.files import write_json
 from reusevos.model.backbone import load_backbone
@@ -74,7 +76,8 @@ def table(rows: list[dict]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--backbones", default="mobilenet_v2,efficientnet_lite0", help="comma-separated backbones")
+    parser.add_argument("--backbones", default="mobilenet_v2,efficientnet_lite0",
+                        help=f"comma-separated, of: {', '.join(BACKBONES)}")
     parser.add_argument("--runtimes", default="torch,onnxruntime",
                         help="comma-separated: torch, onnxruntime, openvino, openvino-bf16")
     parser.add_argument("--size", default="480x854", metavar="HxW", help="frame size (default: DAVIS 480p)")
@@ -85,6 +88,9 @@ def main() -> None:
     args = parser.parse_args()
     if args.repeats < 1 or args.warmup < 1:
         parser.error("--repeats and --warmup must be at least 1 (the first call exports the ONNX graph)")
+    unknown = [name for name in args.backbones.split(",") if name not in BACKBONES]
+    if unknown:
+        parser.error(f"--backbones: unknown {', '.join(unknown)}; choose from {', '.join(BACKBONES)}")
     height, width = (int(v) for v in args.size.lower().split("x"))
     runtimes = [check_runtime(r) for r in args.runtimes.split(",")]
     if "auto" in runtimes:

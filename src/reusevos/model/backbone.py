@@ -5,7 +5,7 @@ Since it is never trained, its batch norms are folded into the convolutions befo
 the channels-last memory format; together about twice as fast on a CPU for the same features up to
 float rounding (tested). Its outputs are ordinary contiguous tensors.
 
-Two families: torchvision's (MobileNetV2, the default, and ResNets) and EfficientNet-Lite0
+Two families: torchvision's (MobileNetV2, the default, and ResNets) and EfficientNet-Lite0, Lite1 and Lite2
 (:mod:`reusevos.model.efficientnet_lite`, weights converted from TensorFlow). Each normalises its input as its
 ImageNet weights were trained (:class:`BackboneSpec`).
 
@@ -43,6 +43,8 @@ class BackboneSpec:
 SPECS = {
     "mobilenet_v2": BackboneSpec((24, 32, 96, 320)),
     "efficientnet_lite0": BackboneSpec((24, 40, 112, 320), efficientnet_lite.MEAN, efficientnet_lite.STD),
+    "efficientnet_lite1": BackboneSpec((24, 40, 112, 320), efficientnet_lite.MEAN, efficientnet_lite.STD),
+    "efficientnet_lite2": BackboneSpec((24, 48, 120, 352), efficientnet_lite.MEAN, efficientnet_lite.STD),
     "resnet18": BackboneSpec((64, 128, 256, 512)),
     "resnet50": BackboneSpec((256, 512, 1024, 2048)),
     "resnet101": BackboneSpec((256, 512, 1024, 2048)),
@@ -184,11 +186,11 @@ def _stages(name: str, weights_path: str | None) -> tuple[nn.Module, nn.Module, 
     """The ImageNet network ``name`` (its weights loaded strictly from ``weights_path``, if given) cut into the
     parts that end at f4, f8, f16 and f32."""
     state = None if weights_path is None else torch.load(weights_path, map_location="cpu", weights_only=True)
-    if name == "efficientnet_lite0":
-        net = efficientnet_lite.EfficientNetLite0()
+    if name in efficientnet_lite.VARIANTS:
+        net = efficientnet_lite.EfficientNetLite(name)
         if state is not None:
             net.load_state_dict(efficientnet_lite.rename_state_dict(state), strict=True)
-        b, (e4, e8, e16, e32) = net.blocks, efficientnet_lite.FEATURE_BLOCKS
+        b, (e4, e8, e16, e32) = net.blocks, efficientnet_lite.feature_blocks(name)
         return nn.Sequential(net.stem, *b[:e4]), b[e4:e8], b[e8:e16], b[e16:e32]
     net = getattr(torchvision.models, name)(weights=None)
     if state is not None:
