@@ -53,10 +53,10 @@ def target_overrides(items: list[str]) -> dict:
     return out
 
 
-def score(model, dataset: DavisDataset, options: SessionConfig) -> tuple[list[dict], list]:
-    """Each sequence of ``dataset`` run from its first mask: a row per sequence (printed as it is done) and the
-    per-object scores."""
-    rows, objects = [], []
+def score(model, dataset: DavisDataset, options: SessionConfig) -> tuple[list[dict], list, SessionConfig]:
+    """Each sequence of ``dataset`` run from its first mask: a row per sequence (printed as it is done), the
+    per-object scores and the settings the sessions ran with (``options`` as the model completes them)."""
+    rows, objects, session = [], [], None
     for name in dataset.sequences:
         data = load_sequence(dataset, name)
         session = reusevos.Session(model, options)
@@ -70,7 +70,7 @@ def score(model, dataset: DavisDataset, options: SessionConfig) -> tuple[list[di
                      "J-Decay": g["J-Decay"], "frames": len(data.frames), "seconds": round(seconds, 2),
                      "reuse_rate": float(np.mean(list(session.reuse_rates.values())))})
         print(json.dumps(rows[-1]), flush=True)
-    return rows, objects
+    return rows, objects, session.options
 
 
 def main() -> None:
@@ -103,22 +103,22 @@ def main() -> None:
     options = SessionConfig(args.variant, args.tau, reuse_window=args.reuse_window, compute_window=args.compute_window,
                             reuse_max_gap=args.reuse_max_gap)
     with reuse_path_as(args.reuse_mode):
-        rows, objects = score(model, dataset, options)
+        rows, objects, session_options = score(model, dataset, options)
     overall = DavisScores(objects).global_scores()
-    session_options = reusevos.Session(model, options).options
     weights = args.weights or "default"
     report = {"command": shlex.join(["python", "scripts/holdout_eval.py", *sys.argv[1:]]),
               "commit": source_commit(), "machine": machine_label(), "weights": weights,
               "weights_meta": {k: model.meta.get(k) for k in ("data", "train_config", "commit") if k in model.meta},
               "split": "train", "sequences": dataset.sequences, "session": asdict(session_options),
-              "reuse_mode": args.reuse_mode,
-              "backbone_runtime": model.backbone.active_runtime("cpu"), "target_overrides": overrides, "global": overall, "rows": rows}
+              "reuse_mode": args.reuse_mode, "backbone_runtime": model.backbone.active_runtime("cpu"),
+              "target_overrides": overrides, "global": overall, "rows": rows}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     write_text(args.out, json.dumps(report, indent=1, default=str) + "\n")  # atomic; meta may hold paths
     reused = float(np.mean([r["reuse_rate"] for r in rows]))  # the mean over sequences
     mode = "" if args.reuse_mode == "paper" else f" reuse path {args.reuse_mode}"
     mode += "" if args.backbone_runtime == "auto" else f" backbone {args.backbone_runtime}"
-    print(f"{weights} {session_options.variant}@{session_options.tau:g} {overrides or ''}{mode}: reused {100 * reused:.1f}%  "
+    print(f"{weights} {session_options.variant}@{session_options.tau:g} {overrides or ''}{mode}: "
+          f"reused {100 * reused:.1f}%  "
           f"J&F {100 * overall['J&F-Mean']:.1f}  J {100 * overall['J-Mean']:.1f}  F {100 * overall['F-Mean']:.1f}  "
           f"J-Decay {100 * overall['J-Decay']:.1f}")
 

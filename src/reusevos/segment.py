@@ -476,7 +476,7 @@ class _Record:
 
 def _run(session: Session, frames: FrameSource, start_masks: StartMasks, fixes: StartMasks | None,
          process_size: tuple[int, int], exports: Exports | None, video: OverlayVideoWriter | None, stats: VideoStats,
-         on_frame: Callable | None) -> None:
+         on_frame: Callable) -> None:
     scaled = process_size != tuple(stats.resolution)
 
     def inputs():  # what the session sees, then the full-size frame and start mask for the outputs
@@ -496,8 +496,7 @@ def _run(session: Session, frames: FrameSource, start_masks: StartMasks, fixes: 
             exports.write(name, frame, labels, sorted({*result.routes, *result.started}))
         if video is not None:
             video.write(frame, labels)
-        if on_frame is not None:
-            on_frame(result, stats)
+        on_frame(result, stats)  # _Record.frame_done: the frame counts as written, then the caller's callback
 
 
 def _frame_mask(name: str, start_masks: StartMasks, fixes: StartMasks | None) -> np.ndarray | None:
