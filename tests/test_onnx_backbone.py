@@ -292,8 +292,9 @@ def test_same_masks_as_pytorch_on_the_real_clip(blackswan):
 @needs_openvino
 @pytest.mark.slow
 def test_bf16_masks_stay_close_on_the_real_clip(blackswan):
-    """The shipped model with its backbone in bfloat16 on the first 12 frames of blackswan at 480p: the masks stay the
-    float32 run's but for edge pixels (what holds J&F within 0.1 on val, docs/speed.md#openvino)."""
+    """The shipped model in the bfloat16 mode (backbone in OpenVINO bf16, refinement network in PyTorch's bfloat16)
+    on the first 12 frames of blackswan at 480p: the masks stay the float32 run's but for edge pixels (what holds J&F
+    within 0.1 on val, docs/speed.md#openvino)."""
     from reusevos.evaluation.metrics import region_similarity
     from reusevos.model.network import load_model
     from reusevos.session import Session

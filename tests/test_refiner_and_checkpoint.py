@@ -3,7 +3,7 @@ import pytest
 import torch
 import torchvision
 
-from reusevos.config import ModelConfig
+from reusevos.config import ModelConfig, SessionConfig
 from reusevos.errors import ReusevosError
 from reusevos.model.backbone import Backbone
 from reusevos.model.merge import label_slots, merge, soft_aggregate
@@ -167,3 +167,40 @@ def test_head_with_taps_at_half_resolution_is_the_plain_head(image_size):
     grad_got = torch.autograd.grad(got.square().sum(), [x4, refiner.head2.weight])
     for a, b in zip(grad_got, grad_expected):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_the_refiner_runs_in_bfloat16_only_in_the_bfloat16_mode(monkeypatch):
+    """The refinement network computes in bfloat16 exactly when the backbone runs in OpenVINO bf16 on a CPU whose
+    PyTorch kernels compute bfloat16 natively; a session then still hands on float32 states and probabilities."""
+    import reusevos.model.network as network_module
+    from reusevos.session import Session
+
+    torch.manual_seed(0)
+    network = VOSNetwork(ModelConfig(), Backbone("mobilenet_v2")).eval()
+
+    def inside() -> bool:
+        with network.refiner_precision():
+            return torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16
+
+    monkeypatch.setattr(network_module, "cpu_computes_bf16", lambda: True)
+    assert not inside()  # auto: ONNX Runtime or PyTorch, float32
+    # The bfloat16 mode without OpenVINO: PyTorch runs the backbone (its graph runner declines), the refiner is
+    # switched by the runtime's name alone.
+    monkeypatch.setattr(network.backbone, "active_runtime", lambda device="cpu": "openvino-bf16")
+    monkeypatch.setattr(network.backbone, "_graph_run", lambda part, x: None)
+    assert inside()
+    monkeypatch.setattr(network_module, "cpu_computes_bf16", lambda: False)
+    assert not inside()  # PyTorch would emulate bfloat16, slower than float32
+    monkeypatch.setattr(network_module, "cpu_computes_bf16", lambda: True)
+
+    dtypes = []
+    for level in (network.refiner.level16, network.refiner.level4):
+        level.register_forward_hook(lambda module, inputs, output: dtypes.append(output.dtype))
+    frame = (torch.rand(64, 96, 3) * 255).to(torch.uint8).numpy()
+    mask = np.zeros((64, 96), np.uint8)
+    mask[20:40, 30:60] = 1
+    session = Session(network, SessionConfig(variant="full"))
+    session.step(frame, mask)
+    out = session.step(frame, return_probabilities=True)
+    assert dtypes and set(dtypes) == {torch.bfloat16}
+    assert out.probabilities[1].dtype == np.float32 and out.labels.shape == (64, 96)

@@ -139,11 +139,12 @@ class FrtmBase:
     def deep_state(self, scores: torch.Tensor, features: FrameFeatures, timed: StageTimer) -> torch.Tensor:
         """The deep refinement levels on scores ``(B, 1, H/16, W/16)``: R ``(B, 64, H/16, W/16)``."""
         refiner = self.network.refiner
-        if features.deep is None:  # the object-independent part, once per frame
-            with timed(Stage.REFINE_REDUCE_DEEP):
-                features.deep = refiner.reduce_deep(features.f16, features.f32)
-        with timed(Stage.REFINE_DEEP):
-            return refiner.deep(*features.deep, scores, timed=timed.refiner_part)
+        with self.network.refiner_precision():
+            if features.deep is None:  # the object-independent part, once per frame
+                with timed(Stage.REFINE_REDUCE_DEEP):
+                    features.deep = refiner.reduce_deep(features.f16, features.f32)
+            with timed(Stage.REFINE_DEEP):
+                return refiner.deep(*features.deep, scores, timed=timed.refiner_part).float()
 
     def remember(self, computed: list[_Track], features: FrameFeatures, soft: dict[int, torch.Tensor],
                  timed: StageTimer) -> list[int]:

@@ -480,10 +480,11 @@ class Session:
     def _refine_shallow(self, state, f4, f8, scores, size: tuple[int, int], timed: StageTimer) -> torch.Tensor:
         """The stride-8 and stride-4 levels and the head: logits ``(B, 1, *size)``."""
         refiner = self.network.refiner
-        with timed(Stage.REFINE_REDUCE_SHALLOW):
-            r4, r8 = refiner.reduce_shallow(f4, f8)
-        with timed(Stage.REFINE_SHALLOW):
-            return refiner.shallow(state, r4, r8, scores, size, timed=timed.refiner_part)
+        with self.network.refiner_precision():
+            with timed(Stage.REFINE_REDUCE_SHALLOW):
+                r4, r8 = refiner.reduce_shallow(f4, f8)
+            with timed(Stage.REFINE_SHALLOW):
+                return refiner.shallow(state, r4, r8, scores, size, timed=timed.refiner_part).float()
 
     def _refine_window(self, track: _Track, features: FrameFeatures, outside: torch.Tensor | None,
                        timed: StageTimer) -> torch.Tensor:

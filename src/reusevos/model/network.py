@@ -8,7 +8,9 @@ is an error.
 
 from __future__ import annotations
 
+import functools
 import os
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +36,14 @@ SHIPPED = {"frtm": DEFAULT_CHECKPOINT, "ttvos": CHECKPOINTS / "ttvos.pt",
 """The weights shipped with the package, by the name ``load_model`` takes: each base model's (``frtm``, the
 default, on EfficientNet-Lite0; ``ttvos``), and the FRTM default before it (``frtm-mobilenet_v2``: on MobileNetV2,
 5.6 J&F lower on DAVIS 2016 val and 4-11% faster; the weights of the ablation and speed pages up to issue 17)."""
+
+
+@functools.lru_cache(maxsize=None)
+def cpu_computes_bf16() -> bool:
+    """Whether PyTorch's CPU kernels compute bfloat16 natively here (AVX512-BF16 or AMX); elsewhere they would
+    emulate it, slower than float32."""
+    cpu = torch.cpu
+    return any(getattr(cpu, check, lambda: False)() for check in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"))
 
 
 class VOSNetwork(nn.Module):
@@ -75,6 +85,16 @@ class VOSNetwork(nn.Module):
     @property
     def device(self) -> torch.device:
         return next(self.parameters()).device  # the frozen backbone's: every module moves together
+
+    def refiner_precision(self) -> AbstractContextManager:
+        """The context FRTM's refinement network runs in at test time: PyTorch's bfloat16 autocast when the
+        backbone runs in OpenVINO bf16 on a CPU that computes bfloat16 natively (the bfloat16 mode: both heavy
+        networks in bfloat16, see docs/speed.md#bfloat16), else nothing (float32). Its outputs are then bfloat16:
+        callers convert what leaves it. Decided at each call, as the backbone's runtime is."""
+        device = self.device
+        bf16 = (device.type == "cpu" and self.backbone.active_runtime(device) == "openvino-bf16"
+                and cpu_computes_bf16())
+        return torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else nullcontext()
 
     def trained_state(self) -> dict[str, torch.Tensor]:
         """The trained modules' tensors (everything but the backbone)."""
