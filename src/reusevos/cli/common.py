@@ -196,9 +196,10 @@ def add_session_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backbone-runtime", default="auto", choices=BACKBONE_RUNTIMES,
                         help="what runs the frozen backbone on a CPU: onnxruntime (about 1.5x as fast, the same "
                              "features up to float rounding), torch, openvino (pip install openvino; float32, the "
-                             "same features), openvino-bf16 (bfloat16 inside: faster on CPUs with AVX512-BF16 or AMX, "
-                             "slightly different features; refused on others), or auto (onnxruntime when installed). "
-                             "GPUs always use torch")
+                             "same features), openvino-bf16 (the bfloat16 mode: the backbone in OpenVINO and FRTM's "
+                             "refinement network in PyTorch both compute in bfloat16; faster on CPUs with AVX512-BF16 "
+                             "or AMX, slightly different masks; refused on others), or auto (onnxruntime when "
+                             "installed). GPUs always use torch")
 
 
 def session_options(args: argparse.Namespace) -> SessionConfig | None:

@@ -17,7 +17,9 @@ ONNX Runtime's threads do not spin-wait after a call, so they do not take the co
 that follows. OpenVINO (optional, ``pip install openvino``) runs the same graphs, in float32 (``openvino``: the
 same features up to float rounding, tested) or in bfloat16 (``openvino-bf16``: faster on CPUs that compute it
 natively, AVX512-BF16, AMX or AVX2-VNNI-2, for features that differ slightly; docs/speed.md). On a CPU without
-it ``openvino-bf16`` is refused: OpenVINO would quietly run float32, or emulate bfloat16 slowly on AVX-512. Its
+it ``openvino-bf16`` is refused: OpenVINO would quietly run float32, or emulate bfloat16 slowly on AVX-512. With
+``openvino-bf16`` FRTM's refinement network also computes in bfloat16 (PyTorch's autocast, where its kernels compute it
+natively: :meth:`reusevos.model.network.VOSNetwork.refiner_precision`), so the name stands for the bfloat16 mode. Its
 threads (oneTBB's) wait actively for about a millisecond of CPU time after a call (PyTorch's OpenMP threads
 about ten) and it has no setting to stop that; they are not pinned to cores, so processes that share a machine
 do not all crowd onto its first cores.
