@@ -8,7 +8,7 @@ from typing import Any
 VARIANTS = ("full", "reuse", "copy", "fusion", "oracle", "motion", "flow")
 # what runs the frozen backbone; auto = ONNX Runtime on CPUs; openvino-bf16 is the bfloat16 mode (the backbone in
 # OpenVINO and FRTM's refinement network in PyTorch both compute in bfloat16)
-BACKBONE_RUNTIMES = ("auto", "torch", "onnxruntime", "openvino", "openvino-bf16")
+BACKBONE_RUNTIMES = ("auto", "torch", "onnxruntime", "onnxruntime-int8", "openvino", "openvino-bf16")
 DEFAULT_MAX_SIZE = 854  # the longer side the model runs at by default: DAVIS 480p, its training size
 BACKBONES = ("mobilenet_v2", "efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2", "resnet18", "resnet50",
              "resnet101")

@@ -20,10 +20,10 @@ GATE_FREE = ("full", "flow")  # the variants that run without the dynamic networ
 class Setting:
     """One frame-loop setting: a :class:`SessionConfig` with a short name (``full``, ``reuse@0.7``,
     ``fusion@0.5/0.9``, ``reuse@0.7+w2+c2``, ``flow@0.9+g3+c2``, ``flow@0.85+g3+la+c2`` with the lookahead), and the
-    backbone's runtime when the setting fixes it (``+torch``, ``+ort``, ``+ov``, ``+ovbf16``; None runs the model's
-    own choice). A flow setting's name shows its longest gap (``+g3``) unless it is :data:`FLOW_GAP_LIMIT`, so a name
-    keeps its meaning when the session's default changes; a gated variant's shows its ``reuse_max_gap`` the same way
-    (``+g2``) unless it is 0 (no limit, the paper's)."""
+    backbone's runtime when the setting fixes it (``+torch``, ``+ort``, ``+ortint8``, ``+ov``, ``+ovbf16``; None runs
+    the model's own choice). A flow setting's name shows its longest gap (``+g3``) unless it is
+    :data:`FLOW_GAP_LIMIT`, so a name keeps its meaning when the session's default changes; a gated variant's shows
+    its ``reuse_max_gap`` the same way (``+g2``) unless it is 0 (no limit, the paper's)."""
 
     variant: str
     tau: float
@@ -148,7 +148,8 @@ def build_settings(variants: Iterable[str], taus: Iterable[float], tau2s: Iterab
 
 
 # Setting.runtime -> its part of the name
-_RUNTIME_SUFFIXES = {"torch": "torch", "onnxruntime": "ort", "openvino": "ov", "openvino-bf16": "ovbf16"}
+_RUNTIME_SUFFIXES = {"torch": "torch", "onnxruntime": "ort", "onnxruntime-int8": "ortint8", "openvino": "ov",
+                     "openvino-bf16": "ovbf16"}
 _SUFFIX_RUNTIMES = {suffix: runtime for runtime, suffix in _RUNTIME_SUFFIXES.items()}
 _KEY = re.compile(r"(?P<variant>[a-z]+)(?:@(?P<tau>[0-9.e-]+)(?:/(?P<tau2>[0-9.e-]+))?)?(?:\+w(?P<window>\d+))?"
                   r"(?:\+g(?P<gap>\d+))?(?P<lookahead>\+la)?(?P<clock>\+mf)?(?:\+c(?P<compute>\d+))?"

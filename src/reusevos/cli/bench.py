@@ -111,9 +111,9 @@ def _add_grid_flags(bench: argparse.ArgumentParser) -> None:
                        help="comma-separated clocks of FRTM's target model for flow at tau < 1: frames (ours, the "
                             "default) and/or computed (FRTM's); names end in +mf for frames")
     bench.add_argument("--backbone-runtime", default=None, metavar="RUNTIMES",
-                       help="comma-separated backbone runtimes (torch, onnxruntime, openvino, openvino-bf16; auto = "
-                            "the model's own, the default), each its own setting of every other choice (names end "
-                            "in +torch, +ort, +ov, +ovbf16)")
+                       help="comma-separated backbone runtimes (torch, onnxruntime, onnxruntime-int8, openvino, "
+                            "openvino-bf16; auto = the model's own, the default), each its own setting of every other "
+                            "choice (names end in +torch, +ort, +ortint8, +ov, +ovbf16)")
     bench.add_argument("--settings", default=None, metavar="NAMES",
                        help="comma-separated settings by the names the tables print (full+torch, full+c2+ort, "
                             "reuse@0.7+w2+c2, fusion@0.5/0.9, flow@0.9+g3+c2): exactly these, in this order, "

@@ -195,7 +195,9 @@ def add_session_flags(parser: argparse.ArgumentParser) -> None:
                        help="--variant flow: each frame's mask as soon as it is processed (tau 0.92 unless told)")
     parser.add_argument("--backbone-runtime", default="auto", choices=BACKBONE_RUNTIMES,
                         help="what runs the frozen backbone on a CPU: onnxruntime (about 1.5x as fast, the same "
-                             "features up to float rounding), torch, openvino (pip install openvino; float32, the "
+                             "features up to float rounding), torch, onnxruntime-int8 (the default model's backbone in "
+                             "int8 with ranges calibrated on DAVIS train frames: faster on every CPU, slightly "
+                             "different masks), openvino (pip install openvino; float32, the "
                              "same features), openvino-bf16 (the bfloat16 mode: the backbone in OpenVINO and FRTM's "
                              "refinement network in PyTorch both compute in bfloat16; faster on CPUs with AVX512-BF16 "
                              "or AMX, slightly different masks; refused on others), or auto (onnxruntime when "

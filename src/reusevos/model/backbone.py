@@ -16,6 +16,7 @@ up to float rounding. OpenVINO can run it instead, in float32 or bfloat16.
 
 from __future__ import annotations
 
+import hashlib
 import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -27,7 +28,8 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from reusevos.errors import ReusevosError
 from reusevos.model import efficientnet_lite, onnx_backbone
-from reusevos.model.onnx_backbone import RUNTIME_NAMES, GraphBackbone, OnnxBackbone, OpenVinoBackbone, check_runtime
+from reusevos.model.onnx_backbone import (RUNTIME_NAMES, GraphBackbone, OnnxBackbone, OnnxInt8Backbone, OpenVinoBackbone,
+                                          check_runtime, int8_ranges)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -66,7 +68,7 @@ class Backbone(nn.Module):
     (Sizes round up: 854 px wide gives 214, 107, 54, 27.) The image is normalised here, with the mean and std
     that ``SPECS[name]`` gives for the network's ImageNet weights.
 
-    ``runtime`` (``auto``, ``torch``, ``onnxruntime``, ``openvino`` or ``openvino-bf16``, see
+    ``runtime`` (``auto``, ``torch``, ``onnxruntime``, ``onnxruntime-int8``, ``openvino`` or ``openvino-bf16``, see
     :data:`reusevos.model.onnx_backbone.RUNTIMES`) says what runs these on float32 CPU tensors; other tensors
     always go through PyTorch.
     """
@@ -76,6 +78,7 @@ class Backbone(nn.Module):
         if name not in SPECS:
             raise ReusevosError(f"unknown backbone {name!r}; choose one of {', '.join(SPECS)}")
         self.name = name
+        self.weights_path = weights_path
         spec = SPECS[name]
         self.channels = spec.channels
         self.stage4, self.stage8, self.stage16, self.stage32 = _stages(name, weights_path)
@@ -85,6 +88,7 @@ class Backbone(nn.Module):
         self.eval()
         _fold_batch_norms(self)
         self.to(memory_format=torch.channels_last)
+        self._weights_sha256: str | None = None
         self.runtime = runtime
         self._graphs: dict[str, bytes] = {}  # the parts exported to ONNX, shared by every runtime that runs them
         self._runners: dict[str, GraphBackbone] = {}  # runtime -> its compiled parts
@@ -96,11 +100,27 @@ class Backbone(nn.Module):
 
     @runtime.setter
     def runtime(self, value: str) -> None:
-        self._runtime = check_runtime(value)
+        check_runtime(value)
+        if value == "onnxruntime-int8":
+            self._int8_ranges()  # refused here, with the reason, when none fit these weights
+        self._runtime = value
+
+    def weights_sha256(self) -> str | None:
+        """The sha256 of the ImageNet weights file this backbone was built from (None: random weights)."""
+        if self._weights_sha256 is None and self.weights_path is not None:
+            digest = hashlib.sha256()
+            with open(self.weights_path, "rb") as file:
+                for block in iter(lambda: file.read(1 << 20), b""):
+                    digest.update(block)
+            self._weights_sha256 = digest.hexdigest()
+        return self._weights_sha256
+
+    def _int8_ranges(self) -> dict:
+        return int8_ranges(self.name, self.weights_sha256())
 
     def active_runtime(self, device: torch.device | str = "cpu") -> str:
         """What runs the backbone for float32 tensors on ``device``: ``torch``, or on a CPU ``onnxruntime``,
-        ``openvino`` or ``openvino-bf16``."""
+        ``onnxruntime-int8``, ``openvino`` or ``openvino-bf16``."""
         if torch.device(device).type != "cpu":
             return "torch"
         if self._runtime == "auto":
@@ -121,8 +141,12 @@ class Backbone(nn.Module):
     def _runner(self, runtime: str) -> GraphBackbone:
         """The compiled parts of ``runtime`` (made when first asked for; the graphs are exported once for all)."""
         if runtime not in self._runners:
-            self._runners[runtime] = (OnnxBackbone(self, self._graphs) if runtime == "onnxruntime" else
-                                      OpenVinoBackbone(self, self._graphs, bf16=runtime == "openvino-bf16"))
+            if runtime == "onnxruntime":
+                self._runners[runtime] = OnnxBackbone(self, self._graphs)
+            elif runtime == "onnxruntime-int8":
+                self._runners[runtime] = OnnxInt8Backbone(self, self._graphs, self._int8_ranges())
+            else:
+                self._runners[runtime] = OpenVinoBackbone(self, self._graphs, bf16=runtime == "openvino-bf16")
         return self._runners[runtime]
 
     def _graph_run(self, part: str, x: torch.Tensor) -> tuple[torch.Tensor, ...] | None:

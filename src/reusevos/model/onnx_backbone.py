@@ -31,8 +31,13 @@ import functools
 import importlib.metadata
 import importlib.util
 import io
+import json
+import logging
+import tempfile
 import threading
 import warnings
+from contextlib import contextmanager
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -44,10 +49,11 @@ from reusevos.errors import ReusevosError
 # RUNTIMES: ``auto`` is ONNX Runtime for CPU tensors when it is installed, else PyTorch; ``torch`` always
 # PyTorch; ``onnxruntime``, ``openvino`` and ``openvino-bf16`` that runtime for CPU tensors, an error when it
 # is missing.
-RUNTIME_NAMES = {"torch": "PyTorch", "onnxruntime": "ONNX Runtime", "openvino": "OpenVINO",
-                 "openvino-bf16": "OpenVINO bf16"}
+RUNTIME_NAMES = {"torch": "PyTorch", "onnxruntime": "ONNX Runtime", "onnxruntime-int8": "ONNX Runtime int8",
+                 "openvino": "OpenVINO", "openvino-bf16": "OpenVINO bf16"}
 """How reports name what ran the backbone."""
-RUNTIME_PACKAGES = {"onnxruntime": "onnxruntime", "openvino": "openvino", "openvino-bf16": "openvino"}
+RUNTIME_PACKAGES = {"onnxruntime": "onnxruntime", "onnxruntime-int8": "onnxruntime", "openvino": "openvino",
+                    "openvino-bf16": "openvino"}
 """The package that runs each runtime's graphs (its version is recorded beside the numbers, see
 :func:`runtime_versions`)."""
 
@@ -110,8 +116,8 @@ def check_runtime(runtime: str) -> str:
     """``runtime`` if it is one of :data:`RUNTIMES` and can run here, else a ReusevosError."""
     if runtime not in RUNTIMES:
         raise ReusevosError(f"unknown backbone runtime {runtime!r}; choose one of {', '.join(RUNTIMES)}")
-    if runtime == "onnxruntime" and not onnxruntime_available():
-        raise ReusevosError("the onnxruntime backbone runtime needs the packages onnxruntime and onnx: "
+    if runtime in ("onnxruntime", "onnxruntime-int8") and not onnxruntime_available():
+        raise ReusevosError(f"the {runtime} backbone runtime needs the packages onnxruntime and onnx: "
                             "pip install onnxruntime onnx (or choose the torch runtime)")
     if runtime in ("openvino", "openvino-bf16") and not openvino_available():
         raise ReusevosError(f"the {runtime} backbone runtime needs the packages openvino and onnx: "
@@ -188,10 +194,14 @@ class GraphBackbone:
         if threads != self._threads:
             self._sessions, self._threads = {}, threads
         if name not in self._sessions:
-            if name not in self._graphs:
-                self._graphs[name] = _export(_Part(self._backbone, name))
-            self._sessions[name] = self._compile(self._graphs[name], threads)
+            self._sessions[name] = self._compile(self._graph(name), threads)
         return self._sessions[name]
+
+    def _graph(self, name: str) -> bytes:
+        """The graph this runtime compiles for part ``name``: the exported one (exported once per backbone)."""
+        if name not in self._graphs:
+            self._graphs[name] = _export(_Part(self._backbone, name))
+        return self._graphs[name]
 
     def _compile(self, graph: bytes, threads: int):
         raise NotImplementedError
@@ -253,3 +263,83 @@ class OpenVinoBackbone(GraphBackbone):
     def _run(self, compiled, x: np.ndarray) -> list[np.ndarray]:
         with self._lock:
             return list(compiled({0: x}).to_tuple())  # outputs copied out of the request (share_outputs=False)
+
+
+INT8_RANGES = Path(__file__).resolve().parent.parent / "checkpoints" / "int8"
+"""``<backbone>.json``: the activation ranges of each exported part, measured on DAVIS 2016 train frames by
+``scripts/calibrate_int8.py`` (the weights file they were measured with is named by its sha256)."""
+INT8_FORMAT = "reusevos-int8-ranges"
+
+
+def int8_ranges(backbone: str, weights_sha256: str | None) -> dict:
+    """The int8 calibration shipped for ``backbone`` (its parts' ranges, ``parts``), checked against the weights."""
+    path = INT8_RANGES / f"{backbone}.json"
+    shipped = sorted(p.stem for p in INT8_RANGES.glob("*.json"))
+    if not path.is_file():
+        raise ReusevosError(f"the onnxruntime-int8 backbone runtime has no calibration for {backbone} (shipped: "
+                            f"{', '.join(shipped) or 'none'}); calibrate it with scripts/calibrate_int8.py, or choose "
+                            "the onnxruntime runtime")
+    try:
+        ranges = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ReusevosError(f"cannot read the int8 calibration {path} ({type(exc).__name__}); reinstall reusevos or "
+                            "calibrate again with scripts/calibrate_int8.py") from exc
+    if ranges.get("format") != INT8_FORMAT or not isinstance(ranges.get("parts"), dict):
+        raise ReusevosError(f"{path} is not an int8 calibration written by scripts/calibrate_int8.py")
+    if weights_sha256 != ranges.get("weights_sha256"):
+        raise ReusevosError(f"the int8 calibration of {backbone} was measured with the weights file of sha256 "
+                            f"{ranges.get('weights_sha256', '?')[:12]}..., and this backbone has "
+                            f"{'no ImageNet weights' if weights_sha256 is None else weights_sha256[:12] + '...'}; "
+                            "choose the onnxruntime runtime, or calibrate these weights with scripts/calibrate_int8.py")
+    return ranges
+
+
+@contextmanager
+def _quiet_logging():
+    """ONNX Runtime's quantiser logs advice on the root logger (to stderr when nothing is configured)."""
+    before = logging.root.manager.disable
+    logging.disable(logging.WARNING)
+    try:
+        yield
+    finally:
+        logging.disable(before)
+
+
+def quantize_graph(graph: bytes, ranges: dict) -> bytes:
+    """``graph`` with int8 weights (per output channel) and uint8 activations at the calibrated ranges
+    (ONNX Runtime's static quantisation, QDQ format): ``ranges`` maps each tensor to its ``lowest``/``highest``
+    as ONNX Runtime's calibration cache stores them. Refused (ValueError) when they were measured on another
+    export of the graph: a tensor it names is missing, or a convolution's input has no range."""
+    import onnx
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    model = onnx.load_model_from_string(graph)
+    produced = {out for node in model.graph.node for out in node.output} | {i.name for i in model.graph.input}
+    conv_inputs = {node.input[0] for node in model.graph.node if node.op_type == "Conv"}
+    unknown, unranged = set(ranges["data"]) - produced, conv_inputs - set(ranges["data"])
+    if unknown or unranged:
+        raise ValueError(f"the ranges do not fit this graph ({len(unknown)} of their tensors are not in it, "
+                         f"{len(unranged)} convolution inputs have none)")
+    with tempfile.TemporaryDirectory(prefix="reusevos-int8-") as folder, _quiet_logging():
+        folder = Path(folder)
+        (folder / "float.onnx").write_bytes(graph)
+        (folder / "ranges.json").write_text(json.dumps(ranges))
+        quantize_static(folder / "float.onnx", folder / "int8.onnx", None, quant_format=QuantFormat.QDQ,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=True,
+                        calibrate_method=CalibrationMethod.MinMax, calibration_cache_path=folder / "ranges.json")
+        return (folder / "int8.onnx").read_bytes()
+
+
+class OnnxInt8Backbone(OnnxBackbone):
+    """The parts in ONNX Runtime sessions, quantised to int8 with the calibrated ranges of ``ranges``
+    (:func:`int8_ranges`); inputs and outputs stay float32."""
+
+    def __init__(self, backbone: nn.Module, graphs: dict[str, bytes] | None, ranges: dict):
+        super().__init__(backbone, graphs)
+        self._ranges = ranges
+        self._quantized: dict[str, bytes] = {}
+
+    def _graph(self, name: str) -> bytes:
+        if name not in self._quantized:
+            self._quantized[name] = quantize_graph(super()._graph(name), self._ranges["parts"][name])
+        return self._quantized[name]
