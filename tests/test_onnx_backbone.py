@@ -330,21 +330,25 @@ def lite0_imagenet():
 
 @needs_onnxruntime
 def test_int8_features_stay_close_to_float32(lite0_imagenet, blackswan):
-    """The shipped calibration fits today's export of the default model's backbone, and int8 really runs: on a real
-    frame every part's features differ from float32's by several percent (int8's rounding), not by float rounding."""
+    """The shipped calibration fits today's export of the default model's backbone, and int8 really runs from stride 8
+    on: on a real frame f16 and f32 differ from float32's by several percent (int8's rounding), f4 and f8 not."""
     backbone = lite0_imagenet
     image = torch.from_numpy(blackswan[0][0]).permute(2, 0, 1)[None].float().div(255).contiguous()
     with backbone.runtime_as("onnxruntime"), torch.no_grad():
         f8 = backbone.to_f8(image)[1]
     theirs = _parts(backbone, "onnxruntime", image, f8)
     ours = _parts(backbone, "onnxruntime-int8", image, f8)
+    errors = []
     for a, b in zip(ours, theirs):
         assert a.shape == b.shape and a.dtype == torch.float32 and a.is_contiguous()
-        error = float((a - b).norm() / b.norm())
-        assert 0.01 < error < 0.2, error  # measured 0.09-0.13; the float32 runtimes differ by < 1e-5
+        errors.append(float((a - b).norm() / b.norm()))
+    # f4, f8 (float32: float rounding), then f16, f32 and to_f16's f16 (int8 from stride 8 on: measured 0.05-0.11)
+    assert max(errors[:2]) < 1e-4 and all(0.01 < error < 0.2 for error in errors[2:]), errors
     quantized = backbone._runners["onnxruntime-int8"]._quantized
     assert set(quantized) == {"to_f8", "f8_to_f32", "to_f16"}
-    assert all(b"QuantizeLinear" in graph and b"DequantizeLinear" in graph for graph in quantized.values())
+    assert b"QuantizeLinear" not in quantized["to_f8"] and quantized["to_f8"] == backbone._graphs["to_f8"]
+    for name in ("f8_to_f32", "to_f16"):
+        assert b"QuantizeLinear" in quantized[name] and b"DequantizeLinear" in quantized[name]
 
 
 @needs_onnxruntime
@@ -372,13 +376,15 @@ def test_int8_is_refused_where_no_calibration_fits(lite0_imagenet, tmp_path, mon
     assert backbone.runtime == before  # a refusal leaves the runtime as it was
     # Ranges measured on another export (here: one tensor renamed) are refused when the part is first compiled.
     parts = json.loads(json.dumps(shipped["parts"]))
-    data = parts["to_f8"]["data"]
-    data["renamed"] = data.pop(next(name for name in data if name != "x"))
+    data = parts["f8_to_f32"]["data"]
+    conv_input = next(name for name in data if name.startswith("/stage16/") and name.endswith("Clip_output_0"))
+    data["renamed"] = data.pop(conv_input)
     ranges.write_text(json.dumps({**shipped, "parts": parts}))
     fresh = Backbone("efficientnet_lite0", backbone.weights_path, runtime="onnxruntime-int8")
     with pytest.raises(ReusevosError, match=r"ONNX Runtime int8 cannot run this backbone \(ValueError: the ranges do "
-                                            r"not fit this graph \(1 of their tensors are not in it"):
-        fresh.to_f8(torch.rand(1, 3, 32, 32))
+                                            r"not fit this graph \(1 of their tensors are not in it, 1 convolution "
+                                            r"inputs have none\)\)"):
+        fresh.f8_to_f32(torch.rand(1, 40, 8, 8))
 
 
 @needs_onnxruntime
@@ -399,6 +405,7 @@ def test_int8_masks_stay_close_on_the_real_clip(blackswan):
         labels[runtime] = [session.step(frame, masks[0] if t == 0 else None).labels
                            for t, frame in enumerate(frames[:12])]
     for t, (ours, theirs) in enumerate(zip(labels["onnxruntime-int8"][1:], labels["onnxruntime"][1:]), 1):
-        # measured 0.95-1.0, and 0.91-0.98 against the truth (float32: 0.94-0.98); int8 moves more than bfloat16
-        assert region_similarity(ours == 1, theirs == 1) > 0.93, t
-        assert region_similarity(ours == 1, masks[t] == 1) > 0.88, t
+        # measured 0.999-1.0, and 0.94-0.98 against the truth as float32's (0.95-1.0 and 0.91-0.98 with the whole
+        # backbone in int8, which the runtime therefore does not do)
+        assert region_similarity(ours == 1, theirs == 1) > 0.98, t
+        assert region_similarity(ours == 1, masks[t] == 1) > 0.9, t
