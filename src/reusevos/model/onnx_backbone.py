@@ -355,5 +355,5 @@ class OnnxInt8Backbone(OnnxBackbone):
 
     def _graph(self, name: str) -> bytes:
         if name not in self._quantized:
-            self._quantized[name] = quantize_graph(super()._graph(name), self._ranges["parts"][name])
+            self._quantized[name] = quantize_graph(super()._graph(name), self._ranges["parts"].get(name, {"data": {}}))
         return self._quantized[name]
