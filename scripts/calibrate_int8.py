@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import shlex
 import sys
 import tempfile
@@ -35,10 +36,11 @@ from reusevos.provenance import source_commit
 from holdout_eval import HELD_OUT  # scripts/, beside this one
 
 
-def measure(graph: bytes, inputs: list[np.ndarray]) -> dict:
-    """ONNX Runtime's MinMax calibration of ``graph`` on ``inputs``: its calibration cache's JSON."""
+def measure(graph: bytes, inputs: list[np.ndarray]) -> dict[str, list[float]]:
+    """ONNX Runtime's MinMax calibration of ``graph`` on ``inputs``: each tensor's ``[lowest, highest]``."""
     from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
                                           quantize_static)
+    from onnxruntime.quantization.calibrate import load_tensors_data
 
     class Reader(CalibrationDataReader):
         def __init__(self):
@@ -54,7 +56,9 @@ def measure(graph: bytes, inputs: list[np.ndarray]) -> dict:
         quantize_static(folder / "float.onnx", folder / "int8.onnx", Reader(), quant_format=QuantFormat.QDQ,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=True,
                         calibrate_method=CalibrationMethod.MinMax, calibration_cache_path=folder / "ranges.json")
-        return json.loads((folder / "ranges.json").read_text())
+        measured = load_tensors_data(folder / "ranges.json").data
+        return {name: [float(np.ravel(r.lowest)[0]), float(np.ravel(r.highest)[0])]
+                for name, r in sorted(measured.items())}
 
 
 def main() -> None:
@@ -81,7 +85,7 @@ def main() -> None:
     parts = {}
     for part in ("f8_to_f32", "to_f16"):
         parts[part] = measure(_export(_Part(backbone, part)), f8s if part == "f8_to_f32" else images)
-        print(f"{part}: {len(parts[part]['data'])} tensors", flush=True)
+        print(f"{part}: {len(parts[part])} tensors", flush=True)
 
     out = Path(args.out) if args.out else INT8_RANGES / f"{args.backbone}.json"
     record = {
@@ -95,7 +99,9 @@ def main() -> None:
         "parts": parts,
     }
     out.parent.mkdir(parents=True, exist_ok=True)
-    write_text(out, json.dumps(record, indent=1) + "\n")
+    text = json.dumps(record, indent=1)
+    text = re.sub(r"\[\s+(\S+),\s+(\S+)\s+\]", r"[\1, \2]", text)  # a range on its tensor's line
+    write_text(out, text + "\n")
     print(f"{sum(len(v) for v in used.values())} frames of {len(used)} sequences -> {out}")
 
 

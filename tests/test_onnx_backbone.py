@@ -376,7 +376,7 @@ def test_int8_is_refused_where_no_calibration_fits(lite0_imagenet, tmp_path, mon
     assert backbone.runtime == before  # a refusal leaves the runtime as it was
     # Ranges measured on another export (here: one tensor renamed) are refused when the part is first compiled.
     parts = json.loads(json.dumps(shipped["parts"]))
-    data = parts["f8_to_f32"]["data"]
+    data = parts["f8_to_f32"]
     conv_input = next(name for name in data if name.startswith("/stage16/") and name.endswith("Clip_output_0"))
     data["renamed"] = data.pop(conv_input)
     ranges.write_text(json.dumps({**shipped, "parts": parts}))

@@ -266,8 +266,9 @@ class OpenVinoBackbone(GraphBackbone):
 
 
 INT8_RANGES = Path(__file__).resolve().parent.parent / "checkpoints" / "int8"
-"""``<backbone>.json``: the activation ranges of each exported part, measured on DAVIS 2016 train frames by
-``scripts/calibrate_int8.py`` (the weights file they were measured with is named by its sha256)."""
+"""``<backbone>.json``: the range ``[lowest, highest]`` of every tensor of each exported part that is quantised
+(``parts``), measured on DAVIS 2016 train frames by ``scripts/calibrate_int8.py``, which also records how
+(``calibration``) and the sha256 of the weights file they were measured with (``weights_sha256``)."""
 INT8_FORMAT = "reusevos-int8-ranges"
 
 
@@ -312,14 +313,15 @@ f8_to_f32 27.4 -> 11.6) and moved the masks three times as far from float32's (h
 masks 0.977 against 0.991; docs/speed.md#int8)."""
 
 
-def quantize_graph(graph: bytes, ranges: dict) -> bytes:
+def quantize_graph(graph: bytes, ranges: dict[str, list[float]]) -> bytes:
     """``graph`` with the nodes of :data:`INT8_STAGES` in int8 (weights per output channel, activations uint8 at the
     calibrated ranges; ONNX Runtime's static quantisation, QDQ format), the rest float32; a graph without such
-    nodes comes back as it is. ``ranges`` maps each tensor to its ``lowest``/``highest`` as ONNX Runtime's
-    calibration cache stores them. Refused (ValueError) when they were measured on another export of the graph: a
-    tensor they name is missing, or the input of a convolution to quantise has no range."""
+    nodes comes back as it is. ``ranges`` maps each tensor to its ``[lowest, highest]`` value. Refused
+    (ValueError) when they were measured on another export of the graph: a tensor they name is missing, or the
+    input of a convolution to quantise has no range."""
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.calibrate import TensorData, TensorsData, save_tensors_data
 
     model = onnx.load_model_from_string(graph)
     nodes = [node for node in model.graph.node if node.name.startswith(INT8_STAGES)]
@@ -327,14 +329,16 @@ def quantize_graph(graph: bytes, ranges: dict) -> bytes:
         return graph
     produced = {out for node in model.graph.node for out in node.output} | {i.name for i in model.graph.input}
     conv_inputs = {node.input[0] for node in nodes if node.op_type == "Conv"}
-    unknown, unranged = set(ranges["data"]) - produced, conv_inputs - set(ranges["data"])
+    unknown, unranged = set(ranges) - produced, conv_inputs - set(ranges)
     if unknown or unranged:
         raise ValueError(f"the ranges do not fit this graph ({len(unknown)} of their tensors are not in it, "
                          f"{len(unranged)} convolution inputs have none)")
     with tempfile.TemporaryDirectory(prefix="reusevos-int8-") as folder, _quiet_logging():
         folder = Path(folder)
         (folder / "float.onnx").write_bytes(graph)
-        (folder / "ranges.json").write_text(json.dumps(ranges))
+        measured = {name: TensorData(lowest=np.array([low], np.float32), highest=np.array([high], np.float32))
+                    for name, (low, high) in ranges.items()}
+        save_tensors_data(TensorsData(CalibrationMethod.MinMax, measured), folder / "ranges.json")
         quantize_static(folder / "float.onnx", folder / "int8.onnx", None, quant_format=QuantFormat.QDQ,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=True,
                         calibrate_method=CalibrationMethod.MinMax, calibration_cache_path=folder / "ranges.json",
@@ -355,5 +359,5 @@ class OnnxInt8Backbone(OnnxBackbone):
 
     def _graph(self, name: str) -> bytes:
         if name not in self._quantized:
-            self._quantized[name] = quantize_graph(super()._graph(name), self._ranges["parts"].get(name, {"data": {}}))
+            self._quantized[name] = quantize_graph(super()._graph(name), self._ranges["parts"].get(name, {}))
         return self._quantized[name]
