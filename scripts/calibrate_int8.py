@@ -4,9 +4,10 @@ frames, and write them where the package looks for them (``src/reusevos/checkpoi
     python scripts/calibrate_int8.py --davis ~/data/DAVIS --backbone efficientnet_lite0
 
 The frames come from the 24 train sequences the held-out protocol fits on (never the held-out six, never val), a few
-evenly spaced per sequence, at 480p. The exported parts that the runtime quantises (``f8_to_f32``, ``to_f16``; ``to_f8``
-stays float32) are run on them by ONNX Runtime's calibrator (min and max of every tensor); ``f8_to_f32`` on the float
-f8 of the same frames.
+evenly spaced per sequence, at 480p. Each exported part of the backbone is run on them by ONNX Runtime's calibrator
+(min and max of every tensor); ``f8_to_f32`` on the float f8 of the same frames. The runtime quantises only from stride
+8 on (``to_f8`` stays float32); ``to_f8``'s ranges are kept for ``scripts/int8_fidelity.py --stages all``, the
+comparison that chose that.
 The file records the weights file's sha256 (the runtime refuses other weights), the frames, the command and the
 commit. Rerun it after anything that changes the exported graphs (the runtime refuses ranges whose tensors are not
 in the graph).
@@ -83,7 +84,7 @@ def main() -> None:
     with backbone.runtime_as("torch"), torch.no_grad():
         f8s = [backbone.to_f8(torch.from_numpy(x))[1].numpy() for x in images]
     parts = {}
-    for part in ("f8_to_f32", "to_f16"):
+    for part in ("to_f8", "f8_to_f32", "to_f16"):
         parts[part] = measure(_export(_Part(backbone, part)), f8s if part == "f8_to_f32" else images)
         print(f"{part}: {len(parts[part])} tensors", flush=True)
 
