@@ -28,8 +28,8 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from reusevos.errors import ReusevosError
 from reusevos.model import efficientnet_lite, onnx_backbone
-from reusevos.model.onnx_backbone import (RUNTIME_NAMES, GraphBackbone, OnnxBackbone, OnnxInt8Backbone, OpenVinoBackbone,
-                                          check_runtime, int8_ranges)
+from reusevos.model.onnx_backbone import (RUNTIME_NAMES, GraphBackbone, OnnxBackbone, OnnxInt8Backbone,
+                                          OpenVinoBackbone, check_runtime, int8_ranges)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

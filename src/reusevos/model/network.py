@@ -42,8 +42,8 @@ default, on EfficientNet-Lite0; ``ttvos``), and the FRTM default before it (``fr
 def cpu_computes_bf16() -> bool:
     """Whether PyTorch's CPU kernels compute bfloat16 natively here (AVX512-BF16 or AMX); elsewhere they would
     emulate it, slower than float32."""
-    cpu = torch.cpu
-    return any(getattr(cpu, check, lambda: False)() for check in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"))
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # private, so looked up with a fall-back
+    return any(getattr(torch.cpu, check, lambda: False)() for check in checks)
 
 
 class VOSNetwork(nn.Module):
@@ -89,7 +89,7 @@ class VOSNetwork(nn.Module):
     def refiner_precision(self) -> AbstractContextManager:
         """The context FRTM's refinement network runs in at test time: PyTorch's bfloat16 autocast when the
         backbone runs in OpenVINO bf16 on a CPU that computes bfloat16 natively (the bfloat16 mode: both heavy
-        networks in bfloat16, see docs/speed.md#bfloat16), else nothing (float32). Its outputs are then bfloat16:
+        networks in bfloat16, docs/speed.md "The bfloat16 mode"), else nothing (float32). Its outputs are then bfloat16:
         callers convert what leaves it. Decided at each call, as the backbone's runtime is."""
         device = self.device
         bf16 = (device.type == "cpu" and self.backbone.active_runtime(device) == "openvino-bf16"

@@ -23,6 +23,10 @@ natively: :meth:`reusevos.model.network.VOSNetwork.refiner_precision`), so the n
 threads (oneTBB's) wait actively for about a millisecond of CPU time after a call (PyTorch's OpenMP threads
 about ten) and it has no setting to stop that; they are not pinned to cores, so processes that share a machine
 do not all crowd onto its first cores.
+
+``onnxruntime-int8`` runs ONNX Runtime on graphs quantised from stride 8 on (int8 weights and activations, with
+activation ranges calibrated on DAVIS train frames and shipped per backbone: :class:`OnnxInt8Backbone`); faster on
+every CPU for slightly different features (docs/speed.md "int8").
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from __future__ import annotations
 import functools
 import importlib.metadata
 import importlib.util
+import inspect
 import io
 import json
 import logging
@@ -47,8 +52,8 @@ from reusevos.config import BACKBONE_RUNTIMES as RUNTIMES
 from reusevos.errors import ReusevosError
 
 # RUNTIMES: ``auto`` is ONNX Runtime for CPU tensors when it is installed, else PyTorch; ``torch`` always
-# PyTorch; ``onnxruntime``, ``openvino`` and ``openvino-bf16`` that runtime for CPU tensors, an error when it
-# is missing.
+# PyTorch; ``onnxruntime``, ``onnxruntime-int8``, ``openvino`` and ``openvino-bf16`` that runtime for CPU tensors,
+# an error when it is missing.
 RUNTIME_NAMES = {"torch": "PyTorch", "onnxruntime": "ONNX Runtime", "onnxruntime-int8": "ONNX Runtime int8",
                  "openvino": "OpenVINO", "openvino-bf16": "OpenVINO bf16"}
 """How reports name what ran the backbone."""
@@ -327,6 +332,9 @@ def quantize_graph(graph: bytes, ranges: dict[str, list[float]]) -> bytes:
     nodes = [node for node in model.graph.node if node.name.startswith(INT8_STAGES)]
     if not nodes:
         return graph
+    if "calibration_cache_path" not in inspect.signature(quantize_static).parameters:
+        raise ValueError(f"ONNX Runtime {onnxruntime_version()} cannot quantise with stored ranges; upgrade it: "
+                         "pip install -U onnxruntime")
     produced = {out for node in model.graph.node for out in node.output} | {i.name for i in model.graph.input}
     conv_inputs = {node.input[0] for node in nodes if node.op_type == "Conv"}
     unknown, unranged = set(ranges) - produced, conv_inputs - set(ranges)
