@@ -267,22 +267,28 @@ def test_segment_with_openvino(weights, tmp_path):
         assert np.mean(ours != theirs) < 1e-2
 
 
+def _shipped_labels(blackswan, runtimes, frames: int) -> dict[str, list[np.ndarray]]:
+    """The shipped model's labels on the first ``frames`` frames of blackswan at 480p, per backbone runtime."""
+    from reusevos.model.network import load_model
+    from reusevos.session import Session
+
+    images, masks = blackswan
+    network = load_model(fetch_backbone=False)
+    labels = {}
+    for runtime in runtimes:
+        network.backbone.runtime = runtime
+        session = Session(network)
+        labels[runtime] = [session.step(image, masks[0] if t == 0 else None).labels
+                           for t, image in enumerate(images[:frames])]
+    return labels
+
+
 @pytest.mark.slow
 def test_same_masks_as_pytorch_on_the_real_clip(blackswan):
     """The shipped model on the first 6 frames of blackswan at 480p, backbone in each runtime (OpenVINO's float32
     where it is installed)."""
-    from reusevos.model.network import load_model
-    from reusevos.session import Session
-
-    frames, masks = blackswan
-    network = load_model(fetch_backbone=False)
-    labels = {}
     runtimes = ["onnxruntime"] + (["openvino"] if onnx_backbone.openvino_available() else [])
-    for runtime in ("torch", *runtimes):
-        network.backbone.runtime = runtime
-        session = Session(network)
-        labels[runtime] = [session.step(frame, masks[0] if t == 0 else None).labels
-                           for t, frame in enumerate(frames[:6])]
+    labels = _shipped_labels(blackswan, ["torch", *runtimes], 6)
     for runtime in runtimes:
         for ours, theirs in zip(labels[runtime], labels["torch"]):
             assert np.mean(ours != theirs) < 1e-3  # float rounding moves a few boundary pixels at most
@@ -296,20 +302,12 @@ def test_bf16_masks_stay_close_on_the_real_clip(blackswan):
     on the first 12 frames of blackswan at 480p: the masks stay the float32 run's but for edge pixels (what holds J&F
     within 0.1 on val, docs/speed.md#openvino)."""
     from reusevos.evaluation.metrics import region_similarity
-    from reusevos.model.network import load_model
-    from reusevos.session import Session
 
     cpu, capabilities = onnx_backbone.openvino_cpu()
     if "BF16" not in capabilities:
         pytest.skip(f"this CPU ({cpu}) does not compute bfloat16 natively, so openvino-bf16 is refused here")
-    frames, masks = blackswan
-    network = load_model(fetch_backbone=False)
-    labels = {}
-    for runtime in ("onnxruntime", "openvino-bf16"):
-        network.backbone.runtime = runtime
-        session = Session(network)
-        labels[runtime] = [session.step(frame, masks[0] if t == 0 else None).labels
-                           for t, frame in enumerate(frames[:12])]
+    masks = blackswan[1]
+    labels = _shipped_labels(blackswan, ["onnxruntime", "openvino-bf16"], 12)
     for t, (ours, theirs) in enumerate(zip(labels["openvino-bf16"][1:], labels["onnxruntime"][1:]), 1):
         assert region_similarity(ours == 1, theirs == 1) > 0.98, t  # measured 0.989-1.0
         assert region_similarity(ours == 1, masks[t] == 1) > 0.9, t  # measured 0.94-0.98
@@ -393,17 +391,9 @@ def test_int8_masks_stay_close_on_the_real_clip(blackswan):
     """The shipped model with its backbone in int8 on the first 12 frames of blackswan at 480p: the masks stay the
     float32 run's but for edge pixels (docs/speed.md#int8)."""
     from reusevos.evaluation.metrics import region_similarity
-    from reusevos.model.network import load_model
-    from reusevos.session import Session
 
-    frames, masks = blackswan
-    network = load_model(fetch_backbone=False)
-    labels = {}
-    for runtime in ("onnxruntime", "onnxruntime-int8"):
-        network.backbone.runtime = runtime
-        session = Session(network)
-        labels[runtime] = [session.step(frame, masks[0] if t == 0 else None).labels
-                           for t, frame in enumerate(frames[:12])]
+    masks = blackswan[1]
+    labels = _shipped_labels(blackswan, ["onnxruntime", "onnxruntime-int8"], 12)
     for t, (ours, theirs) in enumerate(zip(labels["onnxruntime-int8"][1:], labels["onnxruntime"][1:]), 1):
         # measured 0.999-1.0, and 0.94-0.98 against the truth as float32's (0.95-1.0 and 0.91-0.98 with the whole
         # backbone in int8, which the runtime therefore does not do)
