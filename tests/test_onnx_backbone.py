@@ -365,6 +365,8 @@ def test_int8_is_refused_where_no_calibration_fits(lite0_imagenet, tmp_path, mon
     monkeypatch.setattr(onnx_backbone, "INT8_RANGES", tmp_path)
     ranges = tmp_path / "efficientnet_lite0.json"
     ranges.write_text(json.dumps({**shipped, "weights_sha256": "0" * 64}))
+    # A backbone reads its calibration once, when int8 is first chosen: these refusals need backbones that have not.
+    backbone = Backbone("efficientnet_lite0", lite0_imagenet.weights_path)
     before = backbone.runtime
     with pytest.raises(ReusevosError, match=r"of sha256 000000000000\.\.\., and this backbone has [0-9a-f]{12}\.\.\."):
         backbone.runtime = "onnxruntime-int8"
@@ -372,6 +374,11 @@ def test_int8_is_refused_where_no_calibration_fits(lite0_imagenet, tmp_path, mon
     with pytest.raises(ReusevosError, match="cannot read the int8 calibration"):
         backbone.runtime = "onnxruntime-int8"
     assert backbone.runtime == before  # a refusal leaves the runtime as it was
+    ranges.write_text(json.dumps(shipped))
+    backbone.runtime = "onnxruntime-int8"
+    ranges.write_text("{not json")
+    with backbone.runtime_as("onnxruntime-int8"):  # checked once: not read again
+        assert backbone.runtime == "onnxruntime-int8"
     # Ranges measured on another export (here: one tensor renamed) are refused when the part is first compiled.
     parts = json.loads(json.dumps(shipped["parts"]))
     data = parts["f8_to_f32"]
@@ -381,7 +388,7 @@ def test_int8_is_refused_where_no_calibration_fits(lite0_imagenet, tmp_path, mon
     fresh = Backbone("efficientnet_lite0", backbone.weights_path, runtime="onnxruntime-int8")
     with pytest.raises(ReusevosError, match=r"ONNX Runtime int8 cannot run this backbone \(ValueError: the ranges do "
                                             r"not fit this graph \(1 of their tensors are not in it, 1 convolution "
-                                            r"inputs have none\)\)"):
+                                            r"inputs have none\)\); use the onnxruntime runtime"):
         fresh.f8_to_f32(torch.rand(1, 40, 8, 8))
 
 

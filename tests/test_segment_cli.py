@@ -24,6 +24,7 @@ from reusevos.config import SessionConfig
 from reusevos.errors import ReusevosError
 from reusevos.io.masks import DAVIS_PALETTE, read_mask, write_mask
 from reusevos.io.writers import VideoWriter, render_overlay
+from reusevos.model.onnx_backbone import bf16_mode_available
 from reusevos.synthetic import SyntheticConfig, generate_clip, write_clip
 
 from conftest import FAST, run_segment, snapshot
@@ -95,6 +96,8 @@ def test_blackswan_mp4_masks_overlay_stats_and_gate_decisions(blackswan_mp4, wei
     assert stats["settings"]["variant"] == "reuse" and stats["settings"]["tau"] == 0.5
     assert stats["settings"]["threads"] == 1 and stats["settings"]["device"] == "cpu"
     assert stats["settings"]["backbone_runtime"] == "onnxruntime"  # the default on a CPU with ONNX Runtime installed
+    # where the bfloat16 mode would run at its speed, the default run says so once, after the result
+    assert proc.stderr.count("--backbone-runtime openvino-bf16") == int(bf16_mode_available())
     assert stats["weights"]["file"] == str(weights["gate"])
     assert stats["weights"]["sha256"] == hashlib.sha256(weights["gate"].read_bytes()).hexdigest()
     assert stats["weights"]["meta"] == {"name": "random-gate"} and stats["weights"]["has_gate"]

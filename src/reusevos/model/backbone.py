@@ -89,6 +89,7 @@ class Backbone(nn.Module):
         _fold_batch_norms(self)
         self.to(memory_format=torch.channels_last)
         self._weights_sha256: str | None = None
+        self._int8_calibration: dict | None = None  # read and checked once, when onnxruntime-int8 is first chosen
         self.runtime = runtime
         self._graphs: dict[str, bytes] = {}  # the parts exported to ONNX, shared by every runtime that runs them
         self._runners: dict[str, GraphBackbone] = {}  # runtime -> its compiled parts
@@ -116,7 +117,9 @@ class Backbone(nn.Module):
         return self._weights_sha256
 
     def _int8_ranges(self) -> dict:
-        return int8_ranges(self.name, self.weights_sha256())
+        if self._int8_calibration is None:
+            self._int8_calibration = int8_ranges(self.name, self.weights_sha256())
+        return self._int8_calibration
 
     def active_runtime(self, device: torch.device | str = "cpu") -> str:
         """What runs the backbone for float32 tensors on ``device``: ``torch``, or on a CPU ``onnxruntime``,
@@ -163,8 +166,9 @@ class Backbone(nn.Module):
         except Exception as exc:  # the exporter or the runtime lacks something this model or input needs
             reason = f"{type(exc).__name__}: {exc}"
             if self._runtime != "auto":
-                raise ReusevosError(f"{RUNTIME_NAMES[runtime]} cannot run this backbone ({reason}); use the torch "
-                                    "runtime") from exc
+                instead = "onnxruntime" if runtime == "onnxruntime-int8" else "torch"
+                raise ReusevosError(f"{RUNTIME_NAMES[runtime]} cannot run this backbone ({reason}); use the "
+                                    f"{instead} runtime") from exc
             warnings.warn(f"{RUNTIME_NAMES[runtime]} cannot run this backbone ({reason}); it runs in PyTorch",
                           RuntimeWarning, stacklevel=3)
             self._auto_failed = True

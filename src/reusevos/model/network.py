@@ -8,7 +8,6 @@ is an error.
 
 from __future__ import annotations
 
-import functools
 import os
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
@@ -22,6 +21,7 @@ from reusevos.errors import ReusevosError
 from reusevos.model.backbone import SPECS, Backbone
 from reusevos.model.delta import DeltaGenerator
 from reusevos.model.gate import Gate
+from reusevos.model.onnx_backbone import cpu_computes_bf16
 from reusevos.model.refiner import Refiner
 from reusevos.model.template import TemplateMatcher
 from reusevos.model.translator import RefineTranslator
@@ -36,14 +36,6 @@ SHIPPED = {"frtm": DEFAULT_CHECKPOINT, "ttvos": CHECKPOINTS / "ttvos.pt",
 """The weights shipped with the package, by the name ``load_model`` takes: each base model's (``frtm``, the
 default, on EfficientNet-Lite0; ``ttvos``), and the FRTM default before it (``frtm-mobilenet_v2``: on MobileNetV2,
 5.6 J&F lower on DAVIS 2016 val and 4-11% faster; the weights of the ablation and speed pages up to issue 17)."""
-
-
-@functools.lru_cache(maxsize=None)
-def cpu_computes_bf16() -> bool:
-    """Whether PyTorch's CPU kernels compute bfloat16 natively here (AVX512-BF16 or AMX); elsewhere they would
-    emulate it, slower than float32."""
-    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # private, so looked up with a fall-back
-    return any(getattr(torch.cpu, check, lambda: False)() for check in checks)
 
 
 class VOSNetwork(nn.Module):

@@ -117,6 +117,26 @@ def openvino_cpu() -> tuple[str, tuple[str, ...]]:
             tuple(str(c) for c in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")))
 
 
+@functools.lru_cache(maxsize=None)
+def cpu_computes_bf16() -> bool:
+    """Whether PyTorch's CPU kernels compute bfloat16 natively here (AVX512-BF16 or AMX); elsewhere they would
+    emulate it, slower than float32."""
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # private, so looked up with a fall-back
+    return any(getattr(torch.cpu, check, lambda: False)() for check in checks)
+
+
+def bf16_mode_available() -> bool:
+    """Whether the bfloat16 mode (``openvino-bf16``) would run here at its speed: OpenVINO installed, and both
+    OpenVINO and PyTorch computing bfloat16 natively on this CPU."""
+    if not openvino_available() or not cpu_computes_bf16():
+        return False
+    try:
+        check_runtime("openvino-bf16")
+    except ReusevosError:
+        return False
+    return True
+
+
 def check_runtime(runtime: str) -> str:
     """``runtime`` if it is one of :data:`RUNTIMES` and can run here, else a ReusevosError."""
     if runtime not in RUNTIMES:
