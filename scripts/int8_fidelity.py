@@ -39,6 +39,8 @@ def main() -> None:
     parser.add_argument("--davis", required=True)
     parser.add_argument("--sequences", default=",".join(HELD_OUT))
     parser.add_argument("--stages", default="16,all", help=f"comma-separated, of {', '.join(STAGES)}")
+    parser.add_argument("--weights", default=None,
+                        help="a checkpoint whose backbone has a shipped calibration (default: the shipped model)")
     parser.add_argument("--out", required=True)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
@@ -46,7 +48,7 @@ def main() -> None:
     dataset = DavisDataset(args.davis, "train")
     sequences = args.sequences.split(",")
     data = {name: load_sequence(dataset, name) for name in sequences}
-    network = load_model()
+    network = load_model(args.weights)
     labels, rows = {}, {}
     for variant in ["float32"] + [f"int8-{s}" for s in args.stages.split(",")]:
         if variant != "float32":
@@ -70,7 +72,8 @@ def main() -> None:
         print(variant, json.dumps(rows[variant]), flush=True)
     record = {"command": "python " + shlex.join(sys.argv), **source_commit(), "machine": machine_label(),
               "threads": args.threads, "split": "DAVIS 2016 train", "sequences": sequences,
-              "setting": "the shipped model's default loop (Session defaults)", "variants": rows}
+              "weights": args.weights or "shipped",
+              "setting": "the model's default loop (Session defaults)", "variants": rows}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     write_text(args.out, json.dumps(record, indent=1) + "\n")
 
