@@ -14,6 +14,9 @@ Settings: the base model as shipped (variant full, compute window 2); ``--varian
 has its own script, ``scripts/flow_tau_holdout.py``); ``--target KEY=VALUE`` overrides a field of the target model's configuration
 (``reusevos.config.TargetModelConfig``) for this run only.
 ``--reuse-mode`` switches parts of FRTM's reuse path off (the modes of ``scripts/reuse_path_parts.py``).
+``--frame-step N`` keeps every Nth frame (0, N, 2N, ...): the same sequences with N times the motion between frames,
+a probe of the fast sequences that are val's worst and of drift (the held-out six at their own frame rate hardly
+decay); the frames' names stay the originals.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ import torch
 import reusevos
 from reusevos.config import BACKBONE_RUNTIMES, VARIANTS, SessionConfig, TargetModelConfig
 from reusevos.evaluation.davis_eval import DavisScores, score_sequence
-from reusevos.io.davis import DavisDataset, load_sequence
+from reusevos.io.davis import DavisDataset, SequenceData, load_sequence
 from reusevos.io.files import write_text
 from reusevos.provenance import machine_label, source_commit
 from reuse_path_parts import MODES, reuse_path_as  # scripts/, beside this one
@@ -53,12 +56,25 @@ def target_overrides(items: list[str]) -> dict:
     return out
 
 
-def score(model, dataset: DavisDataset, options: SessionConfig) -> tuple[list[dict], list, SessionConfig]:
-    """Each sequence of ``dataset`` run from its first mask: a row per sequence (printed as it is done), the
-    per-object scores and the settings the sessions ran with (``options`` as the model completes them)."""
+def every_nth_frame(data: SequenceData, step: int) -> SequenceData:
+    """``data`` with frames 0, step, 2 step, ... only (its objects must start on a kept frame)."""
+    if step == 1:
+        return data
+    dropped = sorted(t for t in data.start_masks if t % step)
+    if dropped:
+        raise SystemExit(f"--frame-step {step}: {data.name} starts objects on frames {dropped}, which it drops")
+    return replace(data, frames=data.frames[::step], ground_truth=data.ground_truth[::step],
+                   frame_ids=data.frame_ids[::step], start_masks={t // step: m for t, m in data.start_masks.items()})
+
+
+def score(model, dataset: DavisDataset, options: SessionConfig,
+          frame_step: int = 1) -> tuple[list[dict], list, SessionConfig]:
+    """Each sequence of ``dataset`` run from its first mask (every ``frame_step``-th frame): a row per sequence
+    (printed as it is done), the per-object scores and the settings the sessions ran with (``options`` as the
+    model completes them)."""
     rows, objects, session = [], [], None
     for name in dataset.sequences:
-        data = load_sequence(dataset, name)
+        data = every_nth_frame(load_sequence(dataset, name), frame_step)
         session = reusevos.Session(model, options)
         start = time.perf_counter()
         labels = np.stack([session.step(f, data.start_masks.get(t)).labels for t, f in enumerate(data.frames)])
@@ -91,9 +107,13 @@ def main() -> None:
                         help="FRTM's reuse path with parts switched off (scripts/reuse_path_parts.py; default: paper)")
     parser.add_argument("--backbone-runtime", default="auto", choices=BACKBONE_RUNTIMES,
                         help="what runs the backbone (default: auto); its precision can change J&F")
+    parser.add_argument("--frame-step", type=int, default=1, metavar="N",
+                        help="keep every Nth frame: N times the motion between frames (default: 1, all frames)")
     parser.add_argument("--out", required=True)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
+    if args.frame_step < 1:
+        parser.error("--frame-step must be at least 1")
     torch.set_num_threads(args.threads)
     model = reusevos.load_model(args.weights, device="cpu")
     model.backbone.runtime = args.backbone_runtime
@@ -103,20 +123,22 @@ def main() -> None:
     options = SessionConfig(args.variant, args.tau, reuse_window=args.reuse_window, compute_window=args.compute_window,
                             reuse_max_gap=args.reuse_max_gap)
     with reuse_path_as(args.reuse_mode):
-        rows, objects, session_options = score(model, dataset, options)
+        rows, objects, session_options = score(model, dataset, options, args.frame_step)
     overall = DavisScores(objects).global_scores()
     weights = args.weights or "default"
     report = {"command": shlex.join(["python", "scripts/holdout_eval.py", *sys.argv[1:]]),
               "commit": source_commit(), "machine": machine_label(), "weights": weights,
               "weights_meta": {k: model.meta.get(k) for k in ("data", "train_config", "commit") if k in model.meta},
               "split": "train", "sequences": dataset.sequences, "session": asdict(session_options),
-              "reuse_mode": args.reuse_mode, "backbone_runtime": model.backbone.active_runtime("cpu"),
+              "frame_step": args.frame_step, "reuse_mode": args.reuse_mode,
+              "backbone_runtime": model.backbone.active_runtime("cpu"),
               "target_overrides": overrides, "global": overall, "rows": rows}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     write_text(args.out, json.dumps(report, indent=1, default=str) + "\n")  # atomic; meta may hold paths
     reused = float(np.mean([r["reuse_rate"] for r in rows]))  # the mean over sequences
     mode = "" if args.reuse_mode == "paper" else f" reuse path {args.reuse_mode}"
     mode += "" if args.backbone_runtime == "auto" else f" backbone {args.backbone_runtime}"
+    mode += "" if args.frame_step == 1 else f" every {args.frame_step} frames"
     print(f"{weights} {session_options.variant}@{session_options.tau:g} {overrides or ''}{mode}: "
           f"reused {100 * reused:.1f}%  "
           f"J&F {100 * overall['J&F-Mean']:.1f}  J {100 * overall['J-Mean']:.1f}  F {100 * overall['F-Mean']:.1f}  "
