@@ -107,6 +107,7 @@ def main() -> None:
                         help="FRTM's reuse path with parts switched off (scripts/reuse_path_parts.py; default: paper)")
     parser.add_argument("--backbone-runtime", default="auto", choices=BACKBONE_RUNTIMES,
                         help="what runs the backbone (default: auto); its precision can change J&F")
+    parser.add_argument("--flip", action="store_true", help="test-time horizontal flip (SessionConfig.flip)")
     parser.add_argument("--frame-step", type=int, default=1, metavar="N",
                         help="keep every Nth frame: N times the motion between frames (default: 1, all frames)")
     parser.add_argument("--out", required=True)
@@ -121,7 +122,7 @@ def main() -> None:
     model.config.target = replace(model.config.target, **overrides)
     dataset = DavisDataset(args.davis, split="train", sequences=args.sequences.split(","))
     options = SessionConfig(args.variant, args.tau, reuse_window=args.reuse_window, compute_window=args.compute_window,
-                            reuse_max_gap=args.reuse_max_gap)
+                            reuse_max_gap=args.reuse_max_gap, flip=args.flip)
     with reuse_path_as(args.reuse_mode):
         rows, objects, session_options = score(model, dataset, options, args.frame_step)
     overall = DavisScores(objects).global_scores()
@@ -139,6 +140,7 @@ def main() -> None:
     mode = "" if args.reuse_mode == "paper" else f" reuse path {args.reuse_mode}"
     mode += "" if args.backbone_runtime == "auto" else f" backbone {args.backbone_runtime}"
     mode += "" if args.frame_step == 1 else f" every {args.frame_step} frames"
+    mode += " flip" if args.flip else ""
     print(f"{weights} {session_options.variant}@{session_options.tau:g} {overrides or ''}{mode}: "
           f"reused {100 * reused:.1f}%  "
           f"J&F {100 * overall['J&F-Mean']:.1f}  J {100 * overall['J-Mean']:.1f}  F {100 * overall['F-Mean']:.1f}  "

@@ -93,7 +93,8 @@ class FrtmBase:
             if options.tau < 1.0:
                 raise ReusevosError(f"these weights have no trained reuse gate, so variant {options.variant!r} "
                                     "cannot run; use variant 'full' (or tau 1) or weights that include the gate")
-            return SessionConfig("full", 1.0, compute_window=options.compute_window)  # tau = 1 never reuses
+            # tau = 1 never reuses
+            return SessionConfig("full", 1.0, compute_window=options.compute_window, flip=options.flip)
         return options
 
     def start(self, obj: ObjectState, frame: np.ndarray, mask: np.ndarray, given: torch.Tensor,
@@ -206,7 +207,7 @@ class TtvosBase:
                 raise ReusevosError(f"these TTVOS weights have no trained reuse gate, so variant {options.variant!r} "
                                     "cannot run; use variant 'full' or 'flow' (or tau 1), or G-TTVOS weights (written "
                                     "by `reusevos train-gate --base` on TTVOS weights)")
-            options = SessionConfig("full", 1.0, compute_window=options.compute_window)
+            options = SessionConfig("full", 1.0, compute_window=options.compute_window, flip=options.flip)
         return options
 
     def start(self, obj: ObjectState, frame: np.ndarray, mask: np.ndarray, given: torch.Tensor,

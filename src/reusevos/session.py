@@ -15,7 +15,7 @@ from __future__ import annotations
 import time
 from collections import Counter, deque
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum
 from typing import Iterator, Sequence
 
@@ -30,7 +30,7 @@ from reusevos.flow import Anchor, FlowWarper, blend, load_flow_gate, make_anchor
 from reusevos.flow import small_grey as flow_grey
 from reusevos.io.masks import VOID, object_ids, to_label_map
 from reusevos.model.backbone import images_to_tensor
-from reusevos.model.merge import merge
+from reusevos.model.merge import label_slots, merge
 from reusevos.model.network import VOSNetwork
 from reusevos.model.target_model import TargetModel
 from reusevos.model.ttvos import TTVOSMemory
@@ -236,6 +236,11 @@ class Session:
             self.flow_gate = load_flow_gate(self.options.flow_gate)
             self._warper = FlowWarper()
         self._held: deque[_Held] = deque()  # the lookahead's frames not handed back yet, in order
+        # flip: the tracker of the mirrored video, and each tracker's results not fused yet, by frame index
+        self._twin = Session(network, replace(self.options, flip=False)) if self.options.flip else None
+        self._unfused: tuple[dict[int, FrameResult], dict[int, FrameResult]] = ({}, {})
+        self._asked: dict[int, bool] = {}  # frame index -> whether its probabilities were asked for
+        self._next_fused = 0
 
     @torch.no_grad()
     def step(self, frame: np.ndarray, mask: np.ndarray | None = None,
@@ -250,6 +255,8 @@ class Session:
         if self.options.lookahead:
             raise ReusevosError("this session looks ahead (lookahead=True): a moved frame comes back only once its "
                                 "objects are computed again, so feed it with push() and finish(), not step()")
+        if self._twin is not None:
+            return self.push(frame, mask, return_probabilities, reset)[0]  # without the lookahead: this frame's
         return self._step(frame, mask, return_probabilities, reset)[0]
 
     @torch.no_grad()
@@ -258,6 +265,16 @@ class Session:
         """Process the next frame as :meth:`step` does and return the results ready now, in frame order: this
         frame's alone without the lookahead; with it, none while a moved frame waits for its objects' next computed
         frame, then every frame up to the first still waiting. Call :meth:`finish` after the last frame."""
+        if self._twin is None:
+            return self._push(frame, mask, return_probabilities, reset)
+        ours = self._push(frame, mask, True, reset)  # checks the frame and the mask first
+        frame = np.asarray(frame)
+        mirrored = self._twin.push(frame[:, ::-1], None if mask is None else np.asarray(mask)[:, ::-1], True, reset)
+        return self._fuse(ours, mirrored, return_probabilities)
+
+    def _push(self, frame: np.ndarray, mask: np.ndarray | None, return_probabilities: bool,
+              reset: bool) -> list[FrameResult]:
+        """:meth:`push` of this tracker alone (with flip: of the unmirrored video)."""
         result, probs, grey, new_ids = self._step(frame, mask, return_probabilities, reset)
         if not self.options.lookahead:
             return [result]
@@ -275,7 +292,38 @@ class Session:
         their last computed output, as without the lookahead."""
         for held in self._held:
             held.waiting.clear()
-        return self._release()
+        if self._twin is None:
+            return self._release()
+        return self._fuse(self._release(), self._twin.finish(), None)
+
+    def _fuse(self, ours: list[FrameResult], mirrored: list[FrameResult],
+              return_probabilities: bool | None) -> list[FrameResult]:
+        """flip: the frames both trackers have handed back, in order, each with the mean of the two trackers' merged
+        probabilities (the mirrored one's mirrored back; the background takes what the objects leave) and the labels
+        they give; routes, gate probabilities and refits are this tracker's, time and stage times both trackers'.
+        ``return_probabilities``: whether the frame just pushed asked for probabilities (None: finish())."""
+        if return_probabilities is not None:
+            self._asked[self.frame_index] = return_probabilities
+        for store, results in zip(self._unfused, (ours, mirrored)):
+            store.update((r.index, r) for r in results)
+        ready = []
+        while self._next_fused in self._unfused[0] and self._next_fused in self._unfused[1]:
+            index = self._next_fused
+            result, twin = self._unfused[0].pop(index), self._unfused[1].pop(index)
+            ids = sorted(result.probabilities)
+            if ids:
+                fused = torch.stack([torch.from_numpy(result.probabilities[i] + twin.probabilities[i][:, ::-1]) / 2
+                                     for i in ids])
+                slots = label_slots(torch.cat([1 - fused.sum(dim=0, keepdim=True), fused]))
+                result.labels = torch.tensor([0, *ids], dtype=torch.uint8)[slots].numpy()
+            result.probabilities = ({i: fused[k].numpy() for k, i in enumerate(ids)}
+                                    if self._asked.pop(index) else None)
+            for stage, seconds in twin.stage_seconds.items():
+                result.stage_seconds[stage] = result.stage_seconds.get(stage, 0.0) + seconds
+            result.seconds += twin.seconds
+            ready.append(result)
+            self._next_fused += 1
+        return ready
 
     def _blend(self, held: _Held, obj_id: int) -> None:
         """The lookahead: object ``obj_id`` of the held frame takes its next computed output (its new anchor)

@@ -35,6 +35,7 @@ class Setting:
     lookahead: bool = False  # SessionConfig.lookahead: flow only (``+la``)
     memory_clock: str = "computed"  # SessionConfig.memory_clock (``+mf``: "frames")
     reuse_max_gap: int = 0  # SessionConfig.reuse_max_gap: the gated variants' (``+gN``), 0 = no limit
+    flip: bool = False  # SessionConfig.flip (``+flip``): test-time horizontal flip, named settings only
 
     def __post_init__(self):
         if self.variant == "flow" and self.flow_max_gap is None:
@@ -49,13 +50,14 @@ class Setting:
             + (f"+g{self.reuse_max_gap}" if self.reuse_max_gap else "")
             + ("+la" if self.lookahead else "") + ("+mf" if self.memory_clock == "frames" else ""))
         runtime = f"+{_RUNTIME_SUFFIXES[self.runtime]}" if self.runtime else ""
-        return name + (f"+c{self.compute_window}" if self.compute_window else "") + runtime
+        return name + (f"+c{self.compute_window}" if self.compute_window else "") + ("+flip" if self.flip else "") \
+            + runtime
 
     def options(self) -> SessionConfig:
         options = SessionConfig(self.variant, self.tau, self.tau2, reuse_window=self.window,
                                 compute_window=self.compute_window,
                                 flow_max_gap=self.flow_max_gap, lookahead=self.lookahead,
-                                memory_clock=self.memory_clock, reuse_max_gap=self.reuse_max_gap)
+                                memory_clock=self.memory_clock, reuse_max_gap=self.reuse_max_gap, flip=self.flip)
         options.validate()
         return options
 
@@ -152,14 +154,14 @@ _RUNTIME_SUFFIXES = {"torch": "torch", "onnxruntime": "ort", "onnxruntime-int8":
                      "openvino-bf16": "ovbf16"}
 _SUFFIX_RUNTIMES = {suffix: runtime for runtime, suffix in _RUNTIME_SUFFIXES.items()}
 _KEY = re.compile(r"(?P<variant>[a-z]+)(?:@(?P<tau>[0-9.e-]+)(?:/(?P<tau2>[0-9.e-]+))?)?(?:\+w(?P<window>\d+))?"
-                  r"(?:\+g(?P<gap>\d+))?(?P<lookahead>\+la)?(?P<clock>\+mf)?(?:\+c(?P<compute>\d+))?"
+                  r"(?:\+g(?P<gap>\d+))?(?P<lookahead>\+la)?(?P<clock>\+mf)?(?:\+c(?P<compute>\d+))?(?P<flip>\+flip)?"
                   r"(?:\+(?P<runtime>" + "|".join(sorted(_SUFFIX_RUNTIMES, key=len, reverse=True)) + "))?")
 
 
 def parse_setting(key: str) -> Setting:
     """The setting a name of :attr:`Setting.key` stands for (``full+c2+ort``, ``reuse@0.7+w2+c2``,
-    ``reuse@0.7+w2+g2+c2``, ``fusion@0.5/0.9``, ``flow@0.9+g3+c2``, ``flow@0.85+g3+la+c2``, ``full+torch``): the
-    inverse of ``key``.
+    ``reuse@0.7+w2+g2+c2``, ``fusion@0.5/0.9``, ``flow@0.9+g3+c2``, ``flow@0.85+g3+la+c2``, ``full+c2+flip``,
+    ``full+torch``): the inverse of ``key``.
     Raises ReusevosError for anything else."""
     match = _KEY.fullmatch(key.strip())
     example = "full, full+c2+ort, reuse@0.7+w2+c2 or fusion@0.5/0.9"
@@ -181,7 +183,8 @@ def parse_setting(key: str) -> Setting:
     setting = Setting(variant, tau_value, tau2_value, int(match["window"] or 0), int(match["compute"] or 0),
                       None if runtime is None else check_runtime(runtime),
                       gap if variant == "flow" else None, bool(match["lookahead"]),
-                      "frames" if match["clock"] else "computed", 0 if variant == "flow" else gap or 0)
+                      "frames" if match["clock"] else "computed", 0 if variant == "flow" else gap or 0,
+                      bool(match["flip"]))
     setting.options()  # tau in [0, 1], fusion's tau < tau2, a reuse window only where there is a reuse path
     return setting
 

@@ -143,7 +143,7 @@ def note(message: str) -> None:
 
 def add_session_flags(parser: argparse.ArgumentParser) -> None:
     """--variant, --tau, --tau2, --reuse-window, --compute-window, --flow-gate, --flow-max-gap, --reuse-max-gap,
-    --memory-clock, --lookahead: map one to one onto SessionConfig; what is not given takes SessionConfig's default.
+    --memory-clock, --lookahead, --flip: map one to one onto SessionConfig; what is not given takes SessionConfig's default.
     Also --backbone-runtime."""
     # oracle needs the ground truth: the benchmark's and the ablation's, not a video's
     parser.add_argument("--variant", default=None, choices=[v for v in VARIANTS if v != "oracle"],
@@ -193,6 +193,10 @@ def add_session_flags(parser: argparse.ArgumentParser) -> None:
                             "written up to that many frames late (see docs/speed.md)")
     ahead.add_argument("--no-lookahead", action="store_false", dest="lookahead", default=None,
                        help="--variant flow: each frame's mask as soon as it is processed (tau 0.92 unless told)")
+    parser.add_argument("--flip", action="store_true", default=None,
+                        help="test-time horizontal flip (ours): a second tracker follows the objects in the mirrored "
+                             "video and each frame takes the mean of both trackers' probabilities; better masks for "
+                             "about twice the time and memory (docs/accuracy.md)")
     parser.add_argument("--backbone-runtime", default="auto", choices=BACKBONE_RUNTIMES,
                         help="what runs the frozen backbone on a CPU: onnxruntime (about 1.5x as fast, the same "
                              "features up to float rounding), torch, onnxruntime-int8 (the default model's backbone in "
@@ -210,7 +214,7 @@ def session_options(args: argparse.Namespace) -> SessionConfig | None:
     ``--memory-clock`` says otherwise (these commands run whole videos, see :func:`reusevos.config.offline_config`);
     None when no flag is given (the run's own default)."""
     names = ("variant", "tau", "tau2", "reuse_window", "compute_window", "flow_gate", "flow_max_gap", "lookahead",
-             "memory_clock", "reuse_max_gap")
+             "memory_clock", "reuse_max_gap", "flip")
     given = {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
     if not given:
         return None

@@ -1,0 +1,104 @@
+"""Test-time horizontal flip (SessionConfig.flip): each frame's output is the mean of the probabilities of two
+independent trackers, one on the video and one on its mirror image; the same with the lookahead (frames in order,
+each once); a mirrored video gives the mirrored masks exactly; the settings and flags that name it."""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+import pytest
+import torch
+
+from reusevos.bench.settings import parse_setting
+from reusevos.config import SessionConfig
+from reusevos.errors import ReusevosError
+from reusevos.model.merge import label_slots
+from reusevos.synthetic import SyntheticConfig, generate_clip
+
+
+def _clip(num_objects: int = 2, frames: int = 8):
+    return list(generate_clip(SyntheticConfig(size=(96, 128), num_frames=frames, num_objects=num_objects, speed=3.0,
+                                              seed=4)))
+
+
+def _run(session, clip, mirror: bool = False) -> list:
+    """Every result of ``session`` on ``clip`` (its mirror image with ``mirror``), via push and finish."""
+    results = []
+    for t, (frame, mask) in enumerate(clip):
+        if mirror:
+            frame, mask = frame[:, ::-1], mask[:, ::-1]
+        results += session.push(np.ascontiguousarray(frame), mask if t == 0 else None, return_probabilities=True)
+    return results + session.finish()
+
+
+@pytest.mark.parametrize("options", [SessionConfig("full", 1.0, compute_window=2),
+                                     SessionConfig("flow", 0.3, flow_max_gap=3, lookahead=True)],
+                         ids=["full+c2", "flow+la"])
+def test_the_output_is_the_mean_of_two_independent_trackers(weights, options):
+    import reusevos
+    from dataclasses import replace
+
+    model = reusevos.load_model(weights["base"], device="cpu")
+    clip = _clip()
+    plain = _run(reusevos.Session(model, options), clip)
+    mirrored = _run(reusevos.Session(model, options), clip, mirror=True)
+    flipped = _run(reusevos.Session(model, replace(options, flip=True)), clip)
+    assert [r.index for r in flipped] == list(range(len(clip)))  # in order, each once
+    assert [r.routes for r in flipped] == [r.routes for r in plain]  # the unmirrored tracker's routes
+    differ = 0
+    for a, b, fused in zip(plain, mirrored, flipped):
+        ids = sorted(a.probabilities)
+        assert sorted(fused.probabilities) == ids == [1, 2]
+        mean = {i: (a.probabilities[i] + b.probabilities[i][:, ::-1]) / 2 for i in ids}
+        for i in ids:
+            assert np.allclose(fused.probabilities[i], mean[i], atol=1e-6)
+        stacked = torch.from_numpy(np.stack([mean[i] for i in ids]))
+        labels = np.array([0, *ids], np.uint8)[label_slots(torch.cat([1 - stacked.sum(0, keepdim=True), stacked]))]
+        assert np.array_equal(fused.labels, labels)
+        differ += not np.array_equal(fused.labels, a.labels)
+    assert differ  # the mirrored tracker changes the masks: the fusion is seen
+    assert np.array_equal(flipped[0].labels, clip[0][1])  # the start frame is its mask
+
+
+def test_a_mirrored_video_gives_the_mirrored_masks(weights):
+    import reusevos
+
+    model = reusevos.load_model(weights["base"], device="cpu")
+    clip = _clip(frames=6)
+    options = SessionConfig("full", 1.0, compute_window=2, flip=True)
+    ours = _run(reusevos.Session(model, options), clip)
+    theirs = _run(reusevos.Session(model, options), clip, mirror=True)
+    for a, b in zip(ours, theirs):
+        assert np.array_equal(a.labels, b.labels[:, ::-1]), a.index
+
+
+def test_step_and_asked_probabilities(weights):
+    import reusevos
+
+    model = reusevos.load_model(weights["base"], device="cpu")
+    clip = _clip(frames=3)
+    session = reusevos.Session(model, SessionConfig("full", 1.0, flip=True))
+    first = session.step(*clip[0])
+    second = session.step(clip[1][0], return_probabilities=True)
+    assert first.index == 0 and first.probabilities is None
+    assert second.index == 1 and sorted(second.probabilities) == [1, 2]
+    assert session.reuse_rates == {1: 0.0, 2: 0.0}
+
+
+def test_flip_is_named_by_settings_and_flags_and_refused_with_the_oracle():
+    from reusevos.cli.common import add_session_flags, session_options
+
+    setting = parse_setting("full+c2+flip+ovbf16")
+    assert setting.key == "full+c2+flip+ovbf16" and setting.runtime == "openvino-bf16"
+    assert setting.options() == SessionConfig("full", 1.0, compute_window=2, flip=True)
+    assert parse_setting("flow@0.75+g2+la+mf+c2+flip").options().flip
+    assert not parse_setting("full+c2").options().flip
+    parser = argparse.ArgumentParser()
+    add_session_flags(parser)
+    assert session_options(parser.parse_args(["--variant", "full", "--flip"])).flip
+    assert session_options(parser.parse_args(["--flip"])).lookahead  # the offline default loop, flipped
+    with pytest.raises(ReusevosError, match="flip cannot run with the oracle variant"):
+        SessionConfig("oracle", 0.5, flip=True).validate()
+    with pytest.raises(ReusevosError, match="flip must be True or False"):
+        SessionConfig("full", 1.0, flip="yes").validate()
