@@ -102,3 +102,18 @@ def test_flip_is_named_by_settings_and_flags_and_refused_with_the_oracle():
         SessionConfig("oracle", 0.5, flip=True).validate()
     with pytest.raises(ReusevosError, match="flip must be True or False"):
         SessionConfig("full", 1.0, flip="yes").validate()
+
+
+def test_an_object_that_starts_late_and_a_correction_reach_both_trackers(weights):
+    import reusevos
+
+    model = reusevos.load_model(weights["base"], device="cpu")
+    clip = _clip(frames=6)
+    first, late = (np.where(clip[0][1] == 1, 1, 0).astype(np.uint8), np.where(clip[3][1] == 2, 2, 0).astype(np.uint8))
+    session = reusevos.Session(model, SessionConfig("full", 1.0, compute_window=2, flip=True))
+    results = [session.step(frame, {0: first, 3: late}.get(t), return_probabilities=True)
+               for t, (frame, _) in enumerate(clip[:5])]
+    assert [sorted(r.probabilities) for r in results] == [[1], [1], [1], [1, 2], [1, 2]]
+    assert np.array_equal(results[3].labels == 2, late == 2) and results[3].started == [2]
+    fixed = session.step(clip[5][0], clip[5][1], reset=True)  # both objects start again from this mask
+    assert np.array_equal(fixed.labels, clip[5][1]) and sorted(fixed.started) == [1, 2]

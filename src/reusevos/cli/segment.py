@@ -286,7 +286,8 @@ def _segment_summary(stats, out: Path, overlay: str | None) -> str:
     size = f"{width}x{height}" + (f" (model at {pw}x{ph})" if (ph, pw) != (height, width) else "")
     setting = stats.settings
     gate = (f"variant {setting.get('variant')} at tau {setting.get('tau')}: {stats.reuse_rate:.0%} of frames reused"
-            if setting.get("variant") not in (None, "full") else "variant full (no reuse)")
+            if setting.get("variant") not in (None, "full") else "variant full (no reuse)") \
+        + (", with the mirrored video (flip)" if setting.get("flip") else "")
     return (f"{stats.frames} frames {size} in {stats.wall_s:.1f} s: {stats.fps:.2f} FPS model, "
             f"{stats.fps_wall:.2f} FPS end to end, init {stats.init_s:.2f} s, {torch.get_num_threads()} threads, "
             f"{setting.get('device')} (backbone: {setting.get('backbone_runtime')}); {gate}; masks and "
