@@ -349,6 +349,22 @@ def test_int8_features_stay_close_to_float32(lite0_imagenet, blackswan):
         assert b"QuantizeLinear" in quantized[name] and b"DequantizeLinear" in quantized[name]
 
 
+def test_each_shipped_calibration_names_its_backbone_s_imagenet_weights():
+    """A calibration is made for one weights file: each shipped one names its backbone and that file's sha256 (a stale
+    file would be refused at run time with every such weights file), and ranges for every exported part."""
+    from reusevos import weights
+
+    shipped = sorted(onnx_backbone.INT8_RANGES.glob("*.json"))
+    assert [p.stem for p in shipped] == ["efficientnet_lite0", "efficientnet_lite1"]
+    for path in shipped:
+        record = json.loads(path.read_text())
+        assert record["format"] == onnx_backbone.INT8_FORMAT and record["backbone"] == path.stem
+        assert record["weights_sha256"] == getattr(weights, path.stem.upper()).sha256
+        assert set(record["parts"]) == {"to_f8", "f8_to_f32", "to_f16"}
+        assert all(low <= high for part in record["parts"].values() for low, high in part.values())
+        assert record["calibration"]["commit"] and not record["calibration"]["dirty"]
+
+
 @needs_onnxruntime
 def test_int8_is_refused_where_no_calibration_fits(lite0_imagenet, tmp_path, monkeypatch):
     from reusevos.model.backbone import Backbone
@@ -358,8 +374,8 @@ def test_int8_is_refused_where_no_calibration_fits(lite0_imagenet, tmp_path, mon
                                             r"sha256 [0-9a-f]{12}\.\.\., and this backbone has no ImageNet weights"):
         Backbone("efficientnet_lite0", runtime="onnxruntime-int8")  # random weights
     # MobileNetV2 is not calibrated: per-tensor int8 moves its stride-32 features by 45% (measured).
-    with pytest.raises(ReusevosError, match=r"no calibration for mobilenet_v2 \(shipped: efficientnet_lite0\); "
-                                            r"calibrate it with scripts/calibrate_int8.py"):
+    with pytest.raises(ReusevosError, match=r"no calibration for mobilenet_v2 \(shipped: efficientnet_lite0, "
+                                            r"efficientnet_lite1\); calibrate it with scripts/calibrate_int8.py"):
         Backbone("mobilenet_v2", runtime="onnxruntime-int8")
     shipped = json.loads((onnx_backbone.INT8_RANGES / "efficientnet_lite0.json").read_text())
     monkeypatch.setattr(onnx_backbone, "INT8_RANGES", tmp_path)
