@@ -173,6 +173,22 @@ def test_a_correction_runs_again_as_segment_corrections(model, truth, demo_folde
     assert np.array_equal(_labels(job.results / "00006.png"), fix)  # a restart's output is its mask
 
 
+def test_flip_runs_as_segment_flip(model, truth, demo_folder, tmp_path):
+    job = Job(model, tmp_path / "job")
+    job.open_demo(**DEMO)
+    x0, y0, x1, y1 = _box_around(truth[0][1])
+    job.click(0, x0, y0, "box")
+    job.click(0, x1, y1, "box")
+    box = f"{x0},{y0},{x1},{y1}"
+    assert job.command(TAU, flip=True) == (f"reusevos segment INPUT --box {box} --tau {TAU:g} --flip --max-size 854 "
+                                           "--format davis --out OUT/ --overlay overlay.mp4")
+    job.run(TAU, flip=True)
+    assert _finish(job).state == "done"
+    _segment(demo_folder, tmp_path / "cli", "--box", box, "--flip")
+    _same_labels(job.results, tmp_path / "cli", job.names)
+    assert json.loads((job.results / "stats.json").read_text())["settings"]["flip"] is True
+
+
 def test_stop_keeps_the_frames_done_and_marks_them_partial(model, truth, tmp_path):
     job = Job(model, tmp_path / "job")
     job.open_demo(**DEMO)

@@ -405,7 +405,7 @@ class Job:
         return path if path.is_file() else None
 
     # -- runs -----------------------------------------------------------------------------------------------------
-    def command(self, tau: float, formats: Sequence[str] = ("davis",)) -> str:
+    def command(self, tau: float, formats: Sequence[str] = ("davis",), flip: bool = False) -> str:
         """The ``reusevos segment`` command that writes the same masks as :meth:`run` with these settings
         (INPUT, MASKS/ and FIXES/ stand for the opened input and the uploaded masks and corrections)."""
         parts = ["reusevos segment INPUT"]
@@ -414,17 +414,19 @@ class Job:
         parts += [p.text for p in self.prompts]
         if self.fix_masks or self.fix_prompts:
             parts.append("--corrections FIXES/")
-        parts += [f"--tau {tau:g}", f"--max-size {self.max_size or 0}", "--format " + ",".join(_formats(formats)),
-                  "--out OUT/ --overlay overlay.mp4"]
+        parts += [f"--tau {tau:g}", *(["--flip"] if flip else []), f"--max-size {self.max_size or 0}",
+                  "--format " + ",".join(_formats(formats)), "--out OUT/ --overlay overlay.mp4"]
         return " ".join(parts)
 
-    def run(self, tau: float, formats: Sequence[str] = ("davis",), warmup: bool = True) -> None:
+    def run(self, tau: float, formats: Sequence[str] = ("davis",), warmup: bool = True, flip: bool = False) -> None:
         """Start a run in a worker thread: :func:`segment_video` with the starts, the corrections and these
-        settings into a fresh folder (the previous run's is removed). Read :attr:`progress`; :meth:`stop` ends it
+        settings (``flip``: test-time flip, :attr:`reusevos.SessionConfig.flip`) into a fresh folder (the previous
+        run's is removed). Read :attr:`progress`; :meth:`stop` ends it
         after the frame at hand, keeping the frames done."""
         self._refuse_while_running("running again")
         frames = self._need_input()
-        options = replace(offline_config(), tau=float(tau))  # as `reusevos segment --tau T`: the whole-video default
+        # as `reusevos segment --tau T [--flip]`: the whole-video default
+        options = replace(offline_config(), tau=float(tau), flip=bool(flip))
         options.validate()
         formats = check_formats(_formats(formats))
         check_frame_size(self.process_size)

@@ -93,6 +93,9 @@ def build(network, root: str | Path) -> gr.Blocks:
                     max_size = gr.Number(DEFAULT_MAX_SIZE, label="max size", precision=0, minimum=0,
                                          info="the model runs on frames at most this long (0: the input's size); "
                                               "masks are written at the input's size", elem_id="max-size")
+                    flip = gr.Checkbox(False, label="flip: a second tracker on the mirrored video",
+                                       info="better masks (+1.6 to +2.6 J&F on held-out DAVIS train sequences) for "
+                                            "about half the speed", elem_id="flip")
                     formats = gr.CheckboxGroup(list(FORMATS), value=["davis"], label="formats (davis is always "
                                                "written)", elem_id="formats")
 
@@ -140,13 +143,14 @@ def build(network, root: str | Path) -> gr.Blocks:
                 return {}
             return act(job, index, lambda j, _: _set_max_size(j, value))
 
-        def on_run(job, tau_value, size, chosen):
+        def on_run(job, tau_value, size, chosen, flipped):
             job, chosen = new_job(job), chosen or []
-            ok, said = _attempt(job, lambda: _start_run(job, tau_value, size, chosen))
+            ok, said = _attempt(job, lambda: _start_run(job, tau_value, size, chosen, flipped))
             if not ok:
                 yield {state: job, message: said}
                 return
-            said = f"The same from the command line (INPUT: what is open here): `{job.command(tau_value, chosen)}`"
+            same = job.command(tau_value, chosen, bool(flipped))
+            said = f"The same from the command line (INPUT: what is open here): `{same}`"
             yield {state: job, run: gr.Button(interactive=False), stop: gr.Button(interactive=True), downloads: None,
                    message: "running ...", command: said, progress: _progress_html(job.progress)}
             latest = None
@@ -187,7 +191,7 @@ def build(network, root: str | Path) -> gr.Blocks:
         clear_fixes.click(lambda job, i: act(job, i, lambda j, _: j.clear_corrections()), [state, frame], shown)
         mask_upload.upload(on_mask, [state, frame, mask_upload, target], [*shown, mask_upload])
         max_size.blur(on_max_size, [state, max_size, frame], shown)
-        run.click(on_run, [state, tau, max_size, formats],
+        run.click(on_run, [state, tau, max_size, formats, flip],
                   [state, viewer, frame, progress, downloads, message, run, stop, command],
                   concurrency_limit=1, concurrency_id="run", show_progress="minimal")
         stop.click(on_stop, [state], [message], concurrency_limit=None, show_progress="hidden")
@@ -227,9 +231,9 @@ def _attempt(job: Job, action, uploads=()) -> tuple[bool, object]:
         return False, _error(f"unexpected error ({type(exc).__name__}); see the server's log")
 
 
-def _start_run(job: Job, tau, size, formats) -> None:
+def _start_run(job: Job, tau, size, formats, flip=False) -> None:
     job.max_size = int(size or 0)
-    job.run(float(tau), formats)
+    job.run(float(tau), formats, flip=bool(flip))
 
 
 def _set_max_size(job: Job, value) -> str:
