@@ -324,7 +324,8 @@ def _cmd_segment(args: argparse.Namespace) -> int:
     finally:
         progress.close()
     print(_segment_summary(stats, results.path, args.overlay))
-    if args.backbone_runtime == "auto" and stats.settings.get("device") == "cpu" and bf16_mode_available():
+    shown = args.progress or sys.stderr.isatty()  # where the progress bar shows: not in logs
+    if shown and args.backbone_runtime == "auto" and stats.settings.get("device") == "cpu" and bf16_mode_available():
         note("this CPU computes bfloat16 natively: --backbone-runtime openvino-bf16 (the bfloat16 mode) is faster "
              "here, with slightly different masks (the default model on DAVIS val: 1.4x, 0.1 less J&F; "
              "docs/speed.md)")
