@@ -137,12 +137,18 @@ def test_a_run_writes_what_segment_writes_for_the_same_box(model, truth, demo_fo
     assert np.abs(shown - expected).mean() < 3
 
 
-def test_a_correction_runs_again_as_segment_corrections(model, truth, demo_folder, tmp_path):
+def _demo_with_a_box(model, truth, tmp_path) -> tuple[Job, tuple[int, int, int, int]]:
+    """A job on the demo clip with object 1 started by a box around its first mask, and that box."""
     job = Job(model, tmp_path / "job")
     job.open_demo(**DEMO)
     x0, y0, x1, y1 = _box_around(truth[0][1])
     job.click(0, x0, y0, "box")
     job.click(0, x1, y1, "box")
+    return job, (x0, y0, x1, y1)
+
+
+def test_a_correction_runs_again_as_segment_corrections(model, truth, demo_folder, tmp_path):
+    job, (x0, y0, x1, y1) = _demo_with_a_box(model, truth, tmp_path)
     job.run(TAU)
     _finish(job)
     first = {name: _labels(job.results / f"{name}.png") for name in job.names}
@@ -174,12 +180,8 @@ def test_a_correction_runs_again_as_segment_corrections(model, truth, demo_folde
 
 
 def test_flip_runs_as_segment_flip(model, truth, demo_folder, tmp_path):
-    job = Job(model, tmp_path / "job")
-    job.open_demo(**DEMO)
-    x0, y0, x1, y1 = _box_around(truth[0][1])
-    job.click(0, x0, y0, "box")
-    job.click(0, x1, y1, "box")
-    box = f"{x0},{y0},{x1},{y1}"
+    job, corners = _demo_with_a_box(model, truth, tmp_path)
+    box = ",".join(map(str, corners))
     assert job.command(TAU, flip=True) == (f"reusevos segment INPUT --box {box} --tau {TAU:g} --flip --max-size 854 "
                                            "--format davis --out OUT/ --overlay overlay.mp4")
     job.run(TAU, flip=True)
