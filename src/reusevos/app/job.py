@@ -421,8 +421,8 @@ class Job:
     def run(self, tau: float, formats: Sequence[str] = ("davis",), warmup: bool = True, flip: bool = False) -> None:
         """Start a run in a worker thread: :func:`segment_video` with the starts, the corrections and these
         settings (``flip``: test-time flip, :attr:`reusevos.SessionConfig.flip`) into a fresh folder (the previous
-        run's is removed). Read :attr:`progress`; :meth:`stop` ends it
-        after the frame at hand, keeping the frames done."""
+        run's is removed). Read :attr:`progress`; :meth:`stop` ends it after the frame at hand, keeping the frames
+        done."""
         self._refuse_while_running("running again")
         frames = self._need_input()
         # as `reusevos segment --tau T [--flip]`: the whole-video default
