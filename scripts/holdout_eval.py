@@ -15,8 +15,8 @@ has its own script, ``scripts/flow_tau_holdout.py``); ``--target KEY=VALUE`` ove
 (``reusevos.config.TargetModelConfig``) for this run only.
 ``--reuse-mode`` switches parts of FRTM's reuse path off (the modes of ``scripts/reuse_path_parts.py``).
 ``--frame-step N`` keeps every Nth frame (0, N, 2N, ...): the same sequences with N times the motion between frames,
-a probe of the fast sequences that are val's worst and of drift (the held-out six at their own frame rate hardly
-decay); the frames' names stay the originals.
+meant as a probe of the fast sequences that are val's worst and of drift; at N = 3 they turned out easier, not harder
+(docs/accuracy.md item 12). The frames' names stay the originals. ``--flip`` runs test-time flip.
 """
 
 from __future__ import annotations
