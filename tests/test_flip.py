@@ -5,6 +5,7 @@ each once); a mirrored video gives the mirrored masks exactly; the settings and 
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -37,7 +38,6 @@ def _run(session, clip, mirror: bool = False) -> list:
                          ids=["full+c2", "flow+la"])
 def test_the_output_is_the_mean_of_two_independent_trackers(weights, options):
     import reusevos
-    from dataclasses import replace
 
     model = reusevos.load_model(weights["base"], device="cpu")
     clip = _clip()
