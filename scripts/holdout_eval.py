@@ -17,6 +17,9 @@ has its own script, ``scripts/flow_tau_holdout.py``); ``--target KEY=VALUE`` ove
 ``--frame-step N`` keeps every Nth frame (0, N, 2N, ...): the same sequences with N times the motion between frames,
 meant as a probe of the fast sequences that are val's worst and of drift; at N = 3 they turned out easier, not harder
 (docs/accuracy.md item 12). The frames' names stay the originals. ``--flip`` runs test-time flip.
+``--partner WEIGHTS`` (repeatable) runs one more tracker per partner model beside ``--weights``' with the same settings
+(each with its own flip under ``--flip``) and scores the mean of their merged probabilities, labelled as flip labels
+them: an ensemble of independently trained refiners (a prototype; each partner runs its own backbone).
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from reusevos.config import BACKBONE_RUNTIMES, VARIANTS, SessionConfig, TargetMo
 from reusevos.evaluation.davis_eval import DavisScores, score_sequence
 from reusevos.io.davis import DavisDataset, SequenceData, load_sequence
 from reusevos.io.files import write_text
+from reusevos.model.merge import label_slots
 from reusevos.provenance import machine_label, source_commit
 from reuse_path_parts import MODES, reuse_path_as  # scripts/, beside this one
 
@@ -67,17 +71,32 @@ def every_nth_frame(data: SequenceData, step: int) -> SequenceData:
                    frame_ids=data.frame_ids[::step], start_masks={t // step: m for t, m in data.start_masks.items()})
 
 
+def ensemble_labels(sessions: list[reusevos.Session], frame: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
+    """One frame through every session; one session's labels, or the labels of the mean of their merged
+    probabilities (the background takes what the objects leave, as flip's fusion does)."""
+    if len(sessions) == 1:
+        return sessions[0].step(frame, mask).labels
+    results = [s.step(frame, mask, return_probabilities=True) for s in sessions]
+    ids = sorted(results[0].probabilities)
+    if not ids:
+        return results[0].labels
+    mean = torch.stack([torch.from_numpy(np.mean([r.probabilities[i] for r in results], axis=0)) for i in ids])
+    slots = label_slots(torch.cat([1 - mean.sum(dim=0, keepdim=True), mean]))
+    return torch.tensor([0, *ids], dtype=torch.uint8)[slots].numpy()
+
+
 def score(model, dataset: DavisDataset, options: SessionConfig,
-          frame_step: int = 1) -> tuple[list[dict], list, SessionConfig]:
-    """Each sequence of ``dataset`` run from its first mask (every ``frame_step``-th frame): a row per sequence
-    (printed as it is done), the per-object scores and the settings the sessions ran with (``options`` as the
-    model completes them)."""
+          frame_step: int = 1, partners: tuple = ()) -> tuple[list[dict], list, SessionConfig]:
+    """Each sequence of ``dataset`` run from its first mask (every ``frame_step``-th frame), by ``model`` and by each
+    of ``partners`` beside it (their probabilities averaged): a row per sequence (printed as it is done), the
+    per-object scores and the settings the sessions ran with (``options`` as the model completes them)."""
     rows, objects, session = [], [], None
     for name in dataset.sequences:
         data = every_nth_frame(load_sequence(dataset, name), frame_step)
-        session = reusevos.Session(model, options)
+        sessions = [reusevos.Session(m, options) for m in (model, *partners)]
+        session = sessions[0]
         start = time.perf_counter()
-        labels = np.stack([session.step(f, data.start_masks.get(t)).labels for t, f in enumerate(data.frames)])
+        labels = np.stack([ensemble_labels(sessions, f, data.start_masks.get(t)) for t, f in enumerate(data.frames)])
         seconds = time.perf_counter() - start
         scored = score_sequence(data.ground_truth, labels, name, data.frame_ids)
         objects += scored
@@ -110,6 +129,9 @@ def main() -> None:
     parser.add_argument("--flip", action="store_true", help="test-time horizontal flip (SessionConfig.flip)")
     parser.add_argument("--frame-step", type=int, default=1, metavar="N",
                         help="keep every Nth frame: N times the motion between frames (default: 1, all frames)")
+    parser.add_argument("--partner", action="append", default=[], metavar="WEIGHTS",
+                        help="one more tracker with these weights, its probabilities averaged with the others' "
+                             "(repeatable; an ensemble)")
     parser.add_argument("--out", required=True)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
@@ -117,18 +139,21 @@ def main() -> None:
         parser.error("--frame-step must be at least 1")
     torch.set_num_threads(args.threads)
     model = reusevos.load_model(args.weights, device="cpu")
-    model.backbone.runtime = args.backbone_runtime
     overrides = target_overrides(args.target)
-    model.config.target = replace(model.config.target, **overrides)
+    partners = [reusevos.load_model(w, device="cpu") for w in args.partner]
+    for m in (model, *partners):
+        m.backbone.runtime = args.backbone_runtime
+        m.config.target = replace(m.config.target, **overrides)
     dataset = DavisDataset(args.davis, split="train", sequences=args.sequences.split(","))
     options = SessionConfig(args.variant, args.tau, reuse_window=args.reuse_window, compute_window=args.compute_window,
                             reuse_max_gap=args.reuse_max_gap, flip=args.flip)
     with reuse_path_as(args.reuse_mode):
-        rows, objects, session_options = score(model, dataset, options, args.frame_step)
+        rows, objects, session_options = score(model, dataset, options, args.frame_step, partners)
     overall = DavisScores(objects).global_scores()
     weights = args.weights or "default"
     report = {"command": shlex.join(["python", "scripts/holdout_eval.py", *sys.argv[1:]]),
               "commit": source_commit(), "machine": machine_label(), "weights": weights,
+              "partners": args.partner,
               "weights_meta": {k: model.meta.get(k) for k in ("data", "train_config", "commit") if k in model.meta},
               "split": "train", "sequences": dataset.sequences, "session": asdict(session_options),
               "frame_step": args.frame_step, "reuse_mode": args.reuse_mode,
@@ -141,6 +166,7 @@ def main() -> None:
     mode += "" if args.backbone_runtime == "auto" else f" backbone {args.backbone_runtime}"
     mode += "" if args.frame_step == 1 else f" every {args.frame_step} frames"
     mode += " flip" if args.flip else ""
+    mode += "".join(f" + {w}" for w in args.partner)
     print(f"{weights} {session_options.variant}@{session_options.tau:g} {overrides or ''}{mode}: "
           f"reused {100 * reused:.1f}%  "
           f"J&F {100 * overall['J&F-Mean']:.1f}  J {100 * overall['J-Mean']:.1f}  F {100 * overall['F-Mean']:.1f}  "
