@@ -198,3 +198,20 @@ def test_a_syn_clip_made_from_other_sequences_is_refused(tiny_davis, tmp_path):
     faster = _train(tiny_davis, tmp_path / "c", 1, cache, extra=["--synthetic-speeds", "30"])
     assert faster.returncode == 2 and "other speeds" in faster.stderr, faster.stderr
     assert _train(tiny_davis, tmp_path / "d", 1, cache).returncode == 0  # the same recipe takes the cache as it is
+
+
+def test_a_syn_clip_without_its_source_is_used_with_a_warning(tiny_davis, tmp_path):
+    """Clips cached by an older version record no source: they cannot be checked, are kept, and the log says so."""
+    cache = tmp_path / "cache"
+    assert _train(tiny_davis, tmp_path / "a", 1, cache).returncode == 0
+    clips = sorted(cache.glob("syn-*"))
+    assert clips
+    for clip in clips:
+        meta = json.loads((clip / "meta.json").read_text())
+        del meta["source"]
+        (clip / "meta.json").write_text(json.dumps(meta))
+    old = _train(tiny_davis, tmp_path / "b", 1, cache, extra=["--sequences", "clip0"])
+    assert old.returncode == 0, old.stderr
+    said = old.stdout + old.stderr
+    assert f"warning: {len(clips)} syn clips in" in said and "cannot check" in said
+    assert "warning" not in _train(tiny_davis, tmp_path / "c", 1, tmp_path / "fresh").stdout  # a fresh cache: none

@@ -217,6 +217,11 @@ def is_cached(path: str | os.PathLike, tracked: bool | None = None, backbone: st
     return True
 
 
+def recorded_source(path: str | os.PathLike) -> bool:
+    """Whether the cached sequence at ``path`` records what it was made from (syn clips cached since they do)."""
+    return "source" in json.loads((Path(path) / "meta.json").read_text())
+
+
 def iter_cache(root: str | os.PathLike) -> Iterator[CachedSequence]:
     for path in sorted(Path(root).iterdir()):
         if path.is_dir() and is_cached(path):

@@ -28,7 +28,7 @@ from reusevos.io.frames import read_image
 from reusevos.model.backbone import load_backbone
 from reusevos.model.network import VOSNetwork, read_checkpoint, save_checkpoint
 from reusevos.train.cache import (UNRECORDED_BACKBONE, CachedSequence, cache_sequence, is_cached,
-                                  load_cached_sequence)
+                                  load_cached_sequence, recorded_source)
 from reusevos.train.loop import distributed_context, train_loop
 from reusevos.train.dynamic import DynamicTrainer, TtvosDynamicTrainer, calibrate_gate
 from reusevos.train.samples import RefinerSampler, SnippetSampler
@@ -91,18 +91,26 @@ def build_synthetic_cache(dataset: DavisDataset, cache_dir: Path, backbone, mode
     and ``tracked`` as for :func:`build_davis_cache`."""
     from reusevos.train.syn import SPEEDS, syn_clip
 
-    names = []
+    names, unchecked = [], []
     source = {"sequences": list(dataset.sequences), "speeds": [float(v) for v in speeds or SPEEDS], "frames": frames}
     for i in range(count):
         name = f"syn-{seed}-{i:04d}"
         names.append(name)
         target = cache_dir / name
-        if i % world != rank or is_cached(target, tracked, backbone.name, source):
+        if i % world != rank:
+            continue
+        if is_cached(target, tracked, backbone.name, source):
+            if not recorded_source(target):
+                unchecked.append(name)
             continue
         clip_frames, clip_masks = syn_clip(dataset, frames, seed=seed * 100003 + i, speeds=speeds or SPEEDS)
         cache_sequence(target, iter(clip_frames), clip_masks, backbone, model_config.target, seed=seed + i,
                        tracker=_tracker(tracker_network, lambda: iter(clip_frames), clip_masks), source=source)
         log(f"cached {name}")
+    if unchecked:  # taken as they are (a cache of an older version stays usable), but never silently
+        log(f"warning: {len(unchecked)} syn clips in {cache_dir} ({unchecked[0]}, ...) were cached before clips recorded "
+            "what they were made from, so this run cannot check that they were cut from its sequences and speeds; "
+            "they are used as they are (delete them, or use another --cache folder, to cut them again)")
     return names
 
 
