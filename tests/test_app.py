@@ -191,6 +191,25 @@ def test_flip_runs_as_segment_flip(model, truth, demo_folder, tmp_path):
     assert json.loads((job.results / "stats.json").read_text())["settings"]["flip"] is True
 
 
+def test_a_backbone_runtime_runs_as_segment_with_it(model, truth, demo_folder, tmp_path):
+    """`reusevos app --backbone-runtime R` sets the model's runtime: the page's command names it, and its masks are
+    those of `reusevos segment --backbone-runtime R` (torch: on every machine)."""
+    runtime = model.backbone.runtime
+    model.backbone.runtime = "torch"
+    try:
+        job, corners = _demo_with_a_box(model, truth, tmp_path)
+        box = ",".join(map(str, corners))
+        assert job.command(TAU) == (f"reusevos segment INPUT --box {box} --tau {TAU:g} --backbone-runtime torch "
+                                    "--max-size 854 --format davis --out OUT/ --overlay overlay.mp4")
+        job.run(TAU)
+        assert _finish(job).state == "done"
+    finally:
+        model.backbone.runtime = runtime
+    cli = _segment(demo_folder, tmp_path / "cli", "--box", box, "--backbone-runtime", "torch")
+    assert cli["settings"]["backbone_runtime"] == "torch"
+    _same_labels(job.results, tmp_path / "cli", job.names)
+
+
 def test_stop_keeps_the_frames_done_and_marks_them_partial(model, truth, tmp_path):
     job = Job(model, tmp_path / "job")
     job.open_demo(**DEMO)
@@ -253,6 +272,14 @@ def test_reusevos_app_without_gradio_says_how_to_install_it():
     code = "import sys; sys.modules['gradio'] = None; from reusevos.cli import main; sys.exit(main(['app']))"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     one_error(proc, "reusevos app: error: the web app needs Gradio", "pip install 'reusevos[app]'")
+
+
+def test_reusevos_app_with_a_runtime_it_cannot_run_is_one_line():
+    pytest.importorskip("gradio", reason="the app extra is not installed (pip install '.[app]')")
+    code = ("import sys; sys.modules['openvino'] = None; from reusevos.cli import main; "
+            "sys.exit(main(['app', '--backbone-runtime', 'openvino']))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    one_error(proc, "reusevos app: error: the openvino backbone runtime needs the packages openvino and onnx")
 
 
 def test_reusevos_app_on_a_taken_port_is_one_line():

@@ -414,7 +414,9 @@ class Job:
         parts += [p.text for p in self.prompts]
         if self.fix_masks or self.fix_prompts:
             parts.append("--corrections FIXES/")
-        parts += [f"--tau {tau:g}", *(["--flip"] if flip else []), f"--max-size {self.max_size or 0}",
+        runtime = self.network.backbone.runtime  # as `reusevos app --backbone-runtime` set it
+        parts += [f"--tau {tau:g}", *(["--flip"] if flip else []),
+                  *([f"--backbone-runtime {runtime}"] if runtime != "auto" else []), f"--max-size {self.max_size or 0}",
                   "--format " + ",".join(_formats(formats)), "--out OUT/ --overlay overlay.mp4"]
         return " ".join(parts)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 
-from reusevos.cli.common import add_device, add_threads, add_weights, note, set_threads
+from reusevos.cli.common import add_backbone_runtime, add_device, add_threads, add_weights, note, set_threads
 from reusevos.errors import ReusevosError
 
 INSTALL = "pip install 'reusevos[app]'"  # in a clone: pip install '.[app]'
@@ -28,6 +28,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_weights(app)
     add_device(app)
     add_threads(app, "CPU threads for torch and OpenCV (default: torch's choice, usually the core count)", "N")
+    add_backbone_runtime(app)
     app.set_defaults(func=_cmd_app)
 
 
@@ -38,9 +39,12 @@ def _cmd_app(args: argparse.Namespace) -> int:
     if not 0 < args.port < 65536:
         raise ReusevosError(f"--port {args.port}: give a port from 1 to 65535")
     from reusevos.api import load_model, resolve_device
+    from reusevos.model.onnx_backbone import check_runtime
 
+    check_runtime(args.backbone_runtime)
     set_threads(args.threads)
     network = load_model(args.weights, device=resolve_device(args.device))  # before listening: errors come first
+    network.backbone.runtime = args.backbone_runtime  # every run of the page, and its command, use it
     from reusevos.app.page import serve
 
     if args.host not in ("127.0.0.1", "localhost", "::1"):

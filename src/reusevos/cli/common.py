@@ -197,6 +197,11 @@ def add_session_flags(parser: argparse.ArgumentParser) -> None:
                         help="test-time horizontal flip (ours): a second tracker follows the objects in the mirrored "
                              "video and each frame takes the mean of both trackers' probabilities; better masks for "
                              "about twice the time and memory (docs/accuracy.md)")
+    add_backbone_runtime(parser)
+
+
+def add_backbone_runtime(parser: argparse.ArgumentParser) -> None:
+    """--backbone-runtime (segment, segment-davis, app)."""
     parser.add_argument("--backbone-runtime", default="auto", choices=BACKBONE_RUNTIMES,
                         help="what runs the frozen backbone on a CPU: onnxruntime (about 1.5x as fast, the same "
                              "features up to float rounding), torch, onnxruntime-int8 (the default model's backbone in "
