@@ -20,6 +20,8 @@ meant as a probe of the fast sequences that are val's worst and of drift; at N =
 ``--partner WEIGHTS`` (repeatable) runs one more tracker per partner model beside ``--weights``' with the same settings
 (each with its own flip under ``--flip``) and scores the mean of their merged probabilities, labelled as flip labels
 them: an ensemble of independently trained refiners (a prototype; each partner runs its own backbone).
+Every tracker remembers the fused output, as flip's trackers do (``reusevos.Session``); ``--own-memory`` makes
+each remember its own instead (independent trackers: flip as it was in session 21, and the ensembles measured then).
 """
 
 from __future__ import annotations
@@ -71,32 +73,65 @@ def every_nth_frame(data: SequenceData, step: int) -> SequenceData:
                    frame_ids=data.frame_ids[::step], start_masks={t // step: m for t, m in data.start_masks.items()})
 
 
-def ensemble_labels(sessions: list[reusevos.Session], frame: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
-    """One frame through every session; one session's labels, or the labels of the mean of their merged
-    probabilities (the background takes what the objects leave, as flip's fusion does)."""
-    if len(sessions) == 1:
-        return sessions[0].step(frame, mask).labels
-    results = [s.step(frame, mask, return_probabilities=True) for s in sessions]
-    ids = sorted(results[0].probabilities)
-    if not ids:
-        return results[0].labels
-    mean = torch.stack([torch.from_numpy(np.mean([r.probabilities[i] for r in results], axis=0)) for i in ids])
-    slots = label_slots(torch.cat([1 - mean.sum(dim=0, keepdim=True), mean]))
-    return torch.tensor([0, *ids], dtype=torch.uint8)[slots].numpy()
+class Trackers:
+    """Several trackers on one video, each a plain :class:`reusevos.Session` (no flip of its own): every model once,
+    and with ``flip`` once more on the mirrored video. Each frame is the mean of their merged probabilities (the
+    mirrored ones mirrored back; the background takes what the objects leave, labelled as the session's flip labels
+    them). ``fused_memory``: each tracker remembers that mean (the right way round for it: target-model samples and
+    the windows' last output), as the Session's flip does (for one model with ``flip`` the masks are its); without it
+    each remembers its own output: independent trackers."""
+
+    def __init__(self, models: list, options: SessionConfig, flip: bool, fused_memory: bool):
+        plain = replace(options, flip=False)
+        self.members = [(reusevos.Session(m, plain), mirrored) for m in models for mirrored in (False, True)[:1 + flip]]
+        self.fused_memory = fused_memory
+        self._pending: dict[int, tuple] = {}
+        for k, (session, _) in enumerate(self.members):  # memory is kept after the fusion, not inside the step
+            session._remember = lambda *args, k=k: self._pending.__setitem__(k, args) or []
+
+    @property
+    def first(self) -> reusevos.Session:
+        return self.members[0][0]
+
+    @torch.no_grad()
+    def step(self, frame: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
+        for session, mirrored in self.members:
+            turn = (lambda a: np.ascontiguousarray(a[:, ::-1])) if mirrored else (lambda a: a)
+            session._step(turn(frame), None if mask is None else turn(mask), False, False)
+        softs = [self._pending[k][2] for k in range(len(self.members))]
+        ids = sorted(softs[0])
+        fused = {i: torch.stack([(s[i].flip(-1) if mirrored else s[i]).float()
+                                 for s, (_, mirrored) in zip(softs, self.members)]).mean(dim=0) for i in ids}
+        for k, (session, mirrored) in enumerate(self.members):
+            computed, features, soft, timed = self._pending.pop(k)
+            if self.fused_memory:
+                soft = {i: (fused[i].flip(-1) if mirrored else fused[i]).to(soft[i].dtype) for i in ids}
+            reusevos.Session._remember(session, computed, features, soft, timed)
+        if not ids:
+            return np.zeros(frame.shape[:2], np.uint8)
+        mean = torch.stack([fused[i] for i in ids])
+        slots = label_slots(torch.cat([1 - mean.sum(dim=0, keepdim=True), mean]))
+        return torch.tensor([0, *ids], dtype=torch.uint8)[slots].numpy()
 
 
-def score(model, dataset: DavisDataset, options: SessionConfig,
-          frame_step: int = 1, partners: tuple = ()) -> tuple[list[dict], list, SessionConfig]:
-    """Each sequence of ``dataset`` run from its first mask (every ``frame_step``-th frame), by ``model`` and by each
-    of ``partners`` beside it (their probabilities averaged): a row per sequence (printed as it is done), the
-    per-object scores and the settings the sessions ran with (``options`` as the model completes them)."""
+def score(model, dataset: DavisDataset, options: SessionConfig, frame_step: int = 1, partners: tuple = (),
+          fused_memory: bool = True) -> tuple[list[dict], list, SessionConfig]:
+    """Each sequence of ``dataset`` run from its first mask (every ``frame_step``-th frame), by ``model`` alone (a
+    Session with ``options``, flip included) or, with ``partners`` or without ``fused_memory``, by
+    :class:`Trackers`: a row
+    per sequence (printed as it is done), the per-object scores and the settings the sessions ran with (``options``
+    as the model completes them)."""
     rows, objects, session = [], [], None
     for name in dataset.sequences:
         data = every_nth_frame(load_sequence(dataset, name), frame_step)
-        sessions = [reusevos.Session(m, options) for m in (model, *partners)]
-        session = sessions[0]
+        if partners or (options.flip and not fused_memory):
+            trackers = Trackers([model, *partners], options, options.flip, fused_memory)
+            session, step = trackers.first, trackers.step
+        else:
+            session = reusevos.Session(model, options)
+            step = lambda f, m: session.step(f, m).labels  # noqa: E731
         start = time.perf_counter()
-        labels = np.stack([ensemble_labels(sessions, f, data.start_masks.get(t)) for t, f in enumerate(data.frames)])
+        labels = np.stack([step(f, data.start_masks.get(t)) for t, f in enumerate(data.frames)])
         seconds = time.perf_counter() - start
         scored = score_sequence(data.ground_truth, labels, name, data.frame_ids)
         objects += scored
@@ -132,11 +167,16 @@ def main() -> None:
     parser.add_argument("--partner", action="append", default=[], metavar="WEIGHTS",
                         help="one more tracker with these weights, its probabilities averaged with the others' "
                              "(repeatable; an ensemble)")
+    parser.add_argument("--own-memory", action="store_true",
+                        help="with --flip or --partner: every tracker remembers its own output, not the fused one "
+                             "(independent trackers)")
     parser.add_argument("--out", required=True)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     if args.frame_step < 1:
         parser.error("--frame-step must be at least 1")
+    if args.own_memory and not (args.flip or args.partner):
+        parser.error("--own-memory needs more than one tracker: add --flip or --partner")
     torch.set_num_threads(args.threads)
     model = reusevos.load_model(args.weights, device="cpu")
     overrides = target_overrides(args.target)
@@ -148,12 +188,13 @@ def main() -> None:
     options = SessionConfig(args.variant, args.tau, reuse_window=args.reuse_window, compute_window=args.compute_window,
                             reuse_max_gap=args.reuse_max_gap, flip=args.flip)
     with reuse_path_as(args.reuse_mode):
-        rows, objects, session_options = score(model, dataset, options, args.frame_step, partners)
+        rows, objects, session_options = score(model, dataset, options, args.frame_step, partners,
+                                               not args.own_memory)
     overall = DavisScores(objects).global_scores()
     weights = args.weights or "default"
     report = {"command": shlex.join(["python", "scripts/holdout_eval.py", *sys.argv[1:]]),
               "commit": source_commit(), "machine": machine_label(), "weights": weights,
-              "partners": args.partner,
+              "partners": args.partner, "fused_memory": not args.own_memory,
               "weights_meta": {k: model.meta.get(k) for k in ("data", "train_config", "commit") if k in model.meta},
               "split": "train", "sequences": dataset.sequences, "session": asdict(session_options),
               "frame_step": args.frame_step, "reuse_mode": args.reuse_mode,
@@ -167,6 +208,7 @@ def main() -> None:
     mode += "" if args.frame_step == 1 else f" every {args.frame_step} frames"
     mode += " flip" if args.flip else ""
     mode += "".join(f" + {w}" for w in args.partner)
+    mode += " own memory" if args.own_memory else ""
     print(f"{weights} {session_options.variant}@{session_options.tau:g} {overrides or ''}{mode}: "
           f"reused {100 * reused:.1f}%  "
           f"J&F {100 * overall['J&F-Mean']:.1f}  J {100 * overall['J-Mean']:.1f}  F {100 * overall['F-Mean']:.1f}  "

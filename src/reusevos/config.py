@@ -140,9 +140,10 @@ class SessionConfig:
     coarse score exceeds 0.5 and the object's last output, grown by this margin; outside it the object
     is background (ours; the coarse score has just said it is not there).
     flip: test-time horizontal flip (ours; off by default): a second tracker, with the same settings, follows the
-    objects in the mirrored video, and each frame's output is the mean of both trackers' probabilities; each
-    tracker remembers its own outputs. About twice the time and memory per frame, for better masks (measured in
-    docs/accuracy.md). Not with the oracle variant.
+    objects in the mirrored video, and each frame's output is the mean of both trackers' probabilities; both
+    trackers remember that mean of what they merged on a frame (target-model samples, last outputs, flow anchors;
+    since session 22, chosen on held-out train sequences over each remembering its own). About twice the time and
+    memory per frame, for better masks (measured in docs/accuracy.md). Not with the oracle variant.
     """
 
     variant: str = DEFAULT_VARIANT

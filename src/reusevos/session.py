@@ -158,6 +158,24 @@ class _Held:
     blended: bool = False
 
 
+@dataclass
+class _Stepped:
+    """A frame through the loop up to its merge, before anything is kept for later frames (:meth:`Session._commit`):
+    what the commit and the result need."""
+
+    tracks: list[_Track]
+    computed: list[_Track]
+    features: FrameFeatures | None
+    probs: dict[int, torch.Tensor]  # each object's probabilities before the merge
+    labels: np.ndarray | None
+    soft: dict[int, torch.Tensor]  # the merged probabilities (empty while a lookahead frame waits for its merge)
+    grey: np.ndarray | None
+    new_ids: list[int]
+    return_probabilities: bool
+    timed: StageTimer
+    seconds: float
+
+
 @contextmanager
 def _charged(result: FrameResult, stage: Stage) -> Iterator[None]:
     """Time the lookahead's later work on a frame already stepped and add it to that frame's ``seconds`` and
@@ -196,6 +214,22 @@ class OracleGate:
         return [float(region_similarity(now == obj.object_id,
                                         np.asarray(self.ground_truth[obj.last_computed]) == obj.object_id))
                 for obj in objects]
+
+
+def _mean_memory(ours: _Stepped, theirs: _Stepped) -> dict[int, torch.Tensor]:
+    """flip: what both trackers keep of a frame, in the unmirrored tracker's orientation: per object, the mean of
+    the two trackers' merged probabilities (a tracker whose frame waits for its merge, a lookahead frame with one
+    moved object, counts with its probabilities before the merge: a single object's merge leaves them as they are,
+    up to rounding)."""
+    def view(stepped: _Stepped, obj_id: int) -> torch.Tensor:
+        return stepped.soft[obj_id] if obj_id in stepped.soft else stepped.probs[obj_id]
+
+    ids = ours.probs.keys() | theirs.probs.keys()
+    return {i: (view(ours, i).float() + view(theirs, i).float().flip(-1)) / 2 for i in ids}
+
+
+def _mirrored(memory: dict[int, torch.Tensor]) -> dict[int, torch.Tensor]:
+    return {i: p.flip(-1) for i, p in memory.items()}
 
 
 class Session:
@@ -266,16 +300,20 @@ class Session:
         frame's alone without the lookahead; with it, none while a moved frame waits for its objects' next computed
         frame, then every frame up to the first still waiting. Call :meth:`finish` after the last frame."""
         if self._twin is None:
-            return self._push(frame, mask, return_probabilities, reset)
-        ours = self._push(frame, mask, True, reset)  # checks the frame and the mask first
+            return self._hold(*self._step(frame, mask, return_probabilities, reset), return_probabilities)
+        ours = self._outputs(frame, mask, True, reset)  # checks the frame and the mask first
         frame = np.asarray(frame)
-        mirrored = self._twin.push(frame[:, ::-1], None if mask is None else np.asarray(mask)[:, ::-1], True, reset)
-        return self._fuse(ours, mirrored, return_probabilities)
+        theirs = self._twin._outputs(frame[:, ::-1], None if mask is None else np.asarray(mask)[:, ::-1], True, reset)
+        # Both trackers keep the mean of their outputs (target-model samples, the windows' last output, the flow
+        # anchors), each the right way round: chosen on the held-out train sequences over each keeping its own
+        memory = _mean_memory(ours, theirs)
+        results = [tracker._hold(*tracker._commit(stepped, kept), True)
+                   for tracker, stepped, kept in ((self, ours, memory), (self._twin, theirs, _mirrored(memory)))]
+        return self._fuse(*results, return_probabilities)
 
-    def _push(self, frame: np.ndarray, mask: np.ndarray | None, return_probabilities: bool,
-              reset: bool) -> list[FrameResult]:
-        """:meth:`push` of this tracker alone (with flip: of the unmirrored video)."""
-        result, probs, grey, new_ids = self._step(frame, mask, return_probabilities, reset)
+    def _hold(self, result: FrameResult, probs: dict[int, torch.Tensor], grey: np.ndarray | None, new_ids: list[int],
+              return_probabilities: bool) -> list[FrameResult]:
+        """The results of this tracker ready after the frame just stepped (with flip: of one of the two videos)."""
         if not self.options.lookahead:
             return [result]
         waiting = {obj_id: self.objects[obj_id].anchor.frame for obj_id, route in result.routes.items()
@@ -355,6 +393,11 @@ class Session:
               reset: bool) -> tuple[FrameResult, dict[int, torch.Tensor], np.ndarray | None, list[int]]:
         """One frame through the loop: its result, the objects' probabilities before the merge, the small grey frame
         (the flow variant's) and the ids started on it."""
+        return self._commit(self._outputs(frame, mask, return_probabilities, reset))
+
+    def _outputs(self, frame: np.ndarray, mask: np.ndarray | None, return_probabilities: bool,
+                 reset: bool) -> _Stepped:
+        """The first part of :meth:`_step`: the frame's outputs, up to their merge."""
         began = time.perf_counter()
         self.frame_index += 1
         timed = StageTimer()
@@ -405,19 +448,30 @@ class Session:
         else:
             with timed(Stage.MERGE):
                 labels, soft = self._merge(probs, new_ids)
-        reoptimised = self._remember(computed, features, soft, timed)
-        if grey is not None:
+        return _Stepped(tracks, computed, features, probs, labels, soft, grey, list(new_ids), return_probabilities,
+                        timed, time.perf_counter() - began)
+
+    def _commit(self, stepped: _Stepped, memory: dict[int, torch.Tensor] | None = None
+                ) -> tuple[FrameResult, dict[int, torch.Tensor], np.ndarray | None, list[int]]:
+        """The second part of :meth:`_step`: keep what later frames need of the frame, from ``memory`` (the merged
+        probabilities of the objects that have them; None: the frame's own, ``stepped.soft``), and its result."""
+        began = time.perf_counter()
+        st, timed = stepped, stepped.timed
+        memory = st.soft if memory is None else memory
+        reoptimised = self._remember(st.computed, st.features, memory, timed)
+        if st.grey is not None:
             with timed(Stage.MOTION):
-                self._anchor([t.obj.object_id for t in computed] + list(new_ids), grey, soft)
+                self._anchor([t.obj.object_id for t in st.computed] + st.new_ids, st.grey, memory)
         result = FrameResult(
-            self.frame_index, labels,
-            probabilities={i: p.float().cpu().numpy() for i, p in soft.items()}
-            if return_probabilities and labels is not None else None,  # a frame merged later gets them then
-            routes={t.obj.object_id: t.route for t in tracks},
-            gate_probability={t.obj.object_id: t.gate_probability for t in tracks if t.gate_probability is not None},
-            reoptimised=reoptimised, started=list(new_ids), stage_seconds=dict(timed.seconds))
-        result.seconds = time.perf_counter() - began
-        return result, probs, grey, new_ids
+            self.frame_index, st.labels,
+            probabilities={i: p.float().cpu().numpy() for i, p in st.soft.items()}
+            if st.return_probabilities and st.labels is not None else None,  # a frame merged later gets them then
+            routes={t.obj.object_id: t.route for t in st.tracks},
+            gate_probability={t.obj.object_id: t.gate_probability for t in st.tracks
+                              if t.gate_probability is not None},
+            reoptimised=reoptimised, started=st.new_ids, stage_seconds=dict(timed.seconds))
+        result.seconds = st.seconds + time.perf_counter() - began
+        return result, st.probs, st.grey, st.new_ids
 
     @property
     def reuse_rates(self) -> dict[int, float]:
