@@ -39,8 +39,8 @@ def _run(session, clip, mirror: bool = False) -> list:
                          ids=["full+c2", "flow+la"])
 def test_the_output_is_the_mean_of_two_trackers_that_keep_the_mean(options, monkeypatch):
     """Each frame is the mean of the two trackers' outputs, and what each tracker keeps of a frame (the target
-    model's samples, the windows' last output, the flow anchors) is the mean of what the two merged on it, the
-    mirrored tracker's mirrored; so the trackers differ from independent ones."""
+    model's samples, the windows' last output) is the mean of what the two merged on it, the mirrored tracker's
+    mirrored; so the trackers differ from independent ones. The flow anchors stay each tracker's own output."""
     import reusevos
     from reusevos.session import Session
 
@@ -84,6 +84,13 @@ def test_the_output_is_the_mean_of_two_trackers_that_keep_the_mean(options, monk
             assert torch.equal(mirrored[i], memory[i].flip(-1))
     for i in (1, 2):  # the last output kept by both trackers is the mean, each the right way round
         assert torch.equal(session._twin.objects[i].prob_prev, session.objects[i].prob_prev.flip(-1))
+    if options.variant == "flow":  # each tracker's anchor is its own output on the object's last computed frame
+        for tracker, commits in ((session, kept[::2]), (session._twin, kept[1::2])):
+            for i in (1, 2):
+                anchor = tracker.objects[i].anchor
+                stepped = commits[anchor.frame][1]  # one commit per frame
+                assert i in stepped.new_ids or i in [t.obj.object_id for t in stepped.computed]
+                assert np.array_equal(anchor.prob, stepped.soft[i].float().numpy())
     plain = _run(reusevos.Session(model, options), clip)
     mirrored_run = _run(reusevos.Session(model, options), clip, mirror=True)
     independent = [{i: (a.probabilities[i] + b.probabilities[i][:, ::-1]) / 2 for i in (1, 2)}

@@ -141,8 +141,9 @@ class SessionConfig:
     is background (ours; the coarse score has just said it is not there).
     flip: test-time horizontal flip (ours; off by default): a second tracker, with the same settings, follows the
     objects in the mirrored video, and each frame's output is the mean of both trackers' probabilities; both
-    trackers remember that mean of what they merged on a frame (target-model samples, last outputs, flow anchors;
-    since session 22, chosen on held-out train sequences over each remembering its own). About twice the time and
+    trackers remember that mean of what they merged on a frame (target-model samples, last outputs; the flow
+    anchors stay each tracker's own, as the flow gate was fitted on; since session 22, chosen on held-out train
+    sequences over each remembering its own). About twice the time and
     memory per frame, for better masks (measured in docs/accuracy.md). Not with the oracle variant.
     """
 

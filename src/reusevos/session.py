@@ -304,8 +304,8 @@ class Session:
         ours = self._outputs(frame, mask, True, reset)  # checks the frame and the mask first
         frame = np.asarray(frame)
         theirs = self._twin._outputs(frame[:, ::-1], None if mask is None else np.asarray(mask)[:, ::-1], True, reset)
-        # Both trackers keep the mean of their outputs (target-model samples, the windows' last output, the flow
-        # anchors), each the right way round: chosen on the held-out train sequences over each keeping its own
+        # Both trackers keep the mean of their outputs (target-model samples, the windows' last output), each the
+        # right way round: chosen on the held-out train sequences over each keeping its own
         memory = _mean_memory(ours, theirs)
         results = [tracker._hold(*tracker._commit(stepped, kept), True)
                    for tracker, stepped, kept in ((self, ours, memory), (self._twin, theirs, _mirrored(memory)))]
@@ -453,15 +453,16 @@ class Session:
 
     def _commit(self, stepped: _Stepped, memory: dict[int, torch.Tensor] | None = None
                 ) -> tuple[FrameResult, dict[int, torch.Tensor], np.ndarray | None, list[int]]:
-        """The second part of :meth:`_step`: keep what later frames need of the frame, from ``memory`` (the merged
-        probabilities of the objects that have them; None: the frame's own, ``stepped.soft``), and its result."""
+        """The second part of :meth:`_step`: keep what later frames need of the frame, the base model's memory and
+        the last outputs from ``memory`` (per object; None: the frame's own merged probabilities, ``stepped.soft``)
+        and the flow anchors from the frame's own, and its result."""
         began = time.perf_counter()
         st, timed = stepped, stepped.timed
         memory = st.soft if memory is None else memory
         reoptimised = self._remember(st.computed, st.features, memory, timed)
-        if st.grey is not None:
+        if st.grey is not None:  # the flow anchors stay the frame's own output: the flow gate was fitted on such
             with timed(Stage.MOTION):
-                self._anchor([t.obj.object_id for t in st.computed] + st.new_ids, st.grey, memory)
+                self._anchor([t.obj.object_id for t in st.computed] + st.new_ids, st.grey, st.soft)
         result = FrameResult(
             self.frame_index, st.labels,
             probabilities={i: p.float().cpu().numpy() for i, p in st.soft.items()}
