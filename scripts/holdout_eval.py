@@ -85,9 +85,6 @@ class Trackers:
         plain = replace(options, flip=False)
         self.members = [(reusevos.Session(m, plain), mirrored) for m in models for mirrored in (False, True)[:1 + flip]]
         self.fused_memory = fused_memory
-        self._pending: dict[int, tuple] = {}
-        for k, (session, _) in enumerate(self.members):  # memory is kept after the fusion, not inside the step
-            session._remember = lambda *args, k=k: self._pending.__setitem__(k, args) or []
 
     @property
     def first(self) -> reusevos.Session:
@@ -95,18 +92,16 @@ class Trackers:
 
     @torch.no_grad()
     def step(self, frame: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
+        stepped = []  # each tracker's frame up to its merge (the Session's two-part step), then its memory
         for session, mirrored in self.members:
             turn = (lambda a: np.ascontiguousarray(a[:, ::-1])) if mirrored else (lambda a: a)
-            session._step(turn(frame), None if mask is None else turn(mask), False, False)
-        softs = [self._pending[k][2] for k in range(len(self.members))]
-        ids = sorted(softs[0])
-        fused = {i: torch.stack([(s[i].flip(-1) if mirrored else s[i]).float()
-                                 for s, (_, mirrored) in zip(softs, self.members)]).mean(dim=0) for i in ids}
-        for k, (session, mirrored) in enumerate(self.members):
-            computed, features, soft, timed = self._pending.pop(k)
-            if self.fused_memory:
-                soft = {i: (fused[i].flip(-1) if mirrored else fused[i]).to(soft[i].dtype) for i in ids}
-            reusevos.Session._remember(session, computed, features, soft, timed)
+            stepped.append(session._outputs(turn(frame), None if mask is None else turn(mask), False, False))
+        ids = sorted(stepped[0].soft)
+        fused = {i: torch.stack([(st.soft[i].flip(-1) if mirrored else st.soft[i]).float()
+                                 for st, (_, mirrored) in zip(stepped, self.members)]).mean(dim=0) for i in ids}
+        for st, (session, mirrored) in zip(stepped, self.members):
+            session._commit(st, {i: fused[i].flip(-1) if mirrored else fused[i] for i in ids}
+                            if self.fused_memory else None)
         if not ids:
             return np.zeros(frame.shape[:2], np.uint8)
         mean = torch.stack([fused[i] for i in ids])
@@ -117,10 +112,9 @@ class Trackers:
 def score(model, dataset: DavisDataset, options: SessionConfig, frame_step: int = 1, partners: tuple = (),
           fused_memory: bool = True) -> tuple[list[dict], list, SessionConfig]:
     """Each sequence of ``dataset`` run from its first mask (every ``frame_step``-th frame), by ``model`` alone (a
-    Session with ``options``, flip included) or, with ``partners`` or without ``fused_memory``, by
-    :class:`Trackers`: a row
-    per sequence (printed as it is done), the per-object scores and the settings the sessions ran with (``options``
-    as the model completes them)."""
+    Session with ``options``, flip included) or, with ``partners`` or without ``fused_memory``, by :class:`Trackers`:
+    a row per sequence (printed as it is done), the per-object scores and the settings the sessions ran with
+    (``options`` as the model completes them)."""
     rows, objects, session = [], [], None
     for name in dataset.sequences:
         data = every_nth_frame(load_sequence(dataset, name), frame_step)
