@@ -194,7 +194,7 @@ def is_cached(path: str | os.PathLike, tracked: bool | None = None, backbone: st
     whose ``tracked`` anchor is present or absent as asked is required, with ``backbone`` one of that
     backbone's features, and with ``source`` (a syn clip's, see :func:`cache_sequence`) one made from that; the
     other kind is an error (a cache built for another recipe must not be mixed in silently). A syn clip cached
-    before its source was recorded cannot be checked and is taken as it is."""
+    before its source was recorded cannot be checked and is taken as it is (the training's log says so)."""
     meta_path = Path(path) / "meta.json"
     if not meta_path.is_file():
         return False
