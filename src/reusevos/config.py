@@ -142,7 +142,7 @@ class SessionConfig:
     flip: test-time horizontal flip (ours; off by default): a second tracker, with the same settings, follows the
     objects in the mirrored video, and each frame's output is the mean of both trackers' probabilities; both
     trackers remember that mean of what they merged on a frame (target-model samples, last outputs; the flow
-    anchors stay each tracker's own, as the flow gate was fitted on; since session 22, chosen on held-out train
+    anchors stay each tracker's own, whose warps the flow gate trusts more; since session 22, chosen on held-out train
     sequences over each remembering its own). About twice the time and
     memory per frame, for better masks (measured in docs/accuracy.md). Not with the oracle variant.
     """

@@ -460,7 +460,7 @@ class Session:
         st, timed = stepped, stepped.timed
         memory = st.soft if memory is None else memory
         reoptimised = self._remember(st.computed, st.features, memory, timed)
-        if st.grey is not None:  # the flow anchors stay the frame's own output: the flow gate was fitted on such
+        if st.grey is not None:  # the flow anchors stay the frame's own output (flip: fused ones move fewer frames)
             with timed(Stage.MOTION):
                 self._anchor([t.obj.object_id for t in st.computed] + st.new_ids, st.grey, st.soft)
         result = FrameResult(
