@@ -42,7 +42,7 @@ from reusevos.config import BACKBONE_RUNTIMES, VARIANTS, SessionConfig, TargetMo
 from reusevos.evaluation.davis_eval import DavisScores, score_sequence
 from reusevos.io.davis import DavisDataset, SequenceData, load_sequence
 from reusevos.io.files import write_text
-from reusevos.model.merge import label_slots
+from reusevos.model.merge import merged_labels
 from reusevos.provenance import machine_label, source_commit
 from reuse_path_parts import MODES, reuse_path_as  # scripts/, beside this one
 
@@ -104,9 +104,7 @@ class Trackers:
                             if self.fused_memory else None)
         if not ids:
             return np.zeros(frame.shape[:2], np.uint8)
-        mean = torch.stack([fused[i] for i in ids])
-        slots = label_slots(torch.cat([1 - mean.sum(dim=0, keepdim=True), mean]))
-        return torch.tensor([0, *ids], dtype=torch.uint8)[slots].numpy()
+        return merged_labels(torch.stack([fused[i] for i in ids]), ids).numpy()
 
 
 def score(model, dataset: DavisDataset, options: SessionConfig, frame_step: int = 1, partners: tuple = (),

@@ -30,7 +30,7 @@ from reusevos.flow import Anchor, FlowWarper, blend, load_flow_gate, make_anchor
 from reusevos.flow import small_grey as flow_grey
 from reusevos.io.masks import VOID, object_ids, to_label_map
 from reusevos.model.backbone import images_to_tensor
-from reusevos.model.merge import label_slots, merge
+from reusevos.model.merge import merge, merged_labels
 from reusevos.model.network import VOSNetwork
 from reusevos.model.target_model import TargetModel
 from reusevos.model.ttvos import TTVOSMemory
@@ -352,8 +352,7 @@ class Session:
             if ids:
                 fused = torch.stack([torch.from_numpy(result.probabilities[i] + twin.probabilities[i][:, ::-1]) / 2
                                      for i in ids])
-                slots = label_slots(torch.cat([1 - fused.sum(dim=0, keepdim=True), fused]))
-                result.labels = torch.tensor([0, *ids], dtype=torch.uint8)[slots].numpy()
+                result.labels = merged_labels(fused, ids).numpy()
             result.probabilities = ({i: fused[k].numpy() for k, i in enumerate(ids)}
                                     if self._asked.pop(index) else None)
             for stage, seconds in twin.stage_seconds.items():

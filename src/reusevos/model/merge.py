@@ -27,6 +27,13 @@ def label_slots(merged: torch.Tensor) -> torch.Tensor:
     return merged.max(dim=0).indices
 
 
+def merged_labels(merged: torch.Tensor, ids: list[int]) -> torch.Tensor:
+    """The label map ``(H, W)`` uint8 of objects' merged probabilities ``(K, H, W)`` (``ids[k]``'s in row k, as
+    :func:`merge` gives them, or a mean of such), the background taking what they leave, ``1 - sum``."""
+    lookup = torch.tensor([0, *ids], dtype=torch.uint8, device=merged.device)
+    return lookup[label_slots(torch.cat([1 - merged.sum(dim=0, keepdim=True), merged]))]
+
+
 def merge(probs: torch.Tensor, ids: list[int], eps: float = 1e-7) -> tuple[torch.Tensor, torch.Tensor]:
     """The label map ``(H, W)`` uint8 (``ids[k]`` where object k wins, 0 where the background does) and the merged
     probabilities ``(K + 1, H, W)`` of :func:`soft_aggregate` for per-object probabilities ``probs`` ``(K, H, W)``,
