@@ -22,6 +22,9 @@ meant as a probe of the fast sequences that are val's worst and of drift; at N =
 them: an ensemble of independently trained refiners (a prototype; each partner runs its own backbone).
 Every tracker remembers the fused output, as flip's trackers do (``reusevos.Session``); ``--own-memory`` makes
 each remember its own instead (independent trackers: flip as it was in session 21, and the ensembles measured then).
+``--oracle-memory`` (a diagnostic, never a result to ship) gives the target models the ground truth as their samples
+instead of the network's own outputs (the windows still follow the outputs): what is left of J-Decay when the memory
+makes no errors, so how much of the decay the self-taught memory causes.
 """
 
 from __future__ import annotations
@@ -107,8 +110,26 @@ class Trackers:
         return merged_labels(torch.stack([fused[i] for i in ids]), ids).numpy()
 
 
+def oracle_stepper(session: reusevos.Session, ground_truth: np.ndarray):
+    """``step(frame, mask)`` for ``session`` whose target models remember frame t's ground truth ``ground_truth[t]``
+    (a label map) instead of the outputs; the outputs stay what the later frames' windows follow."""
+    frames = iter(ground_truth)
+
+    def step(frame: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
+        truth = next(frames)
+        stepped = session._outputs(frame, mask, False, False)
+        memory = {i: torch.from_numpy(truth == i).float() for i in stepped.soft}
+        result = session._commit(stepped, memory)[0]
+        for i, own in stepped.soft.items():  # the windows' last output: the frame's own, as without the oracle
+            if session.objects[i].prob_prev is memory[i]:
+                session.objects[i].prob_prev = own
+        return result.labels
+
+    return step
+
+
 def score(model, dataset: DavisDataset, options: SessionConfig, frame_step: int = 1, partners: tuple = (),
-          fused_memory: bool = True) -> tuple[list[dict], list, SessionConfig]:
+          fused_memory: bool = True, oracle_memory: bool = False) -> tuple[list[dict], list, SessionConfig]:
     """Each sequence of ``dataset`` run from its first mask (every ``frame_step``-th frame), by ``model`` alone (a
     Session with ``options``, flip included) or, with ``partners`` or without ``fused_memory``, by :class:`Trackers`:
     a row per sequence (printed as it is done), the per-object scores and the settings the sessions ran with
@@ -119,6 +140,9 @@ def score(model, dataset: DavisDataset, options: SessionConfig, frame_step: int 
         if partners or (options.flip and not fused_memory):
             trackers = Trackers([model, *partners], options, options.flip, fused_memory)
             session, step = trackers.first, trackers.step
+        elif oracle_memory:
+            session = reusevos.Session(model, options)
+            step = oracle_stepper(session, data.ground_truth)
         else:
             session = reusevos.Session(model, options)
             step = lambda f, m: session.step(f, m).labels  # noqa: E731
@@ -162,6 +186,8 @@ def main() -> None:
     parser.add_argument("--own-memory", action="store_true",
                         help="with --flip or --partner: every tracker remembers its own output, not the fused one "
                              "(independent trackers)")
+    parser.add_argument("--oracle-memory", action="store_true",
+                        help="a diagnostic: the target models learn from the ground truth, not the outputs")
     parser.add_argument("--out", required=True)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
@@ -169,6 +195,8 @@ def main() -> None:
         parser.error("--frame-step must be at least 1")
     if args.own_memory and not (args.flip or args.partner):
         parser.error("--own-memory needs more than one tracker: add --flip or --partner")
+    if args.oracle_memory and (args.flip or args.partner):
+        parser.error("--oracle-memory runs one tracker: leave out --flip and --partner")
     torch.set_num_threads(args.threads)
     model = reusevos.load_model(args.weights, device="cpu")
     overrides = target_overrides(args.target)
@@ -181,12 +209,12 @@ def main() -> None:
                             reuse_max_gap=args.reuse_max_gap, flip=args.flip)
     with reuse_path_as(args.reuse_mode):
         rows, objects, session_options = score(model, dataset, options, args.frame_step, partners,
-                                               not args.own_memory)
+                                               not args.own_memory, args.oracle_memory)
     overall = DavisScores(objects).global_scores()
     weights = args.weights or "default"
     report = {"command": shlex.join(["python", "scripts/holdout_eval.py", *sys.argv[1:]]),
               "commit": source_commit(), "machine": machine_label(), "weights": weights,
-              "partners": args.partner, "fused_memory": not args.own_memory,
+              "partners": args.partner, "fused_memory": not args.own_memory, "oracle_memory": args.oracle_memory,
               "weights_meta": {k: model.meta.get(k) for k in ("data", "train_config", "commit") if k in model.meta},
               "split": "train", "sequences": dataset.sequences, "session": asdict(session_options),
               "frame_step": args.frame_step, "reuse_mode": args.reuse_mode,
@@ -201,6 +229,7 @@ def main() -> None:
     mode += " flip" if args.flip else ""
     mode += "".join(f" + {w}" for w in args.partner)
     mode += " own memory" if args.own_memory else ""
+    mode += " ORACLE memory (ground truth)" if args.oracle_memory else ""
     print(f"{weights} {session_options.variant}@{session_options.tau:g} {overrides or ''}{mode}: "
           f"reused {100 * reused:.1f}%  "
           f"J&F {100 * overall['J&F-Mean']:.1f}  J {100 * overall['J-Mean']:.1f}  F {100 * overall['F-Mean']:.1f}  "

@@ -249,6 +249,8 @@ def test_report_has_every_setting_with_every_field(report):
         assert sum(s["object_frames"].values()) == 3 * 5  # every object tracked on frames 1..5
         assert 0.0 <= s["computation_saved"] < 1.0 and s["gflops_per_frame"] > 0
         assert len(s["per_sequence"]) == 2
+        for row in s["per_sequence"]:  # each sequence's own J, F and J-Decay (where a decay comes from)
+            assert row["J&F"] == pytest.approx((row["J"] + row["F"]) / 2, abs=1e-4) and -1 <= row["J-Decay"] <= 1
         stages = s["stages_s"]
         assert stages["mask_encoding"] > 0 and stages["initialisation"] == pytest.approx(s["init_s"], abs=1e-4)
         # The top-level stages (initialisation among them) and the rest add up to the timed wall time.

@@ -77,6 +77,27 @@ def test_memory_is_bounded_keeps_the_start_frame_and_decays_weights():
     assert float(raw[0]) == pytest.approx(0.1 * 0.9 ** 5)  # 0.2 / 2 per start sample, decayed 5 times
 
 
+def test_start_share_keeps_the_start_frames_weight_from_decaying_away():
+    def filled(share):
+        mem = SampleMemory(capacity=8, lr=0.1, start_share=share)
+        mem.add(torch.zeros(2, 2, 3, 3), torch.zeros(2, 1, 6, 6), torch.ones(2, 1, 6, 6), weight=0.2, permanent=True)
+        for k in range(30):
+            mem.add(torch.full((1, 2, 3, 3), k + 1.0), torch.zeros(1, 1, 6, 6), torch.ones(1, 1, 6, 6))
+        return mem
+    plain, floored = filled(0.0), filled(0.25)
+    _, _, _, w0 = plain.batch()
+    _, _, _, w = floored.batch()
+    assert float(w0[:2].sum()) < 0.02  # FRTM's memory: 0.2 * 0.9**30 against about 0.5 for the six newest
+    assert float(w[:2].sum()) == pytest.approx(0.25, abs=1e-6) and float(w.sum()) == pytest.approx(1.0)
+    assert torch.allclose(w[2:] / w[2:].sum(), w0[2:] / w0[2:].sum())  # the later samples keep their proportions
+    assert torch.equal(floored.weights, plain.weights)  # stored weights decay as before
+    fresh = SampleMemory(capacity=8, lr=0.1, start_share=0.25)
+    fresh.add(torch.zeros(2, 2, 3, 3), torch.zeros(2, 1, 6, 6), torch.ones(2, 1, 6, 6), weight=0.2, permanent=True)
+    fresh.add(torch.ones(1, 2, 3, 3), torch.zeros(1, 1, 6, 6), torch.ones(1, 1, 6, 6))
+    _, _, _, w = fresh.batch()  # above the floor already (0.18 against 0.1): unchanged
+    assert float(w[:2].sum()) == pytest.approx(0.18 / 0.28)
+
+
 def test_augmented_copies_move_the_object_and_keep_its_size(blackswan):
     frames, masks = blackswan
     image, mask = frames[0], masks[0] > 0

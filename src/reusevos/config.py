@@ -34,6 +34,9 @@ class TargetModelConfig:
     memory_size: int = 80
     memory_lr: float = 0.1  # weight of a new sample; older ones decay by (1 - lr)
     first_frame_weight: float = 2.0  # the start frame's samples count double
+    # ours (pytracking's floor for initial samples): the least share of a refit's weight the start frame's samples keep
+    # as their own weights decay (0: FRTM's memory, where after 50 frames they weigh about 1% of the newest frame)
+    start_share: float = 0.0
     update_every: int = 8  # re-optimise the filter every n-th computed frame
     min_sample_pixels: int = 10  # a tracked frame adds a sample only if its mask has this many pixels
     num_augmented: int = 4  # augmented copies of the start frame

@@ -87,7 +87,8 @@ def sequence_summary(result: SequenceResult) -> dict:
     return {"sequence": result.sequence, "frames": result.frames,
             "fps": round(result.frames / result.time_s, 4) if result.time_s else None,
             "init_s": round(result.init_s, 4), "reuse_rate": round(float(np.mean(rates)), 4) if rates else 0.0,
-            "J&F": round(scores["J&F-Mean"], 4)}
+            "J&F": round(scores["J&F-Mean"], 4), "J": round(scores["J-Mean"], 4), "F": round(scores["F-Mean"], 4),
+            "J-Decay": round(scores["J-Decay"], 4)}
 
 
 def _computation(setting: Setting, object_frames: dict[str, int], flops: dict | None) -> dict:

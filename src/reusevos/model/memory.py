@@ -14,10 +14,14 @@ class SampleMemory:
     features: ``(N, C, h, w)`` at stride 16; labels and pixel weights: ``(N, 1, Hl, Wl)``.
     The start frame's samples are never evicted; when full, the lowest-weight later sample is
     replaced. Storage is preallocated on the first add, so memory stays flat over a long video.
+    ``start_share``: the least share of the refit's total weight the permanent (start-frame) samples keep, however
+    far their own weights have decayed (0: none, FRTM's memory; pytracking's trackers keep such a floor for their
+    initial samples); it changes what :meth:`batch` hands out, not the stored weights.
     """
 
     capacity: int
     lr: float
+    start_share: float = 0.0
     features: torch.Tensor | None = None
     labels: torch.Tensor | None = None
     pixel_weights: torch.Tensor | None = None
@@ -58,5 +62,11 @@ class SampleMemory:
         """The stored samples and their weights normalised to sum 1: ``(N, ...)`` x3, ``(N,)``."""
         n = self.count
         w = self.weights[:n]
-        w = (w / w.sum()).to(self.features.dtype)
+        w = w / w.sum()
+        if self.start_share > 0:
+            kept = self.permanent[:n]
+            share = float(w[kept].sum())
+            if 0 < share < self.start_share and share < 1:
+                w = torch.where(kept, w * (self.start_share / share), w * ((1 - self.start_share) / (1 - share)))
+        w = w.to(self.features.dtype)
         return self.features[:n], self.labels[:n], self.pixel_weights[:n], w

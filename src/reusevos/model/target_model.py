@@ -40,7 +40,7 @@ class TargetModel:
         self.config = config
         self.projection: torch.Tensor | None = None
         self.filter: torch.Tensor | None = None
-        self.memory = SampleMemory(config.memory_size, config.memory_lr)
+        self.memory = SampleMemory(config.memory_size, config.memory_lr, config.start_share)
         self.label_size: tuple[int, int] | None = None
         self.frames_since_update = 0
 
