@@ -98,6 +98,19 @@ def test_start_share_keeps_the_start_frames_weight_from_decaying_away():
     assert float(w[:2].sum()) == pytest.approx(0.18 / 0.28)
 
 
+def test_sample_confidence_weighs_unsure_outputs_less():
+    def weight(power, inside):
+        model = TargetModel(TargetModelConfig(sample_confidence_power=power))
+        soft = torch.zeros(1, 1, 32, 32)
+        soft[..., 8:24, 8:24] = inside
+        assert model.add_sample(torch.zeros(1, 4, 2, 2), soft)
+        return float(model.memory.weights[0])
+    assert weight(0.0, 0.6) == pytest.approx(0.1)  # off: FRTM's memory_lr whatever the output
+    assert weight(1.0, 1.0) == pytest.approx(0.1)  # sure of its object: the full weight
+    assert weight(1.0, 0.6) == pytest.approx(0.1 * 0.2)  # mean 0.6 inside: c = 0.2
+    assert weight(2.0, 0.6) == pytest.approx(0.1 * 0.04)
+
+
 def test_augmented_copies_move_the_object_and_keep_its_size(blackswan):
     frames, masks = blackswan
     image, mask = frames[0], masks[0] > 0

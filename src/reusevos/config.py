@@ -37,6 +37,9 @@ class TargetModelConfig:
     # ours (pytracking's floor for initial samples): the least share of a refit's weight the start frame's samples keep
     # as their own weights decay (0: FRTM's memory, where after 50 frames they weigh about 1% of the newest frame)
     start_share: float = 0.0
+    # ours: a tracked frame's sample weighs memory_lr * c ** power, c = 2 m - 1 with m its mean probability where it
+    # is above 0.5 (how sure the output is of the object it draws); 0: every sample memory_lr, FRTM's memory
+    sample_confidence_power: float = 0.0
     update_every: int = 8  # re-optimise the filter every n-th computed frame
     min_sample_pixels: int = 10  # a tracked frame adds a sample only if its mask has this many pixels
     num_augmented: int = 4  # augmented copies of the start frame

@@ -163,12 +163,18 @@ class TargetModel:
         by ``steps`` frames' worth (see :meth:`SampleMemory.add`).
 
         Frames whose mask has fewer than ``min_sample_pixels`` foreground pixels teach nothing
-        about the object and are skipped. Returns whether the sample was added.
+        about the object and are skipped; with ``sample_confidence_power`` a sample weighs less the less sure the
+        output is of its object. Returns whether the sample was added.
         """
-        if float((soft_mask > 0.5).sum()) < self.config.min_sample_pixels:
+        inside = soft_mask > 0.5
+        if float(inside.sum()) < self.config.min_sample_pixels:
             return False
+        weight = None  # memory_lr
+        if self.config.sample_confidence_power > 0:  # less weight where the output is unsure of its object
+            sure = (2 * soft_mask[inside].float().mean() - 1).clamp(0, 1)
+            weight = self.config.memory_lr * float(sure) ** self.config.sample_confidence_power
         labels, pixel_weights = self.prepare_labels(soft_mask.to(features.dtype))
-        self.memory.add(features, labels, pixel_weights, steps=steps)
+        self.memory.add(features, labels, pixel_weights, weight=weight, steps=steps)
         return True
 
     def update(self, cg_iters: int | None = None) -> list[float]:
