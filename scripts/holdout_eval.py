@@ -61,7 +61,8 @@ def target_overrides(items: list[str]) -> dict:
         if key not in kinds:
             raise SystemExit(f"--target {item}: no such field; choose one of {', '.join(kinds)}")
         kind = kinds[key]
-        out[key] = tuple(int(v) for v in value.split(",")) if kind is tuple else kind(value)
+        out[key] = tuple(float(v) if "." in v else int(v) for v in value.split(",") if v) if kind is tuple \
+            else kind(value)
     return out
 
 

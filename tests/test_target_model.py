@@ -124,6 +124,17 @@ def test_augmented_copies_move_the_object_and_keep_its_size(blackswan):
         assert iou < 0.97  # every copy differs from the original
 
 
+def test_augment_scales_add_zoomed_copies_after_the_usual_ones(blackswan):
+    frames, masks = blackswan
+    image, mask = frames[0], masks[0] > 0
+    usual = augment_first_frame(image, mask, 4)
+    more = augment_first_frame(image, mask, 4, scales=(1.6,))
+    assert len(more) == 5 and all(np.array_equal(a[1], b[1]) for a, b in zip(usual, more))
+    grown = more[-1][1].sum() / mask.sum()
+    assert 1.6 ** 2 * 0.85 < grown < 1.6 ** 2 * 1.15  # the object 1.6 times as large (blackswan stays in the frame)
+    assert len(augment_first_frame(image, mask, 0, scales=(0.5, 2.0))) == 2
+
+
 def _fit(backbone, frame, mask, config=None):
     config = config or TargetModelConfig()
     copies = augment_first_frame(frame, mask > 0, config.num_augmented)

@@ -101,7 +101,7 @@ class FrtmBase:
               features: FrameFeatures, timed: StageTimer) -> None:
         """The object's target model, fitted on the start frame and its augmented copies."""
         cfg = self.config
-        copies = augment_first_frame(frame, mask, cfg.num_augmented)
+        copies = augment_first_frame(frame, mask, cfg.num_augmented, cfg.augment_scales)
         f16 = [features.f16]
         if copies:
             f16.append(self.network.backbone.to_f16(images_to_tensor(np.stack([c[0] for c in copies]), self.device)))

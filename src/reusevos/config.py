@@ -43,6 +43,8 @@ class TargetModelConfig:
     update_every: int = 8  # re-optimise the filter every n-th computed frame
     min_sample_pixels: int = 10  # a tracked frame adds a sample only if its mask has this many pixels
     num_augmented: int = 4  # augmented copies of the start frame
+    # ours: one more copy per factor, the object scaled by it (views of an object that will come closer); () = none
+    augment_scales: tuple[float, ...] = ()
     balance_threshold: float = 0.1  # class balancing when the foreground fraction is below this
     label_stride: int = 4  # labels at image size / 4: far cheaper fits, same separation (docs/method.md)
     min_object_pixels: int = 25  # smaller start masks are refused: too little to fit a model on

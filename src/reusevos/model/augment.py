@@ -39,12 +39,15 @@ def inpaint_background(image: np.ndarray, mask: np.ndarray, work_size: int = 240
     return out
 
 
-def augment_first_frame(image: np.ndarray, mask: np.ndarray, count: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    """``count`` augmented copies of ``(image (H, W, 3) uint8, mask (H, W) bool)``.
+def augment_first_frame(image: np.ndarray, mask: np.ndarray, count: int,
+                        scales: tuple[float, ...] = ()) -> list[tuple[np.ndarray, np.ndarray]]:
+    """``count`` augmented copies of ``(image (H, W, 3) uint8, mask (H, W) bool)``, then one more per entry of
+    ``scales``: the object scaled by that factor about its centre (cut by the frame's edges), unrotated.
 
     Deterministic: the warps are a fixed list, as in the paper's rotation / flip / scale / blur set.
     """
-    if count <= 0:
+    warps = [_WARPS[k % len(_WARPS)] for k in range(max(count, 0))] + [(0.0, False, float(s), 0.0) for s in scales]
+    if not warps:
         return []
     mask = mask.astype(bool)
     background = inpaint_background(image, mask)
@@ -52,8 +55,7 @@ def augment_first_frame(image: np.ndarray, mask: np.ndarray, count: int) -> list
     ys, xs = np.nonzero(mask)
     centre = (float(xs.mean()), float(ys.mean()))
     copies = []
-    for k in range(count):
-        angle, flip, scale, blur = _WARPS[k % len(_WARPS)]
+    for angle, flip, scale, blur in warps:
         matrix = cv2.getRotationMatrix2D(centre, angle, scale)
         if flip:
             # Mirror about the object's centre column, then rotate / scale.
