@@ -150,7 +150,7 @@ def _track_scores(anchor: int, frame: np.ndarray, masks: np.ndarray, obj_id: int
     """Scores ``(T, h16, w16)`` of one object's target model fitted at ``anchor`` (NaN before it)."""
     device = next(iter(backbone.buffers())).device
     mask = masks[anchor] == obj_id
-    copies = augment_first_frame(frame, mask, config.num_augmented)
+    copies = augment_first_frame(frame, mask, config.num_augmented, config.augment_scales)
     feats = [f16[anchor:anchor + 1].float().to(device)]
     if copies:
         with torch.no_grad():
