@@ -14,8 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 
-import numpy as np
-
+from reusevos.bench.measure import SequenceResult
 from reusevos.evaluation.davis_eval import DavisScores, ObjectScores
 
 
@@ -25,15 +24,8 @@ def load(path: str) -> dict[str, dict[str, list[ObjectScores]]]:
     out: dict[str, dict[str, list[ObjectScores]]] = {}
     with open(path) as lines:
         for line in lines:
-            result = json.loads(line)["result"]
-            objects = []
-            for obj_id, o in sorted(result["objects"].items(), key=lambda kv: int(kv[0])):
-                if not o.get("started", True):
-                    continue
-                ids = [f"{t:05d}" for t in range(1, len(o["j"]) + 1)]
-                objects.append(ObjectScores(result["sequence"], int(obj_id), ids, np.asarray(o["j"], np.float64),
-                                            np.asarray(o["f"], np.float64)))
-            out.setdefault(result["setting"], {})[result["sequence"]] = objects
+            result = SequenceResult.from_dict(json.loads(line)["result"])
+            out.setdefault(result.setting, {})[result.sequence] = result.object_scores()  # the report's scores
     return out
 
 

@@ -53,8 +53,10 @@ def test_thin_parts_go_and_the_rest_stays():
 
 def test_sequence_decay_reads_per_frame_scores_and_keeps_the_last_run(tmp_path):
     def line(sequence, j):
-        return json.dumps({"result": {"sequence": sequence, "setting": "full+c2", "objects": {
-            "1": {"started": True, "j": j, "f": j}}}})
+        return json.dumps({"result": {"sequence": sequence, "setting": "full+c2", "frames": len(j) + 2,
+                                      "resolution": [48, 64], "time_s": 1.0, "init_s": 0.1, "stages_s": {},
+                                      "kinds": {}, "object_frames": {},
+                                      "objects": {"1": {"started": True, "tracked": 9, "reused": 0, "j": j, "f": j}}}})
     log = tmp_path / "run.partial.jsonl"
     log.write_text("\n".join([line("a", [0.5] * 8), line("a", [1.0] * 4 + [0.6] * 4), line("b", [0.9] * 8)]) + "\n")
     runs = load(str(log))
