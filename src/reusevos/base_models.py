@@ -94,7 +94,8 @@ class FrtmBase:
                 raise ReusevosError(f"these weights have no trained reuse gate, so variant {options.variant!r} "
                                     "cannot run; use variant 'full' (or tau 1) or weights that include the gate")
             # tau = 1 never reuses
-            return SessionConfig("full", 1.0, compute_window=options.compute_window, flip=options.flip)
+            return SessionConfig("full", 1.0, compute_window=options.compute_window, flip=options.flip,
+                                 memory_band=options.memory_band)
         return options
 
     def start(self, obj: ObjectState, frame: np.ndarray, mask: np.ndarray, given: torch.Tensor,
@@ -202,6 +203,8 @@ class TtvosBase:
         cannot run is refused below tau 1 and runs as ``full`` at tau 1."""
         options = options or SessionConfig("full", 1.0)
         options.validate()
+        if options.memory_band is not None:
+            raise ReusevosError("memory_band applies to FRTM's target model; TTVOS weights have none")
         if options.variant not in self.variants:
             if options.tau < 1.0:
                 raise ReusevosError(f"these TTVOS weights have no trained reuse gate, so variant {options.variant!r} "

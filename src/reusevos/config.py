@@ -38,9 +38,12 @@ class TargetModelConfig:
     # where J-Decay comes from). start_share: the least share of a refit's weight the start frame's samples keep as their
     # own weights decay (pytracking's floor for initial samples; 0: FRTM's memory, where after 50 frames they weigh about
     # 1% of the newest frame). sample_confidence_power: a tracked frame's sample weighs memory_lr * c ** power, c = 2 m - 1
-    # with m its mean probability where it is above 0.5 (0: every sample memory_lr).
+    # with m its mean probability where it is above 0.5 (0: every sample memory_lr). sample_ignore_band: a tracked frame's
+    # sample leaves out (weight 0) a band this wide around the output's object, as a fraction of the object's size
+    # (the square root of its area): where an output that under-covers a growing object would teach background (0: none).
     start_share: float = 0.0
     sample_confidence_power: float = 0.0
+    sample_ignore_band: float = 0.0
     update_every: int = 8  # re-optimise the filter every n-th computed frame
     min_sample_pixels: int = 10  # a tracked frame adds a sample only if its mask has this many pixels
     num_augmented: int = 4  # augmented copies of the start frame
@@ -155,6 +158,9 @@ class SessionConfig:
     anchors stay each tracker's own, whose warps the flow gate trusts more; since session 22, chosen on held-out train
     sequences over each remembering its own). About twice the time and
     memory per frame, for better masks (measured in docs/accuracy.md). Not with the oracle variant.
+    memory_band: FRTM's target model (ours): each tracked frame's sample leaves out a band this wide around the output's
+    object, as a fraction of the object's size (:attr:`TargetModelConfig.sample_ignore_band`; 0 = none). None (the
+    default): the weights' own setting.
     """
 
     variant: str = DEFAULT_VARIANT
@@ -168,6 +174,7 @@ class SessionConfig:
     memory_clock: str = "computed"
     reuse_max_gap: int = 0
     flip: bool = False
+    memory_band: float | None = None
 
     def __post_init__(self):
         if self.tau is None:
@@ -212,6 +219,10 @@ class SessionConfig:
             raise ReusevosError(f"lookahead must be True or False, got {self.lookahead!r}")
         if not isinstance(self.flip, bool):
             raise ReusevosError(f"flip must be True or False, got {self.flip!r}")
+        band = self.memory_band
+        if band is not None and (isinstance(band, bool) or not isinstance(band, (int, float)) or not 0 <= band <= 1):
+            raise ReusevosError(f"memory_band must be a fraction of the object's size from 0 to 1 (0 = none) or None "
+                                f"(the weights' own), got {band!r}")
         if self.flip and self.variant == "oracle":
             raise ReusevosError("flip cannot run with the oracle variant (its gate reads the unmirrored ground truth)")
         if self.lookahead and self.variant != "flow":

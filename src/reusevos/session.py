@@ -257,6 +257,8 @@ class Session:
         self.config = network.config
         self.base = base_model(network)
         self.options = self.base.runnable(options)  # validated; None: the base model's default
+        if self.options.memory_band is not None:  # FRTM's target models take this band (TTVOS refuses one)
+            self.base.config = replace(self.base.config, sample_ignore_band=float(self.options.memory_band))
         if (self.options.variant == "oracle") != (ground_truth is not None):
             raise ReusevosError("the oracle variant needs the ground truth of every frame (ground_truth=...), "
                                 "and only it takes one")

@@ -36,6 +36,7 @@ class Setting:
     memory_clock: str = "computed"  # SessionConfig.memory_clock (``+mf``: "frames")
     reuse_max_gap: int = 0  # SessionConfig.reuse_max_gap: the gated variants' (``+gN``), 0 = no limit
     flip: bool = False  # SessionConfig.flip (``+flip``): test-time horizontal flip, named settings only
+    memory_band: float | None = None  # SessionConfig.memory_band (``+band0.1``; None: the weights'), named settings only
 
     def __post_init__(self):
         if self.variant == "flow" and self.flow_max_gap is None:
@@ -50,14 +51,16 @@ class Setting:
             + (f"+g{self.reuse_max_gap}" if self.reuse_max_gap else "")
             + ("+la" if self.lookahead else "") + ("+mf" if self.memory_clock == "frames" else ""))
         runtime = f"+{_RUNTIME_SUFFIXES[self.runtime]}" if self.runtime else ""
+        band = f"+band{self.memory_band:g}" if self.memory_band is not None else ""
         return name + (f"+c{self.compute_window}" if self.compute_window else "") + ("+flip" if self.flip else "") \
-            + runtime
+            + band + runtime
 
     def options(self) -> SessionConfig:
         options = SessionConfig(self.variant, self.tau, self.tau2, reuse_window=self.window,
                                 compute_window=self.compute_window,
                                 flow_max_gap=self.flow_max_gap, lookahead=self.lookahead,
-                                memory_clock=self.memory_clock, reuse_max_gap=self.reuse_max_gap, flip=self.flip)
+                                memory_clock=self.memory_clock, reuse_max_gap=self.reuse_max_gap, flip=self.flip,
+                                memory_band=self.memory_band)
         options.validate()
         return options
 
@@ -155,13 +158,13 @@ _RUNTIME_SUFFIXES = {"torch": "torch", "onnxruntime": "ort", "onnxruntime-int8":
 _SUFFIX_RUNTIMES = {suffix: runtime for runtime, suffix in _RUNTIME_SUFFIXES.items()}
 _KEY = re.compile(r"(?P<variant>[a-z]+)(?:@(?P<tau>[0-9.e-]+)(?:/(?P<tau2>[0-9.e-]+))?)?(?:\+w(?P<window>\d+))?"
                   r"(?:\+g(?P<gap>\d+))?(?P<lookahead>\+la)?(?P<clock>\+mf)?(?:\+c(?P<compute>\d+))?(?P<flip>\+flip)?"
-                  r"(?:\+(?P<runtime>" + "|".join(sorted(_SUFFIX_RUNTIMES, key=len, reverse=True)) + "))?")
+                  r"(?:\+band(?P<band>[0-9.]+))?(?:\+(?P<runtime>" + "|".join(sorted(_SUFFIX_RUNTIMES, key=len, reverse=True)) + "))?")
 
 
 def parse_setting(key: str) -> Setting:
     """The setting a name of :attr:`Setting.key` stands for (``full+c2+ort``, ``reuse@0.7+w2+c2``,
     ``reuse@0.7+w2+g2+c2``, ``fusion@0.5/0.9``, ``flow@0.9+g3+c2``, ``flow@0.85+g3+la+c2``, ``full+c2+flip``,
-    ``full+torch``): the inverse of ``key``.
+    ``full+c2+band0.1``, ``full+torch``): the inverse of ``key``.
     Raises ReusevosError for anything else."""
     match = _KEY.fullmatch(key.strip())
     example = "full, full+c2+ort, reuse@0.7+w2+c2 or fusion@0.5/0.9"
@@ -184,9 +187,16 @@ def parse_setting(key: str) -> Setting:
                       None if runtime is None else check_runtime(runtime),
                       gap if variant == "flow" else None, bool(match["lookahead"]),
                       "frames" if match["clock"] else "computed", 0 if variant == "flow" else gap or 0,
-                      bool(match["flip"]))
+                      bool(match["flip"]), None if match["band"] is None else _band(key, match["band"]))
     setting.options()  # tau in [0, 1], fusion's tau < tau2, a reuse window only where there is a reuse path
     return setting
+
+
+def _band(key: str, text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise ReusevosError(f"setting {key!r}: +band takes a fraction of the object's size, as in +band0.1") from None
 
 
 def select_settings(keys: Iterable[str], has_gate: bool = True) -> tuple[list[Setting], list[dict]]:

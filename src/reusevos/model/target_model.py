@@ -29,6 +29,18 @@ def balance_weights(labels: torch.Tensor, threshold: float) -> torch.Tensor:
     return torch.where(af < threshold, balanced, torch.ones_like(labels))
 
 
+def ignore_band(labels: torch.Tensor, fraction: float) -> torch.Tensor:
+    """The band ``(N, 1, H, W)`` (1 inside, else 0) of pixels outside each (soft) label's object (above 0.5) and within
+    ``fraction`` of the object's size (the square root of its area, in label pixels) of it, at least one pixel."""
+    inside = (labels > 0.5).to(labels.dtype)
+    out = torch.zeros_like(labels)
+    for n in range(labels.shape[0]):
+        radius = max(1, round(fraction * float(inside[n].sum()) ** 0.5))
+        grown = F.max_pool2d(inside[n:n + 1], 2 * radius + 1, stride=1, padding=radius)
+        out[n:n + 1] = grown - inside[n:n + 1]
+    return out
+
+
 class TargetModel:
     """Per-object target model and its sample memory.
 
@@ -174,6 +186,8 @@ class TargetModel:
             sure = (2 * soft_mask[inside].float().mean() - 1).clamp(0, 1)
             weight = self.config.memory_lr * float(sure) ** self.config.sample_confidence_power
         labels, pixel_weights = self.prepare_labels(soft_mask.to(features.dtype))
+        if self.config.sample_ignore_band > 0:
+            pixel_weights = pixel_weights * (1 - ignore_band(labels, self.config.sample_ignore_band))
         self.memory.add(features, labels, pixel_weights, weight=weight, steps=steps)
         return True
 

@@ -27,7 +27,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Mapping
 
@@ -156,7 +156,7 @@ def _track_scores(anchor: int, frame: np.ndarray, masks: np.ndarray, obj_id: int
         with torch.no_grad():
             feats.append(backbone(images_to_tensor(np.stack([c[0] for c in copies]), device))[2])
     labels = torch.from_numpy(np.stack([mask] + [c[1] for c in copies]).astype(np.float32))[:, None].to(device)
-    model = TargetModel(config)
+    model = TargetModel(replace(config, sample_ignore_band=0.0))  # ground-truth samples need no band
     model.initialise(torch.cat(feats), labels)
     out = np.full((masks.shape[0],) + tuple(f16.shape[-2:]), np.nan, np.float32)
     computed = 0
