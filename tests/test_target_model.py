@@ -7,7 +7,7 @@ from reusevos.config import TargetModelConfig
 from reusevos.model.augment import augment_first_frame
 from reusevos.model.gauss_newton import gauss_newton_cg
 from reusevos.model.memory import SampleMemory
-from reusevos.model.target_model import TargetModel, balance_weights
+from reusevos.model.target_model import TargetModel, balance_weights, ignore_band
 
 
 def test_gauss_newton_solves_linear_least_squares_exactly():
@@ -109,6 +109,71 @@ def test_sample_confidence_weighs_unsure_outputs_less():
     assert weight(1.0, 1.0) == pytest.approx(0.1)  # sure of its object: the full weight
     assert weight(1.0, 0.6) == pytest.approx(0.1 * 0.2)  # mean 0.6 inside: c = 0.2
     assert weight(2.0, 0.6) == pytest.approx(0.1 * 0.04)
+
+
+def test_ignore_band_is_a_ring_around_the_object_as_wide_as_asked():
+    labels = torch.zeros(2, 1, 40, 40)
+    labels[0, :, 10:30, 10:30] = 1.0  # a 20 x 20 square: size 20
+    labels[1, :, 18:20, 18:20] = 0.9  # 2 x 2: the band is at least one pixel wide
+    band = ignore_band(labels, 0.25)  # 5 pixels around the square
+    expected = torch.zeros(40, 40)
+    expected[5:35, 5:35] = 1.0
+    expected[10:30, 10:30] = 0.0
+    assert torch.equal(band[0, 0], expected)
+    small = torch.zeros(40, 40)
+    small[17:21, 17:21] = 1.0
+    small[18:20, 18:20] = 0.0
+    assert torch.equal(band[1, 0], small)
+
+
+def test_a_tracked_sample_leaves_out_the_band_and_nothing_else():
+    soft = torch.zeros(1, 1, 64, 64)
+    soft[..., 16:48, 16:48] = 1.0  # labels at stride 4: an 8 x 8 object, band 0.25 * 8 = 2 label pixels
+
+    def pixel_weights(fraction):
+        model = TargetModel(TargetModelConfig(sample_ignore_band=fraction))
+        assert model.add_sample(torch.zeros(1, 4, 4, 4), soft)
+        return model.memory.pixel_weights[0, 0]
+    plain, banded = pixel_weights(0.0), pixel_weights(0.25)
+    ring = torch.zeros(16, 16, dtype=torch.bool)
+    ring[2:14, 2:14] = True
+    ring[4:12, 4:12] = False
+    assert (plain > 0).all() and (banded[ring] == 0).all()  # off: FRTM's weights everywhere
+    assert torch.equal(banded[~ring], plain[~ring])
+
+
+def test_a_sessions_memory_band_replaces_the_weights_own(weights, tmp_path):
+    from reusevos import Session, SessionConfig, load_model
+    from reusevos.bench.settings import parse_setting
+    from reusevos.config import ModelConfig
+    from reusevos.errors import ReusevosError
+    from reusevos.model.backbone import Backbone
+    from reusevos.model.network import VOSNetwork, save_checkpoint
+
+    network = load_model(weights["base"], fetch_backbone=False)
+    frame = np.zeros((64, 96, 3), np.uint8)
+    mask = np.zeros((64, 96), np.uint8)
+    mask[16:48, 24:64] = 1
+
+    def band(options):
+        session = Session(network, options)
+        session.step(frame, mask)
+        bands = {tracker.objects[1].target.config.sample_ignore_band for tracker in (session, session._twin) if tracker}
+        assert len(bands) == 1  # with flip, the mirrored video's tracker the same
+        return bands.pop()
+    assert band(SessionConfig("full", 1.0)) == network.config.target.sample_ignore_band  # None: the weights' own
+    assert band(SessionConfig("full", 1.0, memory_band=0.3)) == 0.3
+    assert band(SessionConfig("flow", 1.0, memory_band=0.0, flip=True)) == 0.0  # both trackers
+    assert parse_setting("full+c2+band0.3").options() == SessionConfig("full", 1.0, compute_window=2, memory_band=0.3)
+    assert parse_setting("full+c2+band0.3+ort").key == "full+c2+band0.3+ort"
+    with pytest.raises(ReusevosError, match="memory_band must be a fraction"):
+        SessionConfig("full", 1.0, memory_band=1.5).validate()
+    with pytest.raises(ReusevosError, match=r"\+band takes a fraction"):
+        parse_setting("full+band0.1.2")
+    path = tmp_path / "ttvos.pt"
+    save_checkpoint(path, VOSNetwork(ModelConfig(base="ttvos"), Backbone("mobilenet_v2")), meta={"name": "t"})
+    with pytest.raises(ReusevosError, match="TTVOS weights have none"):
+        Session(load_model(path, fetch_backbone=False), SessionConfig("full", 1.0, memory_band=0.1))
 
 
 def test_augmented_copies_move_the_object_and_keep_its_size(blackswan):
