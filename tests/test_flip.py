@@ -125,9 +125,13 @@ def test_step_and_asked_probabilities(weights):
     assert session.reuse_rates == {1: 0.0, 2: 0.0}
 
 
-def test_flip_is_named_by_settings_and_flags_and_refused_with_the_oracle():
+def test_flip_is_named_by_settings_and_flags_and_refused_with_the_oracle(monkeypatch):
     from reusevos.cli.common import add_session_flags, session_options
+    from reusevos.model import onnx_backbone
 
+    # named whether or not this machine has OpenVINO or a CPU with bfloat16
+    monkeypatch.setattr(onnx_backbone, "openvino_available", lambda: True)
+    monkeypatch.setattr(onnx_backbone, "openvino_cpu", lambda: ("a CPU with bfloat16", ("BF16", "FP32")))
     setting = parse_setting("full+c2+flip+ovbf16")
     assert setting.key == "full+c2+flip+ovbf16" and setting.runtime == "openvino-bf16"
     assert setting.options() == SessionConfig("full", 1.0, compute_window=2, flip=True)

@@ -293,7 +293,8 @@ def test_segment_davis_resumes_and_refuses_other_settings(synthetic_root, weight
     first = segment_davis(network, dataset, tmp_path, warmup=False, options=options)
     assert first["settings"] == {"variant": "reuse", "tau": 0.5, "tau2": None, "reuse_window": 0,
                                     "compute_window": 2, "flow_gate": None, "flow_max_gap": None, "lookahead": False,
-                                    "memory_clock": "computed", "reuse_max_gap": 0, "flip": False}
+                                    "memory_clock": "computed", "reuse_max_gap": 0, "flip": False,
+                                    "memory_band": None}
     assert first["total"]["frames"] == 10 and len(list((tmp_path / "late").glob("*.png"))) == 10
     logs = []
     again = segment_davis(network, dataset, tmp_path, warmup=False, options=SessionConfig("reuse", 0.5), log=logs.append)
