@@ -168,8 +168,9 @@ def test_tracked_scores_follow_the_models_own_tracking(tmp_path):
     assert scores.shape[:3] == (4, 12, 2) and np.isfinite(scores[-1]).all()
     same = np.abs(scores[0, :9] - scores[-1, :9]).max()  # frames 0-8: no refit has happened yet
     after = np.abs(scores[0, 9:] - scores[-1, 9:]).reshape(3, 2, -1).max(axis=2)
-    assert same < 0.01  # the same model, up to the backbone runtimes' float rounding
-    assert after.min() > 0.05  # every object's scores change once the memories differ
+    # the same model up to float rounding (under 0.01 on AVX-512 CPUs, 0.02 on an AVX2-only one) ...
+    assert same < 0.05, (same, after)
+    assert after.min() > 0.1, (same, after)  # ... and every object's scores change once the memories differ (0.15+)
     runs = [json.loads(line) for line in (tmp_path / "run" / "runs.jsonl").read_text().splitlines()]
     assert runs[0]["tracker_weights"] == "frtm-mobilenet_v2"
 
