@@ -168,6 +168,8 @@ def main() -> None:
     parser.add_argument("--target", action="append", default=[], metavar="KEY=VALUE",
                         help="a target-model setting for this run (repeatable)")
     parser.add_argument("--compute-window", type=int, default=2)
+    parser.add_argument("--search-margin", type=int, default=0,
+                        help="cells around the last output where the coarse score counts (SessionConfig.search_margin)")
     parser.add_argument("--variant", default="full",
                         choices=[v for v in VARIANTS if v not in ("flow", "oracle", "fusion")],
                         help="full (default), or a gated variant (weights with a reuse gate)")
@@ -207,7 +209,7 @@ def main() -> None:
         m.config.target = replace(m.config.target, **overrides)
     dataset = DavisDataset(args.davis, split="train", sequences=args.sequences.split(","))
     options = SessionConfig(args.variant, args.tau, reuse_window=args.reuse_window, compute_window=args.compute_window,
-                            reuse_max_gap=args.reuse_max_gap, flip=args.flip)
+                            reuse_max_gap=args.reuse_max_gap, flip=args.flip, search_margin=args.search_margin)
     with reuse_path_as(args.reuse_mode):
         rows, objects, session_options = score(model, dataset, options, args.frame_step, partners,
                                                not args.own_memory, args.oracle_memory)

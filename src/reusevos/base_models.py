@@ -95,7 +95,7 @@ class FrtmBase:
                                     "cannot run; use variant 'full' (or tau 1) or weights that include the gate")
             # tau = 1 never reuses
             return SessionConfig("full", 1.0, compute_window=options.compute_window, flip=options.flip,
-                                 memory_band=options.memory_band)
+                                 memory_band=options.memory_band, search_margin=options.search_margin)
         return options
 
     def start(self, obj: ObjectState, frame: np.ndarray, mask: np.ndarray, given: torch.Tensor,

@@ -161,6 +161,10 @@ class SessionConfig:
     memory_band: FRTM's target model (ours): each tracked frame's sample leaves out a band this wide around the output's
     object, as a fraction of the object's size (:attr:`TargetModelConfig.sample_ignore_band`; 0 = none). None (the
     default): the weights' own setting.
+    search_margin: 0 (FRTM: the object is looked for in the whole frame) or a margin in stride-16 cells (ours, FRTM
+    weights, with a compute window): on a computed frame the compute window holds the coarse score's cells only
+    within this margin of the box around the object's last output, so the output is background beyond it (a
+    distractor far from the object is not taken); with no last output the whole frame is searched.
     """
 
     variant: str = DEFAULT_VARIANT
@@ -175,6 +179,7 @@ class SessionConfig:
     reuse_max_gap: int = 0
     flip: bool = False
     memory_band: float | None = None
+    search_margin: int = 0
 
     def __post_init__(self):
         if self.tau is None:
@@ -223,6 +228,11 @@ class SessionConfig:
         if band is not None and (isinstance(band, bool) or not isinstance(band, (int, float)) or not 0 <= band <= 1):
             raise ReusevosError(f"memory_band must be a fraction of the object's size from 0 to 1 (0 = none) or None "
                                 f"(the weights' own), got {band!r}")
+        search = self.search_margin
+        if isinstance(search, bool) or not isinstance(search, int) or search < 0:
+            raise ReusevosError(f"search_margin must be a whole number of cells >= 0 (0 = the whole frame), got {search!r}")
+        if search and not self.compute_window:
+            raise ReusevosError("search_margin works through the compute window: give compute_window > 0 as well")
         if self.flip and self.variant == "oracle":
             raise ReusevosError("flip cannot run with the oracle variant (its gate reads the unmirrored ground truth)")
         if self.lookahead and self.variant != "flow":

@@ -532,7 +532,7 @@ class Session:
         for track in tracks:
             obj = track.obj
             if track.route is Route.COMPUTED and opts.compute_window:
-                track.box = score_box(track.score[0, 0], obj.prob_prev, opts.compute_window)
+                track.box = score_box(track.score[0, 0], obj.prob_prev, opts.compute_window, opts.search_margin)
             elif track.route is Route.REUSED and opts.reuse_window:
                 track.box = window_box(obj.prob_prev, obj.score_prev.shape[-2:], opts.reuse_window)
         whole = [t for t in tracks if t.box is None]

@@ -52,10 +52,19 @@ def window_box(prob: torch.Tensor, grid: tuple[int, int], margin: int) -> tuple[
     return _grown([_cells_above(prob, grid)], grid, margin)
 
 
-def score_box(score: torch.Tensor, prob_prev: torch.Tensor | None, margin: int) -> tuple[int, int, int, int] | None:
+def score_box(score: torch.Tensor, prob_prev: torch.Tensor | None, margin: int,
+              search: int = 0) -> tuple[int, int, int, int] | None:
     """The box of a computed frame: the cells where the coarse ``score`` ``(h, w)`` exceeds 0.5 together with
     those of the last output ``prob_prev`` ``(H, W)``, grown by ``margin`` cells; None when neither has
-    anything above 0.5 (the object is not found: refine the whole frame) or the box is the whole grid."""
+    anything above 0.5 (the object is not found: refine the whole frame) or the box is the whole grid.
+    ``search`` > 0: only the score's cells within ``search`` cells of the last output's box count (a distractor
+    farther away is left out); with no last output the whole score counts."""
     grid = tuple(score.shape)
     last = None if prob_prev is None else _cells_above(prob_prev, grid)
+    if search and last is not None:
+        near = _grown([last], grid, search)
+        if near is not None:
+            inside = torch.zeros_like(score, dtype=torch.bool)
+            inside[near[0]:near[1], near[2]:near[3]] = True
+            score = torch.where(inside, score, torch.zeros_like(score))
     return _grown([_cells_above(score, grid), last], grid, margin)

@@ -37,6 +37,7 @@ class Setting:
     reuse_max_gap: int = 0  # SessionConfig.reuse_max_gap: the gated variants' (``+gN``), 0 = no limit
     flip: bool = False  # SessionConfig.flip (``+flip``): test-time horizontal flip, named settings only
     memory_band: float | None = None  # SessionConfig.memory_band (``+band0.1``; None: the weights'), named settings only
+    search_margin: int = 0  # SessionConfig.search_margin (``+search4``, after the compute window), named settings only
 
     def __post_init__(self):
         if self.variant == "flow" and self.flow_max_gap is None:
@@ -52,7 +53,8 @@ class Setting:
             + ("+la" if self.lookahead else "") + ("+mf" if self.memory_clock == "frames" else ""))
         runtime = f"+{_RUNTIME_SUFFIXES[self.runtime]}" if self.runtime else ""
         band = f"+band{self.memory_band:g}" if self.memory_band is not None else ""
-        return name + (f"+c{self.compute_window}" if self.compute_window else "") + ("+flip" if self.flip else "") \
+        return name + (f"+c{self.compute_window}" if self.compute_window else "") \
+            + (f"+search{self.search_margin}" if self.search_margin else "") + ("+flip" if self.flip else "") \
             + band + runtime
 
     def options(self) -> SessionConfig:
@@ -60,7 +62,7 @@ class Setting:
                                 compute_window=self.compute_window,
                                 flow_max_gap=self.flow_max_gap, lookahead=self.lookahead,
                                 memory_clock=self.memory_clock, reuse_max_gap=self.reuse_max_gap, flip=self.flip,
-                                memory_band=self.memory_band)
+                                memory_band=self.memory_band, search_margin=self.search_margin)
         options.validate()
         return options
 
@@ -157,14 +159,14 @@ _RUNTIME_SUFFIXES = {"torch": "torch", "onnxruntime": "ort", "onnxruntime-int8":
                      "openvino-bf16": "ovbf16"}
 _SUFFIX_RUNTIMES = {suffix: runtime for runtime, suffix in _RUNTIME_SUFFIXES.items()}
 _KEY = re.compile(r"(?P<variant>[a-z]+)(?:@(?P<tau>[0-9.e-]+)(?:/(?P<tau2>[0-9.e-]+))?)?(?:\+w(?P<window>\d+))?"
-                  r"(?:\+g(?P<gap>\d+))?(?P<lookahead>\+la)?(?P<clock>\+mf)?(?:\+c(?P<compute>\d+))?(?P<flip>\+flip)?"
+                  r"(?:\+g(?P<gap>\d+))?(?P<lookahead>\+la)?(?P<clock>\+mf)?(?:\+c(?P<compute>\d+))?(?:\+search(?P<search>\d+))?(?P<flip>\+flip)?"
                   r"(?:\+band(?P<band>[0-9.]+))?(?:\+(?P<runtime>" + "|".join(sorted(_SUFFIX_RUNTIMES, key=len, reverse=True)) + "))?")
 
 
 def parse_setting(key: str) -> Setting:
     """The setting a name of :attr:`Setting.key` stands for (``full+c2+ort``, ``reuse@0.7+w2+c2``,
     ``reuse@0.7+w2+g2+c2``, ``fusion@0.5/0.9``, ``flow@0.9+g3+c2``, ``flow@0.85+g3+la+c2``, ``full+c2+flip``,
-    ``full+c2+band0.1``, ``full+torch``): the inverse of ``key``.
+    ``full+c2+band0.1``, ``full+c2+search4``, ``full+torch``): the inverse of ``key``.
     Raises ReusevosError for anything else."""
     match = _KEY.fullmatch(key.strip())
     example = "full, full+c2+ort, reuse@0.7+w2+c2 or fusion@0.5/0.9"
@@ -187,7 +189,8 @@ def parse_setting(key: str) -> Setting:
                       None if runtime is None else check_runtime(runtime),
                       gap if variant == "flow" else None, bool(match["lookahead"]),
                       "frames" if match["clock"] else "computed", 0 if variant == "flow" else gap or 0,
-                      bool(match["flip"]), None if match["band"] is None else _band(key, match["band"]))
+                      bool(match["flip"]), None if match["band"] is None else _band(key, match["band"]),
+                      int(match["search"] or 0))
     setting.options()  # tau in [0, 1], fusion's tau < tau2, a reuse window only where there is a reuse path
     return setting
 
