@@ -105,7 +105,7 @@ def test_settings_grid_runs_full_once_and_skips_what_cannot_run():
     # a computed-frame window applies to every variant, full included
     assert [s.key for s in settings] == ["full", "full+c3", "reuse@0.7", "reuse@0.7+w2", "reuse@0.7+c3",
                                          "reuse@0.7+w2+c3"]
-    assert settings[5].options() == SessionConfig("reuse", 0.7, reuse_window=2, compute_window=3)
+    assert settings[5].options() == SessionConfig("reuse", 0.7, reuse_window=2, compute_window=3, search_margin=0)
     with pytest.raises(ReusevosError, match="compute windows must be whole numbers"):
         build_settings(["full"], [0.7], compute_windows=[-2])
     settings, _ = build_settings(["full", "reuse"], [0.7], compute_windows=[0, 2], runtimes=["torch", "onnxruntime"])
@@ -162,7 +162,7 @@ def test_the_grid_runs_flow_with_and_without_the_lookahead():
     settings, _ = build_settings(["full", "flow", "reuse"], [1.0, 0.85], compute_windows=[2], lookaheads=[True, False])
     assert [s.key for s in settings] == ["full+c2", "flow@1+c2", "flow@0.85+g2+la+c2", "flow@0.85+g2+c2", "reuse@1+c2",
                                          "reuse@0.85+c2"]  # tau 1 never moves: no lookahead to speak of
-    assert settings[2].options() == SessionConfig("flow", 0.85, compute_window=2, lookahead=True)
+    assert settings[2].options() == SessionConfig("flow", 0.85, compute_window=2, lookahead=True, search_margin=0)
     with pytest.raises(ReusevosError, match="on or off"):
         build_settings(["flow"], [0.85], lookaheads=[])
     settings, _ = build_settings(["flow", "reuse"], [0.85], lookaheads=[True], memory_clocks=["frames", "computed"])
@@ -545,9 +545,9 @@ def test_benchmark_command_quick_on_blackswan(blackswan_root, gate_weights, tmp_
                    "--markdown", tmp_path / "bench.md", "--compute-window", "0,2", "--figure", tmp_path / "bench.png")
     assert run.returncode == 0, run.stderr
     report = json.loads(out.read_text())
-    assert [s["setting"] for s in report["settings"]] == [
-        "full", "full+c2", "reuse@1", "reuse@0.7", "reuse@1+c2", "reuse@0.7+c2",
-        "flow@1", "flow@0.7+g2+la+mf", "flow@1+c2", "flow@0.7+g2+la+mf+c2"]  # flow: the whole-video default's options
+    assert [s["setting"] for s in report["settings"]] == [  # the whole-video default's options (the search margin,
+        "full", "full+c2+search2", "reuse@1", "reuse@0.7", "reuse@1+c2+search2", "reuse@0.7+c2+search2",  # flow's)
+        "flow@1", "flow@0.7+g2+la+mf", "flow@1+c2+search2", "flow@0.7+g2+la+mf+c2+search2"]
     assert [s["compute_window"] for s in report["settings"]] == [0, 2, 0, 0, 2, 2, 0, 0, 2, 2]
     assert report["flops"]["gflops"]["flow"] == 0  # a moved frame runs no network
     assert (tmp_path / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -560,7 +560,7 @@ def test_benchmark_command_quick_on_blackswan(blackswan_root, gate_weights, tmp_
     assert report["flops"]["gflops"]["reuse"] < report["flops"]["gflops"]["computed"]
     lines = run.stdout.splitlines()
     header = next(i for i, line in enumerate(lines) if line.startswith("setting "))
-    assert [line.split()[0] for line in lines[header + 2:header + 5]] == ["full", "full+c2", "reuse@1"]
+    assert [line.split()[0] for line in lines[header + 2:header + 5]] == ["full", "full+c2+search2", "reuse@1"]
     assert any(line.startswith("ms per frame") for line in lines) and f"JSON: {out}" in run.stdout
     markdown = (tmp_path / "bench.md").read_text()
     assert "| reuse@0.7 |" in markdown and "1 threads" in markdown

@@ -15,6 +15,7 @@ from reusevos.model.merge import soft_aggregate
 from reusevos.model.network import VOSNetwork
 from reusevos.model.template import TemplateMatcher
 from reusevos.model.translator import RefineTranslator
+from reusevos.bench.settings import parse_setting
 from reusevos.session import Route, Session
 from reusevos.windows import score_box, window_box
 from reusevos.train.losses import (delta_loss, fixed_rate_gate_loss, gate_probability_loss, gate_target, margin,
@@ -236,6 +237,21 @@ def test_score_box_on_hand_computed_cases():
     assert score_box(score, prob, 0) == (0, 3, 3, 6)  # the union of both
     assert score_box(torch.zeros(4, 6), prob, 1) == (0, 2, 4, 6)  # the score lost it: the last output alone
     assert score_box(score, prob, 3) is None  # the whole grid
+
+
+def test_a_search_margin_leaves_out_the_score_far_from_the_last_output():
+    score = torch.zeros(8, 12)
+    score[1, 1] = score[6, 10] = 0.8  # the object near its last output, a look-alike far from it
+    prob = torch.zeros(128, 192)
+    prob[16:40, 16:40] = 0.9  # cells (1-2, 1-2)
+    assert score_box(score, prob, 1) is None  # FRTM: both, and grown by one cell that is the whole grid
+    assert score_box(score, prob, 1, search=2) == (0, 4, 0, 4)  # the far one is background
+    assert score_box(score, prob, 0, search=8) == (1, 7, 1, 11)  # far enough to reach it
+    assert score_box(score, None, 0, search=2) == (1, 7, 1, 11)  # nothing last time: the whole frame is searched
+    with pytest.raises(ReusevosError, match="search_margin must be"):
+        SessionConfig("full", 1.0, search_margin=-1).validate()
+    setting = parse_setting("full+c2+search2")
+    assert setting.key == "full+c2+search2" and setting.options().search_margin == 2
 
 
 def test_compute_window_refines_around_the_score_and_clears_the_rest(networks, small_swan):

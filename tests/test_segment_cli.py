@@ -294,11 +294,12 @@ def test_segment_davis_resumes_and_refuses_other_settings(synthetic_root, weight
     assert first["settings"] == {"variant": "reuse", "tau": 0.5, "tau2": None, "reuse_window": 0,
                                     "compute_window": 2, "flow_gate": None, "flow_max_gap": None, "lookahead": False,
                                     "memory_clock": "computed", "reuse_max_gap": 0, "flip": False,
-                                    "memory_band": None}
+                                    "memory_band": None, "search_margin": 2}
     assert first["total"]["frames"] == 10 and len(list((tmp_path / "late").glob("*.png"))) == 10
     logs = []
     again = segment_davis(network, dataset, tmp_path, warmup=False, options=SessionConfig("reuse", 0.5), log=logs.append)
     assert logs == ["late: already complete, skipped"] and again["sequences"] == first["sequences"]
+
     with pytest.raises(ReusevosError, match="choose another output folder"):
         segment_davis(network, dataset, tmp_path, warmup=False, options=SessionConfig("reuse", 0.7))
     # a folder written before flow_max_gap existed resumes for the variants it does not touch, not for flow
@@ -310,6 +311,17 @@ def test_segment_davis_resumes_and_refuses_other_settings(synthetic_root, weight
     (tmp_path / "stats.json").write_text(json.dumps(stats))
     with pytest.raises(ReusevosError, match="choose another output folder"):
         segment_davis(network, dataset, tmp_path, warmup=False, options=SessionConfig("flow", 0.92))
+
+
+def test_a_results_folder_from_before_the_search_margin_ran_without_one():
+    from dataclasses import asdict
+
+    from reusevos.segment import _same_settings
+
+    now = asdict(SessionConfig())
+    held = {k: v for k, v in now.items() if k not in ("search_margin", "memory_band")}  # written before both existed
+    assert not _same_settings(held, now)  # it searched the whole frame: not today's default
+    assert _same_settings(held, {**now, "search_margin": 0})
 
 
 def test_session_flags_map_onto_the_session_config():

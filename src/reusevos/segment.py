@@ -526,11 +526,15 @@ def _open_exports(results: ResultFolder, start_masks: StartMasks, formats: Seque
     return Exports(formats, folder, video, frames.fps or 24.0, feather)
 
 
+_BEFORE_THEY_EXISTED = {"search_margin": 0}  # what runs written before these fields existed ran
+
+
 def _same_settings(held: dict, settings: dict) -> bool:
     """Whether a results folder's session settings ``held`` are ``settings``. A field added to
     :class:`SessionConfig` since ``held`` was written is missing there; it matches when it holds the field's default,
-    which is what the older version ran (``flow_max_gap`` is None but for the flow variant, whose masks it changed)."""
-    defaults = {f.name: f.default for f in fields(SessionConfig)}
+    which is what the older version ran (``flow_max_gap`` is None but for the flow variant, whose masks it changed),
+    unless the default has changed since: ``search_margin``, 2 since session 24, was 0 before it existed."""
+    defaults = {f.name: f.default for f in fields(SessionConfig)} | _BEFORE_THEY_EXISTED
     return set(held) <= set(settings) and all(held.get(k, defaults.get(k)) == v for k, v in settings.items())
 
 

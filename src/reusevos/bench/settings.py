@@ -74,14 +74,16 @@ def build_settings(variants: Iterable[str], taus: Iterable[float], tau2s: Iterab
                    flow_max_gaps: Iterable[int] = (FLOW_MAX_GAP,),
                    lookaheads: Iterable[bool] = (False,),
                    memory_clocks: Iterable[str] = ("computed",),
-                   reuse_max_gaps: Iterable[int] = (0,)) -> tuple[list[Setting], list[dict]]:
+                   reuse_max_gaps: Iterable[int] = (0,),
+                   search_margins: Iterable[int] = (0,)) -> tuple[list[Setting], list[dict]]:
     """The cross product of ``variants`` and ``taus`` (``fusion`` also with each ``tau2``; the variants with a
     reuse path, at tau < 1, also with each ``reuse_window`` in ``windows``), then each with every
     ``compute_window`` in ``compute_windows``, in that order, each of them with every backbone runtime in
     ``runtimes`` in turn (None: the model's own). ``flow`` at tau < 1 runs at each longest gap in ``flow_max_gaps``
     (default: the session's), with and/or without the lookahead as ``lookaheads`` says (default: without), and with
     each of ``memory_clocks`` (default: FRTM's, ``computed``). The gated variants (all but ``full`` and ``flow``)
-    at tau < 1 run at each of ``reuse_max_gaps`` (default: 0, no limit).
+    at tau < 1 run at each of ``reuse_max_gaps`` (default: 0, no limit). Settings with a compute window run at each
+    of ``search_margins`` (default: 0, the whole frame searched; those without one at 0).
 
     ``full`` appears once (it has no tau). Combinations that cannot run are returned apart, each as
     ``{"setting", "variant", "tau", "tau2", "reason"}``: fusion with ``tau2 <= tau``, and every variant
@@ -105,6 +107,9 @@ def build_settings(variants: Iterable[str], taus: Iterable[float], tau2s: Iterab
         if any(isinstance(w, bool) or not isinstance(w, int) or w < 0 for w in values) or not values:
             raise ReusevosError(f"{name} windows must be whole numbers of cells >= 0 (0 = off), got {values}")
     reuse_max_gaps = list(dict.fromkeys(reuse_max_gaps))
+    searches = list(dict.fromkeys(search_margins))
+    if not searches or any(isinstance(m, bool) or not isinstance(m, int) or m < 0 for m in searches):
+        raise ReusevosError(f"search margins must be whole numbers of cells >= 0 (0 = the whole frame), got {searches}")
     if not reuse_max_gaps:
         raise ReusevosError("give at least one longest gap for the gated variants (0: no limit)")
     for cap in reuse_max_gaps:
@@ -132,7 +137,8 @@ def build_settings(variants: Iterable[str], taus: Iterable[float], tau2s: Iterab
 
     for variant, compute_window, runtime in itertools.product(variants, compute_windows, runtimes):
         if variant == "full":
-            settings.append(Setting("full", 1.0, compute_window=compute_window, runtime=runtime))
+            settings += [Setting("full", 1.0, compute_window=compute_window, runtime=runtime, search_margin=m)
+                         for m in (searches if compute_window else [0])]
             continue
         for tau in taus:
             for tau2 in (tau2s if variant == "fusion" else [None]):
@@ -150,7 +156,8 @@ def build_settings(variants: Iterable[str], taus: Iterable[float], tau2s: Iterab
                     elif variant == "fusion" and not tau < tau2:
                         skip(setting, f"fusion needs tau < tau2 = {tau2:g}")
                     else:
-                        settings.append(setting)
+                        settings += [replace(setting, search_margin=m) for m in searches] if compute_window \
+                            else [setting]
     return list(dict.fromkeys(settings)), skipped
 
 

@@ -20,7 +20,7 @@ GRID = {"variant": f"full,{SessionConfig.variant}", "tau": f"1,{default_tau(Sess
         "tau2": f"{AblationConfig.tau2:g}", "reuse_window": str(SessionConfig.reuse_window),
         "compute_window": str(SessionConfig.compute_window), "flow_max_gap": str(FLOW_MAX_GAP),
         "lookahead": "on", "memory_clock": offline_config().memory_clock, "backbone_runtime": "auto",
-        "reuse_max_gap": str(SessionConfig.reuse_max_gap)}
+        "reuse_max_gap": str(SessionConfig.reuse_max_gap), "search_margin": str(SessionConfig.search_margin)}
 
 
 def _on_off(text: str) -> bool:
@@ -30,7 +30,7 @@ def _on_off(text: str) -> bool:
 
 
 _GRID_KINDS = {"tau": float, "tau2": float, "reuse_window": int, "compute_window": int,
-               "flow_max_gap": int, "reuse_max_gap": int, "lookahead": _on_off}  # the others are names
+               "flow_max_gap": int, "reuse_max_gap": int, "search_margin": int, "lookahead": _on_off}  # the others are names
 _GRID_EXPECTED = {"lookahead": ("on, off or on,off",)}  # what csv_list says when a value is not one
 
 
@@ -103,6 +103,11 @@ def _add_grid_flags(bench: argparse.ArgumentParser) -> None:
                        help="comma-separated longest gaps of the gated variants (reuse, copy, fusion, oracle, motion; "
                             f"default: {GRID['reuse_max_gap']}, no limit, the paper's); each runs as its own setting "
                             "of them at tau < 1 (names show +gN unless N is 0)")
+    bench.add_argument("--search-margin", default=None, metavar="CELLS",
+                       help="comma-separated search margins of the settings with a compute window (the coarse score "
+                            "counts only this many cells around the object's last output; default: "
+                            f"{GRID['search_margin']}, ours; 0 = the whole frame, FRTM's); names show +searchN unless "
+                            "N is 0")
     bench.add_argument("--lookahead", default=None, metavar="on,off",
                        help="the flow variant with the lookahead (on, the default: the whole-video default is "
                             "flow@0.75+g2+la+mf+c2), without it (off), or both (on,off); each its own setting of "
@@ -185,7 +190,7 @@ def _settings_chooser(args: argparse.Namespace):
                                    windows=lists["reuse_window"], compute_windows=lists["compute_window"],
                                    runtimes=lists["backbone_runtime"], flow_max_gaps=lists["flow_max_gap"],
                                    lookaheads=lists["lookahead"], memory_clocks=lists["memory_clock"],
-                                   reuse_max_gaps=lists["reuse_max_gap"])
+                                   reuse_max_gaps=lists["reuse_max_gap"], search_margins=lists["search_margin"])
     choose()
     return choose
 

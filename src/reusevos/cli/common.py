@@ -143,7 +143,7 @@ def note(message: str) -> None:
 
 def add_session_flags(parser: argparse.ArgumentParser) -> None:
     """--variant, --tau, --tau2, --reuse-window, --compute-window, --flow-gate, --flow-max-gap, --reuse-max-gap,
-    --memory-clock, --lookahead, --flip: map one to one onto SessionConfig; what is not given takes SessionConfig's
+    --memory-clock, --lookahead, --flip, --search-margin: map one to one onto SessionConfig; what is not given takes SessionConfig's
     default. Also --backbone-runtime."""
     # oracle needs the ground truth: the benchmark's and the ablation's, not a video's
     parser.add_argument("--variant", default=None, choices=[v for v in VARIANTS if v != "oracle"],
@@ -170,6 +170,11 @@ def add_session_flags(parser: argparse.ArgumentParser) -> None:
                              "find the object, grown by CELLS cells of 16 pixels; background outside it (faster and, "
                              f"on DAVIS val, more accurate; see docs/speed.md). Default: {SessionConfig.compute_window}"
                              "; 0 = the paper's whole-frame refinement")
+    parser.add_argument("--search-margin", type=int, default=None, metavar="CELLS",
+                        help="with a compute window (FRTM weights): the coarse score counts only within CELLS cells "
+                             "of 16 pixels around the object's last mask, so a look-alike farther away is not taken "
+                             f"(ours; default: {SessionConfig.search_margin}, chosen on held-out training sequences: "
+                             "more accurate and faster on DAVIS val, see docs/accuracy.md); 0 = the whole frame, FRTM's")
     parser.add_argument("--flow-gate", default=None, metavar="FILE",
                         help="--variant flow only: the gate file written by `reusevos fit-flow-gate` (default: the "
                              "one shipped)")
@@ -219,7 +224,7 @@ def session_options(args: argparse.Namespace) -> SessionConfig | None:
     ``--memory-clock`` says otherwise (these commands run whole videos, see :func:`reusevos.config.offline_config`);
     None when no flag is given (the run's own default)."""
     names = ("variant", "tau", "tau2", "reuse_window", "compute_window", "flow_gate", "flow_max_gap", "lookahead",
-             "memory_clock", "reuse_max_gap", "flip")
+             "memory_clock", "reuse_max_gap", "flip", "search_margin")
     given = {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
     if not given:
         return None
