@@ -134,7 +134,7 @@ def test_flip_is_named_by_settings_and_flags_and_refused_with_the_oracle(monkeyp
     monkeypatch.setattr(onnx_backbone, "openvino_cpu", lambda: ("a CPU with bfloat16", ("BF16", "FP32")))
     setting = parse_setting("full+c2+flip+ovbf16")
     assert setting.key == "full+c2+flip+ovbf16" and setting.runtime == "openvino-bf16"
-    assert setting.options() == SessionConfig("full", 1.0, compute_window=2, flip=True)
+    assert setting.options() == SessionConfig("full", 1.0, compute_window=2, flip=True, search_margin=0)
     assert parse_setting("flow@0.75+g2+la+mf+c2+flip").options().flip
     assert not parse_setting("full+c2").options().flip
     parser = argparse.ArgumentParser()

@@ -147,7 +147,7 @@ def test_at_tau_one_it_is_the_base_model_and_step_is_refused(weights):
 
 def test_settings_and_flags_name_the_lookahead():
     assert parse_setting("flow@0.85+g2+la+mf+c2").options() == SessionConfig("flow", 0.85, lookahead=True,
-                                                                              memory_clock="frames")
+                                                                              memory_clock="frames", search_margin=0)
     setting = parse_setting("flow@0.85+g3+la+c2")
     assert setting == Setting("flow", 0.85, compute_window=2, flow_max_gap=3, lookahead=True)
     assert setting.key == "flow@0.85+g3+la+c2" and setting.options().lookahead

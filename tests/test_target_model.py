@@ -164,7 +164,8 @@ def test_a_sessions_memory_band_replaces_the_weights_own(weights, tmp_path):
     assert band(SessionConfig("full", 1.0)) == network.config.target.sample_ignore_band  # None: the weights' own
     assert band(SessionConfig("full", 1.0, memory_band=0.3)) == 0.3
     assert band(SessionConfig("flow", 1.0, memory_band=0.0, flip=True)) == 0.0  # both trackers
-    assert parse_setting("full+c2+band0.3").options() == SessionConfig("full", 1.0, compute_window=2, memory_band=0.3)
+    assert parse_setting("full+c2+band0.3").options() == SessionConfig("full", 1.0, compute_window=2, memory_band=0.3,
+                                                                          search_margin=0)
     assert parse_setting("full+c2+band0.3+ort").key == "full+c2+band0.3+ort"
     with pytest.raises(ReusevosError, match="memory_band must be a fraction"):
         SessionConfig("full", 1.0, memory_band=1.5).validate()
