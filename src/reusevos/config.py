@@ -236,7 +236,8 @@ class SessionConfig:
                                 f"(the weights' own), got {band!r}")
         search = self.search_margin
         if isinstance(search, bool) or not isinstance(search, int) or search < 0:
-            raise ReusevosError(f"search_margin must be a whole number of cells >= 0 (0 = the whole frame), got {search!r}")
+            raise ReusevosError(f"search_margin must be a whole number of cells >= 0 (0 = the whole frame), "
+                                f"got {search!r}")
         if self.flip and self.variant == "oracle":
             raise ReusevosError("flip cannot run with the oracle variant (its gate reads the unmirrored ground truth)")
         if self.lookahead and self.variant != "flow":

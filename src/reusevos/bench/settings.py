@@ -166,8 +166,9 @@ _RUNTIME_SUFFIXES = {"torch": "torch", "onnxruntime": "ort", "onnxruntime-int8":
                      "openvino-bf16": "ovbf16"}
 _SUFFIX_RUNTIMES = {suffix: runtime for runtime, suffix in _RUNTIME_SUFFIXES.items()}
 _KEY = re.compile(r"(?P<variant>[a-z]+)(?:@(?P<tau>[0-9.e-]+)(?:/(?P<tau2>[0-9.e-]+))?)?(?:\+w(?P<window>\d+))?"
-                  r"(?:\+g(?P<gap>\d+))?(?P<lookahead>\+la)?(?P<clock>\+mf)?(?:\+c(?P<compute>\d+))?(?:\+search(?P<search>\d+))?(?P<flip>\+flip)?"
-                  r"(?:\+band(?P<band>[0-9.]+))?(?:\+(?P<runtime>" + "|".join(sorted(_SUFFIX_RUNTIMES, key=len, reverse=True)) + "))?")
+                  r"(?:\+g(?P<gap>\d+))?(?P<lookahead>\+la)?(?P<clock>\+mf)?(?:\+c(?P<compute>\d+))?"
+                  r"(?:\+search(?P<search>\d+))?(?P<flip>\+flip)?(?:\+band(?P<band>[0-9.]+))?"
+                  r"(?:\+(?P<runtime>" + "|".join(sorted(_SUFFIX_RUNTIMES, key=len, reverse=True)) + "))?")
 
 
 def parse_setting(key: str) -> Setting:

@@ -143,8 +143,8 @@ def note(message: str) -> None:
 
 def add_session_flags(parser: argparse.ArgumentParser) -> None:
     """--variant, --tau, --tau2, --reuse-window, --compute-window, --flow-gate, --flow-max-gap, --reuse-max-gap,
-    --memory-clock, --lookahead, --flip, --search-margin: map one to one onto SessionConfig; what is not given takes SessionConfig's
-    default. Also --backbone-runtime."""
+    --memory-clock, --lookahead, --flip, --search-margin: map one to one onto SessionConfig; what is not given takes
+    SessionConfig's default. Also --backbone-runtime."""
     # oracle needs the ground truth: the benchmark's and the ablation's, not a video's
     parser.add_argument("--variant", default=None, choices=[v for v in VARIANTS if v != "oracle"],
                         help="flow (ours, the default): decide before the backbone and warp the last computed mask "
