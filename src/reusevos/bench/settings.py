@@ -137,8 +137,7 @@ def build_settings(variants: Iterable[str], taus: Iterable[float], tau2s: Iterab
 
     for variant, compute_window, runtime in itertools.product(variants, compute_windows, runtimes):
         if variant == "full":
-            settings += [Setting("full", 1.0, compute_window=compute_window, runtime=runtime, search_margin=m)
-                         for m in (searches if compute_window else [0])]
+            settings.append(Setting("full", 1.0, compute_window=compute_window, runtime=runtime))
             continue
         for tau in taus:
             for tau2 in (tau2s if variant == "fusion" else [None]):
@@ -156,8 +155,9 @@ def build_settings(variants: Iterable[str], taus: Iterable[float], tau2s: Iterab
                     elif variant == "fusion" and not tau < tau2:
                         skip(setting, f"fusion needs tau < tau2 = {tau2:g}")
                     else:
-                        settings += [replace(setting, search_margin=m) for m in searches] if compute_window \
-                            else [setting]
+                        settings.append(setting)
+    # each setting with a compute window at every search margin, in turn (without one a margin changes nothing)
+    settings = [replace(s, search_margin=m) for s in settings for m in (searches if s.compute_window else [0])]
     return list(dict.fromkeys(settings)), skipped
 
 
