@@ -292,6 +292,33 @@ def test_reuse_window_refines_around_the_object_and_keeps_the_rest(networks, sma
     assert not np.allclose(after[~outside], soft_aggregate(torch.from_numpy(before[~outside])[None])[1].numpy(),
                            atol=1e-3)
 
+def test_a_search_margin_windows_reused_frames_as_computed_ones(networks, small_swan, monkeypatch):
+    """Without a reuse window, the paper's reused frame takes the search margin as a computed one does: refined in
+    the box of S_hat = S_prev + Delta within the margin of the last output, background outside it."""
+    _, gated = networks
+    frames, masks = small_swan
+    session = Session(gated, SessionConfig("reuse", 0.0, compute_window=1, search_margin=1))
+    session.step(frames[0], masks[0])
+    last = session.objects[1].prob_prev.clone()
+    seen = []
+    refine_window = session._refine_window
+    monkeypatch.setattr(session, "_refine_window", lambda track, *rest: seen.append(
+        (track.box, track.score.clone())) or refine_window(track, *rest))
+    second = session.step(frames[1], return_probabilities=True)
+    assert second.routes == {1: "reused"} and len(seen) == 1
+    box, score = seen[0]
+    assert box is not None and box == score_box(score[0, 0], last, 1, search=1)
+    outside = _outside(box, score.shape[-2:], frames[0].shape[:2])
+    background = float(soft_aggregate(torch.zeros(1, 1))[1])
+    assert np.allclose(second.probabilities[1][outside], background, atol=1e-6)
+    # With no search margin the paper's reused frame is refined over the whole frame, as before.
+    seen.clear()
+    session = Session(gated, SessionConfig("reuse", 0.0, compute_window=1, search_margin=0))
+    monkeypatch.setattr(session, "_refine_window", lambda track, *rest: seen.append(track.box))
+    session.step(frames[0], masks[0])
+    assert session.step(frames[1]).routes == {1: "reused"} and seen == []
+
+
 def test_target_model_refits_every_eighth_computed_frame(networks, blackswan):
     base, _ = networks
     frames, masks = blackswan

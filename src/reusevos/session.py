@@ -527,14 +527,17 @@ class Session:
 
     def refine(self, tracks: list[_Track], features: FrameFeatures, timed: StageTimer) -> None:
         """The shallow levels and the head: each track's probabilities, inside its window if it has one
-        (computed objects around their coarse score, reused ones around their last output)."""
+        (computed objects around their coarse score, reused ones around their last output; with a search margin
+        and no reuse window, reused ones around their score S_hat as computed ones)."""
         opts = self.options
         for track in tracks:
-            obj = track.obj
-            if track.route is Route.COMPUTED and opts.compute_window:
-                track.box = score_box(track.score[0, 0], obj.prob_prev, opts.compute_window, opts.search_margin)
-            elif track.route is Route.REUSED and opts.reuse_window:
+            obj, reused = track.obj, track.route is Route.REUSED
+            if reused and opts.reuse_window:
                 track.box = window_box(obj.prob_prev, obj.score_prev.shape[-2:], opts.reuse_window)
+            elif opts.compute_window and (not reused or opts.search_margin):
+                # reused: S_hat = S_prev + Delta keeps the far peaks of S_prev that the margin left out of the last
+                # output; refined over the whole frame, they would come back, and the next search would follow them
+                track.box = score_box(track.score[0, 0], obj.prob_prev, opts.compute_window, opts.search_margin)
         whole = [t for t in tracks if t.box is None]
         if whole:
             logits = self._refine_shallow(torch.cat([t.state for t in whole]), features.f4, features.f8,
@@ -543,7 +546,8 @@ class Session:
                 track.prob = torch.sigmoid(logits[row, 0])
         for track in tracks:
             if track.box is not None:
-                outside = track.obj.prob_prev if track.route is Route.REUSED else None  # computed: background
+                kept = track.route is Route.REUSED and opts.reuse_window  # the reuse window keeps the last output
+                outside = track.obj.prob_prev if kept else None  # else background
                 track.prob = self._refine_window(track, features, outside, timed)
 
     def _window_outputs(self, tracks: list[_Track], features: FrameFeatures) -> None:
