@@ -118,7 +118,7 @@ def test_segment_video_in_memory_with_callbacks(gate_weights):
                                    on_frame=lambda r, s: seen.append((r.index, s.frames)))
     assert started == [0] and seen == [(0, 1), (1, 2), (2, 3), (3, 4)]
     assert stats.frames == 4 and stats.resolution == (96, 160) and stats.process_resolution == (96, 160)
-    assert stats.settings["variant"] == "flow" and stats.settings["tau"] == 0.75  # the whole-video default:
+    assert stats.settings["variant"] == "flow" and stats.settings["tau"] == 0.9  # the whole-video default:
     assert stats.settings["lookahead"] is True and stats.settings["memory_clock"] == "frames"  # offline_config()
     assert stats.objects[1].start_frame == 0 and len(stats.objects[1].routes) == 3
     assert stats.fps == pytest.approx(4 / stats.process_s)

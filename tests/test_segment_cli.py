@@ -336,20 +336,20 @@ def test_session_flags_map_onto_the_session_config():
 
     assert options() is None  # the session's own choice
     ahead = {"lookahead": True, "memory_clock": "frames"}  # the whole-video default's
-    assert options("--compute-window", "0") == SessionConfig("flow", 0.75, compute_window=0, **ahead)
+    assert options("--compute-window", "0") == SessionConfig("flow", 0.9, compute_window=0, **ahead)
     assert options("--no-lookahead") == SessionConfig("flow", 0.92) == SessionConfig()  # online, the Session default
     assert options("--lookahead", "--tau", "0.8") == SessionConfig("flow", 0.8, **ahead)
-    assert options("--memory-clock", "computed") == SessionConfig("flow", 0.75, lookahead=True)
+    assert options("--memory-clock", "computed") == SessionConfig("flow", 0.9, lookahead=True)
     assert options("--variant", "reuse") == SessionConfig("reuse", 0.7, compute_window=2)  # the paper's tau
     assert options("--variant", "full", "--compute-window", "3") == SessionConfig("full", 1.0, compute_window=3)
     assert options("--variant", "reuse", "--tau", "0.5", "--reuse-window", "1") == SessionConfig(
         "reuse", 0.5, reuse_window=1)
-    assert options("--flow-gate", "g.json") == SessionConfig("flow", 0.75, flow_gate="g.json", **ahead)
+    assert options("--flow-gate", "g.json") == SessionConfig("flow", 0.9, flow_gate="g.json", **ahead)
     assert options("--variant", "reuse", "--reuse-window", "2", "--reuse-max-gap", "2") == SessionConfig(
         "reuse", 0.7, reuse_window=2, reuse_max_gap=2)
     with pytest.raises(ReusevosError, match="its own is flow_max_gap"):
         options("--reuse-max-gap", "2")  # the default variant is flow
-    assert reusevos.offline_config() == SessionConfig("flow", 0.75, **ahead)  # the commands' default
+    assert reusevos.offline_config() == SessionConfig("flow", 0.9, **ahead)  # the commands' default
     with pytest.raises(ReusevosError, match="lookahead applies to the flow variant only"):
         options("--variant", "copy", "--lookahead")
     with pytest.raises(SystemExit):  # one or the other

@@ -98,7 +98,9 @@ FLOW_TAU = 0.92  # the flow variant's: chosen on held-out DAVIS train sequences 
 DEFAULT_VARIANT = "flow"  # ours: on a CPU it is both faster and more accurate than the paper's reuse path
 FLOW_GAP_LIMIT = 12  # the longest gap (frames since the anchor) the flow gate is fitted on and may be asked about
 FLOW_MAX_GAP = 2  # the flow variant's default longest gap: chosen with FLOW_TAU on held-out train sequences
-LOOKAHEAD_TAU = 0.75  # the flow variant's with the lookahead: chosen on all 30 train sequences (folds; docs/speed.md)
+# the flow variant's with the lookahead: chosen on all 30 train sequences (five folds of the flow gate), again in
+# session 25 for the Lite0 base with the search margin (0.75 before; docs/accuracy.md)
+LOOKAHEAD_TAU = 0.9
 DEFAULT_COMPUTE_WINDOW = 2  # ours: faster and more accurate than whole-frame refinement on DAVIS val (docs/speed.md)
 # ours: the coarse score counts only within 2 cells of the object's last output; chosen on held-out train sequences,
 # then on DAVIS val +2.8 J&F, J-Decay 4.7 against 10.2, 1.13x the FPS (docs/accuracy.md, session 24)
@@ -118,7 +120,7 @@ class SessionConfig:
     """Per-video settings: which frame loop to run. The default is ours, built for CPUs: the flow variant at
     tau 0.92, moving an object for at most 2 frames in a row, with a compute window of 2, online (each frame's
     result as soon as it is processed); :func:`offline_config` (what ``segment_video`` and the commands run
-    unless told) adds the lookahead at tau 0.75 and the memory clock in frames; ``SessionConfig("reuse",
+    unless told) adds the lookahead at tau 0.9 and the memory clock in frames; ``SessionConfig("reuse",
     compute_window=0)`` is the paper's.
 
     variant: ``full`` (never reuse, the base model), ``reuse`` (the paper's reuse path), ``copy``

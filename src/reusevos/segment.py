@@ -353,7 +353,7 @@ def segment_video(network: VOSNetwork, source: str | os.PathLike | FrameSource,
         feather: the mattes' (``rgba``, ``webm``, ``mov``) edge blur, pixels.
         overlay: optional video file (``.mp4``) of the frames with the masks drawn over them, at input size.
         options: the session's variant and tau; None: :func:`whole_video_options`' (FRTM: the flow variant with
-            the lookahead at tau 0.75, compute window 2).
+            the lookahead at tau 0.9, compute window 2).
         max_size: the model runs on frames whose longer side is at most this (None or 0: the input size);
             masks are still written at the input size (see :func:`upscale_labels`).
         warmup: run the first frames once untimed so start-up costs do not count in the FPS.

@@ -31,8 +31,8 @@ from reusevos.synthetic import parse_size  # noqa: E402
 
 log = logging.getLogger("reusevos.app")
 POLL_S = 0.25  # how often a running job's progress is sent to the page
-TAU_INFO = ("Lower is faster and less accurate. On DAVIS val, against the base model: 0.75 (the default) 1.75x its "
-            "speed for -0.1 J&F; 0.8 1.60x for +0.1; 0.7 1.86x for -0.4; 0.6 2.04x for -0.6; 1 never reuses.")
+TAU_INFO = ("Lower is faster and less accurate. On DAVIS val, against the base model: 0.9 (the default) 1.39x its "
+            "speed for +0.0 J&F; 0.75 1.95x for -0.6; 1 never reuses.")
 TOOLS = [("box: click two opposite corners", "box"), ("click on the object", "object"),
          ("click beside it (background)", "background")]
 TARGETS = [("start objects", "start"), ("correct an object on this frame", "correct")]
