@@ -292,6 +292,7 @@ def test_reuse_window_refines_around_the_object_and_keeps_the_rest(networks, sma
     assert not np.allclose(after[~outside], soft_aggregate(torch.from_numpy(before[~outside])[None])[1].numpy(),
                            atol=1e-3)
 
+
 def test_a_search_margin_windows_reused_frames_as_computed_ones(networks, small_swan, monkeypatch):
     """Without a reuse window, the paper's reused frame takes the search margin as a computed one does: refined in
     the box of S_hat = S_prev + Delta within the margin of the last output, background outside it."""

@@ -110,8 +110,9 @@ def _add_grid_flags(bench: argparse.ArgumentParser) -> None:
                             "N is 0")
     bench.add_argument("--lookahead", default=None, metavar="on,off",
                        help="the flow variant with the lookahead (on, the default: the whole-video default is "
-                            f"flow@{default_tau(SessionConfig.variant, True):g}+g2+la+mf+c2+search2), without it (off), or both (on,off); each its own setting of "
-                            "flow at tau < 1 (names end in +la when on)")
+                            f"flow@{default_tau(SessionConfig.variant, True):g}+g2+la+mf+c2+search2), without it "
+                            "(off), or both (on,off); each its own setting of flow at tau < 1 (names end in +la when "
+                            "on)")
     bench.add_argument("--memory-clock", default=None, metavar="CLOCKS",
                        help="comma-separated clocks of FRTM's target model for flow at tau < 1: frames (ours, the "
                             "default) and/or computed (FRTM's); names end in +mf for frames")
