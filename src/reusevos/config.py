@@ -171,8 +171,8 @@ class SessionConfig:
     of the box around the object's last output, so the output is background beyond it (a distractor far from the
     object is not taken); with no last output the whole frame is searched. A reused frame of the paper's path (no
     ``reuse_window``) is refined the same way, in the box of its S_hat = S_prev + Delta within the margin (since session
-    25; before, it was refined over the whole frame and took back what the margin had left out). It works through the compute window, so
-    with ``compute_window=0`` (the paper's whole-frame refinement) it has no effect.
+    25; before, it was refined over the whole frame and took back what the margin had left out). It works through the
+    compute window, so with ``compute_window=0`` (the paper's whole-frame refinement) it has no effect.
     """
 
     variant: str = DEFAULT_VARIANT
