@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
+import signal
 import subprocess
 import sys
+import traceback
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +20,7 @@ SHARED = Path(os.environ.get("REUSEVOS_SHARED", Path(__file__).resolve().parents
 BLACKSWAN = SHARED / "data" / "davis2016-blackswan"
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
+_INTERPRETER_WARNING_FILTERS = list(warnings.filters)  # what a fresh `python -m reusevos` starts with
 
 
 @pytest.fixture(scope="session")
@@ -68,6 +74,54 @@ def run_segment(*args, timeout: float = 300) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     return subprocess.run([sys.executable, "-m", "reusevos", "segment", *map(str, args)], capture_output=True,
                           text=True, env=env, timeout=timeout)
+
+
+def cli(*args, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """``reusevos ARGS`` run in this process, seen as ``python -m reusevos ARGS`` would be: its exit code, stdout
+    and stderr. Saves the 3-5 s of a new interpreter importing torch, which refusal tests pay many times over.
+
+    ``env``: the whole environment during the call, as for ``subprocess.run``. An exception escaping ``main`` is
+    written to stderr as the interpreter would (a traceback, exit 1); warnings print to stderr under the
+    interpreter's default filters (not pytest's); torch's thread count, the SIGTERM handler and the environment
+    are put back afterwards. What it cannot see: writes of native code to file descriptor 2 (a video decoder's
+    complaints) and anything about the interpreter's start or exit, so tests that feed bad video, stop a run by a
+    signal or check the entry point itself still run ``python -m reusevos``.
+    """
+    from reusevos.cli import main
+
+    argv = [str(a) for a in args]
+    out, err = io.StringIO(), io.StringIO()
+    threads, handler, environ = torch.get_num_threads(), signal.getsignal(signal.SIGTERM), dict(os.environ)
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
+
+    if env is not None:
+        os.environ.clear()
+        os.environ.update(env)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), warnings.catch_warnings():
+            warnings.resetwarnings()  # (which also empties the modules' caches of shown warnings)
+            warnings.filters.extend(_INTERPRETER_WARNING_FILTERS)
+            warnings.showwarning = show
+            try:
+                code = main(argv)
+            except SystemExit as exc:  # argparse's refusals and --help
+                if exc.code is None or isinstance(exc.code, int):
+                    code = exc.code or 0
+                else:
+                    print(exc.code, file=sys.stderr)
+                    code = 1
+            except Exception:  # what the interpreter would print, for the test to see
+                traceback.print_exc()
+                code = 1
+    finally:
+        torch.set_num_threads(threads)
+        signal.signal(signal.SIGTERM, handler)
+        if env is not None:
+            os.environ.clear()
+            os.environ.update(environ)
+    return subprocess.CompletedProcess(["reusevos", *argv], code, out.getvalue(), err.getvalue())
 
 
 def one_error(proc: subprocess.CompletedProcess, *phrases: str, code: int = 2) -> str:

@@ -19,6 +19,7 @@ import pytest
 import torch
 from PIL import Image
 
+from conftest import cli
 from reusevos.bench.ablation import PARTIAL_FILE, _same_at_tau_one, ablation_settings, run_ablation
 from reusevos.bench.figures import figure_lines
 from reusevos.bench.measure import SequenceResult, count_flops
@@ -640,6 +641,6 @@ def test_benchmark_command_named_settings(synthetic_root, gate_weights, tmp_path
     (["--lookahead", "maybe"], "--lookahead 'maybe': give on, off or on,off"),
 ])
 def test_benchmark_command_bad_input(synthetic_root, gate_weights, args, message):
-    run = _run_cli("benchmark", synthetic_root, "--weights", gate_weights, *args, timeout=120)
+    run = cli("benchmark", synthetic_root, "--weights", gate_weights, *args)
     assert run.returncode == 2
     assert message in run.stderr and "Traceback" not in run.stderr and len(run.stderr.strip().splitlines()) == 1

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 import reusevos
-from conftest import FAST, one_error, run_segment, snapshot
+from conftest import FAST, cli, one_error, run_segment, snapshot
 from reusevos.config import ModelConfig, SessionConfig
 from reusevos.errors import ReusevosError
 from reusevos.evaluation.metrics import region_similarity
@@ -113,8 +113,8 @@ def test_bad_corrections_are_refused_before_anything_runs(weights, tmp_path):
     before = snapshot(tmp_path / "JPEGImages"), snapshot(tmp_path / "Annotations")
 
     def segment(*flags):
-        return run_segment(frames, "--mask", masks / "00000.png", "--out", out, "--weights", weights["base"],
-                           "--no-warmup", *flags, *FAST)
+        return cli("segment", frames, "--mask", masks / "00000.png", "--out", out, "--weights", weights["base"],
+                   "--no-warmup", *flags, *FAST)
 
     one_error(segment("--corrections", fixes), "correction", "00006.png", "is for frame '00006', which the input "
                "does not have", "6 frames")
@@ -124,8 +124,8 @@ def test_bad_corrections_are_refused_before_anything_runs(weights, tmp_path):
     write_mask(fixes / "00002.png", np.zeros((96, 160), np.uint8))
     one_error(segment("--corrections", fixes), "correction", "00002.png marks no object")
     write_mask(fixes / "00002.png", read_mask(masks / "00002.png"))
-    one_error(run_segment(frames, "--mask", masks / "00000.png", "--corrections", fixes, "--out", fixes, "--weights",
-                           weights["base"], "--no-warmup", *FAST), "--out", "is the input", str(fixes))
+    one_error(cli("segment", frames, "--mask", masks / "00000.png", "--corrections", fixes, "--out", fixes,
+                  "--weights", weights["base"], "--no-warmup", *FAST), "--out", "is the input", str(fixes))
     assert not out.exists() and (snapshot(tmp_path / "JPEGImages"), snapshot(tmp_path / "Annotations")) == before
     assert [p.name for p in fixes.iterdir()] == ["00002.png"]  # nothing written into the corrections either
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import cli
 from reusevos.errors import ReusevosError
 from reusevos.evaluation.davis_eval import evaluate_davis, score_sequence
 from reusevos.evaluation.metrics import (
@@ -363,7 +364,7 @@ def test_cli_errors_are_one_line_exit_2(tmp_path):
     expected = ["is not a folder", "REUSEVOS_DAVIS", "available splits: ImageSets/480p: val",
                 "bear not in split 'val'", "no results for sequence blackswan"]
     for args, fragment in zip(cases, expected):
-        proc = _run_cli(*args, env=env)
+        proc = cli("eval", *args, env=env)
         assert proc.returncode == 2, (args, proc.stderr)
         assert "Traceback" not in proc.stderr
         lines = proc.stderr.strip().splitlines()

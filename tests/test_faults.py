@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import FAST, one_error, run_segment, snapshot
+from conftest import FAST, cli, one_error, run_segment, snapshot
 from reusevos.errors import ReusevosError
 from reusevos.io.masks import read_mask, to_label_map, write_mask
 from reusevos.synthetic import SyntheticConfig, generate_clip, write_clip
@@ -45,14 +45,14 @@ def clip(tmp_path):
     return _clip(tmp_path)
 
 
-def _segment(frames, mask, out, weights, *more):
-    return run_segment(frames, "--mask", mask, "--out", out, "--weights", weights["base"], "--no-warmup", *FAST,
-                       *map(str, more))
+def _segment(frames, mask, out, weights, *more, new_process: bool = False):
+    """``reusevos segment`` in this process (conftest.cli), or with ``new_process`` as ``python -m reusevos``."""
+    args = (frames, "--mask", mask, "--out", out, "--weights", weights["base"], "--no-warmup", *FAST, *more)
+    return run_segment(*args) if new_process else cli("segment", *args)
 
 
 def _reusevos(*args, env=None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "reusevos", *map(str, args)], capture_output=True, text=True,
-                          env={**os.environ, **(env or {})}, timeout=300)
+    return cli(*args, env={**os.environ, **(env or {})})
 
 
 # -- 1. outputs never overwrite inputs ----------------------------------------------------------------------------
@@ -188,8 +188,8 @@ def test_a_frame_that_fails_to_decode_midway_keeps_the_earlier_result(weights, t
     out = tmp_path / "o"
     out.mkdir()
     (out / "stats.json").write_text('{"earlier": true}\n')
-    line = one_error(_segment(frames, mask, out, weights, "--overwrite"), "cannot read frame", "00003.jpg",
-                      "the 3 frames done are in", "unchanged")
+    line = one_error(_segment(frames, mask, out, weights, "--overwrite", new_process=True), "cannot read frame",
+                     "00003.jpg", "the 3 frames done are in", "unchanged")
     assert str(tmp_path / "o.partial") in line
     assert snapshot(out) == {"stats.json": b'{"earlier": true}\n'}
     partial = json.loads((tmp_path / "o.partial" / "stats.json").read_text())
@@ -203,7 +203,7 @@ def test_a_full_disk_is_one_line_and_the_run_is_marked_partial(clip, weights, tm
     if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24k", "tmpfs", str(disk)], capture_output=True).returncode:
         pytest.skip("cannot mount a small tmpfs here (needs root)")
     try:
-        line = one_error(_segment(frames, mask, disk / "o", weights), "No space left")
+        line = one_error(_segment(frames, mask, disk / "o", weights, new_process=True), "No space left")
         assert "Traceback" not in line
     finally:
         subprocess.run(["umount", str(disk)], check=True)
@@ -326,3 +326,23 @@ def test_benchmark_and_ablation_outputs_are_checked_before_the_model_loads(tmp_p
                "cannot write --json")
     one_error(_reusevos("benchmark", davis, "--partial", davis, "--no-flops"), "is the input")
     one_error(_reusevos("ablation", davis, "--out", "/proc/reusevos-test/ab", "--no-plots"), "cannot write --out")
+
+
+def test_the_in_process_runner_shows_what_a_new_process_would(tmp_path, monkeypatch):
+    """conftest.cli stands in for ``python -m reusevos`` in the refusal tests: a crash must still show as a
+    traceback with exit 1, and a warning as a second line on stderr, or those tests could not fail on them."""
+    import warnings
+
+    from reusevos.cli import data
+
+    def crash(args):
+        warnings.warn("a stray warning", UserWarning)
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(data, "_cmd_synth", crash)
+    proc = cli("synth", tmp_path / "s")
+    assert proc.returncode == 1 and "Traceback" in proc.stderr and "RuntimeError: a bug" in proc.stderr
+    assert "UserWarning: a stray warning" in proc.stderr
+    with pytest.raises(AssertionError):
+        one_error(proc)
+    assert cli("--version").stdout.startswith("reusevos ") and cli("synth").returncode == 2

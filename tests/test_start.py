@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import reusevos
-from conftest import FAST, one_error, run_segment, snapshot
+from conftest import FAST, cli, one_error, run_segment, snapshot
 from reusevos.errors import ReusevosError
 from reusevos.evaluation.metrics import region_similarity
 from reusevos.io.masks import read_mask, write_mask
@@ -179,7 +179,7 @@ def test_bad_boxes_and_points_on_the_command_line(clip_folder, weights, tmp_path
     before = snapshot(frames.parent.parent.parent)
 
     def segment(*flags):
-        return run_segment(frames, *flags, "--out", out, "--weights", weights["base"], "--no-warmup", *FAST)
+        return cli("segment", frames, *flags, "--out", out, "--weights", weights["base"], "--no-warmup", *FAST)
 
     one_error(segment("--box", "10,20,30"), "--box '10,20,30'", "X0,Y0,X1,Y1[@FRAME]")
     one_error(segment("--box", "10,20,x,40"), "--box '10,20,x,40'")
@@ -198,7 +198,7 @@ def test_bad_boxes_and_points_on_the_command_line(clip_folder, weights, tmp_path
     box = ",".join(map(str, _box_around(read_mask(mask), 1)))
     one_error(segment("--mask", mask, "--box", box, "--box-method", "grabcut"), "lies mostly",
               "on object 1, already given for frame 00000")
-    one_error(run_segment(frames, "--mask", mask, "--box", box, "--out", out, "--no-warmup", *FAST), "lies mostly",
+    one_error(cli("segment", frames, "--mask", mask, "--box", box, "--out", out, "--no-warmup", *FAST), "lies mostly",
               "on object 1, already given for frame 00000")
     assert not out.exists() and snapshot(frames.parent.parent.parent) == before
 
