@@ -181,6 +181,22 @@ def test_a_stop_while_a_mask_is_written_counts_only_the_masks_on_disk(weights, t
     assert sorted(p.name for p in (tmp_path / "o").glob("0*.png")) == ["00000.png", "00001.png", "00002.png"]
 
 
+def test_a_stop_in_the_middle_of_a_file_leaves_no_temporary_file(tmp_path):
+    """CI once found ``00003.tmp.png`` beside the masks of a run stopped by SIGTERM: the stop came while the mask
+    was being written to its temporary name."""
+    from reusevos.io.files import write_atomically
+
+    def stopped_halfway(tmp):
+        tmp.write_bytes(b"half a png")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        write_atomically(tmp_path / "00003.png", stopped_halfway)
+    with pytest.raises(ReusevosError, match="cannot write"):
+        write_atomically(tmp_path / "00004.png", lambda tmp: (tmp.write_bytes(b"x"), open(tmp_path)))
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_a_frame_that_fails_to_decode_midway_keeps_the_earlier_result(weights, tmp_path):
     frames, mask = _clip(tmp_path, frames=6, suffix=".jpg")
     data = (frames / "00003.jpg").read_bytes()

@@ -14,16 +14,19 @@ def write_atomically(path: str | os.PathLike, write: Callable[[Path], None]) -> 
     """Call ``write(tmp)`` on a temporary name beside ``path``, then rename it to ``path``.
 
     The temporary name keeps the suffix (``x.tmp.png``) so writers that choose a format by suffix work.
-    An OSError becomes a ReusevosError naming ``path``; the temporary file is removed.
+    An OSError becomes a ReusevosError naming ``path``. The temporary file is removed whatever stops the write, a
+    stop (KeyboardInterrupt, which SIGTERM raises in the command line) included.
     """
     path = Path(path)
     tmp = path.with_name(f"{path.stem}.tmp{path.suffix}")
     try:
         write(tmp)
         os.replace(tmp, path)
-    except OSError as exc:
+    except BaseException as exc:
         tmp.unlink(missing_ok=True)
-        raise ReusevosError(f"cannot write {path}: {exc.strerror or exc}") from exc
+        if isinstance(exc, OSError):
+            raise ReusevosError(f"cannot write {path}: {exc.strerror or exc}") from exc
+        raise
 
 
 def write_text(path: str | os.PathLike, text: str) -> None:
