@@ -192,8 +192,12 @@ def test_a_stop_in_the_middle_of_a_file_leaves_no_temporary_file(tmp_path):
 
     with pytest.raises(KeyboardInterrupt):
         write_atomically(tmp_path / "00003.png", stopped_halfway)
-    with pytest.raises(ReusevosError, match="cannot write"):
-        write_atomically(tmp_path / "00004.png", lambda tmp: (tmp.write_bytes(b"x"), open(tmp_path)))
+    def disk_full(tmp):
+        tmp.write_bytes(b"a third of a png")
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(ReusevosError, match="cannot write .*00004.png: No space left"):
+        write_atomically(tmp_path / "00004.png", disk_full)
     assert list(tmp_path.iterdir()) == []
 
 
