@@ -52,7 +52,7 @@ def _segment(frames, mask, out, weights, *more, new_process: bool = False):
 
 
 def _reusevos(*args, env=None) -> subprocess.CompletedProcess:
-    return cli(*args, env={**os.environ, **(env or {})})
+    return cli(*args, env={**os.environ, **env} if env else None)
 
 
 # -- 1. outputs never overwrite inputs ----------------------------------------------------------------------------

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import FAST, one_error, snapshot
+from conftest import FAST, cli, one_error, snapshot
 from reusevos.errors import ReusevosError
 from reusevos.shards import Shard, merge_shards, shard_from_environment
 from reusevos.synthetic import SyntheticConfig, write_clip
@@ -134,9 +134,7 @@ def _edit(path: Path, change) -> None:
     path.write_text(json.dumps(report))
 
 
-def test_merge_refuses_missing_overlapping_and_mixed_shards(runs, tmp_path, capsys):
-    from reusevos.cli import main
-
+def test_merge_refuses_missing_overlapping_and_mixed_shards(runs, tmp_path):
     cases = []
     missing = _shards(runs, tmp_path / "missing", "stats-0of2.json")
     cases.append((missing, "shard(s) 1 of 2 missing in"))
@@ -158,9 +156,7 @@ def test_merge_refuses_missing_overlapping_and_mixed_shards(runs, tmp_path, caps
         with pytest.raises(ReusevosError) as caught:
             merge_shards(folder)
         assert phrase in str(caught.value), (folder.name, str(caught.value))
-        capsys.readouterr()
-        assert main(["merge", str(folder)]) == 2
-        assert capsys.readouterr().err.strip().splitlines() == [f"reusevos merge: error: {caught.value}"]
+        assert one_error(cli("merge", folder)) == f"reusevos merge: error: {caught.value}"
         assert snapshot(folder) == before  # nothing written, nothing lost
 
 

@@ -15,7 +15,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import FAST, one_error, snapshot
+from conftest import FAST, cli, one_error, snapshot
 from reusevos.io.masks import read_mask
 from reusevos.synthetic import SyntheticConfig, generate_clip
 
@@ -150,52 +150,38 @@ def test_the_zip_has_the_official_layout(run, youtube_root):
                 assert zipped.read(name) == (out / name).read_bytes()
 
 
-def refused(capsys, *args) -> str:
-    """The one line on stderr of a command the CLI refused (exit code 2), run in this process."""
-    from reusevos.cli import main
-
-    capsys.readouterr()
-    assert main([str(a) for a in args]) == 2
-    lines = capsys.readouterr().err.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in lines[0], lines
-    return lines[0]
-
-
-def test_bad_input_for_the_new_flags_is_one_line_and_loses_nothing(run, youtube_root, weights, tmp_path, capsys,
-                                                                   monkeypatch):
+def test_bad_input_for_the_new_flags_is_one_line_and_loses_nothing(run, youtube_root, weights, tmp_path, monkeypatch):
     from reusevos.synthetic import write_clip
 
     out, archive = run
     before = snapshot(out.parent)
     common = ["--weights", weights["base"], "--no-warmup"]
     segment = ["segment-davis", youtube_root, "--out", out, *common]
-    assert "--zip" in (line := refused(capsys, *segment, "--zip", out.parent / "s.tar")) and "ending in .zip" in line
+    assert "--zip" in (line := one_error(cli(*segment, "--zip", out.parent / "s.tar"))) and "ending in .zip" in line
     (tmp_path / "folder.zip").mkdir()
-    assert "is a folder" in refused(capsys, *segment, "--zip", tmp_path / "folder.zip")
-    line = refused(capsys, *segment, "--zip", archive, "--shard", "0/2")
+    assert "is a folder" in one_error(cli(*segment, "--zip", tmp_path / "folder.zip"))
+    line = one_error(cli(*segment, "--zip", archive, "--shard", "0/2"))
     assert "shard 0 of 2 (from --shard)" in line and "reusevos merge RESULTS_DIR --zip FILE" in line
-    assert "0 <= I < N" in refused(capsys, *segment, "--shard", "2/2")
-    assert "davis or youtube" in refused(capsys, *segment, "--layout", "kinetics")
-    assert "one YouTube-VOS split (valid)" in refused(capsys, *segment, "--split", "train")
+    assert "0 <= I < N" in one_error(cli(*segment, "--shard", "2/2"))
+    assert "davis or youtube" in one_error(cli(*segment, "--layout", "kinetics"))
+    assert "one YouTube-VOS split (valid)" in one_error(cli(*segment, "--split", "train"))
     with monkeypatch.context() as env:
         env.setenv("RANK", "1")
         env.setenv("WORLD_SIZE", "2")
-        assert "shard 1 of 2 (from torchrun)" in refused(capsys, *segment, "--zip", archive)
+        assert "shard 1 of 2 (from torchrun)" in one_error(cli(*segment, "--zip", archive))
         env.setenv("RANK", "2")
-        assert "RANK=2 WORLD_SIZE=2" in refused(capsys, *segment)
+        assert "RANK=2 WORLD_SIZE=2" in one_error(cli(*segment))
     with monkeypatch.context() as env:
         env.setenv("SLURM_ARRAY_TASK_ID", "6")
         env.setenv("SLURM_ARRAY_TASK_MIN", "5")
         env.setenv("SLURM_ARRAY_TASK_COUNT", "2")
-        assert "shard 1 of 2 (from slurm)" in refused(capsys, *segment, "--zip", archive)
+        assert "shard 1 of 2 (from slurm)" in one_error(cli(*segment, "--zip", archive))
     assert snapshot(out.parent) == before
     davis = tmp_path / "davis"
     write_clip(davis, "one", SyntheticConfig(size=(64, 96), num_frames=3, num_objects=1), split="val")
-    assert "drop --zip" in refused(capsys, "segment-davis", davis, "--out", tmp_path / "r", "--zip", tmp_path / "r.zip",
-                                   *common)
-    assert "is a DAVIS root" in refused(capsys, "segment-davis", davis, "--out", tmp_path / "r", "--layout", "youtube",
-                                        *common)
-    assert "davis or youtube" in refused(capsys, "synth", tmp_path / "s", "--layout", "kinetics")
+    one_error(cli("segment-davis", davis, "--out", tmp_path / "r", "--zip", tmp_path / "r.zip", *common), "drop --zip")
+    one_error(cli("segment-davis", davis, "--out", tmp_path / "r", "--layout", "youtube", *common), "is a DAVIS root")
+    assert "davis or youtube" in one_error(cli("synth", tmp_path / "s", "--layout", "kinetics"))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["davis", "folder.zip"]  # nothing written by the refusals
     # And as a separate process: one line on stderr, exit code 2.
     one_error(reusevos(*segment, "--zip", archive, "--shard", "1/2"), "shard 1 of 2 (from --shard)")
