@@ -1,0 +1,199 @@
+"""A probe, not a feature: can a hand-made line detector at full resolution add the strings (kite lines, a glider's
+lines) that the refinement network misses, without adding background? Scored on DAVIS 2016 *train* sequences only.
+
+The base model runs once per sequence (the shipped settings: variant full, compute window 2, search margin 2) and its
+probabilities are cached (``--cache``). Each variant then post-processes the thresholded mask of every frame:
+
+- ``strength``: a symmetric line test on the frame (Gaussian blur 0.8 px): at 8 directions and offsets 2 and 3 px,
+  how much darker (or brighter) a pixel is than *both* its neighbours across the line, the largest over the colour
+  channels. A step edge fails it (one side only), lines up to about 4 px wide pass.
+- ``connected``: every pixel above the threshold connected (8-neighbours) to the mask, or within 3 px of it, is added.
+- ``corridor``: the same, but only within 4 px of the previous frame's thin parts (parts narrower than 5 px; on the
+  first frame after the start, those of the start mask), so strings are followed from frame to frame rather than
+  found anew.
+- ``+colour``: candidates must be likelier under a colour histogram (8 bins a channel) of the start mask's thin parts
+  than under one of the background around them.
+- ``+budget``: at most as many added pixels as the start mask's thin share of the present mask (the strongest first).
+
+Which sequences: by default those whose start mask has at least ``--min-thin`` (0.025) of its pixels in parts
+narrower than 5 px, the only ones a rule gated on the start mask would change. ``--sequences`` names others (to see
+what the detector does where no such gate is).
+
+    python scripts/thin_lines_probe.py --weights runs/hard-lite0/refiner.pt --davis ~/data/DAVIS \
+        --cache runs/thin-probe-cache --out docs/results/accuracy/thin-lines/probe-hardfold.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+import reusevos
+from reusevos.bench.settings import parse_setting
+from reusevos.evaluation.davis_eval import DavisScores, score_sequence
+from reusevos.io.davis import DavisDataset, load_sequence
+from reusevos.io.files import write_text
+from reusevos.provenance import machine_label, source_commit
+
+SETTING = "full+c2+search2"  # the base model as shipped
+DIRECTIONS = ((1, 0), (0, 1), (1, 1), (1, -1), (2, 1), (1, 2), (2, -1), (1, -2))
+THIN_WIDTH = 5  # parts narrower than this are "thin" (scripts/thin_structure_ceiling.py's measure)
+VARIANTS = {  # name -> (threshold, corridor, colour, budget)
+    "connected@15": (15, None, False, False),
+    "corridor@12": (12, 4, False, False),
+    "corridor@12+colour": (12, 4, True, False),
+    "corridor@12+colour+budget": (12, 4, True, True),
+}
+
+
+def thin_parts(mask: np.ndarray) -> np.ndarray:
+    """The pixels of the boolean ``mask`` in parts narrower than THIN_WIDTH (what an opening with a disc removes)."""
+    disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (THIN_WIDTH, THIN_WIDTH))
+    return mask & ~(cv2.morphologyEx(mask.astype(np.uint8), cv2.MORPH_OPEN, disc) > 0)
+
+
+def line_strength(rgb: np.ndarray) -> np.ndarray:
+    """``(H, W)`` int16: how much a pixel is darker or brighter than both neighbours across a line (module doc)."""
+    image = cv2.GaussianBlur(rgb, (0, 0), 0.8).astype(np.int16)
+    h, w = image.shape[:2]
+    pad = 3
+    padded = cv2.copyMakeBorder(image, pad, pad, pad, pad, cv2.BORDER_REFLECT)
+    best = np.zeros((h, w), np.int16)
+    for dx, dy in DIRECTIONS:
+        norm = np.hypot(dx, dy)
+        for offset in (2, 3):
+            sx, sy = int(round(dx * offset / norm)), int(round(dy * offset / norm))
+            a = padded[pad + sy:pad + sy + h, pad + sx:pad + sx + w]
+            b = padded[pad - sy:pad - sy + h, pad - sx:pad - sx + w]
+            np.maximum(best, np.maximum(np.minimum(a, b) - image, image - np.maximum(a, b)).max(axis=2), out=best)
+    return best
+
+
+class ColourModel:
+    """Log-likelihood ratio of a colour under the start mask's thin parts against the background around them."""
+
+    BINS = 8
+
+    def __init__(self, rgb: np.ndarray, thin: np.ndarray, mask: np.ndarray, ring: int = 6):
+        around = (cv2.dilate(thin.astype(np.uint8), np.ones((2 * ring + 1,) * 2, np.uint8)) > 0) & ~mask
+        index = self.index(rgb)
+        ours = np.bincount(index[thin], minlength=self.BINS ** 3) + 0.5
+        theirs = np.bincount(index[around], minlength=self.BINS ** 3) + 0.5
+        self.ratio = np.log(ours / ours.sum()) - np.log(theirs / theirs.sum())
+
+    def index(self, rgb: np.ndarray) -> np.ndarray:
+        q = (rgb // (256 // self.BINS)).astype(np.int32)
+        return (q[..., 0] * self.BINS + q[..., 1]) * self.BINS + q[..., 2]
+
+    def likelier_ours(self, rgb: np.ndarray) -> np.ndarray:
+        return self.ratio[self.index(rgb)] > 0
+
+
+def extended(mask: np.ndarray, rgb: np.ndarray, threshold: float, corridor_of: np.ndarray | None = None,
+             colour: ColourModel | None = None, budget: float | None = None, reach: int = 3) -> np.ndarray:
+    """``mask`` plus the line pixels above ``threshold`` connected to it (within ``reach`` px); only inside
+    ``corridor_of`` where given; only colours ``colour`` favours; at most ``budget`` times the mask's pixels."""
+    strength = line_strength(rgb)
+    candidates = (strength > threshold) & ~mask
+    if corridor_of is not None:
+        candidates &= corridor_of
+    if colour is not None:
+        candidates &= colour.likelier_ours(rgb)
+    seed = cv2.dilate(mask.astype(np.uint8), np.ones((2 * reach + 1,) * 2, np.uint8)) > 0
+    _, labels = cv2.connectedComponents((candidates | mask).astype(np.uint8), connectivity=8)
+    touching = np.unique(labels[seed & candidates])
+    added = np.isin(labels, touching[touching > 0]) & candidates
+    if budget is not None and added.sum() > budget * mask.sum():
+        added &= strength > np.sort(strength[added])[::-1][int(budget * mask.sum())]
+    return mask | added
+
+
+def run_variant(name: str, masks: np.ndarray, frames: list[np.ndarray], start: np.ndarray) -> np.ndarray:
+    threshold, corridor, use_colour, use_budget = VARIANTS[name]
+    start_thin = thin_parts(start)
+    share = start_thin.sum() / max(start.sum(), 1)
+    colour = ColourModel(frames[0], start_thin, start) if use_colour else None
+    out, previous_thin = masks.copy(), start_thin
+    for t in range(1, len(masks)):
+        around = None
+        if corridor is not None:
+            around = cv2.dilate(previous_thin.astype(np.uint8), np.ones((2 * corridor + 1,) * 2, np.uint8)) > 0
+        out[t] = extended(masks[t], frames[t], threshold, around, colour, share if use_budget else None)
+        previous_thin = thin_parts(out[t])
+    return out
+
+
+def probabilities(model, dataset: DavisDataset, name: str, cache: Path) -> np.ndarray:
+    """The base model's probabilities of the sequence's object ``(T, H, W)`` float16, cached."""
+    path = cache / f"{name}.npy"
+    if path.is_file():
+        return np.load(path)
+    data = load_sequence(dataset, name)
+    session = reusevos.Session(model, parse_setting(SETTING).options())
+    probs = []
+    for t, frame in enumerate(data.frames):
+        result = session.step(frame, data.start_masks.get(t), return_probabilities=True)
+        probs.append((result.probabilities or {}).get(1, np.zeros(frame.shape[:2], np.float32)))
+    probs = np.stack(probs).astype(np.float16)
+    cache.mkdir(parents=True, exist_ok=True)
+    np.save(path, probs)
+    return probs
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--weights", required=True)
+    parser.add_argument("--davis", required=True)
+    parser.add_argument("--cache", required=True, help="folder for the base model's probabilities")
+    parser.add_argument("--out", required=True, help="JSON; a Markdown table is written beside it")
+    parser.add_argument("--sequences", default="", help="comma-separated train sequences (default: by --min-thin)")
+    parser.add_argument("--min-thin", type=float, default=0.025)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    dataset = DavisDataset(args.davis, "train")
+    starts = {name: next(iter(dataset.start_masks(name).values())) > 0 for name in dataset.sequences}
+    shares = {name: thin_parts(m).sum() / m.sum() for name, m in starts.items()}
+    names = [s for s in args.sequences.split(",") if s] or [n for n in dataset.sequences if shares[n] >= args.min_thin]
+    unknown = sorted(set(names) - set(dataset.sequences))
+    if unknown:
+        raise SystemExit(f"not DAVIS 2016 train sequences: {', '.join(unknown)}")
+    model = reusevos.load_model(args.weights)
+    rows = []
+    for name in names:
+        data = load_sequence(dataset, name)
+        masks = probabilities(model, dataset, name, Path(args.cache)) > 0.5
+        row = {"sequence": name, "thin_share": round(float(shares[name]), 4)}
+        for variant in ("base", *VARIANTS):
+            began = time.perf_counter()
+            out = masks if variant == "base" else run_variant(variant, masks, data.frames, starts[name])
+            scores = DavisScores(score_sequence(data.ground_truth, out.astype(np.uint8), name)).global_scores()
+            row[variant] = {k: round(100 * float(scores[k]), 2) for k in ("J&F-Mean", "J-Mean", "F-Mean")}
+            row[variant]["ms_per_frame"] = round(1000 * (time.perf_counter() - began) / len(out), 1)
+        rows.append(row)
+        print(name, {v: row[v]["J&F-Mean"] for v in ("base", *VARIANTS)}, flush=True)
+    header = "| sequence | thin share of the start mask | base | " + " | ".join(VARIANTS) + " |"
+    lines = [header, "|---|---:|---:|" + "---:|" * len(VARIANTS)]
+    for row in rows:
+        base = row["base"]["J&F-Mean"]
+        cells = [f"{row[v]['J&F-Mean']:.1f} ({row[v]['J&F-Mean'] - base:+.1f})" for v in VARIANTS]
+        lines.append(f"| {row['sequence']} | {row['thin_share']:.3f} | {base:.1f} | " + " | ".join(cells) + " |")
+    command = "python " + " ".join(shlex.quote(a) for a in sys.argv)
+    report = {"command": command, "weights": args.weights, "setting": SETTING, "variants": VARIANTS,
+              "machine": machine_label(), **source_commit(), "rows": rows}
+    write_text(Path(args.out), json.dumps(report, indent=1) + "\n")
+    table = "\n".join(lines)
+    write_text(Path(args.out).with_suffix(".md"), f"Command: {command} ({source_commit()['commit'][:7]})\n\n{table}\n")
+    print(table)
+
+
+if __name__ == "__main__":
+    main()
