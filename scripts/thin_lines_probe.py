@@ -14,6 +14,8 @@ probabilities are cached (``--cache``). Each variant then post-processes the thr
 - ``+colour``: candidates must be likelier under a colour histogram (8 bins a channel) of the start mask's thin parts
   than under one of the background around them.
 - ``+budget``: at most as many added pixels as the start mask's thin share of the present mask (the strongest first).
+- ``+evidence``: candidates must have a base-model probability above 0.001 (the network saw *something* there: on
+  kite-walk its thin parts' median probability is 5e-4, the background within 10 px of the object 1e-6).
 
 Which sequences: by default those whose start mask has at least ``--min-thin`` (0.025) of its pixels in parts
 narrower than 5 px, the only ones a rule gated on the start mask would change. ``--sequences`` names others (to see
@@ -21,6 +23,10 @@ what the detector does where no such gate is).
 
     python scripts/thin_lines_probe.py --weights runs/hard-lite0/refiner.pt --davis ~/data/DAVIS \
         --cache runs/thin-probe-cache --out docs/results/accuracy/thin-lines/probe-hardfold.json
+
+``--split val --variants NAME`` is for the one measurement on val of a variant chosen on train (with the shipped
+weights, ``--weights frtm``); sequences whose start mask is below ``--min-thin`` are left out, as the gate leaves them
+unchanged.
 """
 
 from __future__ import annotations
@@ -46,11 +52,13 @@ from reusevos.provenance import machine_label, source_commit
 SETTING = "full+c2+search2"  # the base model as shipped
 DIRECTIONS = ((1, 0), (0, 1), (1, 1), (1, -1), (2, 1), (1, 2), (2, -1), (1, -2))
 THIN_WIDTH = 5  # parts narrower than this are "thin" (scripts/thin_structure_ceiling.py's measure)
-VARIANTS = {  # name -> (threshold, corridor, colour, budget)
-    "connected@15": (15, None, False, False),
-    "corridor@12": (12, 4, False, False),
-    "corridor@12+colour": (12, 4, True, False),
-    "corridor@12+colour+budget": (12, 4, True, True),
+VARIANTS = {  # name -> (threshold, corridor, colour, budget, least probability)
+    "connected@15": (15, None, False, False, None),
+    "corridor@12": (12, 4, False, False, None),
+    "corridor@12+colour": (12, 4, True, False, None),
+    "corridor@12+colour+budget": (12, 4, True, True, None),
+    "corridor@12+evidence": (12, 4, False, False, 1e-3),
+    "corridor@12+colour+evidence": (12, 4, True, False, 1e-3),
 }
 
 
@@ -98,15 +106,19 @@ class ColourModel:
 
 
 def extended(mask: np.ndarray, rgb: np.ndarray, threshold: float, corridor_of: np.ndarray | None = None,
-             colour: ColourModel | None = None, budget: float | None = None, reach: int = 3) -> np.ndarray:
+             colour: ColourModel | None = None, budget: float | None = None, evidence: np.ndarray | None = None,
+             reach: int = 3) -> np.ndarray:
     """``mask`` plus the line pixels above ``threshold`` connected to it (within ``reach`` px); only inside
-    ``corridor_of`` where given; only colours ``colour`` favours; at most ``budget`` times the mask's pixels."""
+    ``corridor_of`` where given; only colours ``colour`` favours; only where ``evidence`` (boolean) holds; at most
+    ``budget`` times the mask's pixels."""
     strength = line_strength(rgb)
     candidates = (strength > threshold) & ~mask
     if corridor_of is not None:
         candidates &= corridor_of
     if colour is not None:
         candidates &= colour.likelier_ours(rgb)
+    if evidence is not None:
+        candidates &= evidence
     seed = cv2.dilate(mask.astype(np.uint8), np.ones((2 * reach + 1,) * 2, np.uint8)) > 0
     _, labels = cv2.connectedComponents((candidates | mask).astype(np.uint8), connectivity=8)
     touching = np.unique(labels[seed & candidates])
@@ -116,8 +128,10 @@ def extended(mask: np.ndarray, rgb: np.ndarray, threshold: float, corridor_of: n
     return mask | added
 
 
-def run_variant(name: str, masks: np.ndarray, frames: list[np.ndarray], start: np.ndarray) -> np.ndarray:
-    threshold, corridor, use_colour, use_budget = VARIANTS[name]
+def run_variant(name: str, probs: np.ndarray, frames: list[np.ndarray], start: np.ndarray) -> np.ndarray:
+    """The masks (``probs`` > 0.5) of every frame after the start, each extended as the variant ``name`` says."""
+    threshold, corridor, use_colour, use_budget, least = VARIANTS[name]
+    masks = probs > 0.5
     start_thin = thin_parts(start)
     share = start_thin.sum() / max(start.sum(), 1)
     colour = ColourModel(frames[0], start_thin, start) if use_colour else None
@@ -126,7 +140,8 @@ def run_variant(name: str, masks: np.ndarray, frames: list[np.ndarray], start: n
         around = None
         if corridor is not None:
             around = cv2.dilate(previous_thin.astype(np.uint8), np.ones((2 * corridor + 1,) * 2, np.uint8)) > 0
-        out[t] = extended(masks[t], frames[t], threshold, around, colour, share if use_budget else None)
+        out[t] = extended(masks[t], frames[t], threshold, around, colour, share if use_budget else None,
+                          None if least is None else probs[t] > least)
         previous_thin = thin_parts(out[t])
     return out
 
@@ -156,38 +171,44 @@ def main() -> None:
     parser.add_argument("--out", required=True, help="JSON; a Markdown table is written beside it")
     parser.add_argument("--sequences", default="", help="comma-separated train sequences (default: by --min-thin)")
     parser.add_argument("--min-thin", type=float, default=0.025)
+    parser.add_argument("--split", default="train", choices=("train", "val"))
+    parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated, of: " + ", ".join(VARIANTS))
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    dataset = DavisDataset(args.davis, "train")
+    variants = [v for v in args.variants.split(",") if v]
+    if set(variants) - set(VARIANTS):
+        raise SystemExit(f"unknown variants {sorted(set(variants) - set(VARIANTS))}; choose of {', '.join(VARIANTS)}")
+    dataset = DavisDataset(args.davis, args.split)
     starts = {name: next(iter(dataset.start_masks(name).values())) > 0 for name in dataset.sequences}
     shares = {name: thin_parts(m).sum() / m.sum() for name, m in starts.items()}
     names = [s for s in args.sequences.split(",") if s] or [n for n in dataset.sequences if shares[n] >= args.min_thin]
     unknown = sorted(set(names) - set(dataset.sequences))
     if unknown:
-        raise SystemExit(f"not DAVIS 2016 train sequences: {', '.join(unknown)}")
+        raise SystemExit(f"not DAVIS 2016 {args.split} sequences: {', '.join(unknown)}")
     model = reusevos.load_model(args.weights)
     rows = []
     for name in names:
         data = load_sequence(dataset, name)
-        masks = probabilities(model, dataset, name, Path(args.cache)) > 0.5
+        probs = probabilities(model, dataset, name, Path(args.cache))
         row = {"sequence": name, "thin_share": round(float(shares[name]), 4)}
-        for variant in ("base", *VARIANTS):
+        for variant in ("base", *variants):
             began = time.perf_counter()
-            out = masks if variant == "base" else run_variant(variant, masks, data.frames, starts[name])
+            out = probs > 0.5 if variant == "base" else run_variant(variant, probs, data.frames, starts[name])
             scores = DavisScores(score_sequence(data.ground_truth, out.astype(np.uint8), name)).global_scores()
             row[variant] = {k: round(100 * float(scores[k]), 2) for k in ("J&F-Mean", "J-Mean", "F-Mean")}
             row[variant]["ms_per_frame"] = round(1000 * (time.perf_counter() - began) / len(out), 1)
         rows.append(row)
-        print(name, {v: row[v]["J&F-Mean"] for v in ("base", *VARIANTS)}, flush=True)
-    header = "| sequence | thin share of the start mask | base | " + " | ".join(VARIANTS) + " |"
-    lines = [header, "|---|---:|---:|" + "---:|" * len(VARIANTS)]
+        print(name, {v: row[v]["J&F-Mean"] for v in ("base", *variants)}, flush=True)
+    header = "| sequence | thin share of the start mask | base | " + " | ".join(variants) + " |"
+    lines = [header, "|---|---:|---:|" + "---:|" * len(variants)]
     for row in rows:
         base = row["base"]["J&F-Mean"]
-        cells = [f"{row[v]['J&F-Mean']:.1f} ({row[v]['J&F-Mean'] - base:+.1f})" for v in VARIANTS]
+        cells = [f"{row[v]['J&F-Mean']:.1f} ({row[v]['J&F-Mean'] - base:+.1f})" for v in variants]
         lines.append(f"| {row['sequence']} | {row['thin_share']:.3f} | {base:.1f} | " + " | ".join(cells) + " |")
     command = "python " + " ".join(shlex.quote(a) for a in sys.argv)
-    report = {"command": command, "weights": args.weights, "setting": SETTING, "variants": VARIANTS,
+    report = {"command": command, "weights": args.weights, "split": args.split, "setting": SETTING,
+              "variants": {v: VARIANTS[v] for v in variants},
               "machine": machine_label(), **source_commit(), "rows": rows}
     write_text(Path(args.out), json.dumps(report, indent=1) + "\n")
     table = "\n".join(lines)
