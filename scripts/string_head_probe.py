@@ -5,7 +5,9 @@ The base model stays as it is (its probabilities at the shipped settings, cached
 pixel: the frame (RGB), the base model's logit, the line strength of ``thin_lines_probe.line_strength`` and a
 corridor: where the object's thin parts were on the previous frame, widened by 4 px (in training the previous
 frame's ground truth, at test time the previous output's; on the first frame after the start, the start mask's).
-Its output: which pixels outside the base mask belong to the object; only those connected to the mask are added.
+Its output: which pixels outside the base mask belong to the object; only those connected to the mask are added
+(``+corridor``: only inside the corridor; ``+evidence``: only where the base probability is above 0.001, a
+restraint the head cannot learn from drawn strings, which the base model never saw).
 
 Strings are rare in DAVIS 2016 train (kite-walk is the only sequence with many), so training draws them: each crop
 gets up to five strings (1-4 px, antialiased, straight or bent, dark, bright or coloured, one or both ends on the
@@ -45,6 +47,8 @@ HARD_SIX = ("bmx-bumps", "breakdance-flare", "dance-jump", "drift-turn", "kite-w
 SCORED = ("bmx-bumps", "boat", "kite-walk", "lucia", "swing")
 CROP = 160
 CORRIDOR = 4
+EVIDENCE = 1e-3  # thin_lines_probe.py's least base probability
+VARIANTS = ("head", "head+corridor", "head+evidence", "head+corridor+evidence")
 
 
 class StringHead(nn.Module):
@@ -203,8 +207,9 @@ def train(args) -> None:
 
 @torch.no_grad()
 def apply_head(head: StringHead, rgb: np.ndarray, prob: np.ndarray, corridor: np.ndarray, within_corridor: bool,
-               reach: int = 3) -> np.ndarray:
-    """The base mask with the head's pixels connected to it added (``within_corridor``: only there)."""
+               least: float | None = None, reach: int = 3) -> np.ndarray:
+    """The base mask with the head's pixels connected to it added (``within_corridor``: only there; ``least``: only
+    where the base probability is above it, thin_lines_probe.py's evidence)."""
     mask = prob > 0.5
     region = widened(mask | corridor, 32)
     ys, xs = np.nonzero(region)
@@ -217,6 +222,8 @@ def apply_head(head: StringHead, rgb: np.ndarray, prob: np.ndarray, corridor: np
     candidates &= ~mask
     if within_corridor:
         candidates &= corridor
+    if least is not None:
+        candidates &= prob > least
     seed = widened(mask, reach)
     _, labels = cv2.connectedComponents((candidates | mask).astype(np.uint8), connectivity=8)
     touching = np.unique(labels[seed & candidates])
@@ -236,22 +243,23 @@ def score(args) -> None:
         probs = np.load(Path(args.cache) / f"{name}.npy").astype(np.float32)
         start = data.ground_truth[0] > 0
         row = {"sequence": name}
-        for variant in ("base", "head", "head+corridor"):
+        for variant in ("base", *VARIANTS):
             out, thin_before, began = probs > 0.5, thin_parts(start), time.perf_counter()
             if variant != "base":
                 for t in range(1, len(out)):
-                    out[t] = apply_head(head, data.frames[t], probs[t], widened(thin_before), variant != "head")
+                    out[t] = apply_head(head, data.frames[t], probs[t], widened(thin_before), "corridor" in variant,
+                                        EVIDENCE if "evidence" in variant else None)
                     thin_before = thin_parts(out[t])
             scores = DavisScores(score_sequence(data.ground_truth, out.astype(np.uint8), name)).global_scores()
             row[variant] = {k: round(100 * float(scores[k]), 2) for k in ("J&F-Mean", "J-Mean", "F-Mean")}
             row[variant]["ms_per_frame"] = round(1000 * (time.perf_counter() - began) / len(out), 1)
         rows.append(row)
-        print(name, {v: row[v]["J&F-Mean"] for v in ("base", "head", "head+corridor")}, flush=True)
-    lines = ["| sequence | base | head | head+corridor |", "|---|---:|---:|---:|"]
+        print(name, {v: row[v]["J&F-Mean"] for v in ("base", *VARIANTS)}, flush=True)
+    lines = ["| sequence | base | " + " | ".join(VARIANTS) + " |", "|---|---:|" + "---:|" * len(VARIANTS)]
     for row in rows:
         base = row["base"]["J&F-Mean"]
         lines.append(f"| {row['sequence']} | {base:.1f} | " + " | ".join(
-            f"{row[v]['J&F-Mean']:.1f} ({row[v]['J&F-Mean'] - base:+.1f})" for v in ("head", "head+corridor")) + " |")
+            f"{row[v]['J&F-Mean']:.1f} ({row[v]['J&F-Mean'] - base:+.1f})" for v in VARIANTS) + " |")
     command = "python " + " ".join(shlex.quote(a) for a in sys.argv)
     if args.report:
         report = {"command": command, "split": args.split, "head_steps": saved["step"], "head_fit": saved["fit"],

@@ -48,6 +48,7 @@ from reusevos.evaluation.davis_eval import DavisScores, score_sequence
 from reusevos.io.davis import DavisDataset, load_sequence
 from reusevos.io.files import write_text
 from reusevos.provenance import machine_label, source_commit
+from thin_structure_ceiling import without_thin_parts  # scripts/, beside this one
 
 SETTING = "full+c2+search2"  # the base model as shipped
 DIRECTIONS = ((1, 0), (0, 1), (1, 1), (1, -1), (2, 1), (1, 2), (2, -1), (1, -2))
@@ -64,8 +65,7 @@ VARIANTS = {  # name -> (threshold, corridor, colour, budget, least probability)
 
 def thin_parts(mask: np.ndarray) -> np.ndarray:
     """The pixels of the boolean ``mask`` in parts narrower than THIN_WIDTH (what an opening with a disc removes)."""
-    disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (THIN_WIDTH, THIN_WIDTH))
-    return mask & ~(cv2.morphologyEx(mask.astype(np.uint8), cv2.MORPH_OPEN, disc) > 0)
+    return mask & ~(without_thin_parts(mask[None].astype(np.uint8), THIN_WIDTH)[0] > 0)
 
 
 def line_strength(rgb: np.ndarray) -> np.ndarray:

@@ -1,6 +1,7 @@
 """The accuracy work's scripts whose numbers docs/accuracy.md reports: holdout_eval.py's ground-truth memory (the
-target models learn from the ground truth, the windows follow the outputs), thin_structure_ceiling.py's opening and
-sequence_decay.py's reading of a benchmark log."""
+target models learn from the ground truth, the windows follow the outputs), thin_structure_ceiling.py's opening,
+sequence_decay.py's reading of a benchmark log, and the probes of the strings (thin_lines_probe.py's line test and
+extension, string_head_probe.py's drawn strings)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,22 @@ from reusevos.config import SessionConfig
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 from holdout_eval import oracle_stepper  # noqa: E402
 from sequence_decay import load  # noqa: E402
+from string_head_probe import draw_strings, widened  # noqa: E402
+from thin_lines_probe import extended, line_strength  # noqa: E402
 from thin_structure_ceiling import without_thin_parts  # noqa: E402
+
+
+def _scene() -> tuple[np.ndarray, np.ndarray]:
+    """A grey 80x120 frame with a dark 20 px block (the object), a 2 px dark line out of it, a 2 px dark line that
+    touches nothing and a step edge (bright right third); the object's mask (the block only)."""
+    rgb = np.full((80, 120, 3), 150, np.uint8)
+    rgb[:, 80:] = 230  # a step edge at x = 80
+    rgb[30:50, 10:30] = 40  # the object
+    rgb[39:41, 30:70] = 40  # its string, out to x = 70
+    rgb[5:7, 20:70] = 40  # a loose line, far from the object
+    mask = np.zeros((80, 120), bool)
+    mask[30:50, 10:30] = True
+    return rgb, mask
 
 
 def test_oracle_memory_teaches_the_ground_truth_and_keeps_the_outputs_for_the_windows(blackswan):
@@ -63,3 +79,45 @@ def test_sequence_decay_reads_per_frame_scores_and_keeps_the_last_run(tmp_path):
     assert list(runs) == ["full+c2"] and sorted(runs["full+c2"]) == ["a", "b"]
     (a,) = runs["full+c2"]["a"]  # the resumed run's line replaced the first
     assert np.allclose(a.j, [1.0] * 4 + [0.6] * 4) and len(a.frame_ids) == 8
+
+
+def test_the_line_test_passes_lines_and_fails_step_edges():
+    rgb, _ = _scene()
+    strength = line_strength(rgb)
+    assert strength[39:41, 40:60].min() > 40  # the string: darker than both sides by ~110 (blurred)
+    assert strength[5:7, 30:60].min() > 40
+    assert strength[20:60, 77:84].max() < 12  # a step edge is darker on one side only
+    assert strength[60:75, 35:70].max() == 0  # flat grey
+
+
+def test_the_extension_adds_the_string_and_not_the_loose_line():
+    rgb, mask = _scene()
+    out = extended(mask, rgb, threshold=12)
+    assert out[mask].all()
+    assert out[39:41, 32:68].all()  # the string, connected to the mask
+    assert not out[5:7].any()  # the loose line touches nothing
+    assert not out[:, 75:].any()  # nor is the step edge a line
+    corridor = np.zeros_like(mask)
+    corridor[35:45, 30:50] = True  # only the string's first 20 px were thin parts on the last frame
+    assert out[39:41, 55:68].any() and not extended(mask, rgb, 12, corridor_of=corridor)[39:41, 55:68].any()
+    nothing_seen = np.zeros_like(mask)  # the base model's evidence nowhere
+    assert np.array_equal(extended(mask, rgb, 12, evidence=nothing_seen), mask)
+
+
+def test_drawn_strings_join_the_mask_and_loose_lines_do_not():
+    rgb = np.full((160, 160, 3), 128, np.uint8)
+    mask = np.zeros((160, 160), bool)
+    mask[60:100, 60:100] = True
+    seen_loose = seen_strings = 0
+    for seed in range(20):
+        out, strings, corridor = draw_strings(rgb, mask, np.random.default_rng(seed))
+        assert strings[mask].all()  # the object stays
+        drawn = (out != 128).any(axis=2)
+        added = strings & ~mask
+        assert not (added & ~drawn).any()  # every added pixel was drawn on
+        assert corridor[added].mean() > 0.5 if added.any() else not corridor.any()  # drawn at most 3 px off
+        loose = drawn & ~widened(strings, 2)  # drawn, and not a string's antialiased fringe
+        assert not (loose & widened(mask, 9)).any()  # loose lines keep 10 px from the object
+        seen_loose += loose.any()
+        seen_strings += added.any()
+    assert seen_loose > 5 and seen_strings > 5
