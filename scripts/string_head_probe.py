@@ -41,7 +41,7 @@ from reusevos.evaluation.davis_eval import DavisScores, score_sequence
 from reusevos.io.davis import DavisDataset, load_sequence
 from reusevos.io.files import write_text
 from reusevos.provenance import machine_label, source_commit
-from thin_lines_probe import thin_parts, line_strength  # scripts/, beside this one
+from thin_lines_probe import line_strength, thin_parts, widened  # scripts/, beside this one
 
 HARD_SIX = ("bmx-bumps", "breakdance-flare", "dance-jump", "drift-turn", "kite-walk", "motocross-bumps")
 SCORED = ("bmx-bumps", "boat", "kite-walk", "lucia", "swing")
@@ -64,10 +64,6 @@ class StringHead(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.body(x)
-
-
-def widened(mask: np.ndarray, by: int = CORRIDOR) -> np.ndarray:
-    return cv2.dilate(mask.astype(np.uint8), np.ones((2 * by + 1,) * 2, np.uint8)) > 0
 
 
 def inputs(rgb: np.ndarray, prob: np.ndarray, corridor: np.ndarray) -> torch.Tensor:
@@ -131,7 +127,7 @@ def draw_strings(rgb: np.ndarray, mask: np.ndarray, rng: np.random.Generator
             mask |= alpha > 127
             shifted = np.zeros((h, w), np.uint8)
             cv2.polylines(shifted, [pts + rng.integers(-3, 4, 2).astype(np.int32)], False, 1, width)
-            corridor |= widened(shifted)
+            corridor |= widened(shifted, CORRIDOR)
     return np.clip(out, 0, 255).astype(np.uint8), mask, corridor
 
 
@@ -160,7 +156,7 @@ class Frames:
             box = (box[0], slice(x0 + CROP - 1, x0 - 1 if x0 else None, -1))
         rgb, prob, truth, thin_before = (np.ascontiguousarray(a[box]) for a in (rgb, prob, truth, thin_before))
         rgb, truth, string_corridor = draw_strings(rgb, truth, rng)
-        corridor = widened(thin_before) | string_corridor
+        corridor = widened(thin_before, CORRIDOR) | string_corridor
         outside = prob < 0.5  # the head only adds: it is scored where the base mask is not
         weight = outside * np.where(truth, 5.0, 1.0)
         as_tensor = lambda a: torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))[None]  # noqa: E731
@@ -247,7 +243,8 @@ def score(args) -> None:
             out, thin_before, began = probs > 0.5, thin_parts(start), time.perf_counter()
             if variant != "base":
                 for t in range(1, len(out)):
-                    out[t] = apply_head(head, data.frames[t], probs[t], widened(thin_before), "corridor" in variant,
+                    corridor = widened(thin_before, CORRIDOR)
+                    out[t] = apply_head(head, data.frames[t], probs[t], corridor, "corridor" in variant,
                                         EVIDENCE if "evidence" in variant else None)
                     thin_before = thin_parts(out[t])
             seconds = time.perf_counter() - began  # the head and its restraints only, not the scoring

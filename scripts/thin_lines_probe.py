@@ -15,7 +15,8 @@ probabilities are cached (``--cache``). Each variant then post-processes the thr
   than under one of the background around them.
 - ``+budget``: at most as many added pixels as the start mask's thin share of the present mask (the strongest first).
 - ``+evidence``: candidates must have a base-model probability above 0.001 (the network saw *something* there: on
-  kite-walk its thin parts' median probability is 5e-4, the background within 10 px of the object 1e-6).
+  kite-walk's frame 40 with the hard-fold refiner its thin parts' median probability is 5e-4, that of the background
+  within 10 px of the object 1e-6 or less).
 
 Which sequences: by default those whose start mask has at least ``--min-thin`` (0.025) of its pixels in parts
 narrower than 5 px, the only ones a rule gated on the start mask would change. ``--sequences`` names others (to see
@@ -63,6 +64,11 @@ VARIANTS = {  # name -> (threshold, corridor, colour, budget, least probability)
 }
 
 
+def widened(mask: np.ndarray, by: int) -> np.ndarray:
+    """The boolean ``mask`` grown by ``by`` pixels (a square dilation)."""
+    return cv2.dilate(mask.astype(np.uint8), np.ones((2 * by + 1,) * 2, np.uint8)) > 0
+
+
 def thin_parts(mask: np.ndarray) -> np.ndarray:
     """The pixels of the boolean ``mask`` in parts narrower than THIN_WIDTH (what an opening with a disc removes)."""
     return mask & ~(without_thin_parts(mask[None].astype(np.uint8), THIN_WIDTH)[0] > 0)
@@ -91,7 +97,7 @@ class ColourModel:
     BINS = 8
 
     def __init__(self, rgb: np.ndarray, thin: np.ndarray, mask: np.ndarray, ring: int = 6):
-        around = (cv2.dilate(thin.astype(np.uint8), np.ones((2 * ring + 1,) * 2, np.uint8)) > 0) & ~mask
+        around = widened(thin, ring) & ~mask
         index = self.index(rgb)
         ours = np.bincount(index[thin], minlength=self.BINS ** 3) + 0.5
         theirs = np.bincount(index[around], minlength=self.BINS ** 3) + 0.5
@@ -119,7 +125,7 @@ def extended(mask: np.ndarray, rgb: np.ndarray, threshold: float, corridor_of: n
         candidates &= colour.likelier_ours(rgb)
     if evidence is not None:
         candidates &= evidence
-    seed = cv2.dilate(mask.astype(np.uint8), np.ones((2 * reach + 1,) * 2, np.uint8)) > 0
+    seed = widened(mask, reach)
     _, labels = cv2.connectedComponents((candidates | mask).astype(np.uint8), connectivity=8)
     touching = np.unique(labels[seed & candidates])
     added = np.isin(labels, touching[touching > 0]) & candidates
@@ -137,9 +143,7 @@ def run_variant(name: str, probs: np.ndarray, frames: list[np.ndarray], start: n
     colour = ColourModel(frames[0], start_thin, start) if use_colour else None
     out, previous_thin = masks.copy(), start_thin
     for t in range(1, len(masks)):
-        around = None
-        if corridor is not None:
-            around = cv2.dilate(previous_thin.astype(np.uint8), np.ones((2 * corridor + 1,) * 2, np.uint8)) > 0
+        around = None if corridor is None else widened(previous_thin, corridor)
         out[t] = extended(masks[t], frames[t], threshold, around, colour, share if use_budget else None,
                           None if least is None else probs[t] > least)
         previous_thin = thin_parts(out[t])
@@ -167,7 +171,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--weights", required=True)
     parser.add_argument("--davis", required=True)
-    parser.add_argument("--cache", required=True, help="folder for the base model's probabilities")
+    parser.add_argument("--cache", required=True, help="folder for the base model's probabilities (one per weights file: not checked)")
     parser.add_argument("--out", required=True, help="JSON; a Markdown table is written beside it")
     parser.add_argument("--sequences", default="", help="comma-separated train sequences (default: by --min-thin)")
     parser.add_argument("--min-thin", type=float, default=0.025)

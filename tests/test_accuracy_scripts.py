@@ -18,8 +18,8 @@ from reusevos.config import SessionConfig
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 from holdout_eval import oracle_stepper  # noqa: E402
 from sequence_decay import load  # noqa: E402
-from string_head_probe import draw_strings, widened  # noqa: E402
-from thin_lines_probe import extended, line_strength  # noqa: E402
+from string_head_probe import draw_strings  # noqa: E402
+from thin_lines_probe import extended, line_strength, widened  # noqa: E402
 from thin_structure_ceiling import without_thin_parts  # noqa: E402
 
 
