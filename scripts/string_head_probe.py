@@ -179,26 +179,26 @@ def train(args) -> None:
         head.load_state_dict(saved["head"])
         optimiser.load_state_dict(saved["optimiser"])
         step, rng = saved["step"], saved["rng"]
-    log = open(out / "log.jsonl", "a")
     began = time.perf_counter()
-    while step < args.steps:
-        batch = [frames.sample(rng) for _ in range(args.batch)]
-        x, y, weight = (torch.stack(parts) for parts in zip(*batch))
-        loss = (F.binary_cross_entropy_with_logits(head(x), y, reduction="none") * weight).sum() / weight.sum()
-        optimiser.zero_grad()
-        loss.backward()
-        optimiser.step()
-        step += 1
-        if step % 20 == 0:
-            log.write(json.dumps({"step": step, "loss": round(loss.item(), 5),
-                                  "seconds": round(time.perf_counter() - began, 1)}) + "\n")
-            log.flush()
-        if step % 100 == 0 or step == args.steps:
-            torch.save({"head": head.state_dict(), "optimiser": optimiser.state_dict(), "step": step, "rng": rng,
-                        "fit": fit, "command": " ".join(shlex.quote(a) for a in sys.argv), **source_commit()},
-                       checkpoint.with_suffix(".tmp"))
-            checkpoint.with_suffix(".tmp").replace(checkpoint)
-            print(f"step {step} loss {loss.item():.4f}", flush=True)
+    with open(out / "log.jsonl", "a") as log:
+        while step < args.steps:
+            batch = [frames.sample(rng) for _ in range(args.batch)]
+            x, y, weight = (torch.stack(parts) for parts in zip(*batch))
+            loss = (F.binary_cross_entropy_with_logits(head(x), y, reduction="none") * weight).sum() / weight.sum()
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+            step += 1
+            if step % 20 == 0:
+                log.write(json.dumps({"step": step, "loss": round(loss.item(), 5),
+                                      "seconds": round(time.perf_counter() - began, 1)}) + "\n")
+                log.flush()
+            if step % 100 == 0 or step == args.steps:
+                torch.save({"head": head.state_dict(), "optimiser": optimiser.state_dict(), "step": step, "rng": rng,
+                            "fit": fit, "command": " ".join(shlex.quote(a) for a in sys.argv), **source_commit()},
+                           checkpoint.with_suffix(".tmp"))
+                checkpoint.with_suffix(".tmp").replace(checkpoint)
+                print(f"step {step} loss {loss.item():.4f}", flush=True)
 
 
 @torch.no_grad()
