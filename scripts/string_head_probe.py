@@ -41,7 +41,7 @@ from reusevos.evaluation.davis_eval import DavisScores, score_sequence
 from reusevos.io.davis import DavisDataset, load_sequence
 from reusevos.io.files import write_text
 from reusevos.provenance import machine_label, source_commit
-from thin_lines_probe import line_strength, thin_parts, widened  # scripts/, beside this one
+from thin_lines_probe import connected_to, line_strength, thin_parts, widened  # scripts/, beside this one
 
 HARD_SIX = ("bmx-bumps", "breakdance-flare", "dance-jump", "drift-turn", "kite-walk", "motocross-bumps")
 SCORED = ("bmx-bumps", "boat", "kite-walk", "lucia", "swing")
@@ -75,6 +75,11 @@ def inputs(rgb: np.ndarray, prob: np.ndarray, corridor: np.ndarray) -> torch.Ten
     return torch.from_numpy(np.concatenate(planes))
 
 
+def outline_points(mask: np.ndarray) -> np.ndarray:
+    """``(n, 2)`` (row, column) of the boolean ``mask``'s pixels with a 4- or 8-neighbour outside it."""
+    return np.argwhere(mask & ~(cv2.erode(mask.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0))
+
+
 def _colour(rng: np.random.Generator) -> np.ndarray:
     kind = rng.integers(3)
     if kind == 0:
@@ -99,7 +104,7 @@ def draw_strings(rgb: np.ndarray, mask: np.ndarray, rng: np.random.Generator
     """``rgb`` with strings and loose lines drawn; the mask with the strings; the strings' corridor (drawn 0-3 px off)."""
     out, mask, corridor = rgb.astype(np.float64), mask.copy(), np.zeros(mask.shape, bool)
     h, w = mask.shape
-    outline = np.argwhere(mask & ~(cv2.erode(mask.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0))
+    outline = outline_points(mask)
     if len(outline) == 0:
         return rgb, mask, corridor
     for attached in [True] * rng.integers(0, 6) + [False] * rng.integers(0, 4):
@@ -148,7 +153,7 @@ class Frames:
         """One crop around the object's outline: inputs ``(6, C, C)``, target and loss weight ``(1, C, C)``."""
         rgb, prob, truth, thin_before = self.items[rng.integers(len(self.items))]
         h, w = truth.shape
-        outline = np.argwhere(truth ^ (cv2.erode(truth.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0))
+        outline = outline_points(truth)
         cy, cx = outline[rng.integers(len(outline))] if len(outline) else (h // 2, w // 2)
         y0, x0 = int(np.clip(cy - CROP // 2, 0, h - CROP)), int(np.clip(cx - CROP // 2, 0, w - CROP))
         box = (slice(y0, y0 + CROP), slice(x0, x0 + CROP))
@@ -220,10 +225,7 @@ def apply_head(head: StringHead, rgb: np.ndarray, prob: np.ndarray, corridor: np
         candidates &= corridor
     if least is not None:
         candidates &= prob > least
-    seed = widened(mask, reach)
-    _, labels = cv2.connectedComponents((candidates | mask).astype(np.uint8), connectivity=8)
-    touching = np.unique(labels[seed & candidates])
-    return mask | (np.isin(labels, touching[touching > 0]) & candidates)
+    return mask | connected_to(mask, candidates, reach)
 
 
 def score(args) -> None:

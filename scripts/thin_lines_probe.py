@@ -46,7 +46,7 @@ import torch
 import reusevos
 from reusevos.bench.settings import parse_setting
 from reusevos.evaluation.davis_eval import DavisScores, score_sequence
-from reusevos.io.davis import DavisDataset, load_sequence
+from reusevos.io.davis import DavisDataset, SequenceData, load_sequence
 from reusevos.io.files import write_text
 from reusevos.provenance import machine_label, source_commit
 from thin_structure_ceiling import without_thin_parts  # scripts/, beside this one
@@ -111,6 +111,14 @@ class ColourModel:
         return self.ratio[self.index(rgb)] > 0
 
 
+def connected_to(mask: np.ndarray, candidates: np.ndarray, reach: int = 3) -> np.ndarray:
+    """The ``candidates`` (boolean, outside ``mask``) connected (8-neighbours) to ``mask`` or within ``reach`` px of
+    it: a component of them counts when one of its pixels is that close, or when it joins the mask."""
+    _, labels = cv2.connectedComponents((candidates | mask).astype(np.uint8), connectivity=8)
+    touching = np.unique(labels[widened(mask, reach) & candidates])
+    return np.isin(labels, touching[touching > 0]) & candidates
+
+
 def extended(mask: np.ndarray, rgb: np.ndarray, threshold: float, corridor_of: np.ndarray | None = None,
              colour: ColourModel | None = None, budget: float | None = None, evidence: np.ndarray | None = None,
              reach: int = 3) -> np.ndarray:
@@ -125,10 +133,7 @@ def extended(mask: np.ndarray, rgb: np.ndarray, threshold: float, corridor_of: n
         candidates &= colour.likelier_ours(rgb)
     if evidence is not None:
         candidates &= evidence
-    seed = widened(mask, reach)
-    _, labels = cv2.connectedComponents((candidates | mask).astype(np.uint8), connectivity=8)
-    touching = np.unique(labels[seed & candidates])
-    added = np.isin(labels, touching[touching > 0]) & candidates
+    added = connected_to(mask, candidates, reach)
     if budget is not None and added.sum() > budget * mask.sum():
         added &= strength > np.sort(strength[added])[::-1][int(budget * mask.sum())]
     return mask | added
@@ -150,12 +155,11 @@ def run_variant(name: str, probs: np.ndarray, frames: list[np.ndarray], start: n
     return out
 
 
-def probabilities(model, dataset: DavisDataset, name: str, cache: Path) -> np.ndarray:
+def probabilities(model, data: SequenceData, cache: Path) -> np.ndarray:
     """The base model's probabilities of the sequence's object ``(T, H, W)`` float16, cached."""
-    path = cache / f"{name}.npy"
+    path = cache / f"{data.name}.npy"
     if path.is_file():
         return np.load(path)
-    data = load_sequence(dataset, name)
     session = reusevos.Session(model, parse_setting(SETTING).options())
     probs = []
     for t, frame in enumerate(data.frames):
@@ -194,7 +198,7 @@ def main() -> None:
     rows = []
     for name in names:
         data = load_sequence(dataset, name)
-        probs = probabilities(model, dataset, name, Path(args.cache))
+        probs = probabilities(model, data, Path(args.cache))
         row = {"sequence": name, "thin_share": round(float(shares[name]), 4)}
         for variant in ("base", *variants):
             began = time.perf_counter()

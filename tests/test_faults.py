@@ -192,6 +192,7 @@ def test_a_stop_in_the_middle_of_a_file_leaves_no_temporary_file(tmp_path):
 
     with pytest.raises(KeyboardInterrupt):
         write_atomically(tmp_path / "00003.png", stopped_halfway)
+
     def disk_full(tmp):
         tmp.write_bytes(b"a third of a png")
         raise OSError(28, "No space left on device")
