@@ -1,7 +1,7 @@
 """The accuracy work's scripts whose numbers docs/accuracy.md reports: holdout_eval.py's ground-truth memory (the
 target models learn from the ground truth, the windows follow the outputs), thin_structure_ceiling.py's opening,
 sequence_decay.py's reading of a benchmark log, and the probes of the strings (thin_lines_probe.py's line test and
-extension, string_head_probe.py's drawn strings)."""
+extension, string_head_probe.py's drawn strings and the strings that follow an object)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import json
 import sys
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 
@@ -18,7 +19,7 @@ from reusevos.config import SessionConfig
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 from holdout_eval import oracle_stepper  # noqa: E402
 from sequence_decay import load  # noqa: E402
-from string_head_probe import draw_strings  # noqa: E402
+from string_head_probe import FollowingStrings, draw_strings  # noqa: E402
 from thin_lines_probe import extended, line_strength, widened  # noqa: E402
 from thin_structure_ceiling import without_thin_parts  # noqa: E402
 
@@ -121,3 +122,33 @@ def test_drawn_strings_join_the_mask_and_loose_lines_do_not():
         seen_loose += loose.any()
         seen_strings += added.any()
     assert seen_loose > 5 and seen_strings > 5
+
+
+def test_following_strings_stay_attached_and_loose_lines_keep_off():
+    """Strings drawn before the base model runs: on every frame each string touches the object as it is there (the
+    object moves 3 px a frame), the object's pixels stay, loose lines keep 8 px off it, and the same generator draws
+    the same sequence; no strings where the object is gone."""
+    frames, size = 6, (120, 200)
+    truth = np.zeros((frames, *size), bool)
+    for t in range(frames - 1):
+        truth[t, 50:80, 60 + 3 * t:100 + 3 * t] = True  # the last frame: the object has left
+    rgb = np.full((*size, 3), 128, np.uint8)
+    seen_strings = seen_loose = 0
+    for seed in range(12):
+        strings = FollowingStrings(truth, np.random.default_rng(seed))
+        again = FollowingStrings(truth, np.random.default_rng(seed))
+        for t in range(frames):
+            out, union = strings.draw(t, rgb, truth[t])
+            assert np.array_equal(out, again.draw(t, rgb, truth[t])[0])
+            assert union[truth[t]].all()
+            added = union & ~truth[t]
+            if not truth[t].any():
+                assert not added.any()
+            # every string component reaches the object (8-connected, the mask itself included)
+            _, labels = cv2.connectedComponents(union.astype(np.uint8), connectivity=8)
+            assert set(np.unique(labels[added])) <= set(np.unique(labels[truth[t]]))
+            loose = (out != 128).any(axis=2) & ~widened(union, 2)
+            assert not (loose & widened(truth[t], 7)).any()
+            seen_strings += added.any()
+            seen_loose += loose.any()
+    assert seen_strings > 30 and seen_loose > 10
