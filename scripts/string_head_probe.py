@@ -398,10 +398,11 @@ def train(args) -> None:
 
 @torch.no_grad()
 def apply_head(head: StringHead, rgb: np.ndarray, prob: np.ndarray, corridor: np.ndarray, within_corridor: bool,
-               least: float | None = None, colour: ColourModel | None = None, reach: int = 3) -> np.ndarray:
+               least: float | None = None, colour: ColourModel | None = None, threshold: float = 0.0,
+               reach: int = 3) -> np.ndarray:
     """The base mask with the head's pixels connected to it added (``within_corridor``: only there; ``least``: only
     where the base probability is above it, thin_lines_probe.py's evidence; ``colour``: the seventh input, for a
-    head trained with it)."""
+    head trained with it; ``threshold``: the least logit of a pixel added)."""
     mask = prob > 0.5
     region = widened(mask | corridor, 32)
     ys, xs = np.nonzero(region)
@@ -410,7 +411,7 @@ def apply_head(head: StringHead, rgb: np.ndarray, prob: np.ndarray, corridor: np
     box = (slice(ys.min(), ys.max() + 1), slice(xs.min(), xs.max() + 1))
     crop_in = inputs(np.ascontiguousarray(rgb[box]), prob[box], corridor[box], colour)
     candidates = np.zeros_like(mask)
-    candidates[box] = (head(crop_in[None])[0, 0] > 0).numpy()
+    candidates[box] = (head(crop_in[None])[0, 0] > threshold).numpy()
     candidates &= ~mask
     if within_corridor:
         candidates &= corridor
@@ -442,7 +443,7 @@ def score(args) -> None:
                 for t in range(1, len(out)):
                     corridor = widened(thin_before, CORRIDOR)
                     out[t] = apply_head(head, data.frames[t], probs[t], corridor, "corridor" in variant,
-                                        EVIDENCE if "evidence" in variant else None, colour)
+                                        EVIDENCE if "evidence" in variant else None, colour, args.threshold)
                     thin_before = thin_parts(out[t])
             seconds = time.perf_counter() - began  # the head and its restraints only, not the scoring
             scores = DavisScores(score_sequence(data.ground_truth, out.astype(np.uint8), name)).global_scores()
@@ -457,7 +458,8 @@ def score(args) -> None:
             f"{row[v]['J&F-Mean']:.1f} ({row[v]['J&F-Mean'] - base:+.1f})" for v in variants) + " |")
     command = "python " + " ".join(shlex.quote(a) for a in sys.argv)
     if args.report:
-        report = {"command": command, "split": args.split, "head_steps": saved["step"], "head_fit": saved["fit"],
+        report = {"command": command, "split": args.split, "threshold": args.threshold, "head_steps": saved["step"],
+                  "head_fit": saved["fit"], "head_inputs": saved.get("inputs", 6), "head_synth": saved.get("synth", ""),
                   "head_command": saved["command"], "head_commit": saved.get("commit"), "machine": machine_label(),
                   **source_commit(), "rows": rows}
         write_text(Path(args.report), json.dumps(report, indent=1) + "\n")
@@ -486,6 +488,7 @@ def main() -> None:
     parser.add_argument("--sequences", default="", help="score: comma-separated (default: the five gated train ones)")
     parser.add_argument("--variants", default=",".join(VARIANTS), help="score: comma-separated, of: "
                         + ", ".join(VARIANTS) + " (on val: the one chosen on train)")
+    parser.add_argument("--threshold", type=float, default=0.0, help="score: the least logit of a pixel added")
     parser.add_argument("--report", default="", help="score: a JSON (and a Markdown table beside it)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
