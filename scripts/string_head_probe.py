@@ -25,12 +25,15 @@ The second try (``synth``, then ``train --synth``) gives the head what the first
 strings on whole sequences, attached to the object from the first frame to the last (the start mask has them), and
 loose lines in the background, some in a string's colour; the base model (``--weights``, the hard-fold refiner) then
 tracks the object with its strings, so its probabilities on them are its own (over the 42 sequences drawn, 21% of the
-strings' pixels above 0.5, 41% above 0.001; per sequence from none to 83% above 0.5, median 17%). The head gets a seventh input, the colour model of ``thin_lines_probe.py``
-(the start mask's thin parts against the background around them), as a log-likelihood ratio.
+strings' pixels above 0.5, 41% above 0.001; per sequence from none to 83% above 0.5, median 17%). The head gets a
+seventh input, the colour model of ``thin_lines_probe.py`` (the start mask's thin parts against the background around
+them), as a log-likelihood ratio. Results: docs/accuracy.md, "The string head's second try".
 
     python scripts/string_head_probe.py synth --davis ~/data/DAVIS --synth runs/string-synth
-    python scripts/string_head_probe.py train --davis ~/data/DAVIS --synth runs/string-synth --out runs/string-head-2
-    python scripts/string_head_probe.py score --cache runs/thin-probe-cache --davis ~/data/DAVIS --out runs/string-head-2
+    python scripts/string_head_probe.py train --davis ~/data/DAVIS --synth runs/string-synth --out runs/string-head-2 \\
+        --steps 1500
+    python scripts/string_head_probe.py score --cache runs/thin-probe-cache --davis ~/data/DAVIS \\
+        --out runs/string-head-2 --threshold 1
 """
 
 from __future__ import annotations
@@ -111,7 +114,7 @@ def _colour(rng: np.random.Generator) -> np.ndarray:
 
 
 def _path(start: np.ndarray, end: np.ndarray, bend: float) -> np.ndarray:
-    """A polyline from start to end bent ``bend`` times its length at the middle, ``(n, 1, 2)`` int32 points (x, y)."""
+    """A polyline from start to end, bent ``bend`` times its length at the middle: ``(n, 1, 2)`` int32 (x, y)."""
     bend = bend * np.linalg.norm(end - start)
     normal = np.array([-(end - start)[1], (end - start)[0]]) / max(np.linalg.norm(end - start), 1)
     s = np.linspace(0, 1, 24)[:, None]
@@ -390,7 +393,8 @@ def train(args) -> None:
                 log.flush()
             if step % 100 == 0 or step == args.steps:
                 torch.save({"head": head.state_dict(), "optimiser": optimiser.state_dict(), "step": step, "rng": rng,
-                            "fit": fit, "inputs": channels, "synth": args.synth, "command": " ".join(shlex.quote(a) for a in sys.argv), **source_commit()},
+                            "fit": fit, "inputs": channels, "synth": args.synth,
+                            "command": " ".join(shlex.quote(a) for a in sys.argv), **source_commit()},
                            checkpoint.with_suffix(".tmp"))
                 checkpoint.with_suffix(".tmp").replace(checkpoint)
                 print(f"step {step} loss {loss.item():.4f}", flush=True)

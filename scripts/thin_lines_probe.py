@@ -167,7 +167,8 @@ def probabilities(model, data: SequenceData, cache: Path) -> np.ndarray:
         probs.append((result.probabilities or {}).get(1, np.zeros(frame.shape[:2], np.float32)))
     probs = np.stack(probs).astype(np.float16)
     cache.mkdir(parents=True, exist_ok=True)
-    np.save(path, probs)
+    np.save(path.with_suffix(".partial.npy"), probs)
+    path.with_suffix(".partial.npy").replace(path)  # whole or absent: a stopped run computes it again
     return probs
 
 
