@@ -14,6 +14,9 @@ probabilities are cached (``--cache``). Each variant then post-processes the thr
 - ``+colour``: candidates must be likelier under a colour histogram (8 bins a channel) of the start mask's thin parts
   than under one of the background around them.
 - ``+budget``: at most as many added pixels as the start mask's thin share of the present mask (the strongest first).
+- ``carried`` (no line test; session 28): the last output's thin parts, moved onto the frame with the optical flow
+  (DIS) of the nearest pixel of the object's thick parts, added where connected to the mask: the strings as a shape
+  carried along, for lines too faint for any test.
 - ``+evidence``: candidates must have a base-model probability above 0.001 (the network saw *something* there: on
   kite-walk's frame 40 with the hard-fold refiner its thin parts' median probability is 5e-4, that of the background
   within 10 px of the object 1e-6 or less).
@@ -61,6 +64,7 @@ VARIANTS = {  # name -> (threshold, corridor, colour, budget, least probability)
     "corridor@12+colour+budget": (12, 4, True, True, None),
     "corridor@12+evidence": (12, 4, False, False, 1e-3),
     "corridor@12+colour+evidence": (12, 4, True, False, 1e-3),
+    "carried": None,  # no line test: the previous output's thin parts moved with the object (carried_thin)
 }
 
 
@@ -139,8 +143,36 @@ def extended(mask: np.ndarray, rgb: np.ndarray, threshold: float, corridor_of: n
     return mask | added
 
 
+def carried_thin(flow: cv2.DISOpticalFlow, grey_before: np.ndarray, grey: np.ndarray, thin_before: np.ndarray,
+                 mask: np.ndarray) -> np.ndarray:
+    """The thin parts of the last output (``thin_before``, boolean) moved onto this frame with the object: each pixel
+    takes the optical flow (DIS, this frame to the last) of the nearest pixel of ``mask``'s thick parts, since the
+    flow on a line a pixel wide is the background's, not the line's."""
+    thick = without_thin_parts(mask[None].astype(np.uint8), THIN_WIDTH)[0] > 0
+    if not thick.any() or not thin_before.any():
+        return np.zeros_like(mask)
+    motion = flow.calc(grey, grey_before, None)  # (H, W, 2): where each pixel of this frame was on the last
+    _, nearest = cv2.distanceTransformWithLabels((~thick).astype(np.uint8), cv2.DIST_L2, 5,
+                                                 labelType=cv2.DIST_LABEL_PIXEL)
+    ys, xs = np.nonzero(thick)  # row-major, as the labels count the thick pixels
+    moved = motion[ys, xs][nearest - 1]
+    gy, gx = np.mgrid[:mask.shape[0], :mask.shape[1]].astype(np.float32)
+    carried = cv2.remap(thin_before.astype(np.float32), gx + moved[..., 0], gy + moved[..., 1], cv2.INTER_LINEAR,
+                        borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
+    return carried > 0.5
+
+
 def run_variant(name: str, probs: np.ndarray, frames: list[np.ndarray], start: np.ndarray) -> np.ndarray:
     """The masks (``probs`` > 0.5) of every frame after the start, each extended as the variant ``name`` says."""
+    if VARIANTS[name] is None:  # carried
+        masks, flow = probs > 0.5, cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
+        out, thin_before = masks.copy(), thin_parts(start)
+        greys = [cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) for f in frames]
+        for t in range(1, len(masks)):
+            carried = carried_thin(flow, greys[t - 1], greys[t], thin_before, masks[t])
+            out[t] = masks[t] | connected_to(masks[t], carried & ~masks[t])
+            thin_before = thin_parts(out[t])
+        return out
     threshold, corridor, use_colour, use_budget, least = VARIANTS[name]
     masks = probs > 0.5
     start_thin = thin_parts(start)
