@@ -55,7 +55,7 @@ from torch import nn
 import reusevos
 from reusevos.evaluation.davis_eval import DavisScores, score_sequence
 from reusevos.io.davis import DavisDataset, load_sequence
-from reusevos.io.files import write_text
+from reusevos.io.files import write_json, write_text
 from reusevos.provenance import machine_label, source_commit
 from thin_lines_probe import (ColourModel, connected_to, line_strength, probabilities, thin_parts,  # scripts/
                               widened)
@@ -94,7 +94,7 @@ def inputs(rgb: np.ndarray, prob: np.ndarray, corridor: np.ndarray, colour: Colo
     planes = [rgb.astype(np.float32).transpose(2, 0, 1) / 127.5 - 1, logit[None],
               np.minimum(line_strength(rgb), 128)[None].astype(np.float32) / 64, corridor[None].astype(np.float32)]
     if colour is not None:
-        planes.append(np.clip(colour.ratio[colour.index(rgb)], -4, 4)[None].astype(np.float32) / 4)
+        planes.append(np.clip(colour.log_ratio(rgb), -4, 4)[None].astype(np.float32) / 4)
     return torch.from_numpy(np.concatenate(planes))
 
 
@@ -303,9 +303,9 @@ def synth(args) -> None:
     dataset = DavisDataset(args.davis, "train")
     folder = Path(args.synth)
     folder.mkdir(parents=True, exist_ok=True)
-    write_text(folder / "synth.json", json.dumps({
+    write_json(folder / "synth.json", {
         "command": "python " + " ".join(shlex.quote(a) for a in sys.argv), "weights": args.weights,
-        "seed": args.seed, "versions": args.versions, "machine": machine_label(), **source_commit()}, indent=1) + "\n")
+        "seed": args.seed, "versions": args.versions, "machine": machine_label(), **source_commit()})
     for i, name in enumerate(fitting_sequences(args.davis)):
         data = load_sequence(dataset, name)
         truth = data.ground_truth > 0
@@ -426,7 +426,8 @@ def apply_head(head: StringHead, rgb: np.ndarray, prob: np.ndarray, corridor: np
 
 def score(args) -> None:
     saved = torch.load(Path(args.out) / "head.pt", weights_only=False)
-    head = StringHead(saved.get("inputs", 6))
+    channels = saved.get("inputs", 6)  # 6: a first-try head, without the colour input
+    head = StringHead(channels)
     head.load_state_dict(saved["head"])
     head.eval()
     dataset = DavisDataset(args.davis, args.split)
@@ -439,7 +440,7 @@ def score(args) -> None:
         data = load_sequence(dataset, name)
         probs = np.load(Path(args.cache) / f"{name}.npy").astype(np.float32)
         start = data.ground_truth[0] > 0
-        colour = ColourModel(data.frames[0], thin_parts(start), start) if saved.get("inputs", 6) == 7 else None
+        colour = ColourModel(data.frames[0], thin_parts(start), start) if channels == 7 else None
         row = {"sequence": name}
         for variant in ("base", *variants):
             out, thin_before, began = probs > 0.5, thin_parts(start), time.perf_counter()
@@ -466,7 +467,7 @@ def score(args) -> None:
                   "head_fit": saved["fit"], "head_inputs": saved.get("inputs", 6), "head_synth": saved.get("synth", ""),
                   "head_command": saved["command"], "head_commit": saved.get("commit"), "machine": machine_label(),
                   **source_commit(), "rows": rows}
-        write_text(Path(args.report), json.dumps(report, indent=1) + "\n")
+        write_json(Path(args.report), report)
         write_text(Path(args.report).with_suffix(".md"), f"Command: {command} ({source_commit()['commit'][:7]}); "
                    f"head: {saved['command']} ({saved['step']} steps)\n\n" + "\n".join(lines) + "\n")
     print("\n".join(lines))

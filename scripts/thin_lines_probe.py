@@ -50,7 +50,7 @@ import reusevos
 from reusevos.bench.settings import parse_setting
 from reusevos.evaluation.davis_eval import DavisScores, score_sequence
 from reusevos.io.davis import DavisDataset, SequenceData, load_sequence
-from reusevos.io.files import write_text
+from reusevos.io.files import write_atomically, write_json, write_text
 from reusevos.provenance import machine_label, source_commit
 from thin_structure_ceiling import without_thin_parts  # scripts/, beside this one
 
@@ -111,8 +111,11 @@ class ColourModel:
         q = (rgb // (256 // self.BINS)).astype(np.int32)
         return (q[..., 0] * self.BINS + q[..., 1]) * self.BINS + q[..., 2]
 
+    def log_ratio(self, rgb: np.ndarray) -> np.ndarray:
+        return self.ratio[self.index(rgb)]
+
     def likelier_ours(self, rgb: np.ndarray) -> np.ndarray:
-        return self.ratio[self.index(rgb)] > 0
+        return self.log_ratio(rgb) > 0
 
 
 def connected_to(mask: np.ndarray, candidates: np.ndarray, reach: int = 3) -> np.ndarray:
@@ -162,17 +165,23 @@ def carried_thin(flow: cv2.DISOpticalFlow, grey_before: np.ndarray, grey: np.nda
     return carried > 0.5
 
 
+def carried_masks(probs: np.ndarray, frames: list[np.ndarray], start: np.ndarray) -> np.ndarray:
+    """The ``carried`` variant: each frame's mask with the last output's thin parts carried onto it (carried_thin)
+    where they touch it."""
+    masks, flow = probs > 0.5, cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
+    out, thin_before = masks.copy(), thin_parts(start)
+    greys = [cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) for f in frames]
+    for t in range(1, len(masks)):
+        carried = carried_thin(flow, greys[t - 1], greys[t], thin_before, masks[t])
+        out[t] = masks[t] | connected_to(masks[t], carried & ~masks[t])
+        thin_before = thin_parts(out[t])
+    return out
+
+
 def run_variant(name: str, probs: np.ndarray, frames: list[np.ndarray], start: np.ndarray) -> np.ndarray:
     """The masks (``probs`` > 0.5) of every frame after the start, each extended as the variant ``name`` says."""
-    if VARIANTS[name] is None:  # carried
-        masks, flow = probs > 0.5, cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
-        out, thin_before = masks.copy(), thin_parts(start)
-        greys = [cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) for f in frames]
-        for t in range(1, len(masks)):
-            carried = carried_thin(flow, greys[t - 1], greys[t], thin_before, masks[t])
-            out[t] = masks[t] | connected_to(masks[t], carried & ~masks[t])
-            thin_before = thin_parts(out[t])
-        return out
+    if name == "carried":
+        return carried_masks(probs, frames, start)
     threshold, corridor, use_colour, use_budget, least = VARIANTS[name]
     masks = probs > 0.5
     start_thin = thin_parts(start)
@@ -199,8 +208,7 @@ def probabilities(model, data: SequenceData, cache: Path) -> np.ndarray:
         probs.append((result.probabilities or {}).get(1, np.zeros(frame.shape[:2], np.float32)))
     probs = np.stack(probs).astype(np.float16)
     cache.mkdir(parents=True, exist_ok=True)
-    np.save(path.with_suffix(".partial.npy"), probs)
-    path.with_suffix(".partial.npy").replace(path)  # whole or absent: a stopped run computes it again
+    write_atomically(path, lambda tmp: np.save(tmp, probs))  # whole or absent: a stopped run computes it again
     return probs
 
 
@@ -252,7 +260,7 @@ def main() -> None:
     report = {"command": command, "weights": args.weights, "split": args.split, "setting": SETTING,
               "variants": {v: VARIANTS[v] for v in variants},
               "machine": machine_label(), **source_commit(), "rows": rows}
-    write_text(Path(args.out), json.dumps(report, indent=1) + "\n")
+    write_json(Path(args.out), report)
     table = "\n".join(lines)
     write_text(Path(args.out).with_suffix(".md"), f"Command: {command} ({source_commit()['commit'][:7]})\n\n{table}\n")
     print(table)
